@@ -1,0 +1,682 @@
+//! Configuration: built-in defaults < `sensor-etl.toml` < `SENSOR_ETL_*` environment < flags.
+//!
+//! `RawConfig` mirrors the file and the environment one to one (unknown keys are errors that
+//! name the key). It is validated once into `Settings`, which the pipeline stages read; they
+//! never see raw strings. Sensor types are data: the built-in catalogue (`sensor_types.toml`)
+//! is merged with the user's `[[sensor_types]]` by name, so a type, a measurement or a range
+//! changes with no code change and no schema migration.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use chrono::FixedOffset;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// The built-in sensor catalogue, carried inside the binary.
+const BUILTIN_SENSOR_TYPES: &str = include_str!("sensor_types.toml");
+
+/// Name of the configuration file looked up in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "sensor-etl.toml";
+
+/// The configuration as written by the operator (file, then environment).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// PostgreSQL connection string. Unset: the embedded default database is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// Inbox watched by `run`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Where rejected rows and rejected files go.
+    #[serde(default = "default_quarantine_dir")]
+    pub quarantine_dir: PathBuf,
+    /// Where `run` moves a file once its transaction has committed.
+    #[serde(default = "default_processed_dir")]
+    pub processed_dir: PathBuf,
+    /// Structured logs and the append-only error log.
+    #[serde(default = "default_logs_dir")]
+    pub logs_dir: PathBuf,
+    /// Local state, e.g. the embedded PostgreSQL cluster.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// `run` deletes a committed file instead of moving it to `processed_dir`.
+    #[serde(default)]
+    pub delete_after_load: bool,
+    /// Rows validated and written per chunk; bounds memory whatever the file size.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: usize,
+    /// A file whose share of rejected rows is above this is rejected whole (0.0..=1.0).
+    #[serde(default = "default_max_reject_ratio")]
+    pub max_reject_ratio: f64,
+    /// UTC offset applied to timestamps that carry none, e.g. `+00:00` or `+02:00`.
+    #[serde(default = "default_utc_offset")]
+    pub default_utc_offset: String,
+    /// A file with no close or rename event is taken once unchanged for this long.
+    #[serde(default = "default_settle_ms")]
+    pub settle_ms: u64,
+    /// Period of the inbox scan that backs up the file-system events.
+    #[serde(default = "default_rescan_interval_ms")]
+    pub rescan_interval_ms: u64,
+    /// Retry policy for transient database errors.
+    #[serde(default)]
+    pub retry: RawRetry,
+    /// Added or changed sensor types, merged by name into the built-in ones.
+    #[serde(default)]
+    pub sensor_types: Vec<RawSensorType>,
+    /// Added unit conversions.
+    #[serde(default)]
+    pub unit_conversions: Vec<UnitConversion>,
+}
+
+/// Backoff for transient database errors.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// First delay.
+    #[serde(default = "default_retry_initial_ms")]
+    pub initial_delay_ms: u64,
+    /// Largest delay between two attempts.
+    #[serde(default = "default_retry_max_ms")]
+    pub max_delay_ms: u64,
+    /// Attempts before giving up on a file for now; 0 retries forever.
+    #[serde(default)]
+    pub max_attempts: usize,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        Self {
+            initial_delay_ms: default_retry_initial_ms(),
+            max_delay_ms: default_retry_max_ms(),
+            max_attempts: 0,
+        }
+    }
+}
+
+/// One sensor type as written in TOML; every field but `name` may be omitted when it
+/// changes a built-in type.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSensorType {
+    /// Type name as found in the `sensor_type` column, e.g. `SDS011`.
+    pub name: String,
+    /// Lower-case tokens that identify the type in a file name; default: the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name_tokens: Option<Vec<String>>,
+    /// Columns that are known but never loaded (always empty or derived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored_columns: Option<Vec<String>>,
+    /// Measurements, merged by `name` into the built-in ones.
+    #[serde(default)]
+    pub measurements: Vec<RawMeasurement>,
+}
+
+/// One measurement of a sensor type.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMeasurement {
+    /// Canonical measurement name stored in the database.
+    pub name: String,
+    /// CSV column names carrying it (case-insensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
+    /// Canonical unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Unit found in the files, when it differs from `unit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_unit: Option<String>,
+    /// Smallest valid value, in the canonical unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest valid value, in the canonical unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// A linear unit conversion: `to = from * scale + offset`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UnitConversion {
+    /// Unit converted from.
+    pub from: String,
+    /// Unit converted to.
+    pub to: String,
+    /// Factor.
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+    /// Added after scaling.
+    #[serde(default)]
+    pub offset: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuiltinCatalogue {
+    sensor_types: Vec<RawSensorType>,
+    unit_conversions: Vec<UnitConversion>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_quarantine_dir() -> PathBuf {
+    PathBuf::from("quarantine")
+}
+fn default_processed_dir() -> PathBuf {
+    PathBuf::from("processed")
+}
+fn default_logs_dir() -> PathBuf {
+    PathBuf::from("logs")
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".sensor-etl")
+}
+const fn default_chunk_rows() -> usize {
+    50_000
+}
+const fn default_max_reject_ratio() -> f64 {
+    0.5
+}
+fn default_utc_offset() -> String {
+    "+00:00".to_owned()
+}
+const fn default_settle_ms() -> u64 {
+    1_000
+}
+const fn default_rescan_interval_ms() -> u64 {
+    1_000
+}
+const fn default_retry_initial_ms() -> u64 {
+    200
+}
+const fn default_retry_max_ms() -> u64 {
+    30_000
+}
+const fn default_scale() -> f64 {
+    1.0
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            data_dir: default_data_dir(),
+            quarantine_dir: default_quarantine_dir(),
+            processed_dir: default_processed_dir(),
+            logs_dir: default_logs_dir(),
+            state_dir: default_state_dir(),
+            delete_after_load: false,
+            chunk_rows: default_chunk_rows(),
+            max_reject_ratio: default_max_reject_ratio(),
+            default_utc_offset: default_utc_offset(),
+            settle_ms: default_settle_ms(),
+            rescan_interval_ms: default_rescan_interval_ms(),
+            retry: RawRetry::default(),
+            sensor_types: Vec::new(),
+            unit_conversions: Vec::new(),
+        }
+    }
+}
+
+impl RawConfig {
+    /// Loads defaults, then the TOML file (if it exists, or fails if it was named explicitly
+    /// and is missing), then `SENSOR_ETL_*` variables (`__` separates nested keys) and
+    /// `DATABASE_URL`.
+    ///
+    /// # Errors
+    /// A file that does not parse, an unknown key, or a value of the wrong type.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        match file {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::MissingFile(path.to_path_buf()));
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file(DEFAULT_CONFIG_FILE)),
+        }
+        figment = figment
+            .merge(Env::prefixed("SENSOR_ETL_").split("__"))
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database_url".into()),
+            );
+        figment
+            .extract()
+            .map_err(|source| ConfigError::Invalid(Box::new(source)))
+    }
+}
+
+/// A measurement of one sensor type, validated and ready for the stages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasurementSpec {
+    /// Index of this spec in `Settings::catalogue` (the key carried by readings).
+    pub key: u32,
+    /// Sensor type name.
+    pub sensor_type: String,
+    /// Canonical measurement name.
+    pub name: String,
+    /// Lower-cased column names that carry it.
+    pub columns: Vec<String>,
+    /// Canonical unit.
+    pub unit: String,
+    /// `canonical = source * scale + offset`.
+    pub scale: f64,
+    /// See `scale`.
+    pub offset: f64,
+    /// Valid range in the canonical unit, inclusive.
+    pub min: f64,
+    /// See `min`.
+    pub max: f64,
+}
+
+impl MeasurementSpec {
+    /// Converts a value from the file's unit to the canonical unit.
+    pub fn to_canonical(&self, source_value: f64) -> f64 {
+        source_value * self.scale + self.offset
+    }
+}
+
+/// A sensor type, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorType {
+    /// Name as written in the data (`SDS011`).
+    pub name: String,
+    /// Lower-case tokens that identify the type in a file name.
+    pub file_name_tokens: Vec<String>,
+    /// Lower-cased columns that are known and never loaded.
+    pub ignored_columns: Vec<String>,
+    /// Keys into `Settings::catalogue`.
+    pub measurement_keys: Vec<u32>,
+}
+
+/// Retry policy for transient database errors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// First delay.
+    pub initial_delay: std::time::Duration,
+    /// Largest delay.
+    pub max_delay: std::time::Duration,
+    /// `None` retries forever.
+    pub max_attempts: Option<usize>,
+}
+
+/// Validated configuration read by every stage.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Explicit database; `None` selects the embedded default database.
+    pub database_url: Option<String>,
+    /// Inbox.
+    pub data_dir: PathBuf,
+    /// Quarantine folder.
+    pub quarantine_dir: PathBuf,
+    /// Folder for committed files (`run`).
+    pub processed_dir: PathBuf,
+    /// Logs folder; holds `errors.log`.
+    pub logs_dir: PathBuf,
+    /// Local state folder.
+    pub state_dir: PathBuf,
+    /// Delete instead of moving to `processed_dir`.
+    pub delete_after_load: bool,
+    /// Rows per chunk.
+    pub chunk_rows: usize,
+    /// Reject ratio above which a file is rejected whole.
+    pub max_reject_ratio: f64,
+    /// Offset for timestamps without one.
+    pub default_utc_offset: FixedOffset,
+    /// Settle period for files without close/rename events.
+    pub settle: std::time::Duration,
+    /// Inbox rescan period.
+    pub rescan_interval: std::time::Duration,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Sensor types in catalogue order.
+    pub sensor_types: Vec<SensorType>,
+    /// Every measurement of every type; `MeasurementSpec::key` indexes it.
+    pub catalogue: Vec<MeasurementSpec>,
+}
+
+impl Settings {
+    /// Built-in defaults only (no file, no environment): what tests and `validate` start from.
+    pub fn builtin() -> Self {
+        Self::from_raw(RawConfig::default()).expect("built-in configuration is valid")
+    }
+
+    /// Validates a raw configuration.
+    ///
+    /// # Errors
+    /// A bad offset, ratio, chunk size, sensor type or unit with no conversion.
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let builtin: BuiltinCatalogue =
+            toml::from_str(BUILTIN_SENSOR_TYPES).map_err(ConfigError::Builtin)?;
+        if !(0.0..=1.0).contains(&raw.max_reject_ratio) {
+            return Err(ConfigError::Value {
+                key: "max_reject_ratio",
+                message: format!("must be between 0 and 1, got {}", raw.max_reject_ratio),
+            });
+        }
+        if raw.chunk_rows == 0 {
+            return Err(ConfigError::Value {
+                key: "chunk_rows",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        let default_utc_offset =
+            parse_offset(&raw.default_utc_offset).ok_or_else(|| ConfigError::Value {
+                key: "default_utc_offset",
+                message: format!("`{}` is not an offset like +02:00", raw.default_utc_offset),
+            })?;
+
+        let mut conversions = builtin.unit_conversions;
+        conversions.extend(raw.unit_conversions);
+        let types = merge_sensor_types(builtin.sensor_types, raw.sensor_types);
+        let (sensor_types, catalogue) = build_catalogue(types, &conversions)?;
+
+        Ok(Self {
+            database_url: raw.database_url.filter(|url| !url.trim().is_empty()),
+            data_dir: raw.data_dir,
+            quarantine_dir: raw.quarantine_dir,
+            processed_dir: raw.processed_dir,
+            logs_dir: raw.logs_dir,
+            state_dir: raw.state_dir,
+            delete_after_load: raw.delete_after_load,
+            chunk_rows: raw.chunk_rows,
+            max_reject_ratio: raw.max_reject_ratio,
+            default_utc_offset,
+            settle: std::time::Duration::from_millis(raw.settle_ms),
+            rescan_interval: std::time::Duration::from_millis(raw.rescan_interval_ms.max(10)),
+            retry: RetryPolicy {
+                initial_delay: std::time::Duration::from_millis(raw.retry.initial_delay_ms),
+                max_delay: std::time::Duration::from_millis(raw.retry.max_delay_ms),
+                max_attempts: (raw.retry.max_attempts > 0).then_some(raw.retry.max_attempts),
+            },
+            sensor_types,
+            catalogue,
+        })
+    }
+
+    /// The sensor type called `name` (case-insensitive).
+    pub fn sensor_type_index(&self, name: &str) -> Option<usize> {
+        self.sensor_types
+            .iter()
+            .position(|t| t.name.eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// The path of the append-only error log.
+    pub fn error_log_path(&self) -> PathBuf {
+        self.logs_dir.join("errors.log")
+    }
+}
+
+/// Parses `+HH:MM`, `-HH:MM`, `+HHMM`, `+HH` or `Z`.
+pub fn parse_offset(text: &str) -> Option<FixedOffset> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("z") || text.eq_ignore_ascii_case("utc") {
+        return FixedOffset::east_opt(0);
+    }
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) || !(digits.len() == 2 || digits.len() == 4) {
+        return None;
+    }
+    let hours: i32 = digits[..2].parse().ok()?;
+    let minutes: i32 = if digits.len() == 4 {
+        digits[2..].parse().ok()?
+    } else {
+        0
+    };
+    if hours > 23 || minutes > 59 {
+        return None;
+    }
+    FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
+}
+
+fn merge_sensor_types(builtin: Vec<RawSensorType>, user: Vec<RawSensorType>) -> Vec<RawSensorType> {
+    let mut types = builtin;
+    for added in user {
+        match types
+            .iter_mut()
+            .find(|t| t.name.eq_ignore_ascii_case(&added.name))
+        {
+            Some(existing) => {
+                if added.file_name_tokens.is_some() {
+                    existing.file_name_tokens = added.file_name_tokens;
+                }
+                if added.ignored_columns.is_some() {
+                    existing.ignored_columns = added.ignored_columns;
+                }
+                for measurement in added.measurements {
+                    merge_measurement(&mut existing.measurements, measurement);
+                }
+            }
+            None => types.push(added),
+        }
+    }
+    types
+}
+
+fn merge_measurement(measurements: &mut Vec<RawMeasurement>, added: RawMeasurement) {
+    match measurements.iter_mut().find(|m| m.name == added.name) {
+        Some(existing) => {
+            if added.columns.is_some() {
+                existing.columns = added.columns;
+            }
+            if added.unit.is_some() {
+                existing.unit = added.unit;
+            }
+            if added.source_unit.is_some() {
+                existing.source_unit = added.source_unit;
+            }
+            if added.min.is_some() {
+                existing.min = added.min;
+            }
+            if added.max.is_some() {
+                existing.max = added.max;
+            }
+        }
+        None => measurements.push(added),
+    }
+}
+
+fn build_catalogue(
+    types: Vec<RawSensorType>,
+    conversions: &[UnitConversion],
+) -> Result<(Vec<SensorType>, Vec<MeasurementSpec>), ConfigError> {
+    let mut sensor_types = Vec::with_capacity(types.len());
+    let mut catalogue = Vec::new();
+    for raw in types {
+        if raw.name.trim().is_empty() {
+            return Err(ConfigError::SensorType {
+                sensor_type: raw.name,
+                message: "a sensor type needs a name".to_owned(),
+            });
+        }
+        if raw.measurements.is_empty() {
+            return Err(ConfigError::SensorType {
+                sensor_type: raw.name,
+                message: "a sensor type needs at least one measurement".to_owned(),
+            });
+        }
+        let mut measurement_keys = Vec::with_capacity(raw.measurements.len());
+        for m in &raw.measurements {
+            let spec = build_measurement(&raw.name, m, conversions, catalogue.len())?;
+            measurement_keys.push(spec.key);
+            catalogue.push(spec);
+        }
+        let lower = |v: &Vec<String>| v.iter().map(|s| s.trim().to_lowercase()).collect();
+        sensor_types.push(SensorType {
+            file_name_tokens: raw
+                .file_name_tokens
+                .as_ref()
+                .map(lower)
+                .unwrap_or_else(|| vec![raw.name.to_lowercase()]),
+            ignored_columns: raw.ignored_columns.as_ref().map(lower).unwrap_or_default(),
+            name: raw.name,
+            measurement_keys,
+        });
+    }
+    Ok((sensor_types, catalogue))
+}
+
+fn build_measurement(
+    sensor_type: &str,
+    raw: &RawMeasurement,
+    conversions: &[UnitConversion],
+    key: usize,
+) -> Result<MeasurementSpec, ConfigError> {
+    let fail = |message: String| ConfigError::SensorType {
+        sensor_type: sensor_type.to_owned(),
+        message,
+    };
+    let unit = raw
+        .unit
+        .clone()
+        .ok_or_else(|| fail(format!("measurement `{}` needs a unit", raw.name)))?;
+    let columns: Vec<String> = raw
+        .columns
+        .clone()
+        .unwrap_or_else(|| vec![raw.name.clone()])
+        .iter()
+        .map(|c| c.trim().to_lowercase())
+        .collect();
+    let (scale, offset) = match raw.source_unit.as_deref() {
+        None => (1.0, 0.0),
+        Some(source) if source == unit => (1.0, 0.0),
+        Some(source) => conversions
+            .iter()
+            .rev()
+            .find(|c| c.from == source && c.to == unit)
+            .map(|c| (c.scale, c.offset))
+            .ok_or_else(|| {
+                fail(format!(
+                    "measurement `{}`: no unit conversion from `{source}` to `{unit}`",
+                    raw.name
+                ))
+            })?,
+    };
+    let min = raw.min.unwrap_or(f64::NEG_INFINITY);
+    let max = raw.max.unwrap_or(f64::INFINITY);
+    if min > max {
+        return Err(fail(format!(
+            "measurement `{}`: min {min} is above max {max}",
+            raw.name
+        )));
+    }
+    Ok(MeasurementSpec {
+        key: u32::try_from(key).expect("fewer than 2^32 measurements"),
+        sensor_type: sensor_type.to_owned(),
+        name: raw.name.clone(),
+        columns,
+        unit,
+        scale,
+        offset,
+        min,
+        max,
+    })
+}
+
+/// Counts of measurements per type, for `--help`-style listings and tests.
+pub fn measurement_names(settings: &Settings) -> HashMap<String, Vec<String>> {
+    settings
+        .sensor_types
+        .iter()
+        .map(|t| {
+            let names = t
+                .measurement_keys
+                .iter()
+                .map(|k| settings.catalogue[*k as usize].name.clone())
+                .collect();
+            (t.name.clone(), names)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_catalogue_has_the_required_types() {
+        let settings = Settings::builtin();
+        for name in [
+            "SDS011", "PMS1003", "PMS3003", "PMS5003", "PMS7003", "SPS30", "HPM", "PPD42NS",
+            "DHT22", "HTU21D", "BME280", "BMP180", "BMP280", "DS18B20",
+        ] {
+            assert!(settings.sensor_type_index(name).is_some(), "{name} missing");
+        }
+        let bme = &settings.sensor_types[settings.sensor_type_index("bme280").unwrap()];
+        let pressure = bme
+            .measurement_keys
+            .iter()
+            .map(|k| &settings.catalogue[*k as usize])
+            .find(|m| m.name == "pressure")
+            .unwrap();
+        assert_eq!(pressure.unit, "hPa");
+        assert!((pressure.to_canonical(94573.0) - 945.73).abs() < 1e-9);
+        let dht = &settings.sensor_types[settings.sensor_type_index("DHT22").unwrap()];
+        let temperature = &settings.catalogue[dht.measurement_keys[0] as usize];
+        assert_eq!((temperature.min, temperature.max), (-50.0, 50.0));
+    }
+
+    #[test]
+    fn user_types_merge_by_name_and_add_new_ones() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [[sensor_types]]
+            name = "DHT22"
+            measurements = [{ name = "temperature", max = 60.0 }]
+
+            [[sensor_types]]
+            name = "SCD30"
+            measurements = [{ name = "co2", columns = ["co2"], unit = "ppm", min = 0.0, max = 10000.0 }]
+            "#,
+        )
+        .unwrap();
+        let settings = Settings::from_raw(raw).unwrap();
+        let names = measurement_names(&settings);
+        assert_eq!(names["SCD30"], vec!["co2"]);
+        let dht = &settings.sensor_types[settings.sensor_type_index("DHT22").unwrap()];
+        let temperature = &settings.catalogue[dht.measurement_keys[0] as usize];
+        assert_eq!((temperature.min, temperature.max), (-50.0, 60.0));
+        assert_eq!(temperature.unit, "°C");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let error = toml::from_str::<RawConfig>("data_dri = \"x\"").unwrap_err();
+        assert!(error.to_string().contains("data_dri"), "{error}");
+    }
+
+    #[test]
+    fn missing_conversion_is_a_config_error() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [[sensor_types]]
+            name = "X1"
+            measurements = [{ name = "t", unit = "°C", source_unit = "furlongs" }]
+            "#,
+        )
+        .unwrap();
+        let error = Settings::from_raw(raw).unwrap_err();
+        assert!(error.to_string().contains("furlongs"), "{error}");
+    }
+
+    #[test]
+    fn offsets_parse() {
+        assert_eq!(parse_offset("+02:00").unwrap().local_minus_utc(), 7200);
+        assert_eq!(parse_offset("-0530").unwrap().local_minus_utc(), -19800);
+        assert_eq!(parse_offset("Z").unwrap().local_minus_utc(), 0);
+        assert!(parse_offset("02:00").is_none());
+        assert!(parse_offset("+25:00").is_none());
+    }
+}

@@ -1,0 +1,166 @@
+//! One-shot ingestion (`sensor-etl ingest PATH…`): the same per-file pipeline as `run`, over
+//! files and folders (recursively), leaving inputs in place unless asked to consume them.
+//!
+//! Files are processed one after another in a stable (path) order; a file that fails (after
+//! retries) is reported and the others go on. The summary adds up per status.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use crate::pipeline::{process_file_with_retry, Disposition, FileReport, PipelineCtx};
+use crate::store::ledger::FileStatus;
+
+/// Whether a file name is a temporary or hidden one that is never read.
+pub fn is_temporary_name(name: &str) -> bool {
+    let lower = name.to_lowercase();
+    name.starts_with('.')
+        || name.starts_with('~')
+        || name.ends_with('~')
+        || [
+            ".tmp",
+            ".part",
+            ".partial",
+            ".crdownload",
+            ".swp",
+            ".filepart",
+            ".download",
+        ]
+        .iter()
+        .any(|suffix| lower.ends_with(suffix))
+}
+
+/// Whether a path names an input file (a visible, non-temporary `.csv`).
+pub fn is_candidate(path: &Path) -> bool {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy()) else {
+        return false;
+    };
+    !is_temporary_name(&name)
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
+/// Expands files and folders (recursively) into the input files, sorted and deduplicated.
+/// Paths that do not exist are returned in the second list.
+pub fn collect_inputs(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut files = Vec::new();
+    let mut missing = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            for entry in walkdir::WalkDir::new(path)
+                .follow_links(true)
+                .into_iter()
+                .flatten()
+            {
+                let hidden_dir = entry.path().strip_prefix(path).ok().is_some_and(|rel| {
+                    rel.components()
+                        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+                });
+                if entry.file_type().is_file() && !hidden_dir && is_candidate(entry.path()) {
+                    files.push(entry.into_path());
+                }
+            }
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            missing.push(path.clone());
+        }
+    }
+    files.sort();
+    files.dedup();
+    (files, missing)
+}
+
+/// Totals of an ingest run.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct IngestSummary {
+    /// Files fully loaded.
+    pub loaded: u64,
+    /// Files partially loaded.
+    pub partially_loaded: u64,
+    /// Files rejected whole.
+    pub rejected: u64,
+    /// Files with a header and no rows.
+    pub empty: u64,
+    /// Re-deliveries of known content.
+    pub duplicate: u64,
+    /// Files that failed (I/O, database after retries).
+    pub failed: u64,
+    /// Rows read.
+    pub rows_read: u64,
+    /// Rows loaded.
+    pub rows_loaded: u64,
+    /// Rows rejected.
+    pub rows_rejected: u64,
+}
+
+impl IngestSummary {
+    /// Adds one file's outcome.
+    pub fn add(&mut self, report: &FileReport) {
+        match report.status {
+            FileStatus::Loaded => self.loaded += 1,
+            FileStatus::PartiallyLoaded => self.partially_loaded += 1,
+            FileStatus::Rejected => self.rejected += 1,
+            FileStatus::Empty => self.empty += 1,
+            FileStatus::Duplicate => self.duplicate += 1,
+        }
+        self.rows_read += report.rows_read;
+        self.rows_loaded += report.rows_loaded;
+        self.rows_rejected += report.rows_rejected;
+    }
+
+    /// Whether anything was rejected (rows or whole files).
+    pub fn has_rejects(&self) -> bool {
+        self.rows_rejected > 0 || self.rejected > 0
+    }
+}
+
+/// Processes `files` one after another; `on_file` sees each report (progress output).
+pub async fn ingest_files(
+    ctx: &PipelineCtx,
+    files: &[PathBuf],
+    disposition: Disposition,
+    cancel: &CancellationToken,
+    mut on_file: impl FnMut(&Path, Result<&FileReport, &crate::error::Error>),
+) -> IngestSummary {
+    let mut summary = IngestSummary::default();
+    for path in files {
+        if cancel.is_cancelled() {
+            break;
+        }
+        match process_file_with_retry(ctx, path, disposition, cancel).await {
+            Ok(report) => {
+                summary.add(&report);
+                on_file(path, Ok(&report));
+            }
+            Err(failure) => {
+                summary.failed += 1;
+                error!(
+                    message = "File failed.",
+                    file = %path.display(),
+                    error = %crate::telemetry::chain(&failure)
+                );
+                on_file(path, Err(&failure));
+            }
+        }
+    }
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_are_not_inputs() {
+        for name in [".x.csv", "a.csv.tmp", "a.csv.part", "a.csv~", "a.txt", "a"] {
+            assert!(!is_candidate(Path::new(name)), "{name}");
+        }
+        assert!(is_candidate(Path::new(
+            "data/2019-01-17_sds011_sensor_5331.CSV"
+        )));
+    }
+}

@@ -1,0 +1,579 @@
+//! Per-file pipeline: fingerprint → validate (blocking thread) → transform (same thread) →
+//! bounded channel → store (one transaction) → quarantine, error log, and the file's removal.
+//!
+//! The validator thread streams `chunk_rows`-sized chunks through a channel of capacity 2, so
+//! a slow database slows reading and memory stays bounded. Everything a file changes in the
+//! database (readings, rejects, aggregates, sensors, ledger row) commits in one transaction;
+//! quarantine files are published (atomically, under deterministic names) just before that
+//! commit, and the source leaves `data/` only after it. A file whose reject ratio is over the
+//! limit is rolled back and processed again as a whole-file rejection. Transient database
+//! errors are retried with exponential backoff and jitter; the file stays where it is.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::Utc;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::store::ledger::{self, ExistingFile, FileRecord, FileStatus};
+use crate::store::{copy, Store, StoreError};
+use crate::transform::aggregate::FileAggregates;
+use crate::transform::{transform_chunk, NormalizedBatch};
+use crate::validate::format::FileRejection;
+use crate::validate::quarantine::{self, QuarantineTarget, QuarantineWriter};
+use crate::validate::reject::RejectedRow;
+use crate::validate::{whole_file_rejection, FileValidator, Mode, RejectedLines, ValidatedChunk};
+
+/// Chunks in flight between the validator thread and the writer.
+const CHUNK_CHANNEL_CAPACITY: usize = 2;
+
+/// What the pipeline shares across files.
+#[derive(Clone)]
+pub struct PipelineCtx {
+    /// Validated configuration.
+    pub settings: Arc<Settings>,
+    /// The database.
+    pub store: Store,
+}
+
+/// What happens to an input file once it is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// `ingest`: inputs stay where they are; a rejected file is copied into quarantine.
+    LeaveInPlace,
+    /// `run`: the file leaves the inbox (to `processed/`, deleted, or into quarantine).
+    Consume,
+}
+
+/// A file to process and its identity.
+#[derive(Debug, Clone)]
+pub struct FileJob {
+    /// Path of the file.
+    pub path: PathBuf,
+    /// File name.
+    pub file_name: String,
+    /// Hex SHA-256 of the content.
+    pub fingerprint: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+}
+
+impl FileJob {
+    /// Hashes a file (streaming) into a job.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn fingerprint(path: &Path) -> Result<Self> {
+        let mut file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut size_bytes = 0u64;
+        loop {
+            let n = file.read(&mut buffer).map_err(|e| Error::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            size_bytes += n as u64;
+            hasher.update(&buffer[..n]);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            file_name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            fingerprint: hex::encode(hasher.finalize()),
+            size_bytes,
+        })
+    }
+
+    fn quarantine_target(&self, settings: &Settings) -> QuarantineTarget {
+        QuarantineTarget {
+            dir: settings.quarantine_dir.clone(),
+            source: self.path.clone(),
+            file_name: self.file_name.clone(),
+            fingerprint: self.fingerprint.clone(),
+        }
+    }
+}
+
+/// The outcome of one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    /// Source path.
+    pub path: PathBuf,
+    /// File name.
+    pub file_name: String,
+    /// Hex SHA-256.
+    pub fingerprint: String,
+    /// Ledger id (the existing one for a duplicate).
+    pub file_id: i64,
+    /// Outcome.
+    pub status: FileStatus,
+    /// Data rows read.
+    pub rows_read: u64,
+    /// Rows loaded.
+    pub rows_loaded: u64,
+    /// Rows rejected.
+    pub rows_rejected: u64,
+    /// Readings loaded.
+    pub reading_count: u64,
+    /// File-level reason when rejected whole.
+    pub rejection: Option<String>,
+    /// Files written to quarantine.
+    pub quarantine: Vec<PathBuf>,
+    /// Where the source went (`run`).
+    pub moved_to: Option<PathBuf>,
+    /// Wall time.
+    pub elapsed_ms: u64,
+}
+
+enum ProducerEvent {
+    Chunk(ValidatedChunk, Option<NormalizedBatch>),
+    HeaderRejected(FileRejection),
+}
+
+enum LoadOutcome {
+    Committed(Box<FileReport>),
+    Duplicate(ExistingFile),
+    RejectWhole(FileRejection),
+}
+
+/// Processes one file, retrying transient database errors per the configured policy and
+/// giving up early when `cancel` fires (the file then stays where it is).
+///
+/// # Errors
+/// A permanent error, retries exhausted, or cancellation (as the last transient error).
+pub async fn process_file_with_retry(
+    ctx: &PipelineCtx,
+    path: &Path,
+    disposition: Disposition,
+    cancel: &CancellationToken,
+) -> Result<FileReport> {
+    let policy = &ctx.settings.retry;
+    let mut backoff = ExponentialBuilder::default()
+        .with_min_delay(policy.initial_delay)
+        .with_max_delay(policy.max_delay)
+        .with_jitter();
+    backoff = match policy.max_attempts {
+        Some(attempts) => backoff.with_max_times(attempts),
+        None => backoff.without_max_times(),
+    };
+    // The first attempt always runs to its end (commit or rollback); only the waits between
+    // retries give way to shutdown.
+    match process_file(ctx, path, disposition).await {
+        Err(error) if error.is_transient() && !cancel.is_cancelled() => {
+            warn!(
+                message = "Database unavailable, will retry.",
+                file = %path.display(),
+                error = %crate::telemetry::chain(&error)
+            );
+        }
+        other => return other,
+    }
+    let attempt = || async { process_file(ctx, path, disposition).await };
+    let retrying = attempt
+        .retry(backoff)
+        .when(|error: &Error| error.is_transient() && !cancel.is_cancelled())
+        .notify(|error: &Error, delay: Duration| {
+            warn!(
+                message = "Database unavailable, retrying.",
+                file = %path.display(),
+                delay_ms = delay.as_millis() as u64,
+                error = %crate::telemetry::chain(error)
+            );
+            crate::telemetry::record_retry();
+        });
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(Error::Cancelled(path.to_path_buf())),
+        result = retrying => result,
+    }
+}
+
+/// Processes one file once.
+///
+/// # Errors
+/// The file cannot be read, the database failed, or the transform failed.
+pub async fn process_file(
+    ctx: &PipelineCtx,
+    path: &Path,
+    disposition: Disposition,
+) -> Result<FileReport> {
+    let started = Instant::now();
+    let owned_path = path.to_path_buf();
+    let job = tokio::task::spawn_blocking(move || FileJob::fingerprint(&owned_path))
+        .await
+        .expect("fingerprint task does not panic")?;
+    let mut mode = Mode::Load;
+    let report = loop {
+        match load_once(ctx, &job, mode.clone(), disposition).await? {
+            LoadOutcome::Committed(report) => break *report,
+            LoadOutcome::Duplicate(existing) => {
+                break finish_duplicate(ctx, &job, existing, disposition)?
+            }
+            LoadOutcome::RejectWhole(rejection) => {
+                info!(
+                    message = "Rejecting file as a whole.",
+                    file = %job.file_name,
+                    code = rejection.code,
+                    reason = %rejection.message
+                );
+                mode = Mode::RejectAll(rejection);
+            }
+        }
+    };
+    let report = FileReport {
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        ..report
+    };
+    crate::telemetry::record_file(&report);
+    info!(
+        message = "File processed.",
+        file = %report.file_name,
+        fingerprint = %&report.fingerprint[..12],
+        status = %report.status,
+        rows_read = report.rows_read,
+        rows_loaded = report.rows_loaded,
+        rows_rejected = report.rows_rejected,
+        elapsed_ms = report.elapsed_ms
+    );
+    Ok(report)
+}
+
+fn spawn_producer(
+    settings: Arc<Settings>,
+    path: PathBuf,
+    mode: Mode,
+    tx: mpsc::Sender<Result<ProducerEvent>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        let send = |event: Result<ProducerEvent>| tx.blocking_send(event).is_ok();
+        let run = || -> Result<()> {
+            match FileValidator::open(&path, &settings, mode)? {
+                Ok(mut validator) => {
+                    while let Some(mut chunk) = validator.next_chunk(&path)? {
+                        let readings = std::mem::take(&mut chunk.readings);
+                        let batch = if readings.is_empty() {
+                            None
+                        } else {
+                            Some(transform_chunk(readings, &settings)?)
+                        };
+                        if !send(Ok(ProducerEvent::Chunk(chunk, batch))) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(rejection) => {
+                    if !send(Ok(ProducerEvent::HeaderRejected(rejection.clone()))) {
+                        return Ok(());
+                    }
+                    let mut lines = RejectedLines::open(&path, rejection, settings.chunk_rows)?;
+                    while let Some(chunk) = lines.next_chunk(&path)? {
+                        if !send(Ok(ProducerEvent::Chunk(chunk, None))) {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+        if let Err(error) = run() {
+            send(Err(error));
+        }
+    })
+}
+
+#[derive(Default)]
+struct Totals {
+    rows_read: u64,
+    rows_loaded: u64,
+    rows_rejected: u64,
+    reading_count: u64,
+    sensors: Vec<(i64, String)>,
+    locations: Vec<(i64, Option<f64>, Option<f64>)>,
+    aggregates: FileAggregates,
+}
+
+async fn load_once(
+    ctx: &PipelineCtx,
+    job: &FileJob,
+    mode: Mode,
+    disposition: Disposition,
+) -> Result<LoadOutcome> {
+    let settings = &ctx.settings;
+    let received_at = Utc::now();
+    let mut client = ctx.store.pool().get().await.map_err(StoreError::from)?;
+    let tx = client.transaction().await.map_err(StoreError::from)?;
+    ledger::lock_content(&tx, &job.fingerprint).await?;
+    if let Some(existing) = ledger::find_file(&tx, &job.fingerprint).await? {
+        ledger::record_delivery(&tx, existing.file_id, &job.file_name, "duplicate").await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        return Ok(LoadOutcome::Duplicate(existing));
+    }
+    let file_id = ledger::next_file_id(&tx).await?;
+
+    let whole_file = match &mode {
+        Mode::Load => None,
+        Mode::RejectAll(rejection) => Some(rejection.clone()),
+    };
+    let (sender, mut receiver) = mpsc::channel(CHUNK_CHANNEL_CAPACITY);
+    let producer = spawn_producer(Arc::clone(settings), job.path.clone(), mode, sender);
+    let target = job.quarantine_target(settings);
+    let mut writer = QuarantineWriter::new(target.clone(), whole_file.is_none())?;
+    let mut header_rejection = None;
+    let mut totals = Totals::default();
+
+    while let Some(event) = receiver.recv().await {
+        match event? {
+            ProducerEvent::HeaderRejected(rejection) => {
+                // The whole file goes to quarantine; only the reasons are written beside it.
+                writer.skip_rows();
+                header_rejection = Some(rejection);
+            }
+            ProducerEvent::Chunk(chunk, batch) => {
+                totals.rows_read += chunk.rows_read;
+                totals.rows_loaded += chunk.rows_accepted;
+                totals.rows_rejected += chunk.rejects.len() as u64;
+                for (sensor_id, type_index) in &chunk.sensors {
+                    totals
+                        .sensors
+                        .push((*sensor_id, settings.sensor_types[*type_index].name.clone()));
+                }
+                totals.locations.extend(chunk.locations.iter().copied());
+                if let Some(batch) = batch {
+                    totals.reading_count +=
+                        copy::copy_readings(&tx, &ctx.store, file_id, &batch.frame).await?;
+                    totals.aggregates.merge(batch.partials);
+                }
+                record_rejects(&tx, &mut writer, file_id, &chunk.rejects).await?;
+            }
+        }
+    }
+    producer.await.expect("validator thread does not panic");
+
+    let rejection = header_rejection.or(whole_file);
+    if rejection.is_none() {
+        if let Some(verdict) =
+            whole_file_rejection(totals.rows_read, totals.rows_rejected, settings)
+        {
+            // Roll back (by dropping the transaction) and go again, rejecting every row.
+            writer.abort();
+            return Ok(LoadOutcome::RejectWhole(verdict));
+        }
+    }
+    let status = match (&rejection, totals.rows_read, totals.rows_rejected) {
+        (Some(_), _, _) => FileStatus::Rejected,
+        (None, 0, _) => FileStatus::Empty,
+        (None, _, 0) => FileStatus::Loaded,
+        (None, _, _) => FileStatus::PartiallyLoaded,
+    };
+
+    // Publish quarantine output before the commit: the names are deterministic, so a crash
+    // between here and the commit only means the same files are written again.
+    let mut quarantined = Vec::new();
+    if let Some(rejection) = &rejection {
+        let details = format!(
+            "rows read: {}\nrows rejected: {}\nper-row reasons: {}\n",
+            totals.rows_read,
+            totals.rows_rejected,
+            target.path("errors.jsonl").display()
+        );
+        quarantined.push(quarantine::quarantine_whole_file(
+            &target, rejection, &details,
+        )?);
+        quarantined.push(target.path("reason.txt"));
+    }
+    let published = writer.commit()?;
+    quarantined.extend(published.rows.into_iter().chain(published.errors));
+
+    let error_text = rejection.as_ref().map(ToString::to_string);
+    ledger::insert_file(
+        &tx,
+        &FileRecord {
+            file_id,
+            content_sha256: &job.fingerprint,
+            file_name: &job.file_name,
+            size_bytes: job.size_bytes,
+            status,
+            rows_read: totals.rows_read,
+            rows_loaded: totals.rows_loaded,
+            rows_rejected: totals.rows_rejected,
+            reading_count: totals.reading_count,
+            received_at,
+            error: error_text.as_deref(),
+        },
+    )
+    .await?;
+    ledger::upsert_sensors(&tx, file_id, &totals.sensors).await?;
+    ledger::upsert_locations(&tx, file_id, &totals.locations).await?;
+    copy::copy_aggregates(&tx, &ctx.store, file_id, &totals.aggregates.rows()).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+
+    let report = FileReport {
+        path: job.path.clone(),
+        file_name: job.file_name.clone(),
+        fingerprint: job.fingerprint.clone(),
+        file_id,
+        status,
+        rows_read: totals.rows_read,
+        rows_loaded: totals.rows_loaded,
+        rows_rejected: totals.rows_rejected,
+        reading_count: totals.reading_count,
+        rejection: error_text,
+        quarantine: quarantined,
+        moved_to: None,
+        elapsed_ms: 0,
+    };
+    if report.rows_rejected > 0 {
+        append_error_log(settings, &report, &target)?;
+    }
+    let moved_to = dispose(settings, job, status, disposition)?;
+    Ok(LoadOutcome::Committed(Box::new(FileReport {
+        moved_to,
+        ..report
+    })))
+}
+
+async fn record_rejects(
+    tx: &tokio_postgres::Transaction<'_>,
+    writer: &mut QuarantineWriter,
+    file_id: i64,
+    rejects: &[RejectedRow],
+) -> Result<()> {
+    if rejects.is_empty() {
+        return Ok(());
+    }
+    writer.record(rejects)?;
+    copy::copy_rejects(tx, file_id, rejects).await?;
+    Ok(())
+}
+
+fn finish_duplicate(
+    ctx: &PipelineCtx,
+    job: &FileJob,
+    existing: ExistingFile,
+    disposition: Disposition,
+) -> Result<FileReport> {
+    let settings = &ctx.settings;
+    info!(
+        message = "Duplicate content, nothing loaded.",
+        file = %job.file_name,
+        fingerprint = %&job.fingerprint[..12],
+        file_id = existing.file_id,
+        first_name = %existing.file_name
+    );
+    let mut quarantined = Vec::new();
+    if existing.status == FileStatus::Rejected && disposition == Disposition::Consume {
+        // A crash may have come between the commit and the move: make sure the quarantine copy
+        // exists before the source goes.
+        let target = job.quarantine_target(settings);
+        let extension = Path::new(&job.file_name)
+            .extension()
+            .map(|e| e.to_string_lossy().into_owned());
+        let copy = target.path(extension.as_deref().unwrap_or("csv"));
+        if !copy.exists() {
+            let rejection = FileRejection::new(
+                "duplicate_of_rejected",
+                "same content as a file rejected earlier",
+            );
+            quarantined.push(quarantine::quarantine_whole_file(&target, &rejection, "")?);
+        }
+    }
+    let moved_to = dispose(settings, job, FileStatus::Duplicate, disposition)?;
+    Ok(FileReport {
+        path: job.path.clone(),
+        file_name: job.file_name.clone(),
+        fingerprint: job.fingerprint.clone(),
+        file_id: existing.file_id,
+        status: FileStatus::Duplicate,
+        rows_read: 0,
+        rows_loaded: 0,
+        rows_rejected: 0,
+        reading_count: 0,
+        rejection: None,
+        quarantine: quarantined,
+        moved_to,
+        elapsed_ms: 0,
+    })
+}
+
+fn append_error_log(
+    settings: &Settings,
+    report: &FileReport,
+    target: &QuarantineTarget,
+) -> Result<()> {
+    let mut entry = format!(
+        "{} file={} sha256={} status={} rows_read={} rows_loaded={} rows_rejected={}",
+        Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        report.file_name,
+        report.fingerprint,
+        report.status,
+        report.rows_read,
+        report.rows_loaded,
+        report.rows_rejected,
+    );
+    if let Some(reason) = &report.rejection {
+        entry.push_str(&format!(" file_rejected=\"{reason}\""));
+    }
+    entry.push_str(&format!(
+        " details={}",
+        target.path("errors.jsonl").display()
+    ));
+    for path in &report.quarantine {
+        entry.push_str(&format!("\n  quarantine: {}", path.display()));
+    }
+    quarantine::append_error_log(&settings.error_log_path(), &entry)
+}
+
+/// Moves a committed file out of the inbox (`run`); leaves it in place for `ingest`.
+fn dispose(
+    settings: &Settings,
+    job: &FileJob,
+    status: FileStatus,
+    disposition: Disposition,
+) -> Result<Option<PathBuf>> {
+    if disposition == Disposition::LeaveInPlace {
+        return Ok(None);
+    }
+    if status == FileStatus::Rejected || settings.delete_after_load {
+        // A rejected file already has its copy in quarantine.
+        fs::remove_file(&job.path).map_err(|e| Error::io(&job.path, e))?;
+        return Ok(None);
+    }
+    fs::create_dir_all(&settings.processed_dir)
+        .map_err(|e| Error::io(&settings.processed_dir, e))?;
+    let mut destination = settings.processed_dir.join(&job.file_name);
+    if destination.exists() {
+        let stem = Path::new(&job.file_name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let extension = Path::new(&job.file_name)
+            .extension()
+            .map(|e| format!(".{}", e.to_string_lossy()))
+            .unwrap_or_default();
+        destination = settings
+            .processed_dir
+            .join(format!("{stem}.{}{extension}", &job.fingerprint[..12]));
+    }
+    if fs::rename(&job.path, &destination).is_err() {
+        // Another file system: copy, sync, then remove.
+        fs::copy(&job.path, &destination).map_err(|e| Error::io(&destination, e))?;
+        fs::File::open(&destination)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&destination, e))?;
+        fs::remove_file(&job.path).map_err(|e| Error::io(&job.path, e))?;
+    }
+    Ok(Some(destination))
+}

@@ -1,0 +1,212 @@
+//! Binary COPY of a file's rows: readings, rejects and aggregates.
+//!
+//! Each function writes into the caller's transaction; nothing is visible before its commit,
+//! and an unfinished COPY is aborted with the transaction. Each column list and its `TYPES`
+//! live side by side here, because a count mismatch is a bug the COPY writer panics on.
+//! Text is stripped of NUL bytes, which PostgreSQL text cannot hold.
+
+use chrono::{DateTime, Utc};
+use futures_util::pin_mut;
+use polars::prelude::DataFrame;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Transaction;
+
+use crate::error::Result;
+use crate::store::{Store, StoreError};
+use crate::transform::aggregate::AggregateRow;
+use crate::validate::reject::RejectedRow;
+
+const READINGS_COPY: &str = "COPY readings (file_id, line, sensor_id, location_id, lat, lon, ts, \
+                             measurement_id, value) FROM STDIN BINARY";
+const READINGS_TYPES: [Type; 9] = [
+    Type::INT8,
+    Type::INT4,
+    Type::INT8,
+    Type::INT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::TIMESTAMPTZ,
+    Type::INT2,
+    Type::FLOAT8,
+];
+
+const REJECTS_COPY: &str = "COPY rejects (file_id, line, record, byte_offset, column_name, value, \
+                            code, message) FROM STDIN BINARY";
+const REJECTS_TYPES: [Type; 8] = [
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+];
+
+const AGGREGATES_COPY: &str = "COPY aggregates (file_id, scope, measurement_id, sensor_id, \
+                               location_id, n, min, max, mean, stddev, first_ts, last_ts) \
+                               FROM STDIN BINARY";
+const AGGREGATES_TYPES: [Type; 12] = [
+    Type::INT8,
+    Type::TEXT,
+    Type::INT2,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+];
+
+fn micros_to_utc(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+/// Copies a normalized chunk's readings; returns the number of rows written.
+///
+/// # Errors
+/// The COPY failed, or the frame lacks an expected column.
+pub async fn copy_readings(
+    tx: &Transaction<'_>,
+    store: &Store,
+    file_id: i64,
+    frame: &DataFrame,
+) -> Result<u64> {
+    let column = |name: &str| frame.column(name).map_err(crate::error::Error::Transform);
+    let line = column("line")?.u32()?;
+    let sensor_id = column("sensor_id")?.i64()?;
+    let location_id = column("location_id")?.i64()?;
+    let lat = column("lat")?.f64()?;
+    let lon = column("lon")?.f64()?;
+    let ts = column("ts")?.i64()?;
+    let key = column("key")?.u32()?;
+    let value = column("value")?.f64()?;
+
+    let sink = tx.copy_in(READINGS_COPY).await.map_err(StoreError::from)?;
+    let writer = BinaryCopyInWriter::new(sink, &READINGS_TYPES);
+    pin_mut!(writer);
+    let rows = line
+        .iter()
+        .zip(sensor_id.iter())
+        .zip(location_id.iter())
+        .zip(lat.iter())
+        .zip(lon.iter())
+        .zip(ts.iter())
+        .zip(key.iter())
+        .zip(value.iter());
+    for (((((((line, sensor_id), location_id), lat), lon), ts), key), value) in rows {
+        let line = line.map(|l| i32::try_from(l).unwrap_or(i32::MAX));
+        let ts = ts.map(micros_to_utc);
+        let measurement_id = key.map(|k| store.measurement_id(k));
+        let row: [&(dyn ToSql + Sync); 9] = [
+            &file_id,
+            &line,
+            &sensor_id,
+            &location_id,
+            &lat,
+            &lon,
+            &ts,
+            &measurement_id,
+            &value,
+        ];
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .map_err(StoreError::from)?;
+    }
+    Ok(writer.finish().await.map_err(StoreError::from)?)
+}
+
+fn clean_text(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
+/// Copies one row per violation of each rejected row; returns the number written.
+///
+/// # Errors
+/// The COPY failed.
+pub async fn copy_rejects(
+    tx: &Transaction<'_>,
+    file_id: i64,
+    rejects: &[RejectedRow],
+) -> Result<u64> {
+    if rejects.is_empty() {
+        return Ok(0);
+    }
+    let sink = tx.copy_in(REJECTS_COPY).await.map_err(StoreError::from)?;
+    let writer = BinaryCopyInWriter::new(sink, &REJECTS_TYPES);
+    pin_mut!(writer);
+    for reject in rejects {
+        let line = i64::try_from(reject.position.line).unwrap_or(i64::MAX);
+        let record = i64::try_from(reject.position.record).unwrap_or(i64::MAX);
+        let byte = i64::try_from(reject.position.byte).unwrap_or(i64::MAX);
+        for violation in &reject.violations {
+            let column = violation.column.as_deref().map(clean_text);
+            let value = violation.value.as_deref().map(clean_text);
+            let code = violation.reason.code();
+            let message = clean_text(&violation.message);
+            let row: [&(dyn ToSql + Sync); 8] = [
+                &file_id, &line, &record, &byte, &column, &value, &code, &message,
+            ];
+            writer
+                .as_mut()
+                .write(&row)
+                .await
+                .map_err(StoreError::from)?;
+        }
+    }
+    Ok(writer.finish().await.map_err(StoreError::from)?)
+}
+
+/// Copies a file's aggregates.
+///
+/// # Errors
+/// The COPY failed.
+pub async fn copy_aggregates(
+    tx: &Transaction<'_>,
+    store: &Store,
+    file_id: i64,
+    rows: &[AggregateRow],
+) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let sink = tx
+        .copy_in(AGGREGATES_COPY)
+        .await
+        .map_err(StoreError::from)?;
+    let writer = BinaryCopyInWriter::new(sink, &AGGREGATES_TYPES);
+    pin_mut!(writer);
+    for row in rows {
+        let measurement_id = store.measurement_id(row.key);
+        let n = i64::try_from(row.stats.n).unwrap_or(i64::MAX);
+        let stddev = row.stats.stddev();
+        let first = micros_to_utc(row.stats.first_ts);
+        let last = micros_to_utc(row.stats.last_ts);
+        let values: [&(dyn ToSql + Sync); 12] = [
+            &file_id,
+            &row.scope,
+            &measurement_id,
+            &row.sensor_id,
+            &row.location_id,
+            &n,
+            &row.stats.min,
+            &row.stats.max,
+            &row.stats.mean,
+            &stddev,
+            &first,
+            &last,
+        ];
+        writer
+            .as_mut()
+            .write(&values)
+            .await
+            .map_err(StoreError::from)?;
+    }
+    Ok(writer.finish().await.map_err(StoreError::from)?)
+}

@@ -1,0 +1,359 @@
+//! The ingest ledger: one row per distinct file content, keyed by its SHA-256.
+//!
+//! Within a file's transaction, `lock_content` serializes workers that hold the same bytes,
+//! `find_file` detects a re-delivery (reported as a duplicate, loading nothing), and
+//! `insert_file` records the outcome together with the file's data, so the ledger can never
+//! claim a file whose rows did not commit, nor miss one whose rows did.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Transaction;
+
+use crate::store::StoreError;
+
+/// Final status of a file in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    /// Every row loaded.
+    Loaded,
+    /// Some rows loaded, some rejected.
+    PartiallyLoaded,
+    /// Nothing loaded: the file was rejected as a whole.
+    Rejected,
+    /// A header and no data rows.
+    Empty,
+    /// The same bytes were already in the ledger; nothing was loaded again.
+    Duplicate,
+}
+
+impl FileStatus {
+    /// The value stored in `files.status`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FileStatus::Loaded => "loaded",
+            FileStatus::PartiallyLoaded => "partially_loaded",
+            FileStatus::Rejected => "rejected",
+            FileStatus::Empty => "empty",
+            FileStatus::Duplicate => "duplicate",
+        }
+    }
+
+    /// Parses a stored status.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            FileStatus::Loaded,
+            FileStatus::PartiallyLoaded,
+            FileStatus::Rejected,
+            FileStatus::Empty,
+            FileStatus::Duplicate,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for FileStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A file already in the ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExistingFile {
+    /// Its id.
+    pub file_id: i64,
+    /// Its status.
+    pub status: FileStatus,
+    /// The name it was first loaded under.
+    pub file_name: String,
+}
+
+/// The ledger row of a processed file.
+#[derive(Debug, Clone)]
+pub struct FileRecord<'a> {
+    /// Pre-allocated id.
+    pub file_id: i64,
+    /// Hex SHA-256 of the content.
+    pub content_sha256: &'a str,
+    /// File name.
+    pub file_name: &'a str,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Outcome.
+    pub status: FileStatus,
+    /// Data rows read.
+    pub rows_read: u64,
+    /// Rows loaded.
+    pub rows_loaded: u64,
+    /// Rows rejected.
+    pub rows_rejected: u64,
+    /// Readings loaded.
+    pub reading_count: u64,
+    /// When processing started.
+    pub received_at: DateTime<Utc>,
+    /// File-level reason, for rejected files.
+    pub error: Option<&'a str>,
+}
+
+fn as_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Serializes the transactions of workers holding the same content until commit.
+///
+/// # Errors
+/// The statement failed.
+pub async fn lock_content(tx: &Transaction<'_>, content_sha256: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&content_sha256],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The ledger row of this content, if any.
+///
+/// # Errors
+/// The query failed.
+pub async fn find_file(
+    tx: &Transaction<'_>,
+    content_sha256: &str,
+) -> Result<Option<ExistingFile>, StoreError> {
+    let row = tx
+        .query_opt(
+            "SELECT file_id, status, file_name FROM files WHERE content_sha256 = $1",
+            &[&content_sha256],
+        )
+        .await?;
+    Ok(row.map(|row| ExistingFile {
+        file_id: row.get(0),
+        status: FileStatus::parse(row.get(1)).unwrap_or(FileStatus::Loaded),
+        file_name: row.get(2),
+    }))
+}
+
+/// Allocates the id of a new file (its rows are copied before its ledger row is inserted).
+///
+/// # Errors
+/// The query failed.
+pub async fn next_file_id(tx: &Transaction<'_>) -> Result<i64, StoreError> {
+    let row = tx
+        .query_one(
+            "SELECT nextval(pg_get_serial_sequence('files', 'file_id'))",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Inserts the ledger row and the delivery of a new file.
+///
+/// # Errors
+/// The statement failed.
+pub async fn insert_file(tx: &Transaction<'_>, record: &FileRecord<'_>) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO files (file_id, content_sha256, file_name, size_bytes, status, rows_read, \
+         rows_loaded, rows_rejected, reading_count, received_at, error) \
+         OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            &record.file_id,
+            &record.content_sha256,
+            &record.file_name,
+            &as_i64(record.size_bytes),
+            &record.status.as_str(),
+            &as_i64(record.rows_read),
+            &as_i64(record.rows_loaded),
+            &as_i64(record.rows_rejected),
+            &as_i64(record.reading_count),
+            &record.received_at,
+            &record.error,
+        ],
+    )
+    .await?;
+    record_delivery(tx, record.file_id, record.file_name, "new").await
+}
+
+/// Records one delivery of a file (`new` or `duplicate`).
+///
+/// # Errors
+/// The statement failed.
+pub async fn record_delivery(
+    tx: &Transaction<'_>,
+    file_id: i64,
+    file_name: &str,
+    outcome: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO file_deliveries (file_id, file_name, outcome) VALUES ($1, $2, $3)",
+        &[&file_id, &file_name, &outcome],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Adds sensors not seen before (in a stable order, so concurrent workers cannot deadlock).
+///
+/// # Errors
+/// The statement failed.
+pub async fn upsert_sensors(
+    tx: &Transaction<'_>,
+    file_id: i64,
+    sensors: &[(i64, String)],
+) -> Result<(), StoreError> {
+    if sensors.is_empty() {
+        return Ok(());
+    }
+    let mut sorted = sensors.to_vec();
+    sorted.sort();
+    sorted.dedup_by_key(|(id, _)| *id);
+    let ids: Vec<i64> = sorted.iter().map(|(id, _)| *id).collect();
+    let types: Vec<&str> = sorted.iter().map(|(_, t)| t.as_str()).collect();
+    tx.execute(
+        "INSERT INTO sensors (sensor_id, sensor_type, first_file_id) \
+         SELECT id, t, $3 FROM unnest($1::int8[], $2::text[]) AS s(id, t) \
+         ON CONFLICT (sensor_id) DO NOTHING",
+        &[&ids, &types, &file_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Adds locations not seen before, with the coordinates first reported for them.
+///
+/// # Errors
+/// The statement failed.
+pub async fn upsert_locations(
+    tx: &Transaction<'_>,
+    file_id: i64,
+    locations: &[(i64, Option<f64>, Option<f64>)],
+) -> Result<(), StoreError> {
+    if locations.is_empty() {
+        return Ok(());
+    }
+    let mut sorted = locations.to_vec();
+    sorted.sort_by_key(|(id, _, _)| *id);
+    sorted.dedup_by_key(|(id, _, _)| *id);
+    let ids: Vec<i64> = sorted.iter().map(|(id, _, _)| *id).collect();
+    let lats: Vec<Option<f64>> = sorted.iter().map(|(_, lat, _)| *lat).collect();
+    let lons: Vec<Option<f64>> = sorted.iter().map(|(_, _, lon)| *lon).collect();
+    tx.execute(
+        "INSERT INTO locations (location_id, lat, lon, first_file_id) \
+         SELECT id, lat, lon, $4 FROM unnest($1::int8[], $2::float8[], $3::float8[]) AS l(id, lat, lon) \
+         ON CONFLICT (location_id) DO NOTHING",
+        &[&ids, &lats, &lons, &file_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Files per status and their row counts, for `sensor-etl status`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatusCount {
+    /// Status.
+    pub status: String,
+    /// Files.
+    pub files: i64,
+    /// Rows read.
+    pub rows_read: i64,
+    /// Rows loaded.
+    pub rows_loaded: i64,
+    /// Rows rejected.
+    pub rows_rejected: i64,
+}
+
+/// A recent file with a problem.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RecentProblem {
+    /// File id.
+    pub file_id: i64,
+    /// Name.
+    pub file_name: String,
+    /// Status.
+    pub status: String,
+    /// Rows rejected.
+    pub rows_rejected: i64,
+    /// File-level reason, if any.
+    pub error: Option<String>,
+    /// When it finished.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// The ledger in brief.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LedgerSummary {
+    /// Per status.
+    pub by_status: Vec<StatusCount>,
+    /// Re-deliveries of known content.
+    pub duplicate_deliveries: i64,
+    /// Readings stored.
+    pub reading_count: i64,
+    /// Latest files with rejected rows or rejected whole.
+    pub recent_problems: Vec<RecentProblem>,
+}
+
+/// Reads the ledger summary.
+///
+/// # Errors
+/// A query failed.
+pub async fn summary(
+    client: &tokio_postgres::Client,
+    recent: i64,
+) -> Result<LedgerSummary, StoreError> {
+    let by_status = client
+        .query(
+            "SELECT status, count(*), coalesce(sum(rows_read), 0)::int8, \
+             coalesce(sum(rows_loaded), 0)::int8, coalesce(sum(rows_rejected), 0)::int8 \
+             FROM files GROUP BY status ORDER BY status",
+            &[],
+        )
+        .await?
+        .into_iter()
+        .map(|row| StatusCount {
+            status: row.get(0),
+            files: row.get(1),
+            rows_read: row.get(2),
+            rows_loaded: row.get(3),
+            rows_rejected: row.get(4),
+        })
+        .collect();
+    let duplicate_deliveries: i64 = client
+        .query_one(
+            "SELECT count(*) FROM file_deliveries WHERE outcome = 'duplicate'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let reading_count: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(reading_count), 0)::int8 FROM files",
+            &[],
+        )
+        .await?
+        .get(0);
+    let recent_problems = client
+        .query(
+            "SELECT file_id, file_name, status, rows_rejected, error, finished_at FROM files \
+             WHERE rows_rejected > 0 OR status = 'rejected' ORDER BY finished_at DESC, file_id DESC LIMIT $1",
+            &[&recent],
+        )
+        .await?
+        .into_iter()
+        .map(|row| RecentProblem {
+            file_id: row.get(0),
+            file_name: row.get(1),
+            status: row.get(2),
+            rows_rejected: row.get(3),
+            error: row.get(4),
+            finished_at: row.get(5),
+        })
+        .collect();
+    Ok(LedgerSummary {
+        by_status,
+        duplicate_deliveries,
+        reading_count,
+        recent_problems,
+    })
+}

@@ -1,0 +1,244 @@
+//! Store stage: the PostgreSQL side of the pipeline.
+//!
+//! `Store::connect` builds a connection pool with explicit timeouts, checks the database once,
+//! applies the embedded migrations (under an advisory lock, so concurrent workers do not race)
+//! and syncs the measurement dictionary from the sensor-type configuration. The per-file
+//! writes (`copy`, `ledger`) all run inside one transaction owned by the caller: dropping it
+//! without commit rolls everything back. `StoreError::is_transient` separates outages (retried
+//! with backoff) from data errors (the file is quarantined, never retried).
+
+pub mod copy;
+pub mod ledger;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use crate::config::Settings;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Advisory lock key held while migrations run.
+const MIGRATION_LOCK_KEY: i64 = 0x5345_4E53_4554_4C31;
+
+/// Database failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The connection string does not parse.
+    #[error("invalid database URL")]
+    Url(#[source] tokio_postgres::Error),
+    /// A statement or the connection failed.
+    #[error("PostgreSQL error")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No connection could be had from the pool.
+    #[error("no database connection available")]
+    Pool(#[from] PoolError),
+    /// The pool could not be built.
+    #[error("cannot build the connection pool: {0}")]
+    PoolBuild(String),
+    /// A migration failed.
+    #[error("database migration failed")]
+    Migration(#[from] refinery::Error),
+}
+
+/// Whether an error is worth retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// An outage or a conflict: wait and try again.
+    Transient,
+    /// A data or programming error: retrying cannot help.
+    Permanent,
+}
+
+impl StoreError {
+    /// The retry directive for this error.
+    pub fn retry_directive(&self) -> Retry {
+        let transient = match self {
+            StoreError::Postgres(error) => postgres_is_transient(error),
+            StoreError::Pool(PoolError::Timeout(_)) => true,
+            StoreError::Pool(PoolError::Backend(error)) => postgres_is_transient(error),
+            _ => false,
+        };
+        if transient {
+            Retry::Transient
+        } else {
+            Retry::Permanent
+        }
+    }
+
+    /// Shorthand for `retry_directive() == Retry::Transient`.
+    pub fn is_transient(&self) -> bool {
+        self.retry_directive() == Retry::Transient
+    }
+
+    /// The SQLSTATE, when the server sent one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            StoreError::Postgres(error) | StoreError::Pool(PoolError::Backend(error)) => {
+                error.code().map(SqlState::code)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Transient: the connection is gone or was never made, or the server says so (classes 08
+/// connection, 53 resources, 57P admin shutdown / cannot connect now, 40001 serialization,
+/// 40P01 deadlock; a whole-file transaction is idempotent through the ledger).
+fn postgres_is_transient(error: &tokio_postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    match error.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code == "40001"
+                || code == "40P01"
+        }
+        // No SQLSTATE: an I/O failure talking to the server (refused, reset, timed out).
+        None => error.as_db_error().is_none(),
+    }
+}
+
+/// The connection pool plus what the writers need to know about the schema.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    /// Database id of each catalogue entry, indexed by `MeasurementSpec::key`.
+    measurement_ids: std::sync::Arc<Vec<i16>>,
+}
+
+impl Store {
+    /// Connects, checks the database, migrates and syncs the measurement dictionary.
+    ///
+    /// # Errors
+    /// A bad URL, an unreachable database (transient) or a failed migration.
+    pub async fn connect(url: &str, settings: &Settings) -> Result<Self, StoreError> {
+        let pool = build_pool(url, 8)?;
+        migrate(&pool).await?;
+        let measurement_ids = sync_measurements(&pool, settings).await?;
+        Ok(Self {
+            pool,
+            measurement_ids: std::sync::Arc::new(measurement_ids),
+        })
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Database id of a catalogue key.
+    pub fn measurement_id(&self, key: u32) -> i16 {
+        self.measurement_ids[key as usize]
+    }
+}
+
+/// Builds a pool with explicit timeouts.
+///
+/// # Errors
+/// The URL does not parse.
+pub fn build_pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(StoreError::Url)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    config.application_name("sensor-etl");
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| StoreError::PoolBuild(e.to_string()))
+}
+
+/// Applies the migrations carried in the binary.
+///
+/// # Errors
+/// No connection, or a migration failed.
+pub async fn migrate(pool: &Pool) -> Result<refinery::Report, StoreError> {
+    let mut client = pool.get().await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    let client_ref: &mut tokio_postgres::Client = &mut client;
+    let report = embedded::migrations::runner().run_async(client_ref).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    Ok(report?)
+}
+
+/// Whether every migration carried in the binary is applied (readiness).
+///
+/// # Errors
+/// No connection.
+pub async fn migrations_applied(pool: &Pool) -> Result<bool, StoreError> {
+    let client = pool.get().await?;
+    let latest = embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0);
+    let applied = client
+        .query_opt(
+            "SELECT max(version)::int8 FROM refinery_schema_history",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .and_then(|row| row.get::<_, Option<i64>>(0))
+        .unwrap_or(0);
+    Ok(applied >= latest)
+}
+
+async fn sync_measurements(pool: &Pool, settings: &Settings) -> Result<Vec<i16>, StoreError> {
+    let client = pool.get().await?;
+    let types: Vec<&str> = settings
+        .catalogue
+        .iter()
+        .map(|m| m.sensor_type.as_str())
+        .collect();
+    let names: Vec<&str> = settings.catalogue.iter().map(|m| m.name.as_str()).collect();
+    let units: Vec<&str> = settings.catalogue.iter().map(|m| m.unit.as_str()).collect();
+    client
+        .execute(
+            "INSERT INTO measurements (sensor_type, name, unit) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) \
+             ON CONFLICT (sensor_type, name, unit) DO NOTHING",
+            &[&types, &names, &units],
+        )
+        .await?;
+    let rows = client
+        .query(
+            "SELECT m.measurement_id, c.ord::int4 FROM unnest($1::text[], $2::text[], $3::text[]) \
+             WITH ORDINALITY AS c(sensor_type, name, unit, ord) \
+             JOIN measurements m USING (sensor_type, name, unit)",
+            &[&types, &names, &units],
+        )
+        .await?;
+    let mut ids = vec![0i16; settings.catalogue.len()];
+    for row in rows {
+        let ordinal: i32 = row.get(1);
+        ids[(ordinal - 1) as usize] = row.get(0);
+    }
+    Ok(ids)
+}

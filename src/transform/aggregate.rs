@@ -1,0 +1,341 @@
+//! Aggregates per file at two scopes: (sensor type, measurement) and (sensor, location,
+//! measurement): count, min, max, mean, sample standard deviation, first and last time.
+//!
+//! polars computes each chunk's partial statistics; `FileAggregates` merges partials exactly
+//! (Chan et al.'s parallel variance: counts, means and M2 combine without revisiting rows), so
+//! a file read in any number of chunks gets the same result as one pass. The standard
+//! deviation is null below two readings. Pure: no I/O.
+
+use std::collections::HashMap;
+
+use polars::prelude::*;
+
+use crate::config::Settings;
+
+/// Mergeable statistics of one group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    /// Number of readings.
+    pub n: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Sum of squared deviations from the mean.
+    pub m2: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Earliest reading, µs since the epoch.
+    pub first_ts: i64,
+    /// Latest reading, µs since the epoch.
+    pub last_ts: i64,
+}
+
+impl Stats {
+    /// Combines two groups' statistics exactly.
+    pub fn merge(self, other: Stats) -> Stats {
+        if self.n == 0 {
+            return other;
+        }
+        if other.n == 0 {
+            return self;
+        }
+        let n = self.n + other.n;
+        let (na, nb, nf) = (self.n as f64, other.n as f64, n as f64);
+        let delta = other.mean - self.mean;
+        Stats {
+            n,
+            mean: self.mean + delta * nb / nf,
+            m2: self.m2 + other.m2 + delta * delta * na * nb / nf,
+            min: self.min.min(other.min),
+            max: self.max.max(other.max),
+            first_ts: self.first_ts.min(other.first_ts),
+            last_ts: self.last_ts.max(other.last_ts),
+        }
+    }
+
+    /// Sample standard deviation (n − 1 in the denominator); `None` below two readings.
+    pub fn stddev(&self) -> Option<f64> {
+        (self.n >= 2).then(|| (self.m2 / (self.n - 1) as f64).max(0.0).sqrt())
+    }
+}
+
+/// Which group a statistic belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupKey {
+    /// All readings of one catalogue entry (sensor type + measurement).
+    SensorType {
+        /// Catalogue key.
+        key: u32,
+    },
+    /// Readings of one sensor at one location for one measurement.
+    Sensor {
+        /// Catalogue key.
+        key: u32,
+        /// Sensor id.
+        sensor_id: i64,
+        /// Location id, if the file has one.
+        location_id: Option<i64>,
+    },
+}
+
+/// One chunk's statistics at both scopes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartialAggregates {
+    /// Groups and their statistics.
+    pub groups: Vec<(GroupKey, Stats)>,
+}
+
+/// Computes a chunk's statistics with polars.
+///
+/// # Errors
+/// A polars failure.
+pub fn partial_aggregates(frame: &DataFrame) -> PolarsResult<PartialAggregates> {
+    let mut groups = Vec::new();
+    if frame.height() == 0 {
+        return Ok(PartialAggregates { groups });
+    }
+    let by_type = grouped(frame, &["key"])?;
+    let keys = by_type.column("key")?.u32()?;
+    for (i, stats) in stats_rows(&by_type)?.into_iter().enumerate() {
+        let key = keys.get(i).expect("group keys are not null");
+        groups.push((GroupKey::SensorType { key }, stats));
+    }
+    let by_sensor = grouped(frame, &["key", "sensor_id", "location_id"])?;
+    let keys = by_sensor.column("key")?.u32()?;
+    let sensors = by_sensor.column("sensor_id")?.i64()?;
+    let locations = by_sensor.column("location_id")?.i64()?;
+    for (i, stats) in stats_rows(&by_sensor)?.into_iter().enumerate() {
+        groups.push((
+            GroupKey::Sensor {
+                key: keys.get(i).expect("group keys are not null"),
+                sensor_id: sensors.get(i).expect("sensor ids are not null"),
+                location_id: locations.get(i),
+            },
+            stats,
+        ));
+    }
+    Ok(PartialAggregates { groups })
+}
+
+fn grouped(frame: &DataFrame, by: &[&str]) -> PolarsResult<DataFrame> {
+    let by: Vec<Expr> = by.iter().map(|c| col(*c)).collect();
+    frame
+        .clone()
+        .lazy()
+        .group_by(by)
+        .agg([
+            len().cast(DataType::UInt64).alias("n"),
+            col("value").mean().alias("mean"),
+            col("value").var(1).alias("var"),
+            col("value").min().alias("min"),
+            col("value").max().alias("max"),
+            col("ts").min().alias("first_ts"),
+            col("ts").max().alias("last_ts"),
+        ])
+        .collect()
+}
+
+fn stats_rows(frame: &DataFrame) -> PolarsResult<Vec<Stats>> {
+    let n = frame.column("n")?.u64()?;
+    let mean = frame.column("mean")?.f64()?;
+    let var = frame.column("var")?.f64()?;
+    let min = frame.column("min")?.f64()?;
+    let max = frame.column("max")?.f64()?;
+    let first = frame.column("first_ts")?.i64()?;
+    let last = frame.column("last_ts")?.i64()?;
+    Ok((0..frame.height())
+        .map(|i| {
+            let count = n.get(i).unwrap_or(0);
+            Stats {
+                n: count,
+                mean: mean.get(i).unwrap_or(0.0),
+                m2: var.get(i).unwrap_or(0.0) * count.saturating_sub(1) as f64,
+                min: min.get(i).unwrap_or(f64::NAN),
+                max: max.get(i).unwrap_or(f64::NAN),
+                first_ts: first.get(i).unwrap_or(0),
+                last_ts: last.get(i).unwrap_or(0),
+            }
+        })
+        .collect())
+}
+
+/// A file's aggregates, merged chunk by chunk.
+#[derive(Debug, Clone, Default)]
+pub struct FileAggregates {
+    groups: HashMap<GroupKey, Stats>,
+}
+
+/// One output row, ready for the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateRow {
+    /// `sensor_type` or `sensor`.
+    pub scope: &'static str,
+    /// Catalogue key (sensor type, measurement, unit).
+    pub key: u32,
+    /// Sensor id (sensor scope only).
+    pub sensor_id: Option<i64>,
+    /// Location id (sensor scope only, when known).
+    pub location_id: Option<i64>,
+    /// Merged statistics.
+    pub stats: Stats,
+}
+
+impl FileAggregates {
+    /// Merges one chunk's partials.
+    pub fn merge(&mut self, partials: PartialAggregates) {
+        for (key, stats) in partials.groups {
+            let merged = match self.groups.get(&key) {
+                Some(existing) => existing.merge(stats),
+                None => stats,
+            };
+            self.groups.insert(key, merged);
+        }
+    }
+
+    /// The output rows in a stable order.
+    pub fn rows(&self) -> Vec<AggregateRow> {
+        let mut keys: Vec<&GroupKey> = self.groups.keys().collect();
+        keys.sort();
+        keys.into_iter()
+            .map(|group| {
+                let stats = self.groups[group];
+                match *group {
+                    GroupKey::SensorType { key } => AggregateRow {
+                        scope: "sensor_type",
+                        key,
+                        sensor_id: None,
+                        location_id: None,
+                        stats,
+                    },
+                    GroupKey::Sensor {
+                        key,
+                        sensor_id,
+                        location_id,
+                    } => AggregateRow {
+                        scope: "sensor",
+                        key,
+                        sensor_id: Some(sensor_id),
+                        location_id,
+                        stats,
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Number of groups.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Whether there is no group.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
+/// Catalogue names of an aggregate row, for display.
+pub fn describe(row: &AggregateRow, settings: &Settings) -> String {
+    let spec = &settings.catalogue[row.key as usize];
+    format!("{} {} ({})", spec.sensor_type, spec.name, spec.unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transform::normalize::normalize;
+    use crate::validate::ReadingColumns;
+
+    fn readings(values: &[(i64, Option<i64>, u32, f64, i64)]) -> ReadingColumns {
+        let mut r = ReadingColumns::default();
+        for (i, (sensor, location, key, value, ts)) in values.iter().enumerate() {
+            r.line.push(i as u32 + 2);
+            r.sensor_id.push(*sensor);
+            r.location_id.push(*location);
+            r.lat.push(None);
+            r.lon.push(None);
+            r.ts_micros.push(*ts);
+            r.key.push(*key);
+            r.value.push(*value);
+        }
+        r
+    }
+
+    fn aggregate_in_chunks(
+        all: &[(i64, Option<i64>, u32, f64, i64)],
+        chunk: usize,
+    ) -> Vec<AggregateRow> {
+        let settings = Settings::builtin();
+        let mut file = FileAggregates::default();
+        for part in all.chunks(chunk) {
+            let frame = normalize(readings(part), &settings).unwrap();
+            file.merge(partial_aggregates(&frame).unwrap());
+        }
+        file.rows()
+    }
+
+    #[test]
+    fn sample_stddev_and_scopes() {
+        // Catalogue key 0 is SDS011 pm10, which needs no conversion.
+        let rows = aggregate_in_chunks(
+            &[
+                (1, Some(9), 0, 2.0, 30),
+                (1, Some(9), 0, 4.0, 10),
+                (2, None, 0, 9.0, 20),
+            ],
+            10,
+        );
+        assert_eq!(rows.len(), 3);
+        let by_type = &rows[0];
+        assert_eq!(by_type.scope, "sensor_type");
+        assert_eq!(by_type.stats.n, 3);
+        assert_eq!((by_type.stats.min, by_type.stats.max), (2.0, 9.0));
+        assert_eq!((by_type.stats.first_ts, by_type.stats.last_ts), (10, 30));
+        assert!((by_type.stats.mean - 5.0).abs() < 1e-12);
+        assert!((by_type.stats.stddev().unwrap() - 13f64.sqrt()).abs() < 1e-12);
+        let single = rows.iter().find(|r| r.sensor_id == Some(2)).unwrap();
+        assert_eq!(single.location_id, None);
+        assert_eq!(
+            single.stats.stddev(),
+            None,
+            "stddev is null below two readings"
+        );
+    }
+
+    #[test]
+    fn merged_chunks_equal_one_pass() {
+        let all: Vec<_> = (0..1000)
+            .map(|i| {
+                let sensor = i % 3;
+                let value = ((i * 7919) % 1013) as f64 / 7.0 + 1000.0;
+                (
+                    sensor,
+                    Some(sensor * 10),
+                    (i % 2) as u32,
+                    value,
+                    i * 1_000_000,
+                )
+            })
+            .collect();
+        let one_pass = aggregate_in_chunks(&all, all.len());
+        for chunk in [1, 7, 100, 999] {
+            let merged = aggregate_in_chunks(&all, chunk);
+            assert_eq!(merged.len(), one_pass.len());
+            for (a, b) in merged.iter().zip(&one_pass) {
+                assert_eq!(
+                    (a.scope, a.key, a.sensor_id, a.location_id),
+                    (b.scope, b.key, b.sensor_id, b.location_id)
+                );
+                assert_eq!(a.stats.n, b.stats.n);
+                assert_eq!(
+                    (a.stats.min, a.stats.max, a.stats.first_ts, a.stats.last_ts),
+                    (b.stats.min, b.stats.max, b.stats.first_ts, b.stats.last_ts)
+                );
+                assert!((a.stats.mean - b.stats.mean).abs() < 1e-9 * b.stats.mean.abs());
+                let (sa, sb) = (a.stats.stddev().unwrap(), b.stats.stddev().unwrap());
+                assert!((sa - sb).abs() < 1e-9 * sb, "chunk {chunk}: {sa} vs {sb}");
+            }
+        }
+    }
+}

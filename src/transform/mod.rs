@@ -1,0 +1,38 @@
+//! Transform stage: polars normalization of each validated chunk and per-file aggregates.
+//!
+//! Receives a chunk's `ReadingColumns` (values in the file's units) and returns a
+//! `NormalizedBatch`: a DataFrame in canonical units plus the chunk's partial aggregates, which
+//! `aggregate::FileAggregates` merges exactly across chunks (count, mean, M2 by Chan's
+//! formula, min, max, first and last time). Pure CPU work with no I/O: callers run it on a
+//! blocking thread. A polars error fails the file (it is a bug, not bad input).
+
+pub mod aggregate;
+pub mod normalize;
+
+use polars::prelude::{DataFrame, PolarsResult};
+
+use crate::config::Settings;
+use crate::validate::ReadingColumns;
+use aggregate::PartialAggregates;
+
+/// One chunk after normalization.
+#[derive(Debug, Clone)]
+pub struct NormalizedBatch {
+    /// Columns `line, sensor_id, location_id, lat, lon, ts, key, value` (canonical units).
+    pub frame: DataFrame,
+    /// This chunk's aggregates at both scopes, to merge into the file's.
+    pub partials: PartialAggregates,
+}
+
+/// Normalizes a chunk and computes its partial aggregates.
+///
+/// # Errors
+/// A polars failure.
+pub fn transform_chunk(
+    readings: ReadingColumns,
+    settings: &Settings,
+) -> PolarsResult<NormalizedBatch> {
+    let frame = normalize::normalize(readings, settings)?;
+    let partials = aggregate::partial_aggregates(&frame)?;
+    Ok(NormalizedBatch { frame, partials })
+}

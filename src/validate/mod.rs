@@ -1,0 +1,470 @@
+//! Validation stage: reads one CSV file in bounded chunks and splits each chunk into accepted
+//! readings and rejected rows.
+//!
+//! `FileValidator::open` sniffs the format from the header (a `FileRejection` ends the file
+//! there: it is quarantined whole). `next_chunk` then yields `ValidatedChunk`s of at most
+//! `chunk_rows` rows, so memory stays bounded whatever the file size; the transform stage
+//! receives them through a bounded channel. Every rejected row keeps its position and all its
+//! violations; nothing is dropped silently: `rows_read = rows_accepted + rows_rejected` per chunk.
+//! Positions: `line` starts at 1 (the header); `record` and `byte` start at 0.
+
+pub mod format;
+pub mod quarantine;
+pub mod reject;
+pub mod rules;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use format::{FileFormat, FileRejection};
+use reject::{Position, RejectReason, RejectedRow, Violation};
+
+/// Accepted readings of one chunk in long format: one entry per (row, measurement), values
+/// still in the file's units.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ReadingColumns {
+    /// 1-based physical line of the row.
+    pub line: Vec<u32>,
+    /// Sensor id.
+    pub sensor_id: Vec<i64>,
+    /// Location id.
+    pub location_id: Vec<Option<i64>>,
+    /// Latitude.
+    pub lat: Vec<Option<f64>>,
+    /// Longitude.
+    pub lon: Vec<Option<f64>>,
+    /// Microseconds since the Unix epoch, UTC.
+    pub ts_micros: Vec<i64>,
+    /// Catalogue key of the measurement (`Settings::catalogue`).
+    pub key: Vec<u32>,
+    /// Value in the file's unit.
+    pub value: Vec<f64>,
+}
+
+impl ReadingColumns {
+    /// Number of readings.
+    pub fn len(&self) -> usize {
+        self.key.len()
+    }
+
+    /// Whether there is no reading.
+    pub fn is_empty(&self) -> bool {
+        self.key.is_empty()
+    }
+}
+
+/// One chunk of a file after validation.
+#[derive(Debug, Default, Clone)]
+pub struct ValidatedChunk {
+    /// Data rows read in this chunk (blank lines are not rows).
+    pub rows_read: u64,
+    /// Rows that passed every rule.
+    pub rows_accepted: u64,
+    /// Their readings.
+    pub readings: ReadingColumns,
+    /// Rows that broke a rule, each with all its violations.
+    pub rejects: Vec<RejectedRow>,
+    /// Sensors first seen in this chunk's accepted rows: (sensor id, sensor type index).
+    pub sensors: Vec<(i64, usize)>,
+    /// Locations first seen in this chunk's accepted rows: (location id, lat, lon).
+    pub locations: Vec<(i64, Option<f64>, Option<f64>)>,
+}
+
+/// How accepted rows are treated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// Accepted rows become readings.
+    Load,
+    /// The file is rejected as a whole: accepted rows are rejected too, with this reason.
+    RejectAll(FileRejection),
+}
+
+/// Streams one file through the row rules.
+pub struct FileValidator<'s> {
+    settings: &'s Settings,
+    format: FileFormat,
+    reader: csv::Reader<BufReader<File>>,
+    record: csv::ByteRecord,
+    values: Vec<(u32, f64)>,
+    seen_keys: HashSet<(i64, i64)>,
+    seen_sensors: HashSet<(i64, usize)>,
+    seen_locations: HashSet<i64>,
+    mode: Mode,
+    finished: bool,
+}
+
+/// Longest header line read when sniffing the format.
+const MAX_HEADER_BYTES: u64 = 64 * 1024;
+
+impl<'s> FileValidator<'s> {
+    /// Opens `path` and detects its format.
+    ///
+    /// # Errors
+    /// `Err` when the file cannot be read; `Ok(Err(rejection))` when its header cannot be used.
+    pub fn open(
+        path: &Path,
+        settings: &'s Settings,
+        mode: Mode,
+    ) -> Result<std::result::Result<Self, FileRejection>> {
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut header = Vec::new();
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        BufReader::new(file.take(MAX_HEADER_BYTES))
+            .read_until(b'\n', &mut header)
+            .map_err(|e| Error::io(path, e))?;
+        if header.is_empty() {
+            return Ok(Err(FileRejection::new("empty_file", "the file is empty")));
+        }
+        if !header.ends_with(b"\n") && header.len() as u64 == MAX_HEADER_BYTES {
+            return Ok(Err(FileRejection::new(
+                "not_text",
+                format!("no line break in the first {MAX_HEADER_BYTES} bytes: not a CSV file"),
+            )));
+        }
+        let format = match FileFormat::detect(&header, &file_name, settings) {
+            Ok(format) => format,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(format.delimiter)
+            .from_reader(BufReader::with_capacity(256 * 1024, file));
+        let mut record = csv::ByteRecord::new();
+        // Skip the header record; its format is already known.
+        reader
+            .read_byte_record(&mut record)
+            .map_err(|e| csv_error(path, e))?;
+        Ok(Ok(Self {
+            settings,
+            format,
+            reader,
+            record,
+            values: Vec::new(),
+            seen_keys: HashSet::new(),
+            seen_sensors: HashSet::new(),
+            seen_locations: HashSet::new(),
+            mode,
+            finished: false,
+        }))
+    }
+
+    /// The detected format.
+    pub fn format(&self) -> &FileFormat {
+        &self.format
+    }
+
+    /// Reads and checks up to `chunk_rows` rows; `None` at the end of the file.
+    ///
+    /// # Errors
+    /// An I/O error while reading.
+    pub fn next_chunk(&mut self, path: &Path) -> Result<Option<ValidatedChunk>> {
+        if self.finished {
+            return Ok(None);
+        }
+        let mut chunk = ValidatedChunk::default();
+        while chunk.rows_read < self.settings.chunk_rows as u64 {
+            let more = self
+                .reader
+                .read_byte_record(&mut self.record)
+                .map_err(|e| csv_error(path, e))?;
+            if !more {
+                self.finished = true;
+                break;
+            }
+            let start = self
+                .record
+                .position()
+                .cloned()
+                .unwrap_or_else(csv::Position::new);
+            let position = Position {
+                record: start.record(),
+                line: start.line(),
+                byte: start.byte(),
+            };
+            let byte_end = self.reader.position().byte();
+            chunk.rows_read += 1;
+            self.check(position, byte_end, &mut chunk);
+        }
+        if chunk.rows_read == 0 && self.finished {
+            return Ok(None);
+        }
+        Ok(Some(chunk))
+    }
+
+    fn check(&mut self, position: Position, byte_end: u64, chunk: &mut ValidatedChunk) {
+        let fields: Vec<&[u8]> = self.record.iter().collect();
+        let outcome = rules::check_row(&fields, &self.format, self.settings, &mut self.values);
+        let mut reject = |violations: Vec<Violation>| {
+            chunk.rejects.push(RejectedRow {
+                position,
+                byte_end,
+                violations,
+            });
+        };
+        let row = match outcome {
+            Ok(row) => row,
+            Err(violations) => return reject(violations),
+        };
+        if self.seen_keys.contains(&(row.sensor_id, row.ts_micros)) {
+            let column = &self.format.columns[self.format.timestamp];
+            let value = String::from_utf8_lossy(&self.record[self.format.timestamp])
+                .trim()
+                .to_owned();
+            return reject(vec![Violation::at(
+                RejectReason::DuplicateKey,
+                column,
+                &value,
+                format!(
+                    "sensor {} already has a reading at {value} earlier in this file",
+                    row.sensor_id
+                ),
+            )]);
+        }
+        if let Mode::RejectAll(rejection) = &self.mode {
+            return reject(vec![Violation::row(
+                RejectReason::FileRejected,
+                format!(
+                    "the row is valid but its file was rejected as a whole: {}",
+                    rejection.message
+                ),
+            )]);
+        }
+        self.seen_keys.insert((row.sensor_id, row.ts_micros));
+        if self.seen_sensors.insert((row.sensor_id, row.sensor_type)) {
+            chunk.sensors.push((row.sensor_id, row.sensor_type));
+        }
+        if let Some(location_id) = row.location_id {
+            if self.seen_locations.insert(location_id) {
+                chunk.locations.push((location_id, row.lat, row.lon));
+            }
+        }
+        chunk.rows_accepted += 1;
+        let line = u32::try_from(position.line).unwrap_or(u32::MAX);
+        let readings = &mut chunk.readings;
+        for (key, value) in &self.values {
+            readings.line.push(line);
+            readings.sensor_id.push(row.sensor_id);
+            readings.location_id.push(row.location_id);
+            readings.lat.push(row.lat);
+            readings.lon.push(row.lon);
+            readings.ts_micros.push(row.ts_micros);
+            readings.key.push(*key);
+            readings.value.push(*value);
+        }
+    }
+}
+
+fn csv_error(path: &Path, error: csv::Error) -> Error {
+    match error.into_kind() {
+        csv::ErrorKind::Io(source) => Error::io(path, source),
+        other => Error::io(path, std::io::Error::other(format!("{other:?}"))),
+    }
+}
+
+/// Outcome of a dry run over one file (`sensor-etl validate`).
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    /// Data rows.
+    pub rows_read: u64,
+    /// Rows that would load.
+    pub rows_accepted: u64,
+    /// Readings that would load.
+    pub reading_count: u64,
+    /// Rejected rows with their violations.
+    pub rejects: Vec<RejectedRow>,
+    /// Set when the file would be rejected whole.
+    pub file_rejection: Option<FileRejection>,
+}
+
+/// Validates a whole file without any database, applying the same rules and reject ratio as
+/// a real load.
+///
+/// # Errors
+/// An I/O error while reading.
+pub fn dry_run(path: &Path, settings: &Settings) -> Result<DryRun> {
+    let mut validator = match FileValidator::open(path, settings, Mode::Load)? {
+        Ok(validator) => validator,
+        Err(rejection) => {
+            return Ok(DryRun {
+                rows_read: count_data_lines(path)?,
+                rows_accepted: 0,
+                reading_count: 0,
+                rejects: Vec::new(),
+                file_rejection: Some(rejection),
+            })
+        }
+    };
+    let mut run = DryRun {
+        rows_read: 0,
+        rows_accepted: 0,
+        reading_count: 0,
+        rejects: Vec::new(),
+        file_rejection: None,
+    };
+    while let Some(chunk) = validator.next_chunk(path)? {
+        run.rows_read += chunk.rows_read;
+        run.rows_accepted += chunk.rows_accepted;
+        run.reading_count += chunk.readings.len() as u64;
+        run.rejects.extend(chunk.rejects);
+    }
+    run.file_rejection = whole_file_rejection(run.rows_read, run.rejects.len() as u64, settings);
+    Ok(run)
+}
+
+/// The file-level verdict once every row has been checked: every row bad, or a reject ratio
+/// above the configured limit.
+pub fn whole_file_rejection(
+    rows_read: u64,
+    rows_rejected: u64,
+    settings: &Settings,
+) -> Option<FileRejection> {
+    if rows_read == 0 || rows_rejected == 0 {
+        return None;
+    }
+    if rows_rejected == rows_read {
+        return Some(FileRejection::new(
+            "no_valid_rows",
+            format!("all {rows_read} data rows were rejected"),
+        ));
+    }
+    let ratio = rows_rejected as f64 / rows_read as f64;
+    (ratio > settings.max_reject_ratio).then(|| {
+        FileRejection::new(
+            "too_many_rejects",
+            format!(
+                "{rows_rejected} of {rows_read} data rows were rejected ({:.1} %), above the limit \
+                 max_reject_ratio = {}",
+                ratio * 100.0,
+                settings.max_reject_ratio
+            ),
+        )
+    })
+}
+
+/// Non-blank lines after the first: the data rows of a file whose header could not be used.
+///
+/// # Errors
+/// An I/O error while reading.
+pub fn count_data_lines(path: &Path) -> Result<u64> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut line = Vec::new();
+    let mut count = 0u64;
+    let mut first = true;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        if first {
+            first = false;
+            continue;
+        }
+        if line.iter().any(|b| !matches!(b, b'\r' | b'\n')) {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// Every data line of a file whose header could not be used, as rejected rows: the whole file
+/// is rejected, and each of its rows still gets a line number and a reason so that
+/// `rows_read = rows_rejected` holds in the database too.
+pub struct RejectedLines {
+    reader: BufReader<File>,
+    rejection: FileRejection,
+    line: u64,
+    record: u64,
+    byte: u64,
+    buffer: Vec<u8>,
+    chunk_rows: usize,
+    finished: bool,
+}
+
+impl RejectedLines {
+    /// Opens `path`, positioned after its first line.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn open(path: &Path, rejection: FileRejection, chunk_rows: usize) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut lines = Self {
+            reader: BufReader::with_capacity(256 * 1024, file),
+            rejection,
+            line: 0,
+            record: 0,
+            byte: 0,
+            buffer: Vec::new(),
+            chunk_rows,
+            finished: false,
+        };
+        lines.read_line(path)?;
+        Ok(lines)
+    }
+
+    fn read_line(&mut self, path: &Path) -> Result<usize> {
+        self.buffer.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.buffer)
+            .map_err(|e| Error::io(path, e))?;
+        self.line += 1;
+        self.byte += n as u64;
+        Ok(n)
+    }
+
+    /// The next chunk of rejected lines; `None` at the end.
+    ///
+    /// # Errors
+    /// An I/O error while reading.
+    pub fn next_chunk(&mut self, path: &Path) -> Result<Option<ValidatedChunk>> {
+        if self.finished {
+            return Ok(None);
+        }
+        let mut chunk = ValidatedChunk::default();
+        while chunk.rejects.len() < self.chunk_rows {
+            let start = self.byte;
+            let n = self.read_line(path)?;
+            if n == 0 {
+                self.finished = true;
+                break;
+            }
+            if self.buffer.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+                continue;
+            }
+            self.record += 1;
+            chunk.rows_read += 1;
+            chunk.rejects.push(RejectedRow {
+                position: Position {
+                    record: self.record,
+                    line: self.line,
+                    byte: start,
+                },
+                byte_end: self.byte,
+                violations: vec![Violation::row(
+                    RejectReason::FileRejected,
+                    format!(
+                        "the file was rejected as a whole ({}): {}",
+                        self.rejection.code, self.rejection.message
+                    ),
+                )],
+            });
+        }
+        if chunk.rows_read == 0 && self.finished {
+            return Ok(None);
+        }
+        Ok(Some(chunk))
+    }
+}

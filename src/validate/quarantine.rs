@@ -1,0 +1,356 @@
+//! Quarantine output: rejected rows verbatim, their reasons, whole rejected files, and the
+//! append-only error log.
+//!
+//! For a file with rejected rows, `quarantine/` receives `<stem>.<fp>.rejected.csv` (the
+//! original header line and each rejected row byte-for-byte, ready to be fixed and dropped back
+//! into `data/`) and `<stem>.<fp>.errors.jsonl` (one object per violation). A file rejected as a
+//! whole is copied to `<stem>.<fp>.<ext>` with `<stem>.<fp>.reason.txt` beside it. `<fp>` is the
+//! start of the content hash, so names are deterministic: processing the same bytes again after
+//! a crash rewrites the same files instead of adding new ones. Every file is written to a
+//! temporary name, synced, then renamed; `abort` removes the temporaries.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::validate::format::FileRejection;
+use crate::validate::reject::{RejectedRow, ViolationRecord};
+
+/// Version of the JSON objects in `…errors.jsonl`.
+pub const ERRORS_SCHEMA_VERSION: u32 = 1;
+
+/// Identity of the file being quarantined.
+#[derive(Debug, Clone)]
+pub struct QuarantineTarget {
+    /// Quarantine folder.
+    pub dir: PathBuf,
+    /// Source file.
+    pub source: PathBuf,
+    /// Source file name.
+    pub file_name: String,
+    /// Hex SHA-256 of the source.
+    pub fingerprint: String,
+}
+
+impl QuarantineTarget {
+    /// `<stem>.<first 12 hex digits>` of the source.
+    pub fn base_name(&self) -> String {
+        let stem = Path::new(&self.file_name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".to_owned());
+        format!(
+            "{stem}.{}",
+            &self.fingerprint[..12.min(self.fingerprint.len())]
+        )
+    }
+
+    /// Path of `<base>.<suffix>` in the quarantine folder.
+    pub fn path(&self, suffix: &str) -> PathBuf {
+        self.dir.join(format!("{}.{suffix}", self.base_name()))
+    }
+}
+
+/// Streams rejected rows and reasons to temporary files, published by `commit`.
+pub struct QuarantineWriter {
+    target: QuarantineTarget,
+    source: File,
+    header: Vec<u8>,
+    rows: Option<(PathBuf, BufWriter<File>)>,
+    errors: Option<(PathBuf, BufWriter<File>)>,
+    write_rows: bool,
+    row_count: u64,
+}
+
+/// What `commit` published.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QuarantineFiles {
+    /// The rejected rows, when any were written.
+    pub rows: Option<PathBuf>,
+    /// The reasons, when any were written.
+    pub errors: Option<PathBuf>,
+}
+
+impl QuarantineWriter {
+    /// Prepares a writer; nothing is created until the first reject. With `write_rows` false
+    /// only the reasons are written (the whole file is quarantined instead).
+    ///
+    /// # Errors
+    /// The source cannot be opened.
+    pub fn new(target: QuarantineTarget, write_rows: bool) -> Result<Self> {
+        let source = File::open(&target.source).map_err(|e| Error::io(&target.source, e))?;
+        Ok(Self {
+            target,
+            source,
+            header: Vec::new(),
+            rows: None,
+            errors: None,
+            write_rows,
+            row_count: 0,
+        })
+    }
+
+    /// Writes only the reasons from now on (the whole file is being quarantined).
+    pub fn skip_rows(&mut self) {
+        if self.rows.is_none() {
+            self.write_rows = false;
+        }
+    }
+
+    /// Rejected rows written so far.
+    pub fn row_count(&self) -> u64 {
+        self.row_count
+    }
+
+    /// Appends rejected rows (verbatim) and their violations.
+    ///
+    /// # Errors
+    /// Reading the source or writing the quarantine failed.
+    pub fn record(&mut self, rejects: &[RejectedRow]) -> Result<()> {
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        self.open_outputs()?;
+        for row in rejects {
+            if let Some((path, out)) = &mut self.rows {
+                let bytes = raw_row(&self.source, row.position.byte, row.byte_end)
+                    .map_err(|e| Error::io(&self.target.source, e))?;
+                out.write_all(&bytes)
+                    .map_err(|e| Error::io(path.as_path(), e))?;
+                if !bytes.ends_with(b"\n") && !bytes.ends_with(b"\r") {
+                    // A truncated last line: terminate it so that rows appended later stay apart.
+                    out.write_all(line_terminator(&self.header))
+                        .map_err(|e| Error::io(path.as_path(), e))?;
+                }
+            }
+            let (path, out) = self.errors.as_mut().expect("opened above");
+            for violation in &row.violations {
+                let record = ViolationRecord {
+                    schema_version: ERRORS_SCHEMA_VERSION,
+                    file: &self.target.file_name,
+                    fingerprint: &self.target.fingerprint,
+                    record: row.position.record,
+                    line: row.position.line,
+                    byte: row.position.byte,
+                    column: violation.column.as_deref(),
+                    value: violation.value.as_deref(),
+                    code: violation.reason.code(),
+                    message: &violation.message,
+                };
+                serde_json::to_writer(&mut *out, &record)
+                    .map_err(|e| Error::io(path.as_path(), e.into()))?;
+                out.write_all(b"\n")
+                    .map_err(|e| Error::io(path.as_path(), e))?;
+            }
+            self.row_count += 1;
+        }
+        Ok(())
+    }
+
+    fn open_outputs(&mut self) -> Result<()> {
+        if self.errors.is_some() {
+            return Ok(());
+        }
+        fs::create_dir_all(&self.target.dir).map_err(|e| Error::io(&self.target.dir, e))?;
+        self.errors = Some(create_temp(&self.target.path("errors.jsonl"))?);
+        if self.write_rows {
+            self.header =
+                header_line(&self.source).map_err(|e| Error::io(&self.target.source, e))?;
+            let (path, mut out) = create_temp(&self.target.path("rejected.csv"))?;
+            out.write_all(&self.header)
+                .map_err(|e| Error::io(&path, e))?;
+            if !self.header.ends_with(b"\n") {
+                out.write_all(b"\n").map_err(|e| Error::io(&path, e))?;
+            }
+            self.rows = Some((path, out));
+        }
+        Ok(())
+    }
+
+    /// Syncs and renames the temporary files into place.
+    ///
+    /// # Errors
+    /// Flushing, syncing or renaming failed.
+    pub fn commit(mut self) -> Result<QuarantineFiles> {
+        let rows = match self.rows.take() {
+            Some((temp, out)) => Some(publish(temp, out, &self.target.path("rejected.csv"))?),
+            None => None,
+        };
+        let errors = match self.errors.take() {
+            Some((temp, out)) => Some(publish(temp, out, &self.target.path("errors.jsonl"))?),
+            None => None,
+        };
+        Ok(QuarantineFiles { rows, errors })
+    }
+
+    /// Removes the temporary files.
+    pub fn abort(mut self) {
+        for (temp, _) in self.rows.take().into_iter().chain(self.errors.take()) {
+            let _ = fs::remove_file(temp);
+        }
+    }
+}
+
+impl Drop for QuarantineWriter {
+    fn drop(&mut self) {
+        for (temp, _) in self.rows.take().into_iter().chain(self.errors.take()) {
+            let _ = fs::remove_file(temp);
+        }
+    }
+}
+
+/// Copies a whole rejected file into quarantine with a reason file beside it; returns the
+/// path of the copy.
+///
+/// # Errors
+/// Copying or writing failed.
+pub fn quarantine_whole_file(
+    target: &QuarantineTarget,
+    rejection: &FileRejection,
+    details: &str,
+) -> Result<PathBuf> {
+    fs::create_dir_all(&target.dir).map_err(|e| Error::io(&target.dir, e))?;
+    let extension = Path::new(&target.file_name)
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "csv".to_owned());
+    let copy_path = target.path(&extension);
+    let (temp, mut out) = create_temp(&copy_path)?;
+    let mut source = File::open(&target.source).map_err(|e| Error::io(&target.source, e))?;
+    std::io::copy(&mut source, &mut out).map_err(|e| Error::io(&temp, e))?;
+    publish(temp, out, &copy_path)?;
+
+    let reason_path = target.path("reason.txt");
+    let (temp, mut out) = create_temp(&reason_path)?;
+    let text = format!(
+        "file: {}\nsha256: {}\ncode: {}\nreason: {}\n{details}",
+        target.file_name, target.fingerprint, rejection.code, rejection.message
+    );
+    out.write_all(text.as_bytes())
+        .map_err(|e| Error::io(&temp, e))?;
+    publish(temp, out, &reason_path)?;
+    Ok(copy_path)
+}
+
+/// Appends one entry to the append-only error log (one write per entry, so concurrent
+/// writers do not interleave within an entry).
+///
+/// # Errors
+/// The log cannot be opened or written.
+pub fn append_error_log(path: &Path, entry: &str) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let mut text = entry.to_owned();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    log.write_all(text.as_bytes())
+        .map_err(|e| Error::io(path, e))
+}
+
+fn create_temp(final_path: &Path) -> Result<(PathBuf, BufWriter<File>)> {
+    let name = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = final_path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let file = File::create(&temp).map_err(|e| Error::io(&temp, e))?;
+    Ok((temp, BufWriter::new(file)))
+}
+
+fn publish(temp: PathBuf, out: BufWriter<File>, final_path: &Path) -> Result<PathBuf> {
+    let file = out
+        .into_inner()
+        .map_err(|e| Error::io(&temp, e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io(&temp, e))?;
+    fs::rename(&temp, final_path).map_err(|e| Error::io(final_path, e))?;
+    if let Some(dir) = final_path.parent() {
+        // Make the rename itself durable.
+        if let Ok(dir) = File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(final_path.to_path_buf())
+}
+
+/// The bytes of a row: from its first byte through its line terminator, excluding blank lines
+/// that the CSV reader skipped after it.
+fn raw_row(source: &File, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
+    let len = usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX) + 2;
+    let mut bytes = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        let n = source.read_at(&mut bytes[filled..], start + filled as u64)?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    bytes.truncate(filled);
+    let span = (end - start) as usize;
+    let content_end = bytes[..span.min(bytes.len())]
+        .iter()
+        .rposition(|b| !matches!(b, b'\r' | b'\n'))
+        .map_or(0, |i| i + 1);
+    let terminator = match &bytes[content_end..] {
+        [b'\r', b'\n', ..] => 2,
+        [b'\n', ..] | [b'\r', ..] => 1,
+        _ => 0,
+    };
+    bytes.truncate(content_end + terminator);
+    Ok(bytes)
+}
+
+fn header_line(source: &File) -> std::io::Result<Vec<u8>> {
+    let mut header = Vec::new();
+    let mut reader = std::io::BufReader::new(source.try_clone()?);
+    let mut byte = [0u8; 1];
+    loop {
+        if reader.read(&mut byte)? == 0 {
+            break;
+        }
+        header.push(byte[0]);
+        if byte[0] == b'\n' {
+            break;
+        }
+    }
+    Ok(header)
+}
+
+fn line_terminator(header: &[u8]) -> &'static [u8] {
+    if header.ends_with(b"\r\n") {
+        b"\r\n"
+    } else {
+        b"\n"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source_with(bytes: &[u8]) -> (tempfile::TempDir, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.csv");
+        fs::write(&path, bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        (dir, file)
+    }
+
+    #[test]
+    fn raw_rows_keep_their_terminator_and_skip_blank_lines() {
+        let (_dir, file) = source_with(b"h\r\na;b\r\n\r\n\nc;d");
+        assert_eq!(raw_row(&file, 3, 8).unwrap(), b"a;b\r\n");
+        assert_eq!(raw_row(&file, 3, 11).unwrap(), b"a;b\r\n");
+        assert_eq!(raw_row(&file, 3, 7).unwrap(), b"a;b\r\n");
+        assert_eq!(raw_row(&file, 11, 14).unwrap(), b"c;d");
+    }
+}

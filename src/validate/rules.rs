@@ -1,0 +1,576 @@
+//! Row rules: pure functions from one CSV record to either a valid row or every violation.
+//!
+//! No I/O and no clock. Each rule reports with a stable `RejectReason`; a row with any
+//! violation is rejected whole and all its violations are listed, not just the first. The
+//! duplicate-key rule needs the file's history, so the per-file driver applies it after these.
+
+use chrono::{FixedOffset, NaiveDate};
+
+use crate::config::Settings;
+use crate::validate::format::FileFormat;
+use crate::validate::reject::{RejectReason, Violation};
+
+/// The fields of a row that passed every rule; measurement values stay in the file's units
+/// (the transform stage converts them) and are written into a caller-owned buffer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowIdentity {
+    /// Sensor id.
+    pub sensor_id: i64,
+    /// Index into `Settings::sensor_types`.
+    pub sensor_type: usize,
+    /// Location id, when present.
+    pub location_id: Option<i64>,
+    /// Latitude, when present.
+    pub lat: Option<f64>,
+    /// Longitude, when present.
+    pub lon: Option<f64>,
+    /// Microseconds since the Unix epoch, UTC.
+    pub ts_micros: i64,
+}
+
+/// Checks one record against every rule.
+///
+/// On success returns the row's identity and fills `values` with `(catalogue key, value in the
+/// file's unit)` for each non-empty measurement. On failure returns all violations.
+pub fn check_row(
+    fields: &[&[u8]],
+    format: &FileFormat,
+    settings: &Settings,
+    values: &mut Vec<(u32, f64)>,
+) -> Result<RowIdentity, Vec<Violation>> {
+    values.clear();
+    let mut violations = Vec::new();
+    let expected = format.field_count();
+    let trailing_empty =
+        fields.len() == expected + 1 && fields[expected].iter().all(u8::is_ascii_whitespace);
+    if fields.len() != expected && !trailing_empty {
+        violations.push(Violation::row(
+            RejectReason::FieldCount,
+            format!(
+                "the row has {} fields but the header has {expected}; the line may be truncated \
+                 or use another delimiter",
+                fields.len()
+            ),
+        ));
+        return Err(violations);
+    }
+
+    let mut text = |index: usize| -> Option<&str> {
+        match std::str::from_utf8(fields[index]) {
+            Ok(s) => Some(s.trim()),
+            Err(_) => {
+                let column = &format.columns[index];
+                violations.push(Violation::at(
+                    RejectReason::InvalidUtf8,
+                    column,
+                    &String::from_utf8_lossy(fields[index]),
+                    format!("column `{column}` is not valid UTF-8 text"),
+                ));
+                None
+            }
+        }
+    };
+    let sensor_id_text = text(format.sensor_id);
+    let timestamp_text = text(format.timestamp);
+    let type_text = format.sensor_type.map(&mut text);
+    let location_text = format.location.map(&mut text);
+    let lat_text = format.lat.map(&mut text);
+    let lon_text = format.lon.map(&mut text);
+
+    let sensor_id = sensor_id_text.and_then(|s| {
+        required_integer(
+            s,
+            &format.columns[format.sensor_id],
+            "sensor id",
+            &mut violations,
+        )
+    });
+    let ts_micros = timestamp_text.and_then(|s| {
+        let column = &format.columns[format.timestamp];
+        if s.is_empty() {
+            violations.push(Violation::at(RejectReason::MissingField, column, s, "the timestamp is empty".to_owned()));
+            return None;
+        }
+        let parsed = parse_timestamp(s, settings.default_utc_offset);
+        if parsed.is_none() {
+            violations.push(Violation::at(
+                RejectReason::BadTimestamp,
+                column,
+                s,
+                format!("`{s}` is not an ISO 8601 timestamp such as 2019-01-17T05:10:48 or 2019-01-17 05:10:48+01:00"),
+            ));
+        }
+        parsed
+    });
+
+    let sensor_type = match (format.fixed_type, format.sensor_type) {
+        (Some(fixed), _) => Some(fixed),
+        (None, Some(column_index)) => type_text.flatten().and_then(|s| {
+            let column = &format.columns[column_index];
+            if s.is_empty() {
+                violations.push(Violation::at(RejectReason::MissingField, column, s, "the sensor type is empty".to_owned()));
+                return None;
+            }
+            match settings.sensor_type_index(s) {
+                Some(index) if format.plans[index].is_some() => Some(index),
+                Some(_) => {
+                    violations.push(Violation::at(
+                        RejectReason::UnknownSensorType,
+                        column,
+                        s,
+                        format!("sensor type `{s}` has none of its measurement columns in this file's header"),
+                    ));
+                    None
+                }
+                None => {
+                    violations.push(Violation::at(
+                        RejectReason::UnknownSensorType,
+                        column,
+                        s,
+                        format!("sensor type `{s}` is not configured; add it to sensor-etl.toml"),
+                    ));
+                    None
+                }
+            }
+        }),
+        (None, None) => None,
+    };
+
+    let location_id = match (format.location, location_text.flatten()) {
+        (Some(index), Some(s)) => {
+            let column = &format.columns[index];
+            optional_number(s, column, &mut violations)
+                .and_then(|v| integral(v, s, column, &mut violations))
+        }
+        _ => None,
+    };
+    let lat = coordinate(
+        lat_text.flatten(),
+        format.lat,
+        format,
+        90.0,
+        &mut violations,
+    );
+    let lon = coordinate(
+        lon_text.flatten(),
+        format.lon,
+        format,
+        180.0,
+        &mut violations,
+    );
+
+    if let Some(type_index) = sensor_type {
+        let plan = format.plans[type_index]
+            .as_ref()
+            .expect("type index has a plan");
+        let mut empty = 0;
+        for (column_index, key) in &plan.measurements {
+            let column = &format.columns[*column_index];
+            let Ok(raw) = std::str::from_utf8(fields[*column_index]) else {
+                violations.push(Violation::at(
+                    RejectReason::InvalidUtf8,
+                    column,
+                    &String::from_utf8_lossy(fields[*column_index]),
+                    format!("column `{column}` is not valid UTF-8 text"),
+                ));
+                continue;
+            };
+            let raw = raw.trim();
+            if raw.is_empty() {
+                empty += 1;
+                continue;
+            }
+            let Some(value) = parse_number(raw) else {
+                violations.push(Violation::at(
+                    RejectReason::NotANumber,
+                    column,
+                    raw,
+                    format!("`{raw}` in column `{column}` is not a number"),
+                ));
+                continue;
+            };
+            let spec = &settings.catalogue[*key as usize];
+            let canonical = spec.to_canonical(value);
+            if canonical < spec.min || canonical > spec.max {
+                violations.push(Violation::at(
+                    RejectReason::OutOfRange,
+                    column,
+                    raw,
+                    format!(
+                        "{} {canonical} {} is outside the valid range {}..{} {} for {}",
+                        spec.name, spec.unit, spec.min, spec.max, spec.unit, spec.sensor_type
+                    ),
+                ));
+                continue;
+            }
+            values.push((*key, value));
+        }
+        if empty == plan.measurements.len() {
+            violations.push(Violation::row(
+                RejectReason::AllMeasurementsEmpty,
+                "every measurement of the row is empty".to_owned(),
+            ));
+        }
+    }
+
+    match (sensor_id, ts_micros, sensor_type) {
+        (Some(sensor_id), Some(ts_micros), Some(sensor_type)) if violations.is_empty() => {
+            Ok(RowIdentity {
+                sensor_id,
+                sensor_type,
+                location_id,
+                lat,
+                lon,
+                ts_micros,
+            })
+        }
+        _ => {
+            values.clear();
+            Err(violations)
+        }
+    }
+}
+
+fn required_integer(
+    s: &str,
+    column: &str,
+    what: &str,
+    violations: &mut Vec<Violation>,
+) -> Option<i64> {
+    if s.is_empty() {
+        violations.push(Violation::at(
+            RejectReason::MissingField,
+            column,
+            s,
+            format!("the {what} is empty"),
+        ));
+        return None;
+    }
+    optional_number(s, column, violations).and_then(|v| integral(v, s, column, violations))
+}
+
+fn optional_number(s: &str, column: &str, violations: &mut Vec<Violation>) -> Option<f64> {
+    if s.is_empty() {
+        return None;
+    }
+    let parsed = parse_number(s);
+    if parsed.is_none() {
+        violations.push(Violation::at(
+            RejectReason::NotANumber,
+            column,
+            s,
+            format!("`{s}` in column `{column}` is not a number"),
+        ));
+    }
+    parsed
+}
+
+fn integral(value: f64, raw: &str, column: &str, violations: &mut Vec<Violation>) -> Option<i64> {
+    if value.fract() == 0.0 && value.abs() < 9.0e15 {
+        Some(value as i64)
+    } else {
+        violations.push(Violation::at(
+            RejectReason::NotANumber,
+            column,
+            raw,
+            format!("`{raw}` in column `{column}` is not a whole number"),
+        ));
+        None
+    }
+}
+
+fn coordinate(
+    text: Option<&str>,
+    index: Option<usize>,
+    format: &FileFormat,
+    limit: f64,
+    violations: &mut Vec<Violation>,
+) -> Option<f64> {
+    let (text, index) = (text?, index?);
+    let column = &format.columns[index];
+    let value = optional_number(text, column, violations)?;
+    if value.abs() > limit {
+        violations.push(Violation::at(
+            RejectReason::OutOfRange,
+            column,
+            text,
+            format!("{column} {value} is outside -{limit}..{limit}"),
+        ));
+        return None;
+    }
+    Some(value)
+}
+
+/// Parses a finite decimal number (`86`, `86.70`, `-2.130`, `1e3`); anything else is `None`.
+pub fn parse_number(s: &str) -> Option<f64> {
+    let first = *s.as_bytes().first()?;
+    if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.')) {
+        return None;
+    }
+    s.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// Parses ISO 8601 `YYYY-MM-DD[T| ]HH:MM[:SS[.fraction]][Z|±HH[:MM]]` to microseconds since
+/// the Unix epoch, UTC; a timestamp with no offset is read in `default_offset`.
+pub fn parse_timestamp(s: &str, default_offset: FixedOffset) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 16 {
+        return None;
+    }
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = b.get(range)?;
+        if !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        part.iter()
+            .try_fold(0u32, |acc, d| Some(acc * 10 + u32::from(d - b'0')))
+    };
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b' ' || b[10] == b't')
+        || b[13] != b':'
+    {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(
+        i32::try_from(digits(0..4)?).ok()?,
+        digits(5..7)?,
+        digits(8..10)?,
+    )?;
+    let (hour, minute) = (digits(11..13)?, digits(14..16)?);
+    let mut at = 16;
+    let mut second = 0;
+    let mut micros = 0u32;
+    if b.get(at) == Some(&b':') {
+        second = digits(at + 1..at + 3)?;
+        at += 3;
+        if b.get(at) == Some(&b'.') || b.get(at) == Some(&b',') {
+            at += 1;
+            let start = at;
+            while at < b.len() && b[at].is_ascii_digit() {
+                at += 1;
+            }
+            let fraction = &b[start..at];
+            if fraction.is_empty() {
+                return None;
+            }
+            for (i, d) in fraction.iter().take(6).enumerate() {
+                micros += u32::from(d - b'0') * 10u32.pow(5 - i as u32);
+            }
+        }
+    }
+    let offset = match &s[at..] {
+        "" => default_offset,
+        rest => crate::config::parse_offset(rest)?,
+    };
+    let naive = date.and_hms_micro_opt(hour, minute, second, micros)?;
+    let utc = naive.checked_sub_signed(chrono::Duration::seconds(i64::from(
+        offset.local_minus_utc(),
+    )))?;
+    Some(utc.and_utc().timestamp_micros())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::format::FileFormat;
+
+    fn utc() -> FixedOffset {
+        FixedOffset::east_opt(0).unwrap()
+    }
+
+    const SDS_HEADER: &str =
+        "sensor_id;sensor_type;location;lat;lon;timestamp;P1;durP1;ratioP1;P2;durP2;ratioP2";
+
+    fn check(
+        header: &str,
+        name: &str,
+        row: &str,
+    ) -> Result<(RowIdentity, Vec<(u32, f64)>), Vec<Violation>> {
+        let settings = Settings::builtin();
+        let format = FileFormat::detect(header.as_bytes(), name, &settings).unwrap();
+        let fields: Vec<&[u8]> = row
+            .split(format.delimiter as char)
+            .map(str::as_bytes)
+            .collect();
+        let mut values = Vec::new();
+        check_row(&fields, &format, &settings, &mut values).map(|id| (id, values))
+    }
+
+    fn codes(violations: &[Violation]) -> Vec<&'static str> {
+        violations.iter().map(|v| v.reason.code()).collect()
+    }
+
+    #[test]
+    fn timestamps() {
+        let t = |s| parse_timestamp(s, utc());
+        assert_eq!(t("1970-01-01T00:00:01"), Some(1_000_000));
+        assert_eq!(t("1970-01-01 00:00:01"), Some(1_000_000));
+        assert_eq!(t("1970-01-01T00:00:01.5Z"), Some(1_500_000));
+        assert_eq!(t("1970-01-01T01:00:01+01:00"), Some(1_000_000));
+        assert_eq!(t("1970-01-01T01:00:01+0100"), Some(1_000_000));
+        assert_eq!(t("1970-01-01T00:00"), Some(0));
+        assert_eq!(t("1969-12-31T23:00:00-01:00"), Some(0));
+        assert_eq!(
+            parse_timestamp("1970-01-01T02:00:00", FixedOffset::east_opt(7200).unwrap()),
+            Some(0)
+        );
+        for bad in [
+            "2018/01/03 00:01:19",
+            "2019-02-30T00:00:00",
+            "2019-01-17T25:00:00",
+            "yesterday",
+            "2019-01-17T05:10:48+99:00",
+            "2019-01-17T05:10:48.",
+        ] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_number("86"), Some(86.0));
+        assert_eq!(parse_number("-2.130"), Some(-2.13));
+        for bad in [
+            "Mai 31",
+            "5.148.554.199",
+            "NaN",
+            "inf",
+            "",
+            "27. Feb",
+            "1,5",
+        ] {
+            assert_eq!(parse_number(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn valid_archive_row_with_always_empty_columns() {
+        let (id, values) = check(
+            SDS_HEADER,
+            "a.csv",
+            "5331;SDS011;2688;57.128;-2.130;2017-08-30T11:27:23;6.57;;;2.63;;",
+        )
+        .unwrap();
+        assert_eq!(id.sensor_id, 5331);
+        assert_eq!(id.location_id, Some(2688));
+        assert_eq!(values.len(), 2);
+        assert_eq!(values[0].1, 6.57);
+    }
+
+    #[test]
+    fn every_violation_is_reported() {
+        let violations = check(
+            SDS_HEADER,
+            "a.csv",
+            "x;SDS011;2688;99.5;-2.130;2017-13-30T11:27:23;abc;;;1200;;",
+        )
+        .unwrap_err();
+        assert_eq!(
+            codes(&violations),
+            vec![
+                "not_a_number",
+                "bad_timestamp",
+                "out_of_range",
+                "not_a_number",
+                "out_of_range"
+            ]
+        );
+        assert_eq!(violations[0].column.as_deref(), Some("sensor_id"));
+        assert_eq!(violations[4].value.as_deref(), Some("1200"));
+    }
+
+    #[test]
+    fn truncated_row_is_a_field_count_violation() {
+        let violations = check(SDS_HEADER, "a.csv", "5331;SDS011;3121;").unwrap_err();
+        assert_eq!(codes(&violations), vec!["field_count"]);
+    }
+
+    #[test]
+    fn empty_row_and_missing_fields() {
+        let violations = check(
+            SDS_HEADER,
+            "a.csv",
+            "5331;SDS011;2688;57.128;-2.130;2017-08-30T11:27:23;;;;;;",
+        )
+        .unwrap_err();
+        assert_eq!(codes(&violations), vec!["all_measurements_empty"]);
+        let violations =
+            check(SDS_HEADER, "a.csv", ";SDS011;2688;57.128;-2.130;;1;;;2;;").unwrap_err();
+        assert_eq!(codes(&violations), vec!["missing_field", "missing_field"]);
+    }
+
+    #[test]
+    fn unknown_sensor_type_value() {
+        let violations = check(
+            SDS_HEADER,
+            "a.csv",
+            "1;XYZ99;2;1;1;2017-08-30T11:27:23;1;;;2;;",
+        )
+        .unwrap_err();
+        assert_eq!(codes(&violations), vec!["unknown_sensor_type"]);
+    }
+
+    #[test]
+    fn temperature_range_is_checked_in_canonical_units() {
+        let header =
+            ",Unnamed: 0,sensor_id,location,lat,lon,timestamp,pressure,temperature,humidity";
+        let violations = check(
+            header,
+            "k.csv",
+            "0,1,3738,1,42.6,23.3,2017-07-01T00:00:07,94573.15,60.47,30.1",
+        )
+        .unwrap_err();
+        assert_eq!(codes(&violations), vec!["out_of_range"]);
+        assert_eq!(violations[0].column.as_deref(), Some("temperature"));
+        let (_, values) = check(
+            header,
+            "k.csv",
+            "0,1,3738,1,42.6,23.3,2017-07-01T00:00:07,94573.15,20.0,0.0",
+        )
+        .unwrap();
+        assert_eq!(values.len(), 3);
+        let violations = check(
+            header,
+            "k.csv",
+            "0,1,3738,1,42.6,23.3,2017-07-01T00:00:07,945.73,20.0,10",
+        )
+        .unwrap_err();
+        assert_eq!(
+            codes(&violations),
+            vec!["out_of_range"],
+            "pressure in hPa where Pa is declared"
+        );
+    }
+
+    #[test]
+    fn spreadsheet_mangled_values_are_not_numbers() {
+        let header =
+            "sensor_id;sensor_type;location;lat;lon;timestamp;P1;P4;P2;P0;N10;N4;N25;N1;N05;TS";
+        let violations = check(header, "s.csv", "61354;SPS30;47226;5.148.554.199;543.575.943;2021-04-26T00:01:48;Mai 31;Mai 31;Mai 31;Apr 92;27. Feb;41.1;41.2;41.0;36.0;0.5").unwrap_err();
+        assert_eq!(codes(&violations), vec!["not_a_number"; 7]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported_per_column() {
+        let settings = Settings::builtin();
+        let format = FileFormat::detect(SDS_HEADER.as_bytes(), "a.csv", &settings).unwrap();
+        let row: Vec<&[u8]> = vec![
+            b"1",
+            b"SDS011",
+            b"2",
+            b"1",
+            b"1",
+            b"2017-08-30T11:27:23",
+            b"\xff",
+            b"",
+            b"",
+            b"2",
+            b"",
+            b"",
+        ];
+        let violations = check_row(&row, &format, &settings, &mut Vec::new()).unwrap_err();
+        assert_eq!(codes(&violations), vec!["invalid_utf8"]);
+        assert_eq!(violations[0].column.as_deref(), Some("P1"));
+    }
+}
