@@ -139,7 +139,7 @@ pub struct FileReport {
 }
 
 enum ProducerEvent {
-    Chunk(ValidatedChunk, Option<NormalizedBatch>),
+    Chunk(Box<ValidatedChunk>, Option<NormalizedBatch>),
     HeaderRejected(FileRejection),
 }
 
@@ -269,7 +269,7 @@ fn spawn_producer(
                         } else {
                             Some(transform_chunk(readings, &settings)?)
                         };
-                        if !send(Ok(ProducerEvent::Chunk(chunk, batch))) {
+                        if !send(Ok(ProducerEvent::Chunk(Box::new(chunk), batch))) {
                             return Ok(());
                         }
                     }
@@ -280,7 +280,7 @@ fn spawn_producer(
                     }
                     let mut lines = RejectedLines::open(&path, rejection, settings.chunk_rows)?;
                     while let Some(chunk) = lines.next_chunk(&path)? {
-                        if !send(Ok(ProducerEvent::Chunk(chunk, None))) {
+                        if !send(Ok(ProducerEvent::Chunk(Box::new(chunk), None))) {
                             return Ok(());
                         }
                     }

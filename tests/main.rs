@@ -1,1 +1,9 @@
+//! Integration tests, one binary with a module per area. Each test that needs PostgreSQL gets
+//! its own database on a private cluster that the harness starts (see `support`).
 
+mod cli;
+mod golden;
+mod realdata;
+mod store;
+mod support;
+mod watch;

@@ -94,6 +94,8 @@ pub struct FileValidator<'s> {
     seen_sensors: HashSet<(i64, usize)>,
     seen_locations: HashSet<i64>,
     mode: Mode,
+    /// Records read so far, blank lines excluded (the header is record 0).
+    record_count: u64,
     finished: bool,
 }
 
@@ -133,9 +135,12 @@ impl<'s> FileValidator<'s> {
             Err(rejection) => return Ok(Err(rejection)),
         };
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // Records end at `\n` only: a `\r` before it stays in the last field (and is trimmed),
+        // which keeps byte offsets and physical line numbers exact for CRLF files.
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
+            .terminator(csv::Terminator::Any(b'\n'))
             .delimiter(format.delimiter)
             .from_reader(BufReader::with_capacity(256 * 1024, file));
         let mut record = csv::ByteRecord::new();
@@ -153,6 +158,7 @@ impl<'s> FileValidator<'s> {
             seen_sensors: HashSet::new(),
             seen_locations: HashSet::new(),
             mode,
+            record_count: 0,
             finished: false,
         }))
     }
@@ -180,13 +186,17 @@ impl<'s> FileValidator<'s> {
                 self.finished = true;
                 break;
             }
+            if is_blank(&self.record) {
+                continue;
+            }
             let start = self
                 .record
                 .position()
                 .cloned()
                 .unwrap_or_else(csv::Position::new);
+            self.record_count += 1;
             let position = Position {
-                record: start.record(),
+                record: self.record_count,
                 line: start.line(),
                 byte: start.byte(),
             };
@@ -210,24 +220,33 @@ impl<'s> FileValidator<'s> {
                 violations,
             });
         };
-        let row = match outcome {
-            Ok(row) => row,
-            Err(violations) => return reject(violations),
-        };
-        if self.seen_keys.contains(&(row.sensor_id, row.ts_micros)) {
+        let duplicate = |key: (i64, i64)| -> Option<Violation> {
+            if !self.seen_keys.contains(&key) {
+                return None;
+            }
             let column = &self.format.columns[self.format.timestamp];
             let value = String::from_utf8_lossy(&self.record[self.format.timestamp])
                 .trim()
                 .to_owned();
-            return reject(vec![Violation::at(
+            Some(Violation::at(
                 RejectReason::DuplicateKey,
                 column,
                 &value,
                 format!(
                     "sensor {} already has a reading at {value} earlier in this file",
-                    row.sensor_id
+                    key.0
                 ),
-            )]);
+            ))
+        };
+        let row = match outcome {
+            Ok(row) => row,
+            Err((mut violations, key)) => {
+                violations.extend(key.and_then(duplicate));
+                return reject(violations);
+            }
+        };
+        if let Some(violation) = duplicate((row.sensor_id, row.ts_micros)) {
+            return reject(vec![violation]);
         }
         if let Mode::RejectAll(rejection) = &self.mode {
             return reject(vec![Violation::row(
@@ -261,6 +280,14 @@ impl<'s> FileValidator<'s> {
             readings.value.push(*value);
         }
     }
+}
+
+/// A line with nothing but blanks (e.g. the `\r` of an empty CRLF line) is not a row.
+fn is_blank(record: &csv::ByteRecord) -> bool {
+    record.len() <= 1
+        && record
+            .iter()
+            .all(|field| field.iter().all(u8::is_ascii_whitespace))
 }
 
 fn csv_error(path: &Path, error: csv::Error) -> Error {

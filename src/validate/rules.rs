@@ -28,6 +28,10 @@ pub struct RowIdentity {
     pub ts_micros: i64,
 }
 
+/// A rejected row's violations, and its (sensor id, timestamp) key when both parsed, so that
+/// the duplicate rule can still be applied to it.
+pub type RowViolations = (Vec<Violation>, Option<(i64, i64)>);
+
 /// Checks one record against every rule.
 ///
 /// On success returns the row's identity and fills `values` with `(catalogue key, value in the
@@ -37,7 +41,7 @@ pub fn check_row(
     format: &FileFormat,
     settings: &Settings,
     values: &mut Vec<(u32, f64)>,
-) -> Result<RowIdentity, Vec<Violation>> {
+) -> Result<RowIdentity, RowViolations> {
     values.clear();
     let mut violations = Vec::new();
     let expected = format.field_count();
@@ -52,7 +56,7 @@ pub fn check_row(
                 fields.len()
             ),
         ));
-        return Err(violations);
+        return Err((violations, None));
     }
 
     let mut text = |index: usize| -> Option<&str> {
@@ -226,7 +230,7 @@ pub fn check_row(
         }
         _ => {
             values.clear();
-            Err(violations)
+            Err((violations, sensor_id.zip(ts_micros)))
         }
     }
 }
@@ -379,14 +383,12 @@ mod tests {
         FixedOffset::east_opt(0).unwrap()
     }
 
+    type Checked = (RowIdentity, Vec<(u32, f64)>);
+
     const SDS_HEADER: &str =
         "sensor_id;sensor_type;location;lat;lon;timestamp;P1;durP1;ratioP1;P2;durP2;ratioP2";
 
-    fn check(
-        header: &str,
-        name: &str,
-        row: &str,
-    ) -> Result<(RowIdentity, Vec<(u32, f64)>), Vec<Violation>> {
+    fn check(header: &str, name: &str, row: &str) -> Result<Checked, Vec<Violation>> {
         let settings = Settings::builtin();
         let format = FileFormat::detect(header.as_bytes(), name, &settings).unwrap();
         let fields: Vec<&[u8]> = row
@@ -394,7 +396,9 @@ mod tests {
             .map(str::as_bytes)
             .collect();
         let mut values = Vec::new();
-        check_row(&fields, &format, &settings, &mut values).map(|id| (id, values))
+        check_row(&fields, &format, &settings, &mut values)
+            .map(|id| (id, values))
+            .map_err(|(v, _)| v)
     }
 
     fn codes(violations: &[Violation]) -> Vec<&'static str> {
@@ -569,7 +573,8 @@ mod tests {
             b"",
             b"",
         ];
-        let violations = check_row(&row, &format, &settings, &mut Vec::new()).unwrap_err();
+        let (violations, key) = check_row(&row, &format, &settings, &mut Vec::new()).unwrap_err();
+        assert_eq!(key, Some((1, 1_504_092_443_000_000)));
         assert_eq!(codes(&violations), vec!["invalid_utf8"]);
         assert_eq!(violations[0].column.as_deref(), Some("P1"));
     }

@@ -1,0 +1,300 @@
+//! The store against a real PostgreSQL: COPY round trip with NULLs, the ledger's duplicate
+//! detection, all-or-nothing file transactions, whole-file rejection, and sensor types added
+//! by configuration alone.
+
+use std::path::Path;
+
+use sensor_etl::config::RawMeasurement;
+use sensor_etl::config::RawSensorType;
+use sensor_etl::pipeline::{process_file, Disposition};
+use sensor_etl::store::ledger::FileStatus;
+
+use crate::support::{deliver, Harness};
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_round_trip_keeps_values_and_nulls() {
+    let h = Harness::new().await;
+    let path = h.workspace.path("in/station_dht22.csv");
+    write(
+        &path,
+        "sensor_id,timestamp,temperature,humidity\n7,2020-05-01T10:00:00+02:00,-3.25,\n7,2020-05-01 08:01:00.5,21.5,55\n",
+    );
+    let report = process_file(&h.ctx, &path, Disposition::LeaveInPlace)
+        .await
+        .unwrap();
+    assert_eq!(report.status, FileStatus::Loaded);
+    let rows = h
+        .client
+        .query(
+            "SELECT line, sensor_type, location_id, lat, lon, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'), \
+             measurement, value, unit FROM v_readings ORDER BY line, measurement",
+            &[],
+        )
+        .await
+        .unwrap();
+    type Reading = (
+        i32,
+        String,
+        Option<i64>,
+        Option<f64>,
+        Option<f64>,
+        String,
+        String,
+        f64,
+        String,
+    );
+    let got: Vec<Reading> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+                r.get(7),
+                r.get(8),
+            )
+        })
+        .collect();
+    let dht = |line, ts: &str, m: &str, v, u: &str| {
+        (
+            line,
+            "DHT22".to_owned(),
+            None,
+            None,
+            None,
+            ts.to_owned(),
+            m.to_owned(),
+            v,
+            u.to_owned(),
+        )
+    };
+    assert_eq!(
+        got,
+        vec![
+            dht(2, "2020-05-01 08:00:00.000", "temperature", -3.25, "°C"),
+            dht(3, "2020-05-01 08:01:00.500", "humidity", 55.0, "%RH"),
+            dht(3, "2020-05-01 08:01:00.500", "temperature", 21.5, "°C"),
+        ]
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM sensors WHERE sensor_id = 7 AND sensor_type = 'DHT22'")
+            .await,
+        1
+    );
+    let stddev: Option<f64> = h
+        .client
+        .query_one("SELECT stddev FROM v_aggregates WHERE scope = 'sensor_type' AND measurement = 'humidity'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stddev, None, "one reading has no sample standard deviation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_content_is_a_duplicate_and_loads_nothing() {
+    let h = Harness::new().await;
+    let first = h.workspace.path("in/a_sds011.csv");
+    write(
+        &first,
+        "sensor_id;sensor_type;timestamp;P1;P2\n1;SDS011;2021-01-01T00:00:00;1.5;0.5\n",
+    );
+    process_file(&h.ctx, &first, Disposition::LeaveInPlace)
+        .await
+        .unwrap();
+    let again = deliver(&first, &h.workspace.path("in2"), "other_name.csv");
+    let report = process_file(&h.ctx, &again, Disposition::LeaveInPlace)
+        .await
+        .unwrap();
+    assert_eq!(report.status, FileStatus::Duplicate);
+    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 2);
+    assert_eq!(h.count("SELECT count(*) FROM v_files").await, 1);
+
+    // Different bytes under the old name are a new file.
+    write(
+        &first,
+        "sensor_id;sensor_type;timestamp;P1;P2\n1;SDS011;2021-01-01T00:02:30;1.6;0.6\n",
+    );
+    let report = process_file(&h.ctx, &first, Disposition::LeaveInPlace)
+        .await
+        .unwrap();
+    assert_eq!(report.status, FileStatus::Loaded);
+    assert_eq!(h.count("SELECT count(*) FROM v_files").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_file_leaves_nothing_and_loads_once_later() {
+    let h = Harness::with_config(|raw| raw.chunk_rows = 200).await;
+    let path = h.workspace.path("in/big_bme280.csv");
+    let mut text = String::from("sensor_id;sensor_type;location;lat;lon;timestamp;pressure;altitude;pressure_sealevel;temperature;humidity\n");
+    let start = chrono::DateTime::from_timestamp(1_640_995_200, 0).unwrap();
+    for i in 0..40_000i64 {
+        let ts = (start + chrono::Duration::seconds(i)).format("%Y-%m-%dT%H:%M:%SZ");
+        text.push_str(&format!(
+            "{};BME280;9;48.1;9.2;{ts};{};;;{};{}\n",
+            i % 50,
+            99_000 + i % 1000,
+            (i % 40) as f64 / 2.0,
+            (i % 100) as f64
+        ));
+    }
+    write(&path, &text);
+
+    let ctx = h.ctx.clone();
+    let task_path = path.clone();
+    let task =
+        tokio::spawn(
+            async move { process_file(&ctx, &task_path, Disposition::LeaveInPlace).await },
+        );
+    // Wait until the file's transaction has written something, then kill the work.
+    for _ in 0..200 {
+        let writing = h
+            .count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY readings%'")
+            .await;
+        if writing > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    task.abort();
+    assert!(
+        task.await.unwrap_err().is_cancelled(),
+        "the file was still in progress"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(h.count("SELECT count(*) FROM readings").await, 0);
+    assert_eq!(h.count("SELECT count(*) FROM files").await, 0);
+
+    let report = process_file(&h.ctx, &path, Disposition::LeaveInPlace)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.status, report.rows_loaded),
+        (FileStatus::Loaded, 40_000)
+    );
+    assert_eq!(h.count("SELECT count(*) FROM readings").await, 120_000);
+    assert_eq!(
+        h.count("SELECT count(*) FROM (SELECT DISTINCT file_id, line FROM readings) d")
+            .await,
+        40_000
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_rejects_quarantine_the_whole_file() {
+    let h = Harness::with_config(|raw| raw.max_reject_ratio = 0.5).await;
+    let path = h.workspace.path("in/mostly_bad_dht22.csv");
+    write(
+        &path,
+        "sensor_id;timestamp;temperature;humidity\n1;2020-01-01T00:00:00;20;50\n1;2020-01-01T00:01:00;99;50\n1;2020-01-01T00:02:00;x;50\n",
+    );
+    let report = process_file(&h.ctx, &path, Disposition::LeaveInPlace)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.status, report.rows_loaded, report.rows_rejected),
+        (FileStatus::Rejected, 0, 3)
+    );
+    assert!(report
+        .rejection
+        .as_deref()
+        .unwrap()
+        .starts_with("too_many_rejects"));
+    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 0);
+    assert_eq!(h.count("SELECT count(*) FROM v_aggregates").await, 0);
+    let codes = h
+        .client
+        .query("SELECT line, code FROM v_rejects ORDER BY line", &[])
+        .await
+        .unwrap();
+    let codes: Vec<(i64, String)> = codes.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        codes,
+        vec![
+            (2, "file_rejected".to_owned()),
+            (3, "out_of_range".to_owned()),
+            (4, "not_a_number".to_owned())
+        ]
+    );
+    let quarantine = h.workspace.path("quarantine");
+    let names: Vec<String> = std::fs::read_dir(&quarantine)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let copy = names
+        .iter()
+        .find(|n| n.ends_with(".csv"))
+        .expect("whole file copied");
+    assert_eq!(
+        std::fs::read(quarantine.join(copy)).unwrap(),
+        std::fs::read(&path).unwrap()
+    );
+    let reason = names
+        .iter()
+        .find(|n| n.ends_with(".reason.txt"))
+        .expect("reason file");
+    assert!(std::fs::read_to_string(quarantine.join(reason))
+        .unwrap()
+        .contains("too_many_rejects"));
+    assert!(path.exists(), "ingest leaves its input in place");
+    let log = std::fs::read_to_string(h.workspace.path("logs/errors.log")).unwrap();
+    assert!(
+        log.contains("mostly_bad_dht22.csv") && log.contains("rows_rejected=3"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_type_added_by_configuration_loads_without_migration() {
+    let h = Harness::with_config(|raw| {
+        raw.sensor_types.push(RawSensorType {
+            name: "SCD30".to_owned(),
+            measurements: vec![RawMeasurement {
+                name: "co2".to_owned(),
+                columns: Some(vec!["co2".to_owned(), "CO2_ppm".to_owned()]),
+                unit: Some("ppm".to_owned()),
+                min: Some(0.0),
+                max: Some(10_000.0),
+                ..RawMeasurement::default()
+            }],
+            ..RawSensorType::default()
+        });
+    })
+    .await;
+    let path = h.workspace.path("in/2024-01-01_scd30_sensor_9.csv");
+    write(&path, "sensor_id;sensor_type;timestamp;CO2_ppm\n9;SCD30;2024-01-01T00:00:00;415\n9;SCD30;2024-01-01T00:01:00;20000\n");
+    let report = process_file(&h.ctx, &path, Disposition::LeaveInPlace)
+        .await
+        .unwrap();
+    assert_eq!((report.rows_loaded, report.rows_rejected), (1, 1));
+    let row = h
+        .client
+        .query_one(
+            "SELECT sensor_type, measurement, value, unit FROM v_readings",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, f64>(2),
+            row.get::<_, String>(3)
+        ),
+        (
+            "SCD30".to_owned(),
+            "co2".to_owned(),
+            415.0,
+            "ppm".to_owned()
+        )
+    );
+}

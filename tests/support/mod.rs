@@ -1,0 +1,220 @@
+//! Test harness: a private PostgreSQL cluster per test process (the same code that gives
+//! `sensor-etl` its embedded default database), one fresh database per test, and helpers to
+//! build a pipeline on a temporary folder.
+//!
+//! `TEST_DATABASE_URL` (or `DATABASE_URL`) points the tests at an existing server instead; each
+//! test still gets its own database there.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use sensor_etl::config::{RawConfig, Settings};
+use sensor_etl::database::create_database;
+use sensor_etl::embedded_db::EmbeddedCluster;
+use sensor_etl::pipeline::PipelineCtx;
+use sensor_etl::store::Store;
+
+static ADMIN_URL: OnceLock<String> = OnceLock::new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn admin_url() -> &'static str {
+    ADMIN_URL.get_or_init(|| {
+        if let Some(url) = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .or_else(|| std::env::var("DATABASE_URL").ok())
+            .filter(|u| !u.is_empty())
+        {
+            return url;
+        }
+        let base = std::env::temp_dir().join("sensor-etl-tests");
+        std::fs::create_dir_all(&base).unwrap();
+        remove_stale_clusters(&base);
+        let root = base.join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        set_mode(&base, 0o755);
+        set_mode(&root, 0o755);
+        let mut cluster = EmbeddedCluster::new(&root.join("pg"))
+            .expect("PostgreSQL server programs are installed");
+        cluster
+            .start_attached(&[
+                "fsync=off",
+                "synchronous_commit=off",
+                "full_page_writes=off",
+                "max_connections=200",
+            ])
+            .expect("test cluster starts");
+        cluster.url("postgres")
+    })
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Removes clusters left by test processes that no longer run.
+fn remove_stale_clusters(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A fresh, empty database of its own.
+pub async fn fresh_database() -> String {
+    let admin = admin_url().to_owned();
+    let name = format!(
+        "t_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    create_database(&admin, &name)
+        .await
+        .expect("create test database");
+    let mut config: tokio_postgres::Config = admin.parse().unwrap();
+    config.dbname(&name);
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(host) => host.clone(),
+        tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres");
+    match config.get_password() {
+        Some(password) => format!(
+            "postgres://{user}:{}@{host}:{port}/{name}",
+            String::from_utf8_lossy(password)
+        ),
+        None => format!("postgres://{user}@{host}:{port}/{name}"),
+    }
+}
+
+/// A temporary working folder with `data/`, `quarantine/`, `processed/`, `logs/`.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// Settings whose folders live in this workspace, with `edit` applied to the raw config.
+    pub fn settings(&self, url: &str, edit: impl FnOnce(&mut RawConfig)) -> Settings {
+        let mut raw = RawConfig {
+            database_url: Some(url.to_owned()),
+            data_dir: self.path("data"),
+            quarantine_dir: self.path("quarantine"),
+            processed_dir: self.path("processed"),
+            logs_dir: self.path("logs"),
+            state_dir: self.path(".sensor-etl"),
+            settle_ms: 300,
+            rescan_interval_ms: 100,
+            ..RawConfig::default()
+        };
+        raw.retry.initial_delay_ms = 50;
+        raw.retry.max_delay_ms = 500;
+        edit(&mut raw);
+        Settings::from_raw(raw).unwrap()
+    }
+}
+
+/// A database, a workspace and a pipeline on them.
+pub struct Harness {
+    pub url: String,
+    pub workspace: Workspace,
+    pub ctx: PipelineCtx,
+    pub client: tokio_postgres::Client,
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        Self::with_config(|_| {}).await
+    }
+
+    pub async fn with_config(edit: impl FnOnce(&mut RawConfig)) -> Self {
+        let url = fresh_database().await;
+        let workspace = Workspace::new();
+        let settings = Arc::new(workspace.settings(&url, edit));
+        let store = Store::connect(&url, &settings)
+            .await
+            .expect("store connects and migrates");
+        let client = connect(&url).await;
+        Self {
+            url,
+            workspace,
+            ctx: PipelineCtx { settings, store },
+            client,
+        }
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client.query_one(sql, &[]).await.unwrap().get(0)
+    }
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// The repository's `../shared/realdata`, when present.
+pub fn realdata_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/realdata");
+    dir.is_dir().then_some(dir)
+}
+
+/// Fixture path under `tests/fixtures`.
+pub fn fixture(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
+}
+
+/// Non-blank lines after the first: an independent count of a file's data rows.
+pub fn data_rows(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    bytes
+        .split(|b| *b == b'\n')
+        .skip(1)
+        .filter(|line| line.iter().any(|b| !matches!(b, b'\r')))
+        .count() as u64
+}
+
+/// Copies `source` into `dir` under `name`, via a temporary name and a rename (as a careful
+/// writer delivers files).
+pub fn deliver(source: &Path, dir: &Path, name: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let temp = dir.join(format!(".{name}.tmp"));
+    std::fs::copy(source, &temp).unwrap();
+    let target = dir.join(name);
+    std::fs::rename(&temp, &target).unwrap();
+    target
+}

@@ -1,0 +1,153 @@
+//! `run` end to end: the watcher on a temporary inbox, files delivered by rename, by a slow
+//! writer in place, already present at start-up, and under temporary names.
+
+use std::io::Write;
+use std::time::Duration;
+
+use sensor_etl::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{deliver, Harness};
+
+const HEADER: &str = "sensor_id;sensor_type;location;lat;lon;timestamp;temperature;humidity\n";
+
+fn dht_rows(sensor: u32, count: u32) -> String {
+    (0..count)
+        .map(|i| {
+            format!(
+                "{sensor};DHT22;1;50.0;8.0;2020-01-01T00:{:02}:{:02};{}.5;60\n",
+                i / 60,
+                i % 60,
+                i % 30
+            )
+        })
+        .collect()
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_loads_complete_files_and_empties_the_inbox() {
+    let h = Harness::new().await;
+    let inbox = h.workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    // Present before the watcher starts.
+    std::fs::write(
+        inbox.join("early_dht22.csv"),
+        format!("{HEADER}{}", dht_rows(1, 10)),
+    )
+    .unwrap();
+    // A temporary name is never taken.
+    std::fs::write(inbox.join("upload.csv.part"), "partial").unwrap();
+
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
+
+    // Delivered by rename.
+    let staging = h.workspace.path("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let source = staging.join("renamed.csv");
+    std::fs::write(&source, format!("{HEADER}{}", dht_rows(2, 20))).unwrap();
+    deliver(&source, &inbox, "renamed_dht22.csv");
+
+    // Written slowly in place, more often than the settle period.
+    let slow_path = inbox.join("slow_dht22.csv");
+    let mut slow = std::fs::File::create(&slow_path).unwrap();
+    slow.write_all(HEADER.as_bytes()).unwrap();
+    let rows = dht_rows(3, 30);
+    for piece in rows.as_bytes().chunks(rows.len() / 6 + 1) {
+        slow.write_all(piece).unwrap();
+        slow.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    drop(slow);
+
+    let processed = h.workspace.path("processed");
+    wait_for("three files in processed/", || {
+        std::fs::read_dir(&processed)
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 3
+    })
+    .await;
+    cancel.cancel();
+    let summary = watcher.await.unwrap().unwrap();
+    assert_eq!(summary.loaded, 3);
+    assert_eq!(
+        h.count("SELECT count(*) FROM v_files WHERE status = 'loaded'")
+            .await,
+        3
+    );
+    assert_eq!(
+        h.count("SELECT sum(rows_loaded)::int8 FROM v_files").await,
+        60
+    );
+    assert_eq!(
+        h.count("SELECT count(DISTINCT (file_id, line)) FROM v_readings")
+            .await,
+        60
+    );
+    assert!(!inbox.join("slow_dht22.csv").exists());
+    assert!(
+        inbox.join("upload.csv.part").exists(),
+        "temporary names stay untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_moves_rejected_files_to_quarantine() {
+    let h = Harness::new().await;
+    let inbox = h.workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(
+        inbox.join("export.csv"),
+        "Time;durP1;ratioP1;P1;SDS_P1;Samples;Signal\n2018/01/03 00:01:19;;;1;2;3;-80\n",
+    )
+    .unwrap();
+    std::fs::write(
+        inbox.join("one_bad_dht22.csv"),
+        format!(
+            "{HEADER}{}9;DHT22;1;50;8;2020-01-01T01:00:00;99;50\n",
+            dht_rows(4, 5)
+        ),
+    )
+    .unwrap();
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
+    wait_for("the inbox to empty", || {
+        std::fs::read_dir(&inbox).map(|d| d.count()).unwrap_or(1) == 0
+    })
+    .await;
+    cancel.cancel();
+    let summary = watcher.await.unwrap().unwrap();
+    assert_eq!((summary.rejected, summary.partially_loaded), (1, 1));
+    let quarantine: Vec<String> = std::fs::read_dir(h.workspace.path("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        quarantine
+            .iter()
+            .any(|n| n.starts_with("export.") && n.ends_with(".reason.txt")),
+        "{quarantine:?}"
+    );
+    let rejected_rows = quarantine
+        .iter()
+        .find(|n| n.starts_with("one_bad_dht22.") && n.ends_with(".rejected.csv"))
+        .unwrap();
+    let bytes =
+        std::fs::read_to_string(h.workspace.path("quarantine").join(rejected_rows)).unwrap();
+    assert_eq!(
+        bytes,
+        format!("{HEADER}9;DHT22;1;50;8;2020-01-01T01:00:00;99;50\n")
+    );
+    assert!(h.workspace.path("processed/one_bad_dht22.csv").exists());
+}
