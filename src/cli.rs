@@ -64,7 +64,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Watch the inbox forever; SIGINT/SIGTERM finish the current file and exit 0.
-    Run,
+    Run {
+        /// Address of /metrics, /healthz and /readyz (default 127.0.0.1:9898; "" disables).
+        #[arg(long, value_name = "ADDR")]
+        http_addr: Option<String>,
+    },
     /// Load files or folders (recursively) once; inputs stay where they are.
     Ingest {
         /// Files or folders.

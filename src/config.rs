@@ -62,6 +62,9 @@ pub struct RawConfig {
     /// Period of the inbox scan that backs up the file-system events.
     #[serde(default = "default_rescan_interval_ms")]
     pub rescan_interval_ms: u64,
+    /// Address of the `/metrics`, `/healthz` and `/readyz` endpoints of `run`; empty disables.
+    #[serde(default = "default_http_addr")]
+    pub http_addr: String,
     /// Retry policy for transient database errors.
     #[serde(default)]
     pub retry: RawRetry,
@@ -192,6 +195,9 @@ const fn default_settle_ms() -> u64 {
 const fn default_rescan_interval_ms() -> u64 {
     1_000
 }
+fn default_http_addr() -> String {
+    "127.0.0.1:9898".to_owned()
+}
 const fn default_retry_initial_ms() -> u64 {
     200
 }
@@ -217,6 +223,7 @@ impl Default for RawConfig {
             default_utc_offset: default_utc_offset(),
             settle_ms: default_settle_ms(),
             rescan_interval_ms: default_rescan_interval_ms(),
+            http_addr: default_http_addr(),
             retry: RawRetry::default(),
             sensor_types: Vec::new(),
             unit_conversions: Vec::new(),
@@ -334,6 +341,8 @@ pub struct Settings {
     pub settle: std::time::Duration,
     /// Inbox rescan period.
     pub rescan_interval: std::time::Duration,
+    /// Operator endpoints of `run`, when enabled.
+    pub http_addr: Option<std::net::SocketAddr>,
     /// Retry policy.
     pub retry: RetryPolicy,
     /// Sensor types in catalogue order.
@@ -373,6 +382,13 @@ impl Settings {
                 message: format!("`{}` is not an offset like +02:00", raw.default_utc_offset),
             })?;
 
+        let http_addr = match raw.http_addr.trim() {
+            "" => None,
+            text => Some(text.parse().map_err(|_| ConfigError::Value {
+                key: "http_addr",
+                message: format!("`{text}` is not an address like 127.0.0.1:9898"),
+            })?),
+        };
         let mut conversions = builtin.unit_conversions;
         conversions.extend(raw.unit_conversions);
         let types = merge_sensor_types(builtin.sensor_types, raw.sensor_types);
@@ -391,6 +407,7 @@ impl Settings {
             default_utc_offset,
             settle: std::time::Duration::from_millis(raw.settle_ms),
             rescan_interval: std::time::Duration::from_millis(raw.rescan_interval_ms.max(10)),
+            http_addr,
             retry: RetryPolicy {
                 initial_delay: std::time::Duration::from_millis(raw.retry.initial_delay_ms),
                 max_delay: std::time::Duration::from_millis(raw.retry.max_delay_ms),

@@ -2,6 +2,7 @@
 //! tracing and the signal handlers, runs the command and maps the outcome to an exit code.
 //! Errors are printed with their whole cause chain.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use sensor_etl::config::{RawConfig, Settings};
 use sensor_etl::ingest::{collect_inputs, ingest_files, IngestSummary};
 use sensor_etl::pipeline::{Disposition, FileReport, PipelineCtx};
 use sensor_etl::store::{self, Store};
-use sensor_etl::{database, embedded_db, telemetry, validate, watch};
+use sensor_etl::{database, embedded_db, http, telemetry, validate, watch};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -60,7 +61,18 @@ fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
-    let settings = load_settings(&cli)?;
+    let mut settings = load_settings(&cli)?;
+    if let Command::Run {
+        http_addr: Some(addr),
+    } = &cli.command
+    {
+        settings.http_addr = match addr.trim() {
+            "" => None,
+            text => Some(text.parse().with_context(|| {
+                format!("--http-addr `{text}` is not an address like 127.0.0.1:9898")
+            })?),
+        };
+    }
     let _log_guard = telemetry::init(Some(&settings.logs_dir));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -72,11 +84,22 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
     match command {
         Command::Validate { paths, json } => validate_command(&paths, json, &settings),
-        Command::Run => {
+        Command::Run { .. } => {
             let ctx = connect(settings).await?;
             let cancel = CancellationToken::new();
             tokio::spawn(shutdown_on_signal(cancel.clone()));
+            let server = match ctx.settings.http_addr {
+                Some(addr) => Some(
+                    http::serve(addr, ctx.store.pool().clone(), cancel.clone())
+                        .await?
+                        .1,
+                ),
+                None => None,
+            };
             watch::run(ctx, cancel).await?;
+            if let Some(server) = server {
+                let _ = server.await;
+            }
             Ok(exit::OK)
         }
         Command::Ingest {
@@ -130,7 +153,7 @@ async fn shutdown_on_signal(cancel: CancellationToken) {
     cancel.cancel();
 }
 
-fn print_report(report: &FileReport) {
+fn report_line(report: &FileReport) -> String {
     let mut line = format!(
         "{:<17} {}  rows read {}, loaded {}, rejected {}",
         report.status.as_str(),
@@ -142,7 +165,7 @@ fn print_report(report: &FileReport) {
     if let Some(reason) = &report.rejection {
         line.push_str(&format!("  ({reason})"));
     }
-    println!("{line}");
+    line
 }
 
 fn print_summary(summary: &IngestSummary) {
@@ -180,26 +203,46 @@ async fn ingest_command(
         Disposition::LeaveInPlace
     };
     let mut reports = Vec::new();
-    let summary = ingest_files(
-        &ctx,
-        &files,
-        disposition,
-        &cancel,
-        |path, outcome| match outcome {
+    let progress = (!json && std::io::stdout().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} files {elapsed} {wide_msg}",
+            )
+            .expect("valid template"),
+        );
+        bar
+    });
+    let summary = ingest_files(&ctx, &files, disposition, &cancel, |path, outcome| {
+        let line = match outcome {
             Ok(report) => {
-                if !json {
-                    print_report(report);
-                }
                 reports.push(report.clone());
+                report_line(report)
             }
-            Err(error) => eprintln!(
+            Err(error) => format!(
                 "failed            {}  {}",
                 path.display(),
                 telemetry::chain(error)
             ),
-        },
-    )
+        };
+        match &progress {
+            Some(bar) => {
+                bar.println(line);
+                bar.inc(1);
+                bar.set_message(
+                    path.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                );
+            }
+            None if !json => println!("{line}"),
+            None => {}
+        }
+    })
     .await;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
     if json {
         println!(
             "{}",

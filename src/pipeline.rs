@@ -9,6 +9,7 @@
 //! limit is rolled back and processed again as a whole-file rejection. Transient database
 //! errors are retried with exponential backoff and jitter; the file stays where it is.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -134,6 +135,8 @@ pub struct FileReport {
     pub quarantine: Vec<PathBuf>,
     /// Where the source went (`run`).
     pub moved_to: Option<PathBuf>,
+    /// Violations by rule code.
+    pub violation_counts: BTreeMap<&'static str, u64>,
     /// Wall time.
     pub elapsed_ms: u64,
 }
@@ -237,7 +240,13 @@ pub async fn process_file(
         elapsed_ms: started.elapsed().as_millis() as u64,
         ..report
     };
-    crate::telemetry::record_file(&report);
+    let codes: Vec<(&'static str, u64)> = report
+        .violation_counts
+        .iter()
+        .map(|(c, n)| (*c, *n))
+        .collect();
+    crate::telemetry::record_file(&report, &codes);
+    crate::telemetry::record_database_available();
     info!(
         message = "File processed.",
         file = %report.file_name,
@@ -303,6 +312,7 @@ struct Totals {
     sensors: Vec<(i64, String)>,
     locations: Vec<(i64, Option<f64>, Option<f64>)>,
     aggregates: FileAggregates,
+    violation_counts: BTreeMap<&'static str, u64>,
 }
 
 async fn load_once(
@@ -345,6 +355,12 @@ async fn load_once(
                 totals.rows_read += chunk.rows_read;
                 totals.rows_loaded += chunk.rows_accepted;
                 totals.rows_rejected += chunk.rejects.len() as u64;
+                for violation in chunk.rejects.iter().flat_map(|r| &r.violations) {
+                    *totals
+                        .violation_counts
+                        .entry(violation.reason.code())
+                        .or_default() += 1;
+                }
                 for (sensor_id, type_index) in &chunk.sensors {
                     totals
                         .sensors
@@ -433,6 +449,7 @@ async fn load_once(
         rejection: error_text,
         quarantine: quarantined,
         moved_to: None,
+        violation_counts: totals.violation_counts,
         elapsed_ms: 0,
     };
     if report.rows_rejected > 0 {
@@ -504,6 +521,7 @@ fn finish_duplicate(
         rejection: None,
         quarantine: quarantined,
         moved_to,
+        violation_counts: BTreeMap::new(),
         elapsed_ms: 0,
     })
 }

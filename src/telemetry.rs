@@ -1,19 +1,40 @@
 //! Telemetry: tracing subscribers (readable terminal output plus daily-rotated JSON logs in
-//! `logs/`), error-chain formatting, and the process-wide counters the pipeline updates.
+//! `logs/`), error-chain formatting, and the Prometheus metrics the pipeline records.
 //!
-//! `RUST_LOG` filters both outputs (default `info`). Counters are plain atomics read by
-//! `status`-style reporting; they never fail and never block the pipeline.
+//! `RUST_LOG` filters both log outputs (default `info`). Metric and label names are the
+//! constants below; recording never fails and never blocks the pipeline. The Prometheus
+//! recorder is installed once per process (`metrics_handle`).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
 
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 use crate::pipeline::FileReport;
-use crate::store::ledger::FileStatus;
+
+/// Files processed, label `status` (loaded, partially_loaded, rejected, empty, duplicate, failed).
+pub const FILES_TOTAL: &str = "sensor_etl_files_total";
+/// Rows loaded.
+pub const ROWS_LOADED_TOTAL: &str = "sensor_etl_rows_loaded_total";
+/// Rows rejected.
+pub const ROWS_REJECTED_TOTAL: &str = "sensor_etl_rows_rejected_total";
+/// Violations of rejected rows, label `code` (the rule code).
+pub const VIOLATIONS_TOTAL: &str = "sensor_etl_violations_total";
+/// Retries of transient database errors.
+pub const RETRIES_TOTAL: &str = "sensor_etl_retries_total";
+/// Files waiting in the inbox.
+pub const FILES_WAITING: &str = "sensor_etl_files_waiting";
+/// Age of the oldest file waiting in the inbox, in seconds.
+pub const OLDEST_WAITING_AGE_SECONDS: &str = "sensor_etl_oldest_waiting_file_age_seconds";
+/// Per-file processing time, in seconds (histogram).
+pub const FILE_PROCESSING_SECONDS: &str = "sensor_etl_file_processing_seconds";
+/// 1 while the database is unreachable and work waits for it.
+pub const DATABASE_WAITING: &str = "sensor_etl_database_waiting";
 
 /// Installs the global subscriber. Keep the guard alive until exit so the file log is flushed.
 /// Without a writable `logs_dir`, only the terminal output is installed.
@@ -53,6 +74,49 @@ pub fn init(logs_dir: Option<&Path>) -> Option<WorkerGuard> {
     }
 }
 
+/// The process's Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(FILE_PROCESSING_SECONDS.to_owned()),
+                &[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0,
+                ],
+            )
+            .expect("bucket list is not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (tests): the handle still renders ours.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    metrics::describe_counter!(FILES_TOTAL, "Files processed, by outcome.");
+    metrics::describe_counter!(ROWS_LOADED_TOTAL, "Rows loaded.");
+    metrics::describe_counter!(ROWS_REJECTED_TOTAL, "Rows rejected.");
+    metrics::describe_counter!(
+        VIOLATIONS_TOTAL,
+        "Violations of rejected rows, by rule code."
+    );
+    metrics::describe_counter!(RETRIES_TOTAL, "Retries of transient database errors.");
+    metrics::describe_gauge!(FILES_WAITING, "Files waiting in the inbox.");
+    metrics::describe_gauge!(
+        OLDEST_WAITING_AGE_SECONDS,
+        "Age of the oldest waiting file, in seconds."
+    );
+    metrics::describe_histogram!(
+        FILE_PROCESSING_SECONDS,
+        "Per-file processing time, in seconds."
+    );
+    metrics::describe_gauge!(DATABASE_WAITING, "1 while work waits for the database.");
+}
+
 /// An error and all its causes, `outer: inner: innermost`.
 pub fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -68,55 +132,35 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Process-wide counters.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Files by outcome: loaded, partially loaded, rejected, empty, duplicate.
-    pub files: [AtomicU64; 5],
-    /// Rows loaded.
-    pub rows_loaded: AtomicU64,
-    /// Rows rejected.
-    pub rows_rejected: AtomicU64,
-    /// Retries of transient database errors.
-    pub retries: AtomicU64,
-}
-
-/// The counters of this process.
-pub static COUNTERS: Counters = Counters {
-    files: [
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-    ],
-    rows_loaded: AtomicU64::new(0),
-    rows_rejected: AtomicU64::new(0),
-    retries: AtomicU64::new(0),
-};
-
-fn status_index(status: FileStatus) -> usize {
-    match status {
-        FileStatus::Loaded => 0,
-        FileStatus::PartiallyLoaded => 1,
-        FileStatus::Rejected => 2,
-        FileStatus::Empty => 3,
-        FileStatus::Duplicate => 4,
+/// Records a processed file.
+pub fn record_file(report: &FileReport, violation_codes: &[(&'static str, u64)]) {
+    metrics::counter!(FILES_TOTAL, "status" => report.status.as_str()).increment(1);
+    metrics::counter!(ROWS_LOADED_TOTAL).increment(report.rows_loaded);
+    metrics::counter!(ROWS_REJECTED_TOTAL).increment(report.rows_rejected);
+    for (code, count) in violation_codes {
+        metrics::counter!(VIOLATIONS_TOTAL, "code" => *code).increment(*count);
     }
+    metrics::histogram!(FILE_PROCESSING_SECONDS).record(report.elapsed_ms as f64 / 1000.0);
 }
 
-/// Counts a processed file.
-pub fn record_file(report: &FileReport) {
-    COUNTERS.files[status_index(report.status)].fetch_add(1, Ordering::Relaxed);
-    COUNTERS
-        .rows_loaded
-        .fetch_add(report.rows_loaded, Ordering::Relaxed);
-    COUNTERS
-        .rows_rejected
-        .fetch_add(report.rows_rejected, Ordering::Relaxed);
+/// Records a file that failed permanently.
+pub fn record_failed_file() {
+    metrics::counter!(FILES_TOTAL, "status" => "failed").increment(1);
 }
 
-/// Counts a retry.
+/// Records a retry, and that work waits for the database.
 pub fn record_retry() {
-    COUNTERS.retries.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(RETRIES_TOTAL).increment(1);
+    metrics::gauge!(DATABASE_WAITING).set(1.0);
+}
+
+/// Records that the database answers again.
+pub fn record_database_available() {
+    metrics::gauge!(DATABASE_WAITING).set(0.0);
+}
+
+/// Records the inbox backlog.
+pub fn record_inbox(waiting: usize, oldest_age: Duration) {
+    metrics::gauge!(FILES_WAITING).set(waiting as f64);
+    metrics::gauge!(OLDEST_WAITING_AGE_SECONDS).set(oldest_age.as_secs_f64());
 }

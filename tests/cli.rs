@@ -95,3 +95,103 @@ async fn ingest_then_status_json() {
         partial["rows_loaded"].as_i64().unwrap() + partial["rows_rejected"].as_i64().unwrap()
     );
 }
+
+#[test]
+fn ingest_and_status_work_on_the_embedded_default_database() {
+    let workspace = Workspace::new();
+    // The embedded cluster lives under the working folder; as root it runs as another user,
+    // which must be able to reach it.
+    std::fs::set_permissions(
+        workspace.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let output = sensor_etl(&workspace)
+        .arg("ingest")
+        .arg(fixture("quarantine/dht22_unknown_type.csv"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("psql -h 127.0.0.1 -p "),
+        "tells how to connect: {stderr}"
+    );
+    let output = sensor_etl(&workspace)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["files_by_status"][0]["status"], "partially_loaded");
+    assert_eq!(status["files_by_status"][0]["rows_loaded"], 2);
+    let output = sensor_etl(&workspace)
+        .args(["db", "stop"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_metrics_and_exits_zero_on_sigterm() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = sensor_etl(&workspace)
+        .args([
+            "run",
+            "--database-url",
+            &url,
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("SENSOR_ETL_SETTLE_MS", "100")
+        .env("SENSOR_ETL_RESCAN_INTERVAL_MS", "100")
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let inbox = workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    crate::support::deliver(
+        &fixture("quarantine/dht22_unknown_type.csv"),
+        &inbox,
+        "dht22_unknown_type.csv",
+    );
+    let mut metrics = String::new();
+    for _ in 0..200 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
+            drop(stream);
+            metrics = crate::support::http_get(addr, "/metrics").await.1;
+            if metrics.contains("sensor_etl_files_total{status=\"partially_loaded\"} 1") {
+                break;
+            }
+        }
+    }
+    assert!(
+        metrics.contains("sensor_etl_files_total{status=\"partially_loaded\"} 1"),
+        "{metrics}"
+    );
+    assert!(workspace.path("processed/dht22_unknown_type.csv").exists());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

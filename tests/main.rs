@@ -3,6 +3,7 @@
 
 mod cli;
 mod golden;
+mod http;
 mod realdata;
 mod store;
 mod support;

@@ -118,6 +118,7 @@ async fn handle_file(
         }
         Err(failure) => {
             summary.failed += 1;
+            crate::telemetry::record_failed_file();
             error!(
                 message = "File failed; quarantining it whole.",
                 file = %path.display(),
@@ -203,6 +204,12 @@ fn scan(
             ready.push((modified, path));
         }
     }
+    let oldest = seen
+        .values()
+        .map(|o| now.duration_since(o.modified).unwrap_or_default())
+        .max()
+        .unwrap_or_default();
+    crate::telemetry::record_inbox(present.len(), oldest);
     seen.retain(|path, _| present.contains(path));
     hinted.retain(|path| present.contains(path));
     ready.sort();

@@ -218,3 +218,63 @@ pub fn deliver(source: &Path, dir: &Path, name: &str) -> PathBuf {
     std::fs::rename(&temp, &target).unwrap();
     target
 }
+
+/// A cluster of its own that a test may stop and start again (database outages). It runs as a
+/// daemon, stopped on drop.
+pub struct RestartableCluster {
+    pub cluster: EmbeddedCluster,
+    _dir: tempfile::TempDir,
+}
+
+impl RestartableCluster {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        set_mode(dir.path(), 0o755);
+        let mut cluster = EmbeddedCluster::new(&dir.path().join("pg")).unwrap();
+        cluster.start().unwrap();
+        Self { cluster, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        self.cluster.url("postgres")
+    }
+
+    pub fn stop(&self) {
+        self.cluster.stop().unwrap();
+    }
+
+    pub fn restart(&mut self) {
+        self.cluster.start().unwrap();
+    }
+}
+
+impl Drop for RestartableCluster {
+    fn drop(&mut self) {
+        let _ = self.cluster.stop();
+    }
+}
+
+/// A minimal HTTP/1.1 GET: (status code, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,105 @@
+//! Operator endpoints served by `sensor-etl run`: `/metrics` (Prometheus text format),
+//! `/healthz` (200 while the process runs) and `/readyz` (200 only while the database answers
+//! and every migration is applied, 503 with the reason otherwise).
+//!
+//! The server runs beside the pipeline and stops when the shutdown token fires. A readiness
+//! probe never waits more than `READY_TIMEOUT` for the database.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::store;
+
+/// Longest wait of one readiness check.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+struct HttpState {
+    pool: Pool,
+}
+
+/// Binds `addr` and serves until `cancel` fires; returns the bound address (useful with port 0)
+/// and the server task.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    pool: Pool,
+    cancel: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    crate::telemetry::metrics_handle();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io(format!("http://{addr}"), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::io(format!("http://{addr}"), e))?;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(HttpState { pool });
+    let task = tokio::spawn(async move {
+        let shutdown = async move { cancel.cancelled().await };
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(message = "HTTP server failed.", error = %error);
+        }
+    });
+    tracing::info!(message = "Serving /metrics, /healthz and /readyz.", address = %bound);
+    Ok((bound, task))
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::metrics_handle().render(),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
+    let check = async {
+        let client = state
+            .pool
+            .get()
+            .await
+            .map_err(|e| format!("database unreachable: {e}"))?;
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .map_err(|e| format!("database does not answer: {e}"))?;
+        drop(client);
+        match store::migrations_applied(&state.pool).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("migrations are not applied".to_owned()),
+            Err(e) => Err(format!("cannot read the migration history: {e}")),
+        }
+    };
+    match tokio::time::timeout(READY_TIMEOUT, check).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n".to_owned()),
+        Ok(Err(reason)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the database did not answer in time\n".to_owned(),
+        ),
+    }
+}
