@@ -65,6 +65,17 @@ pub struct RawConfig {
     /// Address of the `/metrics`, `/healthz` and `/readyz` endpoints of `run`; empty disables.
     #[serde(default = "default_http_addr")]
     pub http_addr: String,
+    /// How long a `run` worker's claim on a file lasts without a heartbeat; a killed worker's
+    /// files are taken over by another worker after this.
+    #[serde(default = "default_claim_lease_secs")]
+    pub claim_lease_secs: u64,
+    /// Failures (errors other than database outages, or crashes of a stage) after which a file
+    /// is quarantined as poison.
+    #[serde(default = "default_poison_attempts")]
+    pub poison_attempts: u32,
+    /// On SIGINT/SIGTERM, how long the file in hand may take to finish before it is rolled back.
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
     /// Retry policy for transient database errors.
     #[serde(default)]
     pub retry: RawRetry,
@@ -195,6 +206,15 @@ const fn default_settle_ms() -> u64 {
 const fn default_rescan_interval_ms() -> u64 {
     1_000
 }
+const fn default_claim_lease_secs() -> u64 {
+    15
+}
+const fn default_poison_attempts() -> u32 {
+    3
+}
+const fn default_shutdown_grace_secs() -> u64 {
+    30
+}
 fn default_http_addr() -> String {
     "127.0.0.1:9898".to_owned()
 }
@@ -224,6 +244,9 @@ impl Default for RawConfig {
             settle_ms: default_settle_ms(),
             rescan_interval_ms: default_rescan_interval_ms(),
             http_addr: default_http_addr(),
+            claim_lease_secs: default_claim_lease_secs(),
+            poison_attempts: default_poison_attempts(),
+            shutdown_grace_secs: default_shutdown_grace_secs(),
             retry: RawRetry::default(),
             sensor_types: Vec::new(),
             unit_conversions: Vec::new(),
@@ -343,6 +366,12 @@ pub struct Settings {
     pub rescan_interval: std::time::Duration,
     /// Operator endpoints of `run`, when enabled.
     pub http_addr: Option<std::net::SocketAddr>,
+    /// Lease of a worker's claim on a file.
+    pub claim_lease: std::time::Duration,
+    /// Failures before a file is quarantined as poison.
+    pub poison_attempts: u32,
+    /// Time the file in hand may take to finish after a shutdown request.
+    pub shutdown_grace: std::time::Duration,
     /// Retry policy.
     pub retry: RetryPolicy,
     /// Sensor types in catalogue order.
@@ -408,6 +437,9 @@ impl Settings {
             settle: std::time::Duration::from_millis(raw.settle_ms),
             rescan_interval: std::time::Duration::from_millis(raw.rescan_interval_ms.max(10)),
             http_addr,
+            claim_lease: std::time::Duration::from_secs(raw.claim_lease_secs.max(1)),
+            poison_attempts: raw.poison_attempts.max(1),
+            shutdown_grace: std::time::Duration::from_secs(raw.shutdown_grace_secs),
             retry: RetryPolicy {
                 initial_delay: std::time::Duration::from_millis(raw.retry.initial_delay_ms),
                 max_delay: std::time::Duration::from_millis(raw.retry.max_delay_ms),

@@ -85,21 +85,9 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
     match command {
         Command::Validate { paths, json } => validate_command(&paths, json, &settings),
         Command::Run { .. } => {
-            let ctx = connect(settings).await?;
             let cancel = CancellationToken::new();
             tokio::spawn(shutdown_on_signal(cancel.clone()));
-            let server = match ctx.settings.http_addr {
-                Some(addr) => Some(
-                    http::serve(addr, ctx.store.pool().clone(), cancel.clone())
-                        .await?
-                        .1,
-                ),
-                None => None,
-            };
-            watch::run(ctx, cancel).await?;
-            if let Some(server) = server {
-                let _ = server.await;
-            }
+            run_watcher(settings, cancel).await?;
             Ok(exit::OK)
         }
         Command::Ingest {
@@ -133,6 +121,60 @@ async fn connect(settings: Settings) -> anyhow::Result<PipelineCtx> {
         settings: Arc::new(settings),
         store,
     })
+}
+
+/// `run`: serves the operator endpoints at once, then waits for the database (with backoff)
+/// instead of failing when it is unreachable, then watches the inbox until `cancel` fires.
+async fn run_watcher(settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
+    let target = database::resolve(&settings).await?;
+    let pool = store::build_pool(&target.url, 8)?;
+    let server = match settings.http_addr {
+        Some(addr) => Some(http::serve(addr, pool.clone(), cancel.clone()).await?.1),
+        None => None,
+    };
+    let mut delay = settings
+        .retry
+        .initial_delay
+        .max(std::time::Duration::from_millis(50));
+    let store = loop {
+        match Store::from_pool(pool.clone(), &settings).await {
+            Ok(store) => break Some(store),
+            Err(error) if error.is_transient() => {
+                tracing::warn!(
+                    message = "Waiting for the database.",
+                    database = %target.psql_command(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    error = %telemetry::chain(&error)
+                );
+                telemetry::record_retry();
+                tokio::select! {
+                    () = cancel.cancelled() => break None,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(settings.retry.max_delay);
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error).context(format!(
+                    "cannot use the database ({})",
+                    target.psql_command()
+                )))
+            }
+        }
+    };
+    if let Some(store) = store {
+        eprintln!("database: {}", target.psql_command());
+        telemetry::record_database_available();
+        let ctx = PipelineCtx {
+            settings: Arc::new(settings),
+            store,
+        };
+        watch::run(ctx, cancel.clone()).await?;
+    }
+    cancel.cancel();
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    Ok(())
 }
 
 /// Cancels on SIGINT or SIGTERM.

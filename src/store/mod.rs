@@ -7,6 +7,7 @@
 //! without commit rolls everything back. `StoreError::is_transient` separates outages (retried
 //! with backoff) from data errors (the file is quarantined, never retried).
 
+pub mod claims;
 pub mod copy;
 pub mod ledger;
 
@@ -121,7 +122,14 @@ impl Store {
     /// # Errors
     /// A bad URL, an unreachable database (transient) or a failed migration.
     pub async fn connect(url: &str, settings: &Settings) -> Result<Self, StoreError> {
-        let pool = build_pool(url, 8)?;
+        Self::from_pool(build_pool(url, 8)?, settings).await
+    }
+
+    /// Like `connect`, on an existing pool.
+    ///
+    /// # Errors
+    /// An unreachable database (transient) or a failed migration.
+    pub async fn from_pool(pool: Pool, settings: &Settings) -> Result<Self, StoreError> {
         migrate(&pool).await?;
         let measurement_ids = sync_measurements(&pool, settings).await?;
         Ok(Self {

@@ -256,6 +256,27 @@ pub fn append_error_log(path: &Path, entry: &str) -> Result<()> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// Removes temporary files left in the quarantine folder by processes that died mid-write.
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+            continue;
+        };
+        let alive = stem
+            .rsplit('.')
+            .next()
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn create_temp(final_path: &Path) -> Result<(PathBuf, BufWriter<File>)> {
     let name = final_path
         .file_name()

@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 use crate::error::{Error, Result};
 use crate::ingest::{is_candidate, IngestSummary};
 use crate::pipeline::{process_file_with_retry, Disposition, FileJob, PipelineCtx};
+use crate::store::claims::Claims;
 use crate::validate::format::FileRejection;
 use crate::validate::quarantine;
 
@@ -37,6 +38,21 @@ struct Observation {
     complete_hint: bool,
 }
 
+/// Files claimed at a time; small, so that cooperating workers share a burst.
+const CLAIM_BATCH: i64 = 4;
+
+/// A worker id unique across machines and restarts: host, process id and start time.
+pub fn worker_id() -> String {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    let started = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{host}:{}:{started:x}", std::process::id())
+}
+
 /// Watches `settings.data_dir` until `cancel` fires; returns the totals.
 ///
 /// # Errors
@@ -44,6 +60,7 @@ struct Observation {
 pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSummary> {
     let inbox = ctx.settings.data_dir.clone();
     std::fs::create_dir_all(&inbox).map_err(|e| Error::io(&inbox, e))?;
+    quarantine::remove_stale_temporaries(&ctx.settings.quarantine_dir);
     let (hint_tx, mut hint_rx) = mpsc::channel::<(PathBuf, bool)>(HINT_CHANNEL_CAPACITY);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
@@ -61,12 +78,25 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
     watcher
         .watch(&inbox, RecursiveMode::NonRecursive)
         .map_err(|e| Error::io(&inbox, std::io::Error::other(e)))?;
-    info!(message = "Watching inbox.", folder = %inbox.display());
+
+    let claims = Claims::new(
+        ctx.store.pool().clone(),
+        worker_id(),
+        ctx.settings.claim_lease,
+    );
+    info!(message = "Watching inbox.", folder = %inbox.display(), worker = %claims.worker());
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeat = tokio::spawn(heartbeat(
+        claims.clone(),
+        ctx.settings.claim_lease / 3,
+        heartbeat_stop.clone(),
+    ));
 
     let mut seen: HashMap<PathBuf, Observation> = HashMap::new();
     let mut hinted: HashSet<PathBuf> = HashSet::new();
     let mut summary = IngestSummary::default();
     let rescan = ctx.settings.rescan_interval;
+    let mut database_down = false;
     loop {
         tokio::select! {
             biased;
@@ -84,15 +114,55 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
             }
             () = tokio::time::sleep(rescan) => {}
         }
-        let ready = scan(&inbox, &mut seen, &mut hinted, ctx.settings.settle);
-        for path in ready {
+        let scan = scan(&inbox, &mut seen, &mut hinted, ctx.settings.settle);
+        if scan.ready.is_empty() {
+            continue;
+        }
+        let claimed = match claims.claim(&scan.ready, CLAIM_BATCH).await {
+            Ok(claimed) => {
+                if database_down {
+                    info!(message = "Database reachable again; resuming.");
+                    crate::telemetry::record_database_available();
+                    database_down = false;
+                }
+                claimed
+            }
+            Err(error) if error.is_transient() => {
+                if !database_down {
+                    warn!(
+                        message = "Waiting for the database; files stay in the inbox.",
+                        files_waiting = scan.present.len(),
+                        error = %crate::telemetry::chain(&error)
+                    );
+                    database_down = true;
+                }
+                crate::telemetry::record_retry();
+                continue;
+            }
+            Err(error) => {
+                error!(message = "Cannot claim files.", error = %crate::telemetry::chain(&error));
+                continue;
+            }
+        };
+        let mut claimed = claimed.into_iter();
+        for (name, attempts) in claimed.by_ref() {
             if cancel.is_cancelled() {
+                let _ = claims.release(&name, false, false).await;
                 break;
             }
-            handle_file(&ctx, &path, &cancel, &mut summary).await;
+            let path = inbox.join(&name);
+            handle_file(&ctx, &claims, &path, &name, attempts, &cancel, &mut summary).await;
             seen.remove(&path);
         }
+        for (name, _) in claimed {
+            let _ = claims.release(&name, false, false).await;
+        }
+        if rand_tick() {
+            let _ = claims.forget_missing(&scan.present).await;
+        }
     }
+    heartbeat_stop.cancel();
+    let _ = heartbeat.await;
     info!(
         message = "Watcher stopped.",
         files_loaded = summary.loaded + summary.partially_loaded
@@ -100,39 +170,139 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
     Ok(summary)
 }
 
-async fn handle_file(
-    ctx: &PipelineCtx,
-    path: &Path,
-    cancel: &CancellationToken,
-    summary: &mut IngestSummary,
-) {
-    match process_file_with_retry(ctx, path, Disposition::Consume, cancel).await {
-        Ok(report) => summary.add(&report),
-        Err(Error::Cancelled(_)) => {}
-        Err(failure) if failure.is_transient() => {
-            warn!(
-                message = "File left in the inbox for a later attempt.",
-                file = %path.display(),
-                error = %crate::telemetry::chain(&failure)
-            );
-        }
-        Err(failure) => {
-            summary.failed += 1;
-            crate::telemetry::record_failed_file();
-            error!(
-                message = "File failed; quarantining it whole.",
-                file = %path.display(),
-                error = %crate::telemetry::chain(&failure)
-            );
-            if let Err(q) = quarantine_failed(ctx, path, &failure) {
-                error!(message = "Could not quarantine the file.", file = %path.display(), error = %crate::telemetry::chain(&q));
+/// True about once in 20 calls: housekeeping that need not run on every scan.
+fn rand_tick() -> bool {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() % 20 == 0)
+        .unwrap_or(false)
+}
+
+async fn heartbeat(claims: Claims, period: Duration, stop: CancellationToken) {
+    let period = period.max(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(period) => {
+                if let Err(error) = claims.heartbeat().await {
+                    warn!(message = "Cannot extend claims.", error = %crate::telemetry::chain(&error));
+                }
             }
         }
     }
 }
 
-/// Moves a file that cannot be processed (a permanent error) into quarantine with the error.
-fn quarantine_failed(ctx: &PipelineCtx, path: &Path, failure: &Error) -> Result<()> {
+/// Processes one claimed file in a task of its own, so that a stage that panics fails only
+/// this file; on shutdown the file gets `shutdown_grace` to finish, then it is rolled back.
+async fn handle_file(
+    ctx: &PipelineCtx,
+    claims: &Claims,
+    path: &Path,
+    name: &str,
+    attempts: i32,
+    cancel: &CancellationToken,
+    summary: &mut IngestSummary,
+) {
+    if !path.exists() {
+        // Another worker finished it between our scan and our claim.
+        let _ = claims.release(name, true, false).await;
+        return;
+    }
+    let poison_attempts = i32::try_from(ctx.settings.poison_attempts).unwrap_or(i32::MAX);
+    if attempts >= poison_attempts {
+        quarantine_poison(
+            ctx,
+            claims,
+            path,
+            name,
+            attempts,
+            "earlier attempts failed",
+            summary,
+        )
+        .await;
+        return;
+    }
+    let task = {
+        let (ctx, path, cancel) = (ctx.clone(), path.to_path_buf(), cancel.clone());
+        tokio::spawn(async move {
+            process_file_with_retry(&ctx, &path, Disposition::Consume, &cancel).await
+        })
+    };
+    let abort = task.abort_handle();
+    let grace = ctx.settings.shutdown_grace;
+    let outcome = tokio::select! {
+        joined = task => joined,
+        () = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => {
+            warn!(message = "Shutdown grace period over; rolling the file back.", file = %path.display());
+            abort.abort();
+            let _ = claims.release(name, false, false).await;
+            return;
+        }
+    };
+    match outcome {
+        Ok(Ok(report)) => {
+            summary.add(&report);
+            let _ = claims.release(name, !path.exists(), false).await;
+        }
+        Ok(Err(Error::Cancelled(_))) => {
+            let _ = claims.release(name, false, false).await;
+        }
+        Ok(Err(failure)) if failure.is_transient() => {
+            warn!(
+                message = "File left in the inbox for a later attempt.",
+                file = %path.display(),
+                error = %crate::telemetry::chain(&failure)
+            );
+            let _ = claims.release(name, false, false).await;
+        }
+        Ok(Err(failure)) => {
+            let reason = crate::telemetry::chain(&failure);
+            error!(message = "File failed.", file = %path.display(), attempt = attempts + 1, error = %reason);
+            crate::telemetry::record_failed_file();
+            if attempts + 1 >= poison_attempts {
+                quarantine_poison(ctx, claims, path, name, attempts + 1, &reason, summary).await;
+            } else {
+                let _ = claims.release(name, false, true).await;
+            }
+        }
+        Err(join_error) => {
+            let reason = format!("a pipeline stage crashed: {join_error}");
+            error!(message = "File failed.", file = %path.display(), attempt = attempts + 1, error = %reason);
+            crate::telemetry::record_failed_file();
+            if attempts + 1 >= poison_attempts {
+                quarantine_poison(ctx, claims, path, name, attempts + 1, &reason, summary).await;
+            } else {
+                let _ = claims.release(name, false, true).await;
+            }
+        }
+    }
+}
+
+async fn quarantine_poison(
+    ctx: &PipelineCtx,
+    claims: &Claims,
+    path: &Path,
+    name: &str,
+    attempts: i32,
+    reason: &str,
+    summary: &mut IngestSummary,
+) {
+    let reason = format!("failed {attempts} times; last error: {reason}");
+    match quarantine_failed(ctx, path, &reason) {
+        Ok(()) => {
+            summary.failed += 1;
+            error!(message = "Poison file quarantined.", file = %path.display(), reason = %reason);
+            let _ = claims.release(name, true, false).await;
+        }
+        Err(q) => {
+            error!(message = "Could not quarantine the file.", file = %path.display(), error = %crate::telemetry::chain(&q));
+            let _ = claims.release(name, false, true).await;
+        }
+    }
+}
+
+/// Moves a file that cannot be processed into quarantine with the reason.
+fn quarantine_failed(ctx: &PipelineCtx, path: &Path, reason: &str) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
@@ -143,7 +313,7 @@ fn quarantine_failed(ctx: &PipelineCtx, path: &Path, failure: &Error) -> Result<
         file_name: job.file_name.clone(),
         fingerprint: job.fingerprint.clone(),
     };
-    let rejection = FileRejection::new("processing_failed", crate::telemetry::chain(failure));
+    let rejection = FileRejection::new("poison_file", reason);
     let copy = quarantine::quarantine_whole_file(&target, &rejection, "")?;
     quarantine::append_error_log(
         &ctx.settings.error_log_path(),
@@ -159,15 +329,26 @@ fn quarantine_failed(ctx: &PipelineCtx, path: &Path, failure: &Error) -> Result<
     std::fs::remove_file(path).map_err(|e| Error::io(path, e))
 }
 
+/// What one scan of the inbox found (file names).
+struct Scan {
+    /// Complete files, oldest first.
+    ready: Vec<String>,
+    /// Every candidate file present.
+    present: Vec<String>,
+}
+
 /// Lists the inbox and returns the files that are complete, oldest first.
 fn scan(
     inbox: &Path,
     seen: &mut HashMap<PathBuf, Observation>,
     hinted: &mut HashSet<PathBuf>,
     settle: Duration,
-) -> Vec<PathBuf> {
+) -> Scan {
     let Ok(entries) = std::fs::read_dir(inbox) else {
-        return Vec::new();
+        return Scan {
+            ready: Vec::new(),
+            present: Vec::new(),
+        };
     };
     let now = SystemTime::now();
     let mut present = HashSet::new();
@@ -213,5 +394,13 @@ fn scan(
     seen.retain(|path, _| present.contains(path));
     hinted.retain(|path| present.contains(path));
     ready.sort();
-    ready.into_iter().map(|(_, path)| path).collect()
+    let name = |path: &Path| {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    Scan {
+        ready: ready.iter().map(|(_, path)| name(path)).collect(),
+        present: present.iter().map(|path| name(path)).collect(),
+    }
 }
