@@ -2,6 +2,7 @@
 //! its own database on a private cluster that the harness starts (see `support`).
 
 mod cli;
+mod crash;
 mod golden;
 mod http;
 mod realdata;

@@ -180,12 +180,19 @@ fn rand_tick() -> bool {
 
 async fn heartbeat(claims: Claims, period: Duration, stop: CancellationToken) {
     let period = period.max(Duration::from_millis(200));
+    let mut failing = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(period) => {
-                if let Err(error) = claims.heartbeat().await {
-                    warn!(message = "Cannot extend claims.", error = %crate::telemetry::chain(&error));
+                match claims.heartbeat().await {
+                    Ok(_) => failing = false,
+                    Err(error) if !failing => {
+                        // Logged once per outage; the pipeline's retries say the rest.
+                        warn!(message = "Cannot extend claims.", error = %crate::telemetry::chain(&error));
+                        failing = true;
+                    }
+                    Err(_) => {}
                 }
             }
         }

@@ -1,0 +1,220 @@
+//! Exactly-once under crashes, outages and cooperating workers, with the real binary:
+//! `kill -9` at random moments and restarts, the database stopped for 15 s mid-stream, and
+//! three workers on one inbox with one of them killed. Each test checks that the inbox ends
+//! empty, every file is in the ledger once, and every row is present exactly once by (file, line).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::support::{connect, fresh_database, RestartableCluster, Workspace};
+
+const ROWS_PER_FILE: usize = 200;
+
+/// Distinct files: DHT22, `ROWS_PER_FILE` rows each, two measurements per row.
+fn make_files(dir: &Path, count: usize) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..count)
+        .map(|i| {
+            let mut text = String::from(
+                "sensor_id;sensor_type;location;lat;lon;timestamp;temperature;humidity\n",
+            );
+            for row in 0..ROWS_PER_FILE {
+                text.push_str(&format!(
+                    "{};DHT22;{};50.0;8.0;2021-03-{:02}T{:02}:{:02}:00;{}.{};{}\n",
+                    100 + i,
+                    500 + i,
+                    1 + row / 1440,
+                    (row / 60) % 24,
+                    row % 60,
+                    row % 30,
+                    i % 10,
+                    40 + row % 50
+                ));
+            }
+            let path = dir.join(format!("2021-03-01_dht22_sensor_{}.csv", 100 + i));
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect()
+}
+
+/// Renames a staged file into the inbox (a complete file appears atomically).
+fn deliver(staged: &Path, inbox: &Path) {
+    std::fs::create_dir_all(inbox).unwrap();
+    std::fs::rename(staged, inbox.join(staged.file_name().unwrap())).unwrap();
+}
+
+fn worker(workspace: &Workspace, url: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sensor-etl"))
+        .current_dir(workspace.dir.path())
+        .args(["run", "--database-url", url, "--http-addr", ""])
+        .env("RUST_LOG", "warn")
+        .env("SENSOR_ETL_SETTLE_MS", "100")
+        .env("SENSOR_ETL_RESCAN_INTERVAL_MS", "100")
+        .env("SENSOR_ETL_CLAIM_LEASE_SECS", "2")
+        .env("SENSOR_ETL_RETRY__INITIAL_DELAY_MS", "100")
+        .env("SENSOR_ETL_RETRY__MAX_DELAY_MS", "1000")
+        .env("SENSOR_ETL_CHUNK_ROWS", "50")
+        .spawn()
+        .unwrap()
+}
+
+fn pseudo_random(bound: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    u64::from(nanos.wrapping_mul(2_654_435_761)) % bound
+}
+
+fn csv_files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".csv"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+async fn wait_until_empty(inbox: &Path, limit: Duration) {
+    let started = Instant::now();
+    while csv_files_in(inbox) > 0 {
+        assert!(
+            started.elapsed() < limit,
+            "inbox still holds {} files",
+            csv_files_in(inbox)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn terminate(mut child: Child) {
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM ends the worker with exit code 0"
+    );
+}
+
+fn kill_hard(mut child: Child) {
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+}
+
+async fn assert_exactly_once(url: &str, files: usize) {
+    let client = connect(url).await;
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM v_files").await,
+        files as i64,
+        "one ledger row per file"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM v_files WHERE rows_read <> rows_loaded + rows_rejected").await,
+        0
+    );
+    assert_eq!(
+        count("SELECT coalesce(sum(rows_loaded), 0)::int8 FROM v_files").await,
+        (files * ROWS_PER_FILE) as i64
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM readings").await,
+        (files * ROWS_PER_FILE * 2) as i64
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM (SELECT file_id, line, measurement_id FROM readings GROUP BY 1, 2, 3 HAVING count(*) > 1) d").await,
+        0,
+        "no reading twice"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM (SELECT sensor_id, ts, measurement_id FROM readings GROUP BY 1, 2, 3 HAVING count(*) > 1) d").await,
+        0,
+        "no file loaded twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_at_random_moments_then_restart_loads_every_file_once() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    let staged = make_files(&workspace.path("staging"), 30);
+    let mut next = 0;
+    for _trial in 0..5 {
+        let child = worker(&workspace, &url);
+        for path in staged.iter().skip(next).take(6) {
+            deliver(path, &inbox);
+        }
+        next += 6;
+        tokio::time::sleep(Duration::from_millis(150 + pseudo_random(700))).await;
+        kill_hard(child);
+    }
+    let child = worker(&workspace, &url);
+    wait_until_empty(&inbox, Duration::from_secs(120)).await;
+    terminate(child);
+    assert_eq!(csv_files_in(&workspace.path("processed")), 30);
+    assert_exactly_once(&url, 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_of_fifteen_seconds_loses_nothing() {
+    let mut cluster = RestartableCluster::start();
+    let url = cluster.url();
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    let staged = make_files(&workspace.path("staging"), 20);
+    let child = worker(&workspace, &url);
+    for path in &staged[..10] {
+        deliver(path, &inbox);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.stop();
+    for path in &staged[10..] {
+        deliver(path, &inbox);
+    }
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let mut child = child;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the worker survives the outage"
+    );
+    assert!(
+        csv_files_in(&inbox) > 0,
+        "files wait in the inbox while the database is down"
+    );
+    cluster.restart();
+    wait_until_empty(&inbox, Duration::from_secs(120)).await;
+    terminate(child);
+    assert_exactly_once(&url, 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_share_an_inbox_and_survive_one_being_killed() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    let staged = make_files(&workspace.path("staging"), 45);
+    let workers: Vec<Child> = (0..3).map(|_| worker(&workspace, &url)).collect();
+    for path in &staged {
+        deliver(path, &inbox);
+    }
+    tokio::time::sleep(Duration::from_millis(400 + pseudo_random(400))).await;
+    let mut workers = workers.into_iter();
+    kill_hard(workers.next().unwrap());
+    wait_until_empty(&inbox, Duration::from_secs(120)).await;
+    for child in workers {
+        terminate(child);
+    }
+    assert_eq!(csv_files_in(&workspace.path("processed")), 45);
+    assert_exactly_once(&url, 45).await;
+}
