@@ -42,6 +42,7 @@ pub mod config;
 pub mod database;
 pub mod embedded_db;
 pub mod error;
+pub mod generate;
 pub mod http;
 pub mod ingest;
 pub mod pipeline;

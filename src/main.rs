@@ -108,6 +108,37 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Command::Db { action } => db_command(&settings, action).await,
+        Command::Generate {
+            out,
+            files,
+            rows,
+            sensors,
+            layout,
+            kind,
+            bad_share,
+            scenario,
+            rate,
+            seed,
+        } => {
+            let spec = sensor_etl::generate::GenerateSpec {
+                out,
+                files,
+                rows,
+                sensors,
+                layout,
+                kind,
+                bad_share,
+                scenario,
+                rate,
+                seed,
+            };
+            let written =
+                tokio::task::spawn_blocking(move || sensor_etl::generate::generate(&spec))
+                    .await?
+                    .context("cannot write the generated files")?;
+            println!("{} file(s) written", written.len());
+            Ok(exit::OK)
+        }
     }
 }
 

@@ -94,6 +94,8 @@ async fn wait_until_empty(inbox: &Path, limit: Duration) {
 }
 
 fn terminate(mut child: Child) {
+    // Leave a worker that was just started time to install its signal handlers.
+    std::thread::sleep(Duration::from_millis(700));
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(
@@ -128,16 +130,16 @@ async fn assert_exactly_once(url: &str, files: usize) {
         (files * ROWS_PER_FILE) as i64
     );
     assert_eq!(
-        count("SELECT count(*) FROM readings").await,
+        count("SELECT count(*) FROM v_readings").await,
         (files * ROWS_PER_FILE * 2) as i64
     );
     assert_eq!(
-        count("SELECT count(*) FROM (SELECT file_id, line, measurement_id FROM readings GROUP BY 1, 2, 3 HAVING count(*) > 1) d").await,
+        count("SELECT count(*) FROM (SELECT file_id, line, measurement FROM v_readings GROUP BY 1, 2, 3 HAVING count(*) > 1) d").await,
         0,
         "no reading twice"
     );
     assert_eq!(
-        count("SELECT count(*) FROM (SELECT sensor_id, ts, measurement_id FROM readings GROUP BY 1, 2, 3 HAVING count(*) > 1) d").await,
+        count("SELECT count(*) FROM (SELECT sensor_id, ts, measurement FROM v_readings GROUP BY 1, 2, 3 HAVING count(*) > 1) d").await,
         0,
         "no file loaded twice"
     );

@@ -157,7 +157,7 @@ async fn an_interrupted_file_leaves_nothing_and_loads_once_later() {
     // Wait until the file's transaction has written something, then kill the work.
     for _ in 0..200 {
         let writing = h
-            .count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY readings%'")
+            .count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY reading_rows%'")
             .await;
         if writing > 0 {
             break;
@@ -170,7 +170,7 @@ async fn an_interrupted_file_leaves_nothing_and_loads_once_later() {
         "the file was still in progress"
     );
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(h.count("SELECT count(*) FROM readings").await, 0);
+    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 0);
     assert_eq!(h.count("SELECT count(*) FROM files").await, 0);
 
     let report = process_file(&h.ctx, &path, Disposition::LeaveInPlace)
@@ -180,9 +180,9 @@ async fn an_interrupted_file_leaves_nothing_and_loads_once_later() {
         (report.status, report.rows_loaded),
         (FileStatus::Loaded, 40_000)
     );
-    assert_eq!(h.count("SELECT count(*) FROM readings").await, 120_000);
+    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 120_000);
     assert_eq!(
-        h.count("SELECT count(*) FROM (SELECT DISTINCT file_id, line FROM readings) d")
+        h.count("SELECT count(*) FROM (SELECT DISTINCT file_id, line FROM v_readings) d")
             .await,
         40_000
     );

@@ -17,8 +17,8 @@ use crate::store::{Store, StoreError};
 use crate::transform::aggregate::AggregateRow;
 use crate::validate::reject::RejectedRow;
 
-const READINGS_COPY: &str = "COPY readings (file_id, line, sensor_id, location_id, lat, lon, ts, \
-                             measurement_id, value) FROM STDIN BINARY";
+const READINGS_COPY: &str = "COPY reading_rows (file_id, line, sensor_id, location_id, lat, lon, \
+                             ts, measurement_ids, \"values\") FROM STDIN BINARY";
 const READINGS_TYPES: [Type; 9] = [
     Type::INT8,
     Type::INT4,
@@ -27,8 +27,8 @@ const READINGS_TYPES: [Type; 9] = [
     Type::FLOAT8,
     Type::FLOAT8,
     Type::TIMESTAMPTZ,
-    Type::INT2,
-    Type::FLOAT8,
+    Type::INT2_ARRAY,
+    Type::FLOAT8_ARRAY,
 ];
 
 const REJECTS_COPY: &str = "COPY rejects (file_id, line, record, byte_offset, column_name, value, \
@@ -66,7 +66,43 @@ fn micros_to_utc(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
 
-/// Copies a normalized chunk's readings; returns the number of rows written.
+/// One source line's readings, gathered from consecutive rows of the long-format frame.
+struct LineRow {
+    line: i32,
+    sensor_id: i64,
+    location_id: Option<i64>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    ts: DateTime<Utc>,
+    measurement_ids: Vec<i16>,
+    values: Vec<f64>,
+}
+
+impl LineRow {
+    async fn write(
+        &self,
+        writer: std::pin::Pin<&mut BinaryCopyInWriter>,
+        file_id: i64,
+    ) -> Result<()> {
+        let row: [&(dyn ToSql + Sync); 9] = [
+            &file_id,
+            &self.line,
+            &self.sensor_id,
+            &self.location_id,
+            &self.lat,
+            &self.lon,
+            &self.ts,
+            &self.measurement_ids,
+            &self.values,
+        ];
+        writer.write(&row).await.map_err(StoreError::from)?;
+        Ok(())
+    }
+}
+
+/// Copies a normalized chunk's readings, one database row per source line (the frame holds
+/// one row per measurement, a line's measurements next to each other); returns the number of
+/// readings written.
 ///
 /// # Errors
 /// The COPY failed, or the frame lacks an expected column.
@@ -98,28 +134,38 @@ pub async fn copy_readings(
         .zip(ts.iter())
         .zip(key.iter())
         .zip(value.iter());
+    let mut current: Option<LineRow> = None;
+    let mut readings = 0u64;
     for (((((((line, sensor_id), location_id), lat), lon), ts), key), value) in rows {
-        let line = line.map(|l| i32::try_from(l).unwrap_or(i32::MAX));
-        let ts = ts.map(micros_to_utc);
-        let measurement_id = key.map(|k| store.measurement_id(k));
-        let row: [&(dyn ToSql + Sync); 9] = [
-            &file_id,
-            &line,
-            &sensor_id,
-            &location_id,
-            &lat,
-            &lon,
-            &ts,
-            &measurement_id,
-            &value,
-        ];
-        writer
-            .as_mut()
-            .write(&row)
-            .await
-            .map_err(StoreError::from)?;
+        let (Some(line), Some(sensor_id), Some(ts), Some(key), Some(value)) =
+            (line, sensor_id, ts, key, value)
+        else {
+            continue;
+        };
+        let line = i32::try_from(line).unwrap_or(i32::MAX);
+        if current.as_ref().is_some_and(|row| row.line != line) {
+            let done = current.take().expect("checked above");
+            done.write(writer.as_mut(), file_id).await?;
+        }
+        let row = current.get_or_insert_with(|| LineRow {
+            line,
+            sensor_id,
+            location_id,
+            lat,
+            lon,
+            ts: micros_to_utc(ts),
+            measurement_ids: Vec::with_capacity(4),
+            values: Vec::with_capacity(4),
+        });
+        row.measurement_ids.push(store.measurement_id(key));
+        row.values.push(value);
+        readings += 1;
     }
-    Ok(writer.finish().await.map_err(StoreError::from)?)
+    if let Some(row) = current {
+        row.write(writer.as_mut(), file_id).await?;
+    }
+    writer.finish().await.map_err(StoreError::from)?;
+    Ok(readings)
 }
 
 fn clean_text(text: &str) -> String {

@@ -1,0 +1,294 @@
+//! Test-data generator (`sensor-etl generate`): realistic sensor.community files for load tests
+//! and benchmarks.
+//!
+//! Writes archive-style (`;`, with `sensor_type`) or Kaggle-style (`,`, pandas index column, no
+//! `sensor_type`) files for BME280, SDS011 or DHT22 sensors, with a configurable share of bad
+//! rows of each kind (bad number, out of range, bad timestamp, truncated line, duplicate key,
+//! empty row). Files are written under a temporary name and renamed into place, so a watcher
+//! never sees half a file; scenarios pace the drops (steady, burst, variable rate). Output is
+//! deterministic for a given seed.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// File layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layout {
+    /// sensor.community archive: `;`, `sensor_type` column.
+    Archive,
+    /// Kaggle re-packaging: `,`, index column, type in the file name.
+    Kaggle,
+}
+
+/// Sensor type of the generated rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// Pressure (Pa), temperature, humidity.
+    Bme280,
+    /// PM10, PM2.5.
+    Sds011,
+    /// Temperature, humidity.
+    Dht22,
+}
+
+/// How files are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// All files as fast as possible.
+    Burst,
+    /// `rate` files per second.
+    Steady,
+    /// A rate that swings between 0.2 and 1.8 times `rate`.
+    Variable,
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateSpec {
+    /// Output folder.
+    pub out: PathBuf,
+    /// Number of files.
+    pub files: usize,
+    /// Data rows per file.
+    pub rows: usize,
+    /// Sensors per file.
+    pub sensors: usize,
+    /// Layout.
+    pub layout: Layout,
+    /// Sensor type.
+    pub kind: Kind,
+    /// Share of bad rows, 0.0..=1.0.
+    pub bad_share: f64,
+    /// Drop pacing.
+    pub scenario: Scenario,
+    /// Files per second for `steady` and `variable`.
+    pub rate: f64,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// A small, fast, deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn range(&mut self, low: f64, high: f64) -> f64 {
+        low + (high - low) * self.unit()
+    }
+}
+
+/// Writes the files, pacing them per the scenario; returns their paths.
+///
+/// # Errors
+/// The output folder cannot be written.
+pub fn generate(spec: &GenerateSpec) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(&spec.out)?;
+    let mut rng = Rng(spec.seed);
+    let mut paths = Vec::with_capacity(spec.files);
+    for index in 0..spec.files {
+        let name = file_name(spec, index);
+        let text = file_text(spec, index, &mut rng);
+        paths.push(write_atomically(&spec.out, &name, text.as_bytes())?);
+        if let Some(pause) = pause(spec, index) {
+            std::thread::sleep(pause);
+        }
+    }
+    Ok(paths)
+}
+
+fn pause(spec: &GenerateSpec, index: usize) -> Option<Duration> {
+    let rate = spec.rate.max(0.001);
+    match spec.scenario {
+        Scenario::Burst => None,
+        Scenario::Steady => Some(Duration::from_secs_f64(1.0 / rate)),
+        Scenario::Variable => {
+            let phase = (index as f64 / 20.0).sin();
+            Some(Duration::from_secs_f64(1.0 / (rate * (1.0 + 0.8 * phase))))
+        }
+    }
+}
+
+fn kind_name(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::Bme280 => ("BME280", "bme280"),
+        Kind::Sds011 => ("SDS011", "sds011"),
+        Kind::Dht22 => ("DHT22", "dht22"),
+    }
+}
+
+fn file_name(spec: &GenerateSpec, index: usize) -> String {
+    let (_, lower) = kind_name(spec.kind);
+    match spec.layout {
+        Layout::Archive => format!("gen-{:06}_{lower}_sensor_{}.csv", index, 10_000 + index),
+        Layout::Kaggle => format!("gen-{index:06}_{lower}sof.csv"),
+    }
+}
+
+fn header(spec: &GenerateSpec) -> String {
+    let measurements = match spec.kind {
+        Kind::Bme280 => "pressure;altitude;pressure_sealevel;temperature;humidity",
+        Kind::Sds011 => "P1;durP1;ratioP1;P2;durP2;ratioP2",
+        Kind::Dht22 => "temperature;humidity",
+    };
+    match spec.layout {
+        Layout::Archive => {
+            format!("sensor_id;sensor_type;location;lat;lon;timestamp;{measurements}\n")
+        }
+        Layout::Kaggle => format!(
+            ",sensor_id,location,lat,lon,timestamp,{}\n",
+            measurements.replace(';', ",")
+        ),
+    }
+}
+
+fn file_text(spec: &GenerateSpec, index: usize, rng: &mut Rng) -> String {
+    let (type_name, _) = kind_name(spec.kind);
+    let sep = match spec.layout {
+        Layout::Archive => ';',
+        Layout::Kaggle => ',',
+    };
+    let mut text = header(spec).replace(';', &sep.to_string());
+    let sensors = spec.sensors.max(1);
+    let base_sensor = 1_000 + (index * sensors) as u64;
+    // Each sensor reports every 150 s; files of one run follow each other in time.
+    let start = 1_546_300_800i64 + (index as i64) * ((spec.rows / sensors) as i64 + 1) * 150;
+    for row in 0..spec.rows {
+        let sensor = base_sensor + (row % sensors) as u64;
+        let ts = start + (row / sensors) as i64 * 150;
+        let timestamp = chrono::DateTime::from_timestamp(ts, 0)
+            .unwrap_or_default()
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string();
+        let lat = 48.0 + (sensor % 1000) as f64 / 1000.0;
+        let lon = 9.0 + (sensor % 997) as f64 / 1000.0;
+        let mut values = match spec.kind {
+            Kind::Bme280 => format!(
+                "{:.2}{sep}{sep}{sep}{:.2}{sep}{:.2}",
+                rng.range(95_000.0, 103_000.0),
+                rng.range(-10.0, 35.0),
+                rng.range(20.0, 100.0)
+            ),
+            Kind::Sds011 => format!(
+                "{:.2}{sep}{sep}{sep}{:.2}{sep}{sep}",
+                rng.range(0.5, 150.0),
+                rng.range(0.3, 80.0)
+            ),
+            Kind::Dht22 => format!(
+                "{:.2}{sep}{:.2}",
+                rng.range(-10.0, 35.0),
+                rng.range(20.0, 100.0)
+            ),
+        };
+        let mut timestamp_field = timestamp;
+        let mut truncated = false;
+        if rng.unit() < spec.bad_share {
+            match rng.next() % 6 {
+                0 => values = values.replacen(|c: char| c.is_ascii_digit(), "x", 1),
+                1 => values = format!("99999{values}"),
+                2 => timestamp_field = timestamp_field.replace('T', "/"),
+                3 => truncated = true,
+                4 => {
+                    timestamp_field = chrono::DateTime::from_timestamp(ts - 150, 0)
+                        .unwrap_or_default()
+                        .format("%Y-%m-%dT%H:%M:%S")
+                        .to_string()
+                }
+                _ => {
+                    values = values
+                        .chars()
+                        .map(|c| if c == sep { c } else { ' ' })
+                        .collect::<String>()
+                        .replace(' ', "")
+                }
+            }
+        }
+        let line = match spec.layout {
+            Layout::Archive => format!(
+                "{sensor};{type_name};{};{lat:.3};{lon:.3};{timestamp_field};{values}",
+                sensor + 50_000
+            ),
+            Layout::Kaggle => format!(
+                "{row},{sensor},{},{lat:.3},{lon:.3},{timestamp_field},{values}",
+                sensor + 50_000
+            ),
+        };
+        if truncated {
+            let cut = line.len() / 3;
+            let _ = writeln!(text, "{}", &line[..cut]);
+        } else {
+            let _ = writeln!(text, "{line}");
+        }
+    }
+    text
+}
+
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    let temp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    let target = dir.join(name);
+    std::fs::rename(&temp, &target)?;
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::validate::dry_run;
+
+    fn spec(dir: &Path, layout: Layout, kind: Kind, bad_share: f64) -> GenerateSpec {
+        GenerateSpec {
+            out: dir.to_path_buf(),
+            files: 2,
+            rows: 500,
+            sensors: 5,
+            layout,
+            kind,
+            bad_share,
+            scenario: Scenario::Burst,
+            rate: 1.0,
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn generated_files_validate_as_expected() {
+        let settings = Settings::builtin();
+        for layout in [Layout::Archive, Layout::Kaggle] {
+            for kind in [Kind::Bme280, Kind::Sds011, Kind::Dht22] {
+                let dir = tempfile::tempdir().unwrap();
+                let clean = generate(&spec(dir.path(), layout, kind, 0.0)).unwrap();
+                let run = dry_run(&clean[0], &settings).unwrap();
+                assert_eq!(
+                    (run.rows_read, run.rejects.len()),
+                    (500, 0),
+                    "{layout:?} {kind:?}"
+                );
+                let dir = tempfile::tempdir().unwrap();
+                let dirty = generate(&spec(dir.path(), layout, kind, 0.2)).unwrap();
+                let run = dry_run(&dirty[1], &settings).unwrap();
+                let rejected = run.rejects.len();
+                assert!(
+                    (50..=150).contains(&rejected),
+                    "{layout:?} {kind:?}: {rejected} rejected"
+                );
+                assert_eq!(run.rows_read, run.rows_accepted + rejected as u64);
+            }
+        }
+    }
+}
