@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Benchmark: sensor-etl side by side with PostgreSQL's own COPY, in one run, on one private
+# PostgreSQL cluster that this script starts (and stops).
+#
+#   scripts/bench.sh [ROWS] [SMALL_FILES]      defaults: 1000000 rows, 2000 small files
+#
+# Prints, for a BME280 file of ROWS rows: the `psql \copy` baseline into an unindexed table of
+# plain columns, `sensor-etl ingest` doing everything (validation, quarantine, normalization,
+# aggregates, indexed readings, ledger), rows/s, the time ratio and peak RSS; then files/s for a
+# burst of SMALL_FILES 100-row files renamed into the inbox of `sensor-etl run`, and the
+# latency (rename -> file committed and moved) of 30 single files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS="${1:-1000000}"
+SMALL_FILES="${2:-2000}"
+scripts/ensure-postgres.sh
+cargo build --release --locked -q
+BIN="$PWD/target/release/sensor-etl"
+WORK="$(mktemp -d /tmp/sensor-etl-bench.XXXXXX)"
+chmod 755 "$WORK"
+trap '"$BIN" --state-dir "$WORK/state" db stop >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+cd "$WORK"
+
+"$BIN" --state-dir state db start >/dev/null 2>&1
+PORT="$(cat state/postgres/port)"
+export PGHOST=127.0.0.1 PGPORT="$PORT" PGUSER=postgres
+psql -q -d postgres -c "CREATE DATABASE bench" -c "CREATE DATABASE bench_small"
+BENCH_URL="postgres://postgres@127.0.0.1:$PORT/bench"
+SMALL_URL="postgres://postgres@127.0.0.1:$PORT/bench_small"
+"$BIN" --database-url "$BENCH_URL" migrate >/dev/null 2>&1
+"$BIN" --database-url "$SMALL_URL" migrate >/dev/null 2>&1
+
+echo "== generating $ROWS BME280 rows"
+"$BIN" generate --out big --files 1 --rows "$ROWS" --sensors 500 --kind bme280 >/dev/null 2>&1
+FILE="$(ls big/*.csv)"
+ls -l "$FILE" | awk '{printf "file: %s, %.1f MB\n", $9, $5/1e6}'
+
+now() { date +%s.%N; }
+psql -q -d bench -c "CREATE TABLE baseline (sensor_id bigint, sensor_type text, location bigint, lat float8, lon float8, ts timestamp, pressure float8, altitude float8, pressure_sealevel float8, temperature float8, humidity float8)"
+start="$(now)"
+psql -q -d bench -c "\\copy baseline FROM '$FILE' WITH (FORMAT csv, HEADER true, DELIMITER ';')"
+copy_s="$(echo "$(now) - $start" | bc -l)"
+
+start="$(now)"
+/usr/bin/time -f "%M" -o rss.txt "$BIN" --database-url "$BENCH_URL" ingest "$FILE" >/dev/null 2>&1 || true
+etl_s="$(echo "$(now) - $start" | bc -l)"
+rss_mb="$(echo "$(cat rss.txt) / 1024" | bc -l)"
+loaded="$(psql -d bench -Atc "SELECT rows_loaded FROM v_files")"
+
+printf "%-28s %8.2f s %12.0f rows/s\n" "psql \\copy (baseline)" "$copy_s" "$(echo "$ROWS / $copy_s" | bc -l)"
+printf "%-28s %8.2f s %12.0f rows/s   peak RSS %.0f MB   rows loaded %s\n" "sensor-etl ingest" "$etl_s" "$(echo "$ROWS / $etl_s" | bc -l)" "$rss_mb" "$loaded"
+printf "ratio sensor-etl / \\copy: %.2f\n" "$(echo "$etl_s / $copy_s" | bc -l)"
+
+echo "== burst of $SMALL_FILES files of 100 rows into the inbox of sensor-etl run"
+"$BIN" generate --out staging --files "$SMALL_FILES" --rows 100 --sensors 2 --kind sds011 >/dev/null 2>&1
+mkdir -p data
+SENSOR_ETL_SETTLE_MS=200 SENSOR_ETL_RESCAN_INTERVAL_MS=20 RUST_LOG=warn \
+  "$BIN" --database-url "$SMALL_URL" run --http-addr "" >run.log 2>&1 &
+RUN_PID=$!
+sleep 2
+start="$(now)"
+for f in staging/*.csv; do mv "$f" data/; done
+while [ -n "$(ls data)" ]; do sleep 0.05; done
+burst_s="$(echo "$(now) - $start" | bc -l)"
+printf "%s files in %.2f s: %.0f files/s\n" "$SMALL_FILES" "$burst_s" "$(echo "$SMALL_FILES / $burst_s" | bc -l)"
+
+echo "== latency of 30 single files (rename -> committed and moved to processed/)"
+"$BIN" generate --out single --files 30 --rows 100 --sensors 1 --kind dht22 --seed 9 >/dev/null 2>&1
+: >latency.txt
+for f in single/*.csv; do
+  name="$(basename "$f")"
+  start="$(now)"
+  mv "$f" data/
+  while [ ! -e "processed/$name" ] && [ ! -e "processed/${name%.csv}".*.csv ]; do sleep 0.002; done
+  echo "($(now) - $start) * 1000" | bc -l >>latency.txt
+  sleep 0.2
+done
+sort -n latency.txt | awk '{a[NR]=$1} END {printf "latency ms: median %.0f, p90 %.0f, max %.0f\n", a[int((NR+1)/2)], a[int(NR*0.9)], a[NR]}'
+kill -TERM "$RUN_PID"
+wait "$RUN_PID"
