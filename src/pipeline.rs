@@ -21,6 +21,7 @@ use chrono::Utc;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tokio_postgres::Transaction;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -236,6 +237,11 @@ pub async fn process_file(
             }
         }
     };
+    Ok(finished(report, started))
+}
+
+/// Stamps the elapsed time, records metrics and logs the outcome.
+fn finished(report: FileReport, started: Instant) -> FileReport {
     let report = FileReport {
         elapsed_ms: started.elapsed().as_millis() as u64,
         ..report
@@ -257,7 +263,77 @@ pub async fn process_file(
         rows_rejected = report.rows_rejected,
         elapsed_ms = report.elapsed_ms
     );
-    Ok(report)
+    report
+}
+
+/// Group commit: processes several (small) files in one transaction, each in a savepoint of
+/// its own with its own ledger row, so that one commit (one WAL flush) serves them all.
+/// A file whose own work fails is rolled back to its savepoint and returned with its error;
+/// the others still commit. A database outage fails the whole batch (`Err`), nothing
+/// committed: the caller processes the files one by one instead.
+///
+/// # Errors
+/// A transient database error, or the commit failing.
+pub async fn process_batch(
+    ctx: &PipelineCtx,
+    paths: &[PathBuf],
+    disposition: Disposition,
+) -> Result<Vec<(PathBuf, Result<FileReport>)>> {
+    let started = Instant::now();
+    let owned: Vec<PathBuf> = paths.to_vec();
+    let hashed = tokio::task::spawn_blocking(move || {
+        owned
+            .iter()
+            .map(|p| (p.clone(), FileJob::fingerprint(p)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("fingerprint task does not panic");
+    let mut client = ctx.store.pool().get().await.map_err(StoreError::from)?;
+    let mut tx = client.transaction().await.map_err(StoreError::from)?;
+    let mut staged = Vec::with_capacity(hashed.len());
+    let mut outcomes = Vec::with_capacity(hashed.len());
+    for (path, job) in hashed {
+        let job = match job {
+            Ok(job) => job,
+            Err(error) => {
+                outcomes.push((path, Err(error)));
+                continue;
+            }
+        };
+        let mut mode = Mode::Load;
+        loop {
+            let savepoint = tx.savepoint("file").await.map_err(StoreError::from)?;
+            match stage_file(&savepoint, ctx, &job, mode.clone()).await {
+                Ok(Staged::RejectWhole(rejection)) => {
+                    // Dropping the savepoint rolls this file back.
+                    drop(savepoint);
+                    mode = Mode::RejectAll(rejection);
+                }
+                Ok(outcome) => {
+                    savepoint.commit().await.map_err(StoreError::from)?;
+                    staged.push((job, outcome));
+                    break;
+                }
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => {
+                    drop(savepoint);
+                    outcomes.push((job.path.clone(), Err(error)));
+                    break;
+                }
+            }
+        }
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    for (job, outcome) in staged {
+        let report = match outcome {
+            Staged::Loaded(report) => after_commit(ctx, &job, *report, disposition),
+            Staged::Duplicate(existing) => finish_duplicate(ctx, &job, existing, disposition),
+            Staged::RejectWhole(_) => unreachable!("whole-file rejections are staged again"),
+        };
+        outcomes.push((job.path.clone(), report.map(|r| finished(r, started))));
+    }
+    Ok(outcomes)
 }
 
 fn spawn_producer(
@@ -321,17 +397,46 @@ async fn load_once(
     mode: Mode,
     disposition: Disposition,
 ) -> Result<LoadOutcome> {
-    let settings = &ctx.settings;
-    let received_at = Utc::now();
     let mut client = ctx.store.pool().get().await.map_err(StoreError::from)?;
     let tx = client.transaction().await.map_err(StoreError::from)?;
-    ledger::lock_content(&tx, &job.fingerprint).await?;
-    if let Some(existing) = ledger::find_file(&tx, &job.fingerprint).await? {
-        ledger::record_delivery(&tx, existing.file_id, &job.file_name, "duplicate").await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        return Ok(LoadOutcome::Duplicate(existing));
+    match stage_file(&tx, ctx, job, mode).await? {
+        // Dropping the transaction rolls the file back.
+        Staged::RejectWhole(rejection) => Ok(LoadOutcome::RejectWhole(rejection)),
+        Staged::Duplicate(existing) => {
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok(LoadOutcome::Duplicate(existing))
+        }
+        Staged::Loaded(report) => {
+            tx.commit().await.map_err(StoreError::from)?;
+            let report = after_commit(ctx, job, *report, disposition)?;
+            Ok(LoadOutcome::Committed(Box::new(report)))
+        }
     }
-    let file_id = ledger::next_file_id(&tx).await?;
+}
+
+/// What a file's work inside a transaction came to, before the commit.
+enum Staged {
+    Loaded(Box<FileReport>),
+    Duplicate(ExistingFile),
+    RejectWhole(FileRejection),
+}
+
+/// Does all of one file's database work inside `tx` (a transaction or a savepoint) and
+/// publishes its quarantine output; the caller commits.
+async fn stage_file(
+    tx: &Transaction<'_>,
+    ctx: &PipelineCtx,
+    job: &FileJob,
+    mode: Mode,
+) -> Result<Staged> {
+    let settings = &ctx.settings;
+    let received_at = Utc::now();
+    ledger::lock_content(tx, &job.fingerprint).await?;
+    if let Some(existing) = ledger::find_file(tx, &job.fingerprint).await? {
+        ledger::record_delivery(tx, existing.file_id, &job.file_name, "duplicate").await?;
+        return Ok(Staged::Duplicate(existing));
+    }
+    let file_id = ledger::next_file_id(tx).await?;
 
     let whole_file = match &mode {
         Mode::Load => None,
@@ -372,7 +477,7 @@ async fn load_once(
                         copy::copy_readings(&tx, &ctx.store, file_id, &batch.frame).await?;
                     totals.aggregates.merge(batch.partials);
                 }
-                record_rejects(&tx, &mut writer, file_id, &chunk.rejects).await?;
+                record_rejects(tx, &mut writer, file_id, &chunk.rejects).await?;
             }
         }
     }
@@ -385,7 +490,7 @@ async fn load_once(
         {
             // Roll back (by dropping the transaction) and go again, rejecting every row.
             writer.abort();
-            return Ok(LoadOutcome::RejectWhole(verdict));
+            return Ok(Staged::RejectWhole(verdict));
         }
     }
     let status = match (&rejection, totals.rows_read, totals.rows_rejected) {
@@ -415,7 +520,7 @@ async fn load_once(
 
     let error_text = rejection.as_ref().map(ToString::to_string);
     ledger::insert_file(
-        &tx,
+        tx,
         &FileRecord {
             file_id,
             content_sha256: &job.fingerprint,
@@ -431,12 +536,10 @@ async fn load_once(
         },
     )
     .await?;
-    ledger::upsert_sensors(&tx, file_id, &totals.sensors).await?;
-    ledger::upsert_locations(&tx, file_id, &totals.locations).await?;
-    copy::copy_aggregates(&tx, &ctx.store, file_id, &totals.aggregates.rows()).await?;
-    tx.commit().await.map_err(StoreError::from)?;
-
-    let report = FileReport {
+    ledger::upsert_sensors(tx, file_id, &totals.sensors).await?;
+    ledger::upsert_locations(tx, file_id, &totals.locations).await?;
+    copy::copy_aggregates(tx, &ctx.store, file_id, &totals.aggregates.rows()).await?;
+    Ok(Staged::Loaded(Box::new(FileReport {
         path: job.path.clone(),
         file_name: job.file_name.clone(),
         fingerprint: job.fingerprint.clone(),
@@ -451,15 +554,25 @@ async fn load_once(
         moved_to: None,
         violation_counts: totals.violation_counts,
         elapsed_ms: 0,
-    };
-    if report.rows_rejected > 0 {
-        append_error_log(settings, &report, &target)?;
-    }
-    let moved_to = dispose(settings, job, status, disposition)?;
-    Ok(LoadOutcome::Committed(Box::new(FileReport {
-        moved_to,
-        ..report
     })))
+}
+
+/// After the commit: the error-log entry and the file's removal from the inbox.
+fn after_commit(
+    ctx: &PipelineCtx,
+    job: &FileJob,
+    report: FileReport,
+    disposition: Disposition,
+) -> Result<FileReport> {
+    if report.rows_rejected > 0 {
+        append_error_log(
+            &ctx.settings,
+            &report,
+            &job.quarantine_target(&ctx.settings),
+        )?;
+    }
+    let moved_to = dispose(&ctx.settings, job, report.status, disposition)?;
+    Ok(FileReport { moved_to, ..report })
 }
 
 async fn record_rejects(

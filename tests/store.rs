@@ -298,3 +298,57 @@ async fn a_sensor_type_added_by_configuration_loads_without_migration() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_keeps_each_file_its_own_outcome() {
+    let h = Harness::new().await;
+    let dir = h.workspace.path("in");
+    let good = dir.join("good_dht22.csv");
+    write(&good, "sensor_id;timestamp;temperature;humidity\n1;2020-01-01T00:00:00;20;50\n1;2020-01-01T00:01:00;21;51\n");
+    let same = deliver(&good, &dir, "same_bytes_dht22.csv");
+    let bad = dir.join("bad_dht22.csv");
+    write(&bad, "sensor_id;timestamp;temperature;humidity\n2;2020-01-01T00:00:00;99;50\n2;2020-01-01T00:01:00;x;50\n2;2020-01-01T00:02:00;20;50\n");
+    let unknown = dir.join("unknown.csv");
+    write(
+        &unknown,
+        "sensor_id;timestamp;foo\n3;2020-01-01T00:00:00;1\n",
+    );
+    let paths = vec![good.clone(), same.clone(), bad.clone(), unknown.clone()];
+    let outcomes = sensor_etl::pipeline::process_batch(&h.ctx, &paths, Disposition::LeaveInPlace)
+        .await
+        .unwrap();
+    let statuses: Vec<(String, FileStatus)> = outcomes
+        .iter()
+        .map(|(path, outcome)| {
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                outcome.as_ref().unwrap().status,
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("good_dht22.csv".to_owned(), FileStatus::Loaded),
+            ("same_bytes_dht22.csv".to_owned(), FileStatus::Duplicate),
+            ("bad_dht22.csv".to_owned(), FileStatus::Rejected),
+            ("unknown.csv".to_owned(), FileStatus::Rejected),
+        ]
+    );
+    assert_eq!(h.count("SELECT count(*) FROM v_files").await, 3);
+    assert_eq!(
+        h.count("SELECT count(*) FROM v_readings").await,
+        4,
+        "only the good file's readings"
+    );
+    assert_eq!(
+        h.count("SELECT count(DISTINCT (file_id, line)) FROM v_rejects")
+            .await,
+        4
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM v_files WHERE rows_read <> rows_loaded + rows_rejected")
+            .await,
+        0
+    );
+}

@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::error::{Error, Result};
 use crate::ingest::{is_candidate, IngestSummary};
-use crate::pipeline::{process_file_with_retry, Disposition, FileJob, PipelineCtx};
+use crate::pipeline::{process_batch, process_file_with_retry, Disposition, FileJob, PipelineCtx};
 use crate::store::claims::Claims;
 use crate::validate::format::FileRejection;
 use crate::validate::quarantine;
@@ -38,8 +38,11 @@ struct Observation {
     complete_hint: bool,
 }
 
-/// Files claimed at a time; small, so that cooperating workers share a burst.
-const CLAIM_BATCH: i64 = 4;
+/// Files claimed at a time: a group-commit batch of small files.
+const CLAIM_BATCH: i64 = 64;
+
+/// Files up to this size are committed in groups; larger ones get a transaction of their own.
+const GROUP_COMMIT_MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// A worker id unique across machines and restarts: host, process id and start time.
 pub fn worker_id() -> String {
@@ -144,8 +147,23 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
                 continue;
             }
         };
-        let mut claimed = claimed.into_iter();
-        for (name, attempts) in claimed.by_ref() {
+        // Small files never tried before go together in one transaction; the rest one by one.
+        let (group, single): (Vec<_>, Vec<_>) =
+            claimed.into_iter().partition(|(name, attempts)| {
+                *attempts == 0
+                    && std::fs::metadata(inbox.join(name))
+                        .is_ok_and(|m| m.len() <= GROUP_COMMIT_MAX_FILE_BYTES)
+            });
+        let mut single = single;
+        if group.len() > 1 && !cancel.is_cancelled() {
+            let names: Vec<String> = group.into_iter().map(|(name, _)| name).collect();
+            let retry = handle_group(&ctx, &claims, &inbox, &names, &mut summary).await;
+            single.extend(retry.into_iter().map(|name| (name, 0)));
+        } else {
+            single.extend(group);
+        }
+        let mut single = single.into_iter();
+        for (name, attempts) in single.by_ref() {
             if cancel.is_cancelled() {
                 let _ = claims.release(&name, false, false).await;
                 break;
@@ -154,7 +172,7 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
             handle_file(&ctx, &claims, &path, &name, attempts, &cancel, &mut summary).await;
             seen.remove(&path);
         }
-        for (name, _) in claimed {
+        for (name, _) in single {
             let _ = claims.release(&name, false, false).await;
         }
         if rand_tick() {
@@ -195,6 +213,57 @@ async fn heartbeat(claims: Claims, period: Duration, stop: CancellationToken) {
                     Err(_) => {}
                 }
             }
+        }
+    }
+}
+
+/// Commits a group of small claimed files in one transaction (in a task of its own); returns
+/// the names to process one by one instead: all of them when the group as a whole failed (a
+/// database outage, a crashed stage), none otherwise.
+async fn handle_group(
+    ctx: &PipelineCtx,
+    claims: &Claims,
+    inbox: &Path,
+    names: &[String],
+    summary: &mut IngestSummary,
+) -> Vec<String> {
+    let paths: Vec<PathBuf> = names.iter().map(|name| inbox.join(name)).collect();
+    let task = {
+        let (ctx, paths) = (ctx.clone(), paths.clone());
+        tokio::spawn(async move { process_batch(&ctx, &paths, Disposition::Consume).await })
+    };
+    match task.await {
+        Ok(Ok(outcomes)) => {
+            for (path, outcome) in outcomes {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                match outcome {
+                    Ok(report) => {
+                        summary.add(&report);
+                        let _ = claims.release(&name, !path.exists(), false).await;
+                    }
+                    Err(failure) => {
+                        error!(message = "File failed.", file = %path.display(), attempt = 1, error = %crate::telemetry::chain(&failure));
+                        crate::telemetry::record_failed_file();
+                        let _ = claims.release(&name, false, true).await;
+                    }
+                }
+            }
+            Vec::new()
+        }
+        Ok(Err(failure)) => {
+            warn!(
+                message = "Group commit failed; processing the files one by one.",
+                files = names.len(),
+                error = %crate::telemetry::chain(&failure)
+            );
+            names.to_vec()
+        }
+        Err(join_error) => {
+            warn!(message = "Group commit crashed; processing the files one by one.", error = %join_error);
+            names.to_vec()
         }
     }
 }
