@@ -474,7 +474,7 @@ async fn stage_file(
                 totals.locations.extend(chunk.locations.iter().copied());
                 if let Some(batch) = batch {
                     totals.reading_count +=
-                        copy::copy_readings(&tx, &ctx.store, file_id, &batch.frame).await?;
+                        copy::copy_readings(tx, &ctx.store, file_id, &batch.frame).await?;
                     totals.aggregates.merge(batch.partials);
                 }
                 record_rejects(tx, &mut writer, file_id, &chunk.rejects).await?;
