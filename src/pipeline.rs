@@ -266,72 +266,226 @@ fn finished(report: FileReport, started: Instant) -> FileReport {
     report
 }
 
-/// Group commit: processes several (small) files in one transaction, each in a savepoint of
-/// its own with its own ledger row, so that one commit (one WAL flush) serves them all.
-/// A file whose own work fails is rolled back to its savepoint and returned with its error;
-/// the others still commit. A database outage fails the whole batch (`Err`), nothing
-/// committed: the caller processes the files one by one instead.
+/// A small file read, validated, transformed and quarantined in memory, ready to be written.
+struct PreparedFile {
+    job: FileJob,
+    frames: Vec<polars::prelude::DataFrame>,
+    rejects: Vec<RejectedRow>,
+    totals: Totals,
+    rejection: Option<FileRejection>,
+    quarantined: Vec<PathBuf>,
+}
+
+/// Reads a whole (small) file through the same stages as the streaming path, holding its
+/// chunks in memory; a file over the reject ratio is read again as a whole-file rejection.
+fn prepare_file(settings: &Settings, job: FileJob) -> Result<PreparedFile> {
+    let target = job.quarantine_target(settings);
+    let mut mode = Mode::Load;
+    loop {
+        let whole_file = match &mode {
+            Mode::Load => None,
+            Mode::RejectAll(rejection) => Some(rejection.clone()),
+        };
+        let mut writer = QuarantineWriter::new(target.clone(), whole_file.is_none())?;
+        let mut totals = Totals::default();
+        let mut frames = Vec::new();
+        let mut rejects = Vec::new();
+        let mut header_rejection = None;
+        let mut absorb = |mut chunk: ValidatedChunk,
+                          totals: &mut Totals,
+                          writer: &mut QuarantineWriter|
+         -> Result<()> {
+            let readings = std::mem::take(&mut chunk.readings);
+            if !readings.is_empty() {
+                let batch = transform_chunk(readings, settings)?;
+                totals.reading_count += batch.frame.height() as u64;
+                totals.aggregates.merge(batch.partials);
+                frames.push(batch.frame);
+            }
+            totals.absorb(&chunk, settings);
+            writer.record(&chunk.rejects)?;
+            rejects.extend(chunk.rejects);
+            Ok(())
+        };
+        match FileValidator::open(&job.path, settings, mode.clone())? {
+            Ok(mut validator) => {
+                while let Some(chunk) = validator.next_chunk(&job.path)? {
+                    absorb(chunk, &mut totals, &mut writer)?;
+                }
+            }
+            Err(rejection) => {
+                writer.skip_rows();
+                let mut lines =
+                    RejectedLines::open(&job.path, rejection.clone(), settings.chunk_rows)?;
+                while let Some(chunk) = lines.next_chunk(&job.path)? {
+                    absorb(chunk, &mut totals, &mut writer)?;
+                }
+                header_rejection = Some(rejection);
+            }
+        }
+        let rejection = header_rejection.or(whole_file);
+        if rejection.is_none() {
+            if let Some(verdict) =
+                whole_file_rejection(totals.rows_read, totals.rows_rejected, settings)
+            {
+                writer.abort();
+                mode = Mode::RejectAll(verdict);
+                continue;
+            }
+        }
+        let quarantined = publish_quarantine(&target, rejection.as_ref(), &totals, writer)?;
+        return Ok(PreparedFile {
+            job,
+            frames,
+            rejects,
+            totals,
+            rejection,
+            quarantined,
+        });
+    }
+}
+
+/// Group commit: processes several small files in one transaction and one COPY per table,
+/// each file keeping its own ledger row, its own outcome and its exactly-once guarantee
+/// (content locks and the ledger check cover every file of the group). A file that cannot be
+/// read or transformed is returned with its error and left out; the others still commit. A
+/// database error fails the whole group (`Err`), nothing committed: the caller then
+/// processes the files one by one.
 ///
 /// # Errors
-/// A transient database error, or the commit failing.
+/// A database error.
 pub async fn process_batch(
     ctx: &PipelineCtx,
     paths: &[PathBuf],
     disposition: Disposition,
 ) -> Result<Vec<(PathBuf, Result<FileReport>)>> {
     let started = Instant::now();
-    let owned: Vec<PathBuf> = paths.to_vec();
-    let hashed = tokio::task::spawn_blocking(move || {
+    let settings = Arc::clone(&ctx.settings);
+    let owned = paths.to_vec();
+    let prepared = tokio::task::spawn_blocking(move || {
         owned
-            .iter()
-            .map(|p| (p.clone(), FileJob::fingerprint(p)))
+            .into_iter()
+            .map(|path| {
+                let prepared =
+                    FileJob::fingerprint(&path).and_then(|job| prepare_file(&settings, job));
+                (path, prepared)
+            })
             .collect::<Vec<_>>()
     })
     .await
-    .expect("fingerprint task does not panic");
+    .expect("validation does not panic");
+    let mut outcomes = Vec::with_capacity(prepared.len());
+    let mut ready = Vec::with_capacity(prepared.len());
+    for (path, result) in prepared {
+        match result {
+            Ok(file) => ready.push(file),
+            Err(error) => outcomes.push((path, Err(error))),
+        }
+    }
+    if ready.is_empty() {
+        return Ok(outcomes);
+    }
+
+    let received_at = Utc::now();
     let mut client = ctx.store.pool().get().await.map_err(StoreError::from)?;
-    let mut tx = client.transaction().await.map_err(StoreError::from)?;
-    let mut staged = Vec::with_capacity(hashed.len());
-    let mut outcomes = Vec::with_capacity(hashed.len());
-    for (path, job) in hashed {
-        let job = match job {
-            Ok(job) => job,
-            Err(error) => {
-                outcomes.push((path, Err(error)));
-                continue;
-            }
-        };
-        let mut mode = Mode::Load;
-        loop {
-            let savepoint = tx.savepoint("file").await.map_err(StoreError::from)?;
-            match stage_file(&savepoint, ctx, &job, mode.clone()).await {
-                Ok(Staged::RejectWhole(rejection)) => {
-                    // Dropping the savepoint rolls this file back.
-                    drop(savepoint);
-                    mode = Mode::RejectAll(rejection);
-                }
-                Ok(outcome) => {
-                    savepoint.commit().await.map_err(StoreError::from)?;
-                    staged.push((job, outcome));
-                    break;
-                }
-                Err(error) if error.is_transient() => return Err(error),
-                Err(error) => {
-                    drop(savepoint);
-                    outcomes.push((job.path.clone(), Err(error)));
-                    break;
-                }
+    let tx = client.transaction().await.map_err(StoreError::from)?;
+    let hashes: Vec<String> = ready.iter().map(|f| f.job.fingerprint.clone()).collect();
+    ledger::lock_contents(&tx, &hashes).await?;
+    let mut known = ledger::find_files(&tx, &hashes).await?;
+    let new_count = hashes
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .iter()
+        .filter(|h| !known.contains_key(h.as_str()))
+        .count();
+    let mut ids = ledger::next_file_ids(&tx, new_count).await?.into_iter();
+    // Each file is new (with its id) or a duplicate of a known or earlier file of the group.
+    let mut fates: Vec<std::result::Result<i64, ExistingFile>> = Vec::with_capacity(ready.len());
+    for file in &ready {
+        match known.get(&file.job.fingerprint) {
+            Some(existing) => fates.push(Err(existing.clone())),
+            None => {
+                let file_id = ids.next().expect("one id per new content");
+                known.insert(
+                    file.job.fingerprint.clone(),
+                    ExistingFile {
+                        file_id,
+                        status: file.totals.status(file.rejection.as_ref()),
+                        file_name: file.job.file_name.clone(),
+                    },
+                );
+                fates.push(Ok(file_id));
             }
         }
     }
+    let new_files: Vec<(i64, &PreparedFile)> = fates
+        .iter()
+        .zip(&ready)
+        .filter_map(|(fate, file)| fate.as_ref().ok().map(|id| (*id, file)))
+        .collect();
+    let frames: Vec<(i64, &polars::prelude::DataFrame)> = new_files
+        .iter()
+        .flat_map(|(id, file)| file.frames.iter().map(move |frame| (*id, frame)))
+        .collect();
+    copy::copy_readings(&tx, &ctx.store, &frames).await?;
+    let rejects: Vec<(i64, &[RejectedRow])> = new_files
+        .iter()
+        .map(|(id, file)| (*id, file.rejects.as_slice()))
+        .collect();
+    copy::copy_rejects(&tx, &rejects).await?;
+    let errors: Vec<Option<String>> = new_files
+        .iter()
+        .map(|(_, file)| file.rejection.as_ref().map(ToString::to_string))
+        .collect();
+    for ((id, file), error) in new_files.iter().zip(&errors) {
+        ledger::insert_file(
+            &tx,
+            &file
+                .totals
+                .record(&file.job, *id, error.as_deref(), received_at),
+        )
+        .await?;
+    }
+    let aggregates: Vec<(i64, Vec<crate::transform::aggregate::AggregateRow>)> = new_files
+        .iter()
+        .map(|(id, file)| (*id, file.totals.aggregates.rows()))
+        .collect();
+    let aggregate_refs: Vec<(i64, &[crate::transform::aggregate::AggregateRow])> = aggregates
+        .iter()
+        .map(|(id, rows)| (*id, rows.as_slice()))
+        .collect();
+    copy::copy_aggregates(&tx, &ctx.store, &aggregate_refs).await?;
+    for (fate, file) in fates.iter().zip(&ready) {
+        if let Err(existing) = fate {
+            ledger::record_delivery(&tx, existing.file_id, &file.job.file_name, "duplicate")
+                .await?;
+        }
+    }
+    let sensors: Vec<(i64, String, i64)> = new_files
+        .iter()
+        .flat_map(|(id, file)| file.totals.sensors_of(*id))
+        .collect();
+    ledger::upsert_sensors(&tx, &sensors).await?;
+    let locations: Vec<ledger::LocationSeen> = new_files
+        .iter()
+        .flat_map(|(id, file)| file.totals.locations_of(*id))
+        .collect();
+    ledger::upsert_locations(&tx, &locations).await?;
     tx.commit().await.map_err(StoreError::from)?;
-    for (job, outcome) in staged {
-        let report = match outcome {
-            Staged::Loaded(report) => after_commit(ctx, &job, *report, disposition),
-            Staged::Duplicate(existing) => finish_duplicate(ctx, &job, existing, disposition),
-            Staged::RejectWhole(_) => unreachable!("whole-file rejections are staged again"),
+
+    for (fate, file) in fates.into_iter().zip(ready) {
+        let path = file.job.path.clone();
+        let report = match fate {
+            Ok(file_id) => {
+                let error = file.rejection.as_ref().map(ToString::to_string);
+                let report = file
+                    .totals
+                    .report(&file.job, file_id, error, file.quarantined);
+                after_commit(ctx, &file.job, report, disposition)
+            }
+            Err(existing) => finish_duplicate(ctx, &file.job, existing, disposition),
         };
-        outcomes.push((job.path.clone(), report.map(|r| finished(r, started))));
+        outcomes.push((path, report.map(|r| finished(r, started))));
     }
     Ok(outcomes)
 }
@@ -379,6 +533,7 @@ fn spawn_producer(
     })
 }
 
+/// What a file added up to while it was read.
 #[derive(Default)]
 struct Totals {
     rows_read: u64,
@@ -389,6 +544,126 @@ struct Totals {
     locations: Vec<(i64, Option<f64>, Option<f64>)>,
     aggregates: FileAggregates,
     violation_counts: BTreeMap<&'static str, u64>,
+}
+
+impl Totals {
+    fn absorb(&mut self, chunk: &ValidatedChunk, settings: &Settings) {
+        self.rows_read += chunk.rows_read;
+        self.rows_loaded += chunk.rows_accepted;
+        self.rows_rejected += chunk.rejects.len() as u64;
+        for violation in chunk.rejects.iter().flat_map(|r| &r.violations) {
+            *self
+                .violation_counts
+                .entry(violation.reason.code())
+                .or_default() += 1;
+        }
+        for (sensor_id, type_index) in &chunk.sensors {
+            self.sensors
+                .push((*sensor_id, settings.sensor_types[*type_index].name.clone()));
+        }
+        self.locations.extend(chunk.locations.iter().copied());
+    }
+
+    fn status(&self, rejection: Option<&FileRejection>) -> FileStatus {
+        match (rejection, self.rows_read, self.rows_rejected) {
+            (Some(_), _, _) => FileStatus::Rejected,
+            (None, 0, _) => FileStatus::Empty,
+            (None, _, 0) => FileStatus::Loaded,
+            (None, _, _) => FileStatus::PartiallyLoaded,
+        }
+    }
+
+    fn sensors_of(&self, file_id: i64) -> impl Iterator<Item = (i64, String, i64)> + '_ {
+        self.sensors
+            .iter()
+            .map(move |(id, t)| (*id, t.clone(), file_id))
+    }
+
+    fn locations_of(&self, file_id: i64) -> impl Iterator<Item = ledger::LocationSeen> + '_ {
+        self.locations
+            .iter()
+            .map(move |(id, lat, lon)| (*id, *lat, *lon, file_id))
+    }
+
+    fn record<'a>(
+        &self,
+        job: &'a FileJob,
+        file_id: i64,
+        rejection: Option<&'a str>,
+        received_at: chrono::DateTime<Utc>,
+    ) -> FileRecord<'a> {
+        FileRecord {
+            file_id,
+            content_sha256: &job.fingerprint,
+            file_name: &job.file_name,
+            size_bytes: job.size_bytes,
+            status: self.status(rejection.map(|_| &PLACEHOLDER_REJECTION)),
+            rows_read: self.rows_read,
+            rows_loaded: self.rows_loaded,
+            rows_rejected: self.rows_rejected,
+            reading_count: self.reading_count,
+            received_at,
+            error: rejection,
+        }
+    }
+
+    fn report(
+        self,
+        job: &FileJob,
+        file_id: i64,
+        rejection: Option<String>,
+        quarantine: Vec<PathBuf>,
+    ) -> FileReport {
+        FileReport {
+            path: job.path.clone(),
+            file_name: job.file_name.clone(),
+            fingerprint: job.fingerprint.clone(),
+            file_id,
+            status: self.status(rejection.as_ref().map(|_| &PLACEHOLDER_REJECTION)),
+            rows_read: self.rows_read,
+            rows_loaded: self.rows_loaded,
+            rows_rejected: self.rows_rejected,
+            reading_count: self.reading_count,
+            rejection,
+            quarantine,
+            moved_to: None,
+            violation_counts: self.violation_counts,
+            elapsed_ms: 0,
+        }
+    }
+}
+
+/// Stands for "some file-level rejection" where only its presence matters.
+static PLACEHOLDER_REJECTION: FileRejection = FileRejection {
+    code: "",
+    message: String::new(),
+};
+
+/// Publishes a file's quarantine output (and, when it is rejected whole, its copy and reason
+/// file) before the commit: the names are deterministic, so a crash between here and the
+/// commit only means the same files are written again.
+fn publish_quarantine(
+    target: &QuarantineTarget,
+    rejection: Option<&FileRejection>,
+    totals: &Totals,
+    writer: QuarantineWriter,
+) -> Result<Vec<PathBuf>> {
+    let mut quarantined = Vec::new();
+    if let Some(rejection) = rejection {
+        let details = format!(
+            "rows read: {}\nrows rejected: {}\nper-row reasons: {}\n",
+            totals.rows_read,
+            totals.rows_rejected,
+            target.path("errors.jsonl").display()
+        );
+        quarantined.push(quarantine::quarantine_whole_file(
+            target, rejection, &details,
+        )?);
+        quarantined.push(target.path("reason.txt"));
+    }
+    let published = writer.commit()?;
+    quarantined.extend(published.rows.into_iter().chain(published.errors));
+    Ok(quarantined)
 }
 
 async fn load_once(
@@ -457,27 +732,16 @@ async fn stage_file(
                 header_rejection = Some(rejection);
             }
             ProducerEvent::Chunk(chunk, batch) => {
-                totals.rows_read += chunk.rows_read;
-                totals.rows_loaded += chunk.rows_accepted;
-                totals.rows_rejected += chunk.rejects.len() as u64;
-                for violation in chunk.rejects.iter().flat_map(|r| &r.violations) {
-                    *totals
-                        .violation_counts
-                        .entry(violation.reason.code())
-                        .or_default() += 1;
-                }
-                for (sensor_id, type_index) in &chunk.sensors {
-                    totals
-                        .sensors
-                        .push((*sensor_id, settings.sensor_types[*type_index].name.clone()));
-                }
-                totals.locations.extend(chunk.locations.iter().copied());
+                totals.absorb(&chunk, settings);
                 if let Some(batch) = batch {
                     totals.reading_count +=
-                        copy::copy_readings(tx, &ctx.store, file_id, &batch.frame).await?;
+                        copy::copy_readings(tx, &ctx.store, &[(file_id, &batch.frame)]).await?;
                     totals.aggregates.merge(batch.partials);
                 }
-                record_rejects(tx, &mut writer, file_id, &chunk.rejects).await?;
+                if !chunk.rejects.is_empty() {
+                    writer.record(&chunk.rejects)?;
+                    copy::copy_rejects(tx, &[(file_id, &chunk.rejects)]).await?;
+                }
             }
         }
     }
@@ -493,68 +757,22 @@ async fn stage_file(
             return Ok(Staged::RejectWhole(verdict));
         }
     }
-    let status = match (&rejection, totals.rows_read, totals.rows_rejected) {
-        (Some(_), _, _) => FileStatus::Rejected,
-        (None, 0, _) => FileStatus::Empty,
-        (None, _, 0) => FileStatus::Loaded,
-        (None, _, _) => FileStatus::PartiallyLoaded,
-    };
-
-    // Publish quarantine output before the commit: the names are deterministic, so a crash
-    // between here and the commit only means the same files are written again.
-    let mut quarantined = Vec::new();
-    if let Some(rejection) = &rejection {
-        let details = format!(
-            "rows read: {}\nrows rejected: {}\nper-row reasons: {}\n",
-            totals.rows_read,
-            totals.rows_rejected,
-            target.path("errors.jsonl").display()
-        );
-        quarantined.push(quarantine::quarantine_whole_file(
-            &target, rejection, &details,
-        )?);
-        quarantined.push(target.path("reason.txt"));
-    }
-    let published = writer.commit()?;
-    quarantined.extend(published.rows.into_iter().chain(published.errors));
-
+    let quarantined = publish_quarantine(&target, rejection.as_ref(), &totals, writer)?;
     let error_text = rejection.as_ref().map(ToString::to_string);
     ledger::insert_file(
         tx,
-        &FileRecord {
-            file_id,
-            content_sha256: &job.fingerprint,
-            file_name: &job.file_name,
-            size_bytes: job.size_bytes,
-            status,
-            rows_read: totals.rows_read,
-            rows_loaded: totals.rows_loaded,
-            rows_rejected: totals.rows_rejected,
-            reading_count: totals.reading_count,
-            received_at,
-            error: error_text.as_deref(),
-        },
+        &totals.record(job, file_id, error_text.as_deref(), received_at),
     )
     .await?;
-    ledger::upsert_sensors(tx, file_id, &totals.sensors).await?;
-    ledger::upsert_locations(tx, file_id, &totals.locations).await?;
-    copy::copy_aggregates(tx, &ctx.store, file_id, &totals.aggregates.rows()).await?;
-    Ok(Staged::Loaded(Box::new(FileReport {
-        path: job.path.clone(),
-        file_name: job.file_name.clone(),
-        fingerprint: job.fingerprint.clone(),
+    ledger::upsert_sensors(tx, &totals.sensors_of(file_id).collect::<Vec<_>>()).await?;
+    ledger::upsert_locations(tx, &totals.locations_of(file_id).collect::<Vec<_>>()).await?;
+    copy::copy_aggregates(tx, &ctx.store, &[(file_id, &totals.aggregates.rows())]).await?;
+    Ok(Staged::Loaded(Box::new(totals.report(
+        job,
         file_id,
-        status,
-        rows_read: totals.rows_read,
-        rows_loaded: totals.rows_loaded,
-        rows_rejected: totals.rows_rejected,
-        reading_count: totals.reading_count,
-        rejection: error_text,
-        quarantine: quarantined,
-        moved_to: None,
-        violation_counts: totals.violation_counts,
-        elapsed_ms: 0,
-    })))
+        error_text,
+        quarantined,
+    ))))
 }
 
 /// After the commit: the error-log entry and the file's removal from the inbox.
@@ -573,20 +791,6 @@ fn after_commit(
     }
     let moved_to = dispose(&ctx.settings, job, report.status, disposition)?;
     Ok(FileReport { moved_to, ..report })
-}
-
-async fn record_rejects(
-    tx: &tokio_postgres::Transaction<'_>,
-    writer: &mut QuarantineWriter,
-    file_id: i64,
-    rejects: &[RejectedRow],
-) -> Result<()> {
-    if rejects.is_empty() {
-        return Ok(());
-    }
-    writer.record(rejects)?;
-    copy::copy_rejects(tx, file_id, rejects).await?;
-    Ok(())
 }
 
 fn finish_duplicate(

@@ -100,14 +100,33 @@ impl LineRow {
     }
 }
 
-/// Copies a normalized chunk's readings, one database row per source line (the frame holds
-/// one row per measurement, a line's measurements next to each other); returns the number of
-/// readings written.
+/// Copies normalized chunks' readings, one database row per source line (a frame holds one
+/// row per measurement, a line's measurements next to each other), in one COPY whatever the
+/// number of frames (each with its file's id); returns the number of readings written.
 ///
 /// # Errors
-/// The COPY failed, or the frame lacks an expected column.
+/// The COPY failed, or a frame lacks an expected column.
 pub async fn copy_readings(
     tx: &Transaction<'_>,
+    store: &Store,
+    frames: &[(i64, &DataFrame)],
+) -> Result<u64> {
+    if frames.iter().all(|(_, frame)| frame.height() == 0) {
+        return Ok(0);
+    }
+    let sink = tx.copy_in(READINGS_COPY).await.map_err(StoreError::from)?;
+    let writer = BinaryCopyInWriter::new(sink, &READINGS_TYPES);
+    pin_mut!(writer);
+    let mut readings = 0u64;
+    for (file_id, frame) in frames {
+        readings += write_frame(writer.as_mut(), store, *file_id, frame).await?;
+    }
+    writer.finish().await.map_err(StoreError::from)?;
+    Ok(readings)
+}
+
+async fn write_frame(
+    mut writer: std::pin::Pin<&mut BinaryCopyInWriter>,
     store: &Store,
     file_id: i64,
     frame: &DataFrame,
@@ -121,10 +140,6 @@ pub async fn copy_readings(
     let ts = column("ts")?.i64()?;
     let key = column("key")?.u32()?;
     let value = column("value")?.f64()?;
-
-    let sink = tx.copy_in(READINGS_COPY).await.map_err(StoreError::from)?;
-    let writer = BinaryCopyInWriter::new(sink, &READINGS_TYPES);
-    pin_mut!(writer);
     let rows = line
         .iter()
         .zip(sensor_id.iter())
@@ -164,7 +179,6 @@ pub async fn copy_readings(
     if let Some(row) = current {
         row.write(writer.as_mut(), file_id).await?;
     }
-    writer.finish().await.map_err(StoreError::from)?;
     Ok(readings)
 }
 
@@ -172,54 +186,52 @@ fn clean_text(text: &str) -> String {
     text.replace('\0', "\u{FFFD}")
 }
 
-/// Copies one row per violation of each rejected row; returns the number written.
+/// Copies one row per violation of each rejected row of each file, in one COPY; returns the
+/// number written.
 ///
 /// # Errors
 /// The COPY failed.
-pub async fn copy_rejects(
-    tx: &Transaction<'_>,
-    file_id: i64,
-    rejects: &[RejectedRow],
-) -> Result<u64> {
-    if rejects.is_empty() {
+pub async fn copy_rejects(tx: &Transaction<'_>, files: &[(i64, &[RejectedRow])]) -> Result<u64> {
+    if files.iter().all(|(_, rejects)| rejects.is_empty()) {
         return Ok(0);
     }
     let sink = tx.copy_in(REJECTS_COPY).await.map_err(StoreError::from)?;
     let writer = BinaryCopyInWriter::new(sink, &REJECTS_TYPES);
     pin_mut!(writer);
-    for reject in rejects {
-        let line = i64::try_from(reject.position.line).unwrap_or(i64::MAX);
-        let record = i64::try_from(reject.position.record).unwrap_or(i64::MAX);
-        let byte = i64::try_from(reject.position.byte).unwrap_or(i64::MAX);
-        for violation in &reject.violations {
-            let column = violation.column.as_deref().map(clean_text);
-            let value = violation.value.as_deref().map(clean_text);
-            let code = violation.reason.code();
-            let message = clean_text(&violation.message);
-            let row: [&(dyn ToSql + Sync); 8] = [
-                &file_id, &line, &record, &byte, &column, &value, &code, &message,
-            ];
-            writer
-                .as_mut()
-                .write(&row)
-                .await
-                .map_err(StoreError::from)?;
+    for (file_id, rejects) in files {
+        for reject in *rejects {
+            let line = i64::try_from(reject.position.line).unwrap_or(i64::MAX);
+            let record = i64::try_from(reject.position.record).unwrap_or(i64::MAX);
+            let byte = i64::try_from(reject.position.byte).unwrap_or(i64::MAX);
+            for violation in &reject.violations {
+                let column = violation.column.as_deref().map(clean_text);
+                let value = violation.value.as_deref().map(clean_text);
+                let code = violation.reason.code();
+                let message = clean_text(&violation.message);
+                let row: [&(dyn ToSql + Sync); 8] = [
+                    file_id, &line, &record, &byte, &column, &value, &code, &message,
+                ];
+                writer
+                    .as_mut()
+                    .write(&row)
+                    .await
+                    .map_err(StoreError::from)?;
+            }
         }
     }
     Ok(writer.finish().await.map_err(StoreError::from)?)
 }
 
-/// Copies a file's aggregates.
+/// Copies files' aggregates, in one COPY.
 ///
 /// # Errors
 /// The COPY failed.
 pub async fn copy_aggregates(
     tx: &Transaction<'_>,
     store: &Store,
-    file_id: i64,
-    rows: &[AggregateRow],
+    files: &[(i64, &[AggregateRow])],
 ) -> Result<u64> {
-    if rows.is_empty() {
+    if files.iter().all(|(_, rows)| rows.is_empty()) {
         return Ok(0);
     }
     let sink = tx
@@ -228,31 +240,33 @@ pub async fn copy_aggregates(
         .map_err(StoreError::from)?;
     let writer = BinaryCopyInWriter::new(sink, &AGGREGATES_TYPES);
     pin_mut!(writer);
-    for row in rows {
-        let measurement_id = store.measurement_id(row.key);
-        let n = i64::try_from(row.stats.n).unwrap_or(i64::MAX);
-        let stddev = row.stats.stddev();
-        let first = micros_to_utc(row.stats.first_ts);
-        let last = micros_to_utc(row.stats.last_ts);
-        let values: [&(dyn ToSql + Sync); 12] = [
-            &file_id,
-            &row.scope,
-            &measurement_id,
-            &row.sensor_id,
-            &row.location_id,
-            &n,
-            &row.stats.min,
-            &row.stats.max,
-            &row.stats.mean,
-            &stddev,
-            &first,
-            &last,
-        ];
-        writer
-            .as_mut()
-            .write(&values)
-            .await
-            .map_err(StoreError::from)?;
+    for (file_id, rows) in files {
+        for row in *rows {
+            let measurement_id = store.measurement_id(row.key);
+            let n = i64::try_from(row.stats.n).unwrap_or(i64::MAX);
+            let stddev = row.stats.stddev();
+            let first = micros_to_utc(row.stats.first_ts);
+            let last = micros_to_utc(row.stats.last_ts);
+            let values: [&(dyn ToSql + Sync); 12] = [
+                file_id,
+                &row.scope,
+                &measurement_id,
+                &row.sensor_id,
+                &row.location_id,
+                &n,
+                &row.stats.min,
+                &row.stats.max,
+                &row.stats.mean,
+                &stddev,
+                &first,
+                &last,
+            ];
+            writer
+                .as_mut()
+                .write(&values)
+                .await
+                .map_err(StoreError::from)?;
+        }
     }
     Ok(writer.finish().await.map_err(StoreError::from)?)
 }

@@ -194,32 +194,36 @@ pub async fn record_delivery(
     Ok(())
 }
 
-/// Adds sensors not seen before (in a stable order, so concurrent workers cannot deadlock).
+/// Adds sensors not seen before, each with the file it was first seen in (in a stable
+/// order, so concurrent workers cannot deadlock).
 ///
 /// # Errors
 /// The statement failed.
 pub async fn upsert_sensors(
     tx: &Transaction<'_>,
-    file_id: i64,
-    sensors: &[(i64, String)],
+    sensors: &[(i64, String, i64)],
 ) -> Result<(), StoreError> {
     if sensors.is_empty() {
         return Ok(());
     }
     let mut sorted = sensors.to_vec();
     sorted.sort();
-    sorted.dedup_by_key(|(id, _)| *id);
-    let ids: Vec<i64> = sorted.iter().map(|(id, _)| *id).collect();
-    let types: Vec<&str> = sorted.iter().map(|(_, t)| t.as_str()).collect();
+    sorted.dedup_by_key(|(id, _, _)| *id);
+    let ids: Vec<i64> = sorted.iter().map(|(id, _, _)| *id).collect();
+    let types: Vec<&str> = sorted.iter().map(|(_, t, _)| t.as_str()).collect();
+    let files: Vec<i64> = sorted.iter().map(|(_, _, f)| *f).collect();
     tx.execute(
         "INSERT INTO sensors (sensor_id, sensor_type, first_file_id) \
-         SELECT id, t, $3 FROM unnest($1::int8[], $2::text[]) AS s(id, t) \
+         SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[]) \
          ON CONFLICT (sensor_id) DO NOTHING",
-        &[&ids, &types, &file_id],
+        &[&ids, &types, &files],
     )
     .await?;
     Ok(())
 }
+
+/// A location first seen in a file: (location id, lat, lon, file id).
+pub type LocationSeen = (i64, Option<f64>, Option<f64>, i64);
 
 /// Adds locations not seen before, with the coordinates first reported for them.
 ///
@@ -227,26 +231,84 @@ pub async fn upsert_sensors(
 /// The statement failed.
 pub async fn upsert_locations(
     tx: &Transaction<'_>,
-    file_id: i64,
-    locations: &[(i64, Option<f64>, Option<f64>)],
+    locations: &[LocationSeen],
 ) -> Result<(), StoreError> {
     if locations.is_empty() {
         return Ok(());
     }
     let mut sorted = locations.to_vec();
-    sorted.sort_by_key(|(id, _, _)| *id);
-    sorted.dedup_by_key(|(id, _, _)| *id);
-    let ids: Vec<i64> = sorted.iter().map(|(id, _, _)| *id).collect();
-    let lats: Vec<Option<f64>> = sorted.iter().map(|(_, lat, _)| *lat).collect();
-    let lons: Vec<Option<f64>> = sorted.iter().map(|(_, _, lon)| *lon).collect();
+    sorted.sort_by_key(|(id, _, _, file)| (*id, *file));
+    sorted.dedup_by_key(|(id, _, _, _)| *id);
+    let ids: Vec<i64> = sorted.iter().map(|(id, _, _, _)| *id).collect();
+    let lats: Vec<Option<f64>> = sorted.iter().map(|(_, lat, _, _)| *lat).collect();
+    let lons: Vec<Option<f64>> = sorted.iter().map(|(_, _, lon, _)| *lon).collect();
+    let files: Vec<i64> = sorted.iter().map(|(_, _, _, f)| *f).collect();
     tx.execute(
         "INSERT INTO locations (location_id, lat, lon, first_file_id) \
-         SELECT id, lat, lon, $4 FROM unnest($1::int8[], $2::float8[], $3::float8[]) AS l(id, lat, lon) \
+         SELECT * FROM unnest($1::int8[], $2::float8[], $3::float8[], $4::int8[]) \
          ON CONFLICT (location_id) DO NOTHING",
-        &[&ids, &lats, &lons, &file_id],
+        &[&ids, &lats, &lons, &files],
     )
     .await?;
     Ok(())
+}
+
+/// Takes the content locks of several files at once, in a stable order.
+///
+/// # Errors
+/// The statement failed.
+pub async fn lock_contents(tx: &Transaction<'_>, hashes: &[String]) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT count(pg_advisory_xact_lock(hashtextextended(h, 0))) \
+         FROM (SELECT DISTINCT unnest($1::text[]) AS h ORDER BY 1) s",
+        &[&hashes],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The ledger rows of these contents, by hash.
+///
+/// # Errors
+/// The query failed.
+pub async fn find_files(
+    tx: &Transaction<'_>,
+    hashes: &[String],
+) -> Result<std::collections::HashMap<String, ExistingFile>, StoreError> {
+    let rows = tx
+        .query(
+            "SELECT content_sha256, file_id, status, file_name FROM files WHERE content_sha256 = ANY($1)",
+            &[&hashes],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            (
+                row.get(0),
+                ExistingFile {
+                    file_id: row.get(1),
+                    status: FileStatus::parse(row.get(2)).unwrap_or(FileStatus::Loaded),
+                    file_name: row.get(3),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Allocates `count` file ids.
+///
+/// # Errors
+/// The query failed.
+pub async fn next_file_ids(tx: &Transaction<'_>, count: usize) -> Result<Vec<i64>, StoreError> {
+    let count = i32::try_from(count).unwrap_or(i32::MAX);
+    let rows = tx
+        .query(
+            "SELECT nextval(pg_get_serial_sequence('files', 'file_id')) FROM generate_series(1, $1)",
+            &[&count],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Files per status and their row counts, for `sensor-etl status`.
