@@ -437,15 +437,15 @@ pub async fn process_batch(
         .iter()
         .map(|(_, file)| file.rejection.as_ref().map(ToString::to_string))
         .collect();
-    for ((id, file), error) in new_files.iter().zip(&errors) {
-        ledger::insert_file(
-            &tx,
-            &file
-                .totals
-                .record(&file.job, *id, error.as_deref(), received_at),
-        )
-        .await?;
-    }
+    let records: Vec<FileRecord<'_>> = new_files
+        .iter()
+        .zip(&errors)
+        .map(|((id, file), error)| {
+            file.totals
+                .record(&file.job, *id, error.as_deref(), received_at)
+        })
+        .collect();
+    ledger::insert_files(&tx, &records).await?;
     let aggregates: Vec<(i64, Vec<crate::transform::aggregate::AggregateRow>)> = new_files
         .iter()
         .map(|(id, file)| (*id, file.totals.aggregates.rows()))

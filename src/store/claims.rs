@@ -122,6 +122,24 @@ impl Claims {
         Ok(())
     }
 
+    /// Deletes this worker's claims on files that have left the inbox, in one statement.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn release_gone(&self, file_names: &[String]) -> Result<(), StoreError> {
+        if file_names.is_empty() {
+            return Ok(());
+        }
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "DELETE FROM inbox_claims WHERE file_name = ANY($1) AND worker = $2",
+                &[&file_names, &self.worker],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Forgets unleased claims of files no longer in the inbox.
     ///
     /// # Errors

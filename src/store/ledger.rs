@@ -176,6 +176,46 @@ pub async fn insert_file(tx: &Transaction<'_>, record: &FileRecord<'_>) -> Resul
     record_delivery(tx, record.file_id, record.file_name, "new").await
 }
 
+/// Inserts the ledger rows and deliveries of several new files with two statements.
+///
+/// # Errors
+/// The statement failed.
+pub async fn insert_files(
+    tx: &Transaction<'_>,
+    records: &[FileRecord<'_>],
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&FileRecord<'_>) -> i64| records.iter().map(f).collect::<Vec<i64>>();
+    let ids = column(|r| r.file_id);
+    let hashes: Vec<&str> = records.iter().map(|r| r.content_sha256).collect();
+    let names: Vec<&str> = records.iter().map(|r| r.file_name).collect();
+    let sizes = column(|r| as_i64(r.size_bytes));
+    let statuses: Vec<&str> = records.iter().map(|r| r.status.as_str()).collect();
+    let read = column(|r| as_i64(r.rows_read));
+    let loaded = column(|r| as_i64(r.rows_loaded));
+    let rejected = column(|r| as_i64(r.rows_rejected));
+    let readings = column(|r| as_i64(r.reading_count));
+    let received: Vec<DateTime<Utc>> = records.iter().map(|r| r.received_at).collect();
+    let errors: Vec<Option<&str>> = records.iter().map(|r| r.error).collect();
+    tx.execute(
+        "INSERT INTO files (file_id, content_sha256, file_name, size_bytes, status, rows_read, \
+         rows_loaded, rows_rejected, reading_count, received_at, error) OVERRIDING SYSTEM VALUE \
+         SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[], \
+         $7::int8[], $8::int8[], $9::int8[], $10::timestamptz[], $11::text[])",
+        &[&ids, &hashes, &names, &sizes, &statuses, &read, &loaded, &rejected, &readings, &received, &errors],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO file_deliveries (file_id, file_name, outcome) \
+         SELECT id, name, 'new' FROM unnest($1::int8[], $2::text[]) AS d(id, name)",
+        &[&ids, &names],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Records one delivery of a file (`new` or `duplicate`).
 ///
 /// # Errors

@@ -234,15 +234,20 @@ async fn handle_group(
     };
     match task.await {
         Ok(Ok(outcomes)) => {
+            let mut gone = Vec::with_capacity(outcomes.len());
             for (path, outcome) in outcomes {
                 let name = path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 match outcome {
+                    Ok(report) if !path.exists() => {
+                        summary.add(&report);
+                        gone.push(name);
+                    }
                     Ok(report) => {
                         summary.add(&report);
-                        let _ = claims.release(&name, !path.exists(), false).await;
+                        let _ = claims.release(&name, false, false).await;
                     }
                     Err(failure) => {
                         error!(message = "File failed.", file = %path.display(), attempt = 1, error = %crate::telemetry::chain(&failure));
@@ -251,6 +256,7 @@ async fn handle_group(
                     }
                 }
             }
+            let _ = claims.release_gone(&gone).await;
             Vec::new()
         }
         Ok(Err(failure)) => {
