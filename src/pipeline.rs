@@ -30,11 +30,13 @@ use crate::error::{Error, Result};
 use crate::store::ledger::{self, ExistingFile, FileRecord, FileStatus};
 use crate::store::{copy, Store, StoreError};
 use crate::transform::aggregate::FileAggregates;
-use crate::transform::{transform_chunk, NormalizedBatch};
+use crate::transform::{transform_chunk, transform_group, NormalizedBatch};
 use crate::validate::format::FileRejection;
 use crate::validate::quarantine::{self, QuarantineTarget, QuarantineWriter};
 use crate::validate::reject::RejectedRow;
-use crate::validate::{whole_file_rejection, FileValidator, Mode, RejectedLines, ValidatedChunk};
+use crate::validate::{
+    whole_file_rejection, FileValidator, Mode, ReadingColumns, RejectedLines, ValidatedChunk,
+};
 
 /// Chunks in flight between the validator thread and the writer.
 const CHUNK_CHANNEL_CAPACITY: usize = 2;
@@ -269,7 +271,8 @@ fn finished(report: FileReport, started: Instant) -> FileReport {
 /// A small file read, validated, transformed and quarantined in memory, ready to be written.
 struct PreparedFile {
     job: FileJob,
-    frames: Vec<polars::prelude::DataFrame>,
+    /// Accepted readings, untransformed: the group is transformed in one polars pass.
+    readings: ReadingColumns,
     rejects: Vec<RejectedRow>,
     totals: Totals,
     rejection: Option<FileRejection>,
@@ -288,7 +291,7 @@ fn prepare_file(settings: &Settings, job: FileJob) -> Result<PreparedFile> {
         };
         let mut writer = QuarantineWriter::new(target.clone(), whole_file.is_none())?;
         let mut totals = Totals::default();
-        let mut frames = Vec::new();
+        let mut accepted = ReadingColumns::default();
         let mut rejects = Vec::new();
         let mut header_rejection = None;
         let mut absorb = |mut chunk: ValidatedChunk,
@@ -296,12 +299,8 @@ fn prepare_file(settings: &Settings, job: FileJob) -> Result<PreparedFile> {
                           writer: &mut QuarantineWriter|
          -> Result<()> {
             let readings = std::mem::take(&mut chunk.readings);
-            if !readings.is_empty() {
-                let batch = transform_chunk(readings, settings)?;
-                totals.reading_count += batch.frame.height() as u64;
-                totals.aggregates.merge(batch.partials);
-                frames.push(batch.frame);
-            }
+            totals.reading_count += readings.len() as u64;
+            accepted.append(readings, 0);
             totals.absorb(&chunk, settings);
             writer.record(&chunk.rejects)?;
             rejects.extend(chunk.rejects);
@@ -336,7 +335,7 @@ fn prepare_file(settings: &Settings, job: FileJob) -> Result<PreparedFile> {
         let quarantined = publish_quarantine(&target, rejection.as_ref(), &totals, writer)?;
         return Ok(PreparedFile {
             job,
-            frames,
+            readings: accepted,
             rejects,
             totals,
             rejection,
@@ -385,6 +384,24 @@ pub async fn process_batch(
     if ready.is_empty() {
         return Ok(outcomes);
     }
+    // One polars pass for the whole group: part i of the frame is file i of `ready`.
+    let mut combined = ReadingColumns::default();
+    for (part, file) in ready.iter_mut().enumerate() {
+        combined.append(
+            std::mem::take(&mut file.readings),
+            u32::try_from(part).unwrap_or(u32::MAX),
+        );
+    }
+    let settings = Arc::clone(&ctx.settings);
+    let (frame, mut partials) =
+        tokio::task::spawn_blocking(move || transform_group(combined, &settings))
+            .await
+            .expect("transform does not panic")?;
+    for (part, file) in ready.iter_mut().enumerate() {
+        if let Some(file_partials) = partials.remove(&(part as u32)) {
+            file.totals.aggregates.merge(file_partials);
+        }
+    }
 
     let received_at = Utc::now();
     let mut client = ctx.store.pool().get().await.map_err(StoreError::from)?;
@@ -423,11 +440,11 @@ pub async fn process_batch(
         .zip(&ready)
         .filter_map(|(fate, file)| fate.as_ref().ok().map(|id| (*id, file)))
         .collect();
-    let frames: Vec<(i64, &polars::prelude::DataFrame)> = new_files
+    let file_ids: Vec<Option<i64>> = fates
         .iter()
-        .flat_map(|(id, file)| file.frames.iter().map(move |frame| (*id, frame)))
+        .map(|fate| fate.as_ref().ok().copied())
         .collect();
-    copy::copy_readings(&tx, &ctx.store, &frames).await?;
+    copy::copy_readings(&tx, &ctx.store, &frame, &file_ids).await?;
     let rejects: Vec<(i64, &[RejectedRow])> = new_files
         .iter()
         .map(|(id, file)| (*id, file.rejects.as_slice()))
@@ -735,7 +752,7 @@ async fn stage_file(
                 totals.absorb(&chunk, settings);
                 if let Some(batch) = batch {
                     totals.reading_count +=
-                        copy::copy_readings(tx, &ctx.store, &[(file_id, &batch.frame)]).await?;
+                        copy::copy_readings(tx, &ctx.store, &batch.frame, &[Some(file_id)]).await?;
                     totals.aggregates.merge(batch.partials);
                 }
                 if !chunk.rejects.is_empty() {

@@ -68,6 +68,7 @@ fn micros_to_utc(micros: i64) -> DateTime<Utc> {
 
 /// One source line's readings, gathered from consecutive rows of the long-format frame.
 struct LineRow {
+    file_id: i64,
     line: i32,
     sensor_id: i64,
     location_id: Option<i64>,
@@ -79,13 +80,9 @@ struct LineRow {
 }
 
 impl LineRow {
-    async fn write(
-        &self,
-        writer: std::pin::Pin<&mut BinaryCopyInWriter>,
-        file_id: i64,
-    ) -> Result<()> {
+    async fn write(&self, writer: std::pin::Pin<&mut BinaryCopyInWriter>) -> Result<()> {
         let row: [&(dyn ToSql + Sync); 9] = [
-            &file_id,
+            &self.file_id,
             &self.line,
             &self.sensor_id,
             &self.location_id,
@@ -100,37 +97,22 @@ impl LineRow {
     }
 }
 
-/// Copies normalized chunks' readings, one database row per source line (a frame holds one
-/// row per measurement, a line's measurements next to each other), in one COPY whatever the
-/// number of frames (each with its file's id); returns the number of readings written.
+/// Copies a normalized frame's readings, one database row per source line (the frame holds
+/// one row per measurement, a line's measurements next to each other). `file_ids[part]` is
+/// the file id of each part of the frame (one part outside group commits); rows of a part
+/// with no id (a duplicate file) are skipped. Returns the number of readings written.
 ///
 /// # Errors
-/// The COPY failed, or a frame lacks an expected column.
+/// The COPY failed, or the frame lacks an expected column.
 pub async fn copy_readings(
     tx: &Transaction<'_>,
     store: &Store,
-    frames: &[(i64, &DataFrame)],
+    frame: &DataFrame,
+    file_ids: &[Option<i64>],
 ) -> Result<u64> {
-    if frames.iter().all(|(_, frame)| frame.height() == 0) {
+    if frame.height() == 0 {
         return Ok(0);
     }
-    let sink = tx.copy_in(READINGS_COPY).await.map_err(StoreError::from)?;
-    let writer = BinaryCopyInWriter::new(sink, &READINGS_TYPES);
-    pin_mut!(writer);
-    let mut readings = 0u64;
-    for (file_id, frame) in frames {
-        readings += write_frame(writer.as_mut(), store, *file_id, frame).await?;
-    }
-    writer.finish().await.map_err(StoreError::from)?;
-    Ok(readings)
-}
-
-async fn write_frame(
-    mut writer: std::pin::Pin<&mut BinaryCopyInWriter>,
-    store: &Store,
-    file_id: i64,
-    frame: &DataFrame,
-) -> Result<u64> {
     let column = |name: &str| frame.column(name).map_err(crate::error::Error::Transform);
     let line = column("line")?.u32()?;
     let sensor_id = column("sensor_id")?.i64()?;
@@ -140,6 +122,11 @@ async fn write_frame(
     let ts = column("ts")?.i64()?;
     let key = column("key")?.u32()?;
     let value = column("value")?.f64()?;
+    let part = column("part")?.u32()?;
+
+    let sink = tx.copy_in(READINGS_COPY).await.map_err(StoreError::from)?;
+    let writer = BinaryCopyInWriter::new(sink, &READINGS_TYPES);
+    pin_mut!(writer);
     let rows = line
         .iter()
         .zip(sensor_id.iter())
@@ -148,21 +135,29 @@ async fn write_frame(
         .zip(lon.iter())
         .zip(ts.iter())
         .zip(key.iter())
-        .zip(value.iter());
+        .zip(value.iter())
+        .zip(part.iter());
     let mut current: Option<LineRow> = None;
     let mut readings = 0u64;
-    for (((((((line, sensor_id), location_id), lat), lon), ts), key), value) in rows {
+    for ((((((((line, sensor_id), location_id), lat), lon), ts), key), value), part) in rows {
         let (Some(line), Some(sensor_id), Some(ts), Some(key), Some(value)) =
             (line, sensor_id, ts, key, value)
         else {
             continue;
         };
+        let Some(file_id) = part.and_then(|p| file_ids.get(p as usize).copied().flatten()) else {
+            continue;
+        };
         let line = i32::try_from(line).unwrap_or(i32::MAX);
-        if current.as_ref().is_some_and(|row| row.line != line) {
+        if current
+            .as_ref()
+            .is_some_and(|row| row.line != line || row.file_id != file_id)
+        {
             let done = current.take().expect("checked above");
-            done.write(writer.as_mut(), file_id).await?;
+            done.write(writer.as_mut()).await?;
         }
         let row = current.get_or_insert_with(|| LineRow {
+            file_id,
             line,
             sensor_id,
             location_id,
@@ -177,8 +172,9 @@ async fn write_frame(
         readings += 1;
     }
     if let Some(row) = current {
-        row.write(writer.as_mut(), file_id).await?;
+        row.write(writer.as_mut()).await?;
     }
+    writer.finish().await.map_err(StoreError::from)?;
     Ok(readings)
 }
 

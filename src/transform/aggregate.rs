@@ -86,27 +86,47 @@ pub struct PartialAggregates {
     pub groups: Vec<(GroupKey, Stats)>,
 }
 
-/// Computes a chunk's statistics with polars.
+/// Computes a chunk's statistics with polars (a chunk of one file: part 0).
 ///
 /// # Errors
 /// A polars failure.
 pub fn partial_aggregates(frame: &DataFrame) -> PolarsResult<PartialAggregates> {
-    let mut groups = Vec::new();
+    Ok(partial_aggregates_by_part(frame)?
+        .remove(&0)
+        .unwrap_or_default())
+}
+
+/// Computes the statistics of each file (`part`) of a group's frame with polars.
+///
+/// # Errors
+/// A polars failure.
+pub fn partial_aggregates_by_part(
+    frame: &DataFrame,
+) -> PolarsResult<HashMap<u32, PartialAggregates>> {
+    let mut parts: HashMap<u32, PartialAggregates> = HashMap::new();
     if frame.height() == 0 {
-        return Ok(PartialAggregates { groups });
+        return Ok(parts);
     }
-    let by_type = grouped(frame, &["key"])?;
+    let by_type = grouped(frame, &["part", "key"])?;
+    let part = by_type.column("part")?.u32()?;
     let keys = by_type.column("key")?.u32()?;
     for (i, stats) in stats_rows(&by_type)?.into_iter().enumerate() {
         let key = keys.get(i).expect("group keys are not null");
-        groups.push((GroupKey::SensorType { key }, stats));
+        let entry = parts
+            .entry(part.get(i).expect("parts are not null"))
+            .or_default();
+        entry.groups.push((GroupKey::SensorType { key }, stats));
     }
-    let by_sensor = grouped(frame, &["key", "sensor_id", "location_id"])?;
+    let by_sensor = grouped(frame, &["part", "key", "sensor_id", "location_id"])?;
+    let part = by_sensor.column("part")?.u32()?;
     let keys = by_sensor.column("key")?.u32()?;
     let sensors = by_sensor.column("sensor_id")?.i64()?;
     let locations = by_sensor.column("location_id")?.i64()?;
     for (i, stats) in stats_rows(&by_sensor)?.into_iter().enumerate() {
-        groups.push((
+        let entry = parts
+            .entry(part.get(i).expect("parts are not null"))
+            .or_default();
+        entry.groups.push((
             GroupKey::Sensor {
                 key: keys.get(i).expect("group keys are not null"),
                 sensor_id: sensors.get(i).expect("sensor ids are not null"),
@@ -115,7 +135,7 @@ pub fn partial_aggregates(frame: &DataFrame) -> PolarsResult<PartialAggregates> 
             stats,
         ));
     }
-    Ok(PartialAggregates { groups })
+    Ok(parts)
 }
 
 fn grouped(frame: &DataFrame, by: &[&str]) -> PolarsResult<DataFrame> {
@@ -258,6 +278,7 @@ mod tests {
             r.ts_micros.push(*ts);
             r.key.push(*key);
             r.value.push(*value);
+            r.part.push(0);
         }
         r
     }

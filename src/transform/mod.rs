@@ -9,6 +9,8 @@
 pub mod aggregate;
 pub mod normalize;
 
+use std::collections::HashMap;
+
 use polars::prelude::{DataFrame, PolarsResult};
 
 use crate::config::Settings;
@@ -35,4 +37,18 @@ pub fn transform_chunk(
     let frame = normalize::normalize(readings, settings)?;
     let partials = aggregate::partial_aggregates(&frame)?;
     Ok(NormalizedBatch { frame, partials })
+}
+
+/// Normalizes the readings of a group of files (told apart by `ReadingColumns::part`) in one
+/// frame, and computes each file's aggregates: one polars pass for the whole group.
+///
+/// # Errors
+/// A polars failure.
+pub fn transform_group(
+    readings: ReadingColumns,
+    settings: &Settings,
+) -> PolarsResult<(DataFrame, HashMap<u32, PartialAggregates>)> {
+    let frame = normalize::normalize(readings, settings)?;
+    let partials = aggregate::partial_aggregates_by_part(&frame)?;
+    Ok((frame, partials))
 }

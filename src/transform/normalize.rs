@@ -29,6 +29,7 @@ pub fn normalize(readings: ReadingColumns, settings: &Settings) -> PolarsResult<
             Column::new("ts".into(), readings.ts_micros),
             Column::new("key".into(), readings.key),
             Column::new("value".into(), readings.value),
+            Column::new("part".into(), readings.part),
         ],
     )?;
 
@@ -48,7 +49,7 @@ pub fn normalize(readings: ReadingColumns, settings: &Settings) -> PolarsResult<
         .lazy()
         .with_column(converted.alias("value"))
         .sort(
-            ["sensor_id", "ts", "line"],
+            ["part", "sensor_id", "ts", "line"],
             SortMultipleOptions::default().with_maintain_order(true),
         )
         .collect()
@@ -74,6 +75,7 @@ mod tests {
             ts_micros: vec![10, 10],
             key: vec![pressure, temperature],
             value: vec![99_830.59, 6.79],
+            part: vec![0, 0],
         };
         let frame = normalize(readings, &settings).unwrap();
         let values: Vec<f64> = frame

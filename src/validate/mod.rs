@@ -43,6 +43,8 @@ pub struct ReadingColumns {
     pub key: Vec<u32>,
     /// Value in the file's unit.
     pub value: Vec<f64>,
+    /// Which file of a group the reading belongs to (0 outside group commits).
+    pub part: Vec<u32>,
 }
 
 impl ReadingColumns {
@@ -54,6 +56,19 @@ impl ReadingColumns {
     /// Whether there is no reading.
     pub fn is_empty(&self) -> bool {
         self.key.is_empty()
+    }
+
+    /// Moves `other`'s readings to the end of these, as part `part` of a group.
+    pub fn append(&mut self, mut other: ReadingColumns, part: u32) {
+        self.line.append(&mut other.line);
+        self.sensor_id.append(&mut other.sensor_id);
+        self.location_id.append(&mut other.location_id);
+        self.lat.append(&mut other.lat);
+        self.lon.append(&mut other.lon);
+        self.ts_micros.append(&mut other.ts_micros);
+        self.key.append(&mut other.key);
+        self.value.append(&mut other.value);
+        self.part.resize(self.key.len(), part);
     }
 }
 
@@ -278,6 +293,7 @@ impl<'s> FileValidator<'s> {
             readings.ts_micros.push(row.ts_micros);
             readings.key.push(*key);
             readings.value.push(*value);
+            readings.part.push(0);
         }
     }
 }
