@@ -39,7 +39,7 @@ struct Observation {
 }
 
 /// Files claimed at a time: a group-commit batch of small files.
-const CLAIM_BATCH: i64 = 64;
+const CLAIM_BATCH: i64 = 128;
 
 /// Files up to this size are committed in groups; larger ones get a transaction of their own.
 const GROUP_COMMIT_MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -121,7 +121,10 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
         if scan.ready.is_empty() {
             continue;
         }
-        let claimed = match claims.claim(&scan.ready, CLAIM_BATCH).await {
+        // Offer the oldest few: claiming works on what it is offered, so a deep backlog costs
+        // nothing extra per round.
+        let offered = &scan.ready[..scan.ready.len().min(4 * CLAIM_BATCH as usize)];
+        let claimed = match claims.claim(offered, CLAIM_BATCH).await {
             Ok(claimed) => {
                 if database_down {
                     info!(message = "Database reachable again; resuming.");
