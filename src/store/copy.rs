@@ -137,7 +137,18 @@ pub async fn copy_readings(
         .zip(key.iter())
         .zip(value.iter())
         .zip(part.iter());
-    let mut current: Option<LineRow> = None;
+    // One row buffer, reused: its arrays keep their capacity from line to line.
+    let mut current = LineRow {
+        file_id: 0,
+        line: -1,
+        sensor_id: 0,
+        location_id: None,
+        lat: None,
+        lon: None,
+        ts: DateTime::default(),
+        measurement_ids: Vec::with_capacity(8),
+        values: Vec::with_capacity(8),
+    };
     let mut readings = 0u64;
     for ((((((((line, sensor_id), location_id), lat), lon), ts), key), value), part) in rows {
         let (Some(line), Some(sensor_id), Some(ts), Some(key), Some(value)) =
@@ -149,30 +160,26 @@ pub async fn copy_readings(
             continue;
         };
         let line = i32::try_from(line).unwrap_or(i32::MAX);
-        if current
-            .as_ref()
-            .is_some_and(|row| row.line != line || row.file_id != file_id)
-        {
-            let done = current.take().expect("checked above");
-            done.write(writer.as_mut()).await?;
+        if current.line != line || current.file_id != file_id {
+            if !current.values.is_empty() {
+                current.write(writer.as_mut()).await?;
+            }
+            current.file_id = file_id;
+            current.line = line;
+            current.sensor_id = sensor_id;
+            current.location_id = location_id;
+            current.lat = lat;
+            current.lon = lon;
+            current.ts = micros_to_utc(ts);
+            current.measurement_ids.clear();
+            current.values.clear();
         }
-        let row = current.get_or_insert_with(|| LineRow {
-            file_id,
-            line,
-            sensor_id,
-            location_id,
-            lat,
-            lon,
-            ts: micros_to_utc(ts),
-            measurement_ids: Vec::with_capacity(4),
-            values: Vec::with_capacity(4),
-        });
-        row.measurement_ids.push(store.measurement_id(key));
-        row.values.push(value);
+        current.measurement_ids.push(store.measurement_id(key));
+        current.values.push(value);
         readings += 1;
     }
-    if let Some(row) = current {
-        row.write(writer.as_mut()).await?;
+    if !current.values.is_empty() {
+        current.write(writer.as_mut()).await?;
     }
     writer.finish().await.map_err(StoreError::from)?;
     Ok(readings)

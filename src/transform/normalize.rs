@@ -42,14 +42,14 @@ pub fn normalize(readings: ReadingColumns, settings: &Settings) -> PolarsResult<
                 .otherwise(converted);
         }
     }
-    // Ordered by (sensor, time): the (sensor_id, ts) index then grows in runs instead of at
-    // random places, which is most of the cost of loading it. A line's measurements share
-    // sensor and time (duplicates are rejected), so they stay next to each other.
+    // Ordered by (file, sensor, time): the (sensor_id, ts) index then grows in runs instead of
+    // at random places, which is most of the cost of loading it. A line's measurements share
+    // file, sensor and time (duplicates are rejected), so they stay next to each other.
     frame
         .lazy()
         .with_column(converted.alias("value"))
         .sort(
-            ["part", "sensor_id", "ts", "line"],
+            ["part", "sensor_id", "ts"],
             SortMultipleOptions::default().with_maintain_order(true),
         )
         .collect()
