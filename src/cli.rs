@@ -99,38 +99,7 @@ pub enum Command {
     /// Apply the database migrations and exit.
     Migrate,
     /// Write realistic test files (load tests, benchmarks), renamed into place one by one.
-    Generate {
-        /// Output folder (e.g. the inbox of a running `sensor-etl run`).
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-        /// Number of files.
-        #[arg(long, default_value_t = 1)]
-        files: usize,
-        /// Data rows per file.
-        #[arg(long, default_value_t = 1000)]
-        rows: usize,
-        /// Sensors per file.
-        #[arg(long, default_value_t = 10)]
-        sensors: usize,
-        /// File layout.
-        #[arg(long, value_enum, default_value = "archive")]
-        layout: crate::generate::Layout,
-        /// Sensor type.
-        #[arg(long, value_enum, default_value = "bme280")]
-        kind: crate::generate::Kind,
-        /// Share of bad rows (spread over every kind of fault).
-        #[arg(long, default_value_t = 0.0)]
-        bad_share: f64,
-        /// How files are dropped.
-        #[arg(long, value_enum, default_value = "burst")]
-        scenario: crate::generate::Scenario,
-        /// Files per second for steady and variable scenarios.
-        #[arg(long, default_value_t = 10.0)]
-        rate: f64,
-        /// Random seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
+    Generate(crate::generate::GenerateSpec),
     /// Manage the embedded PostgreSQL cluster.
     Db {
         /// start, stop or url.

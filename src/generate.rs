@@ -44,28 +44,38 @@ pub enum Scenario {
     Variable,
 }
 
-/// What to generate.
-#[derive(Debug, Clone)]
+/// What to generate (also the arguments of `sensor-etl generate`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct GenerateSpec {
-    /// Output folder.
+    /// Output folder (e.g. the inbox of a running `sensor-etl run`).
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Number of files.
+    #[arg(long, default_value_t = 1)]
     pub files: usize,
     /// Data rows per file.
+    #[arg(long, default_value_t = 1000)]
     pub rows: usize,
     /// Sensors per file.
+    #[arg(long, default_value_t = 10)]
     pub sensors: usize,
-    /// Layout.
+    /// File layout.
+    #[arg(long, value_enum, default_value = "archive")]
     pub layout: Layout,
     /// Sensor type.
+    #[arg(long, value_enum, default_value = "bme280")]
     pub kind: Kind,
-    /// Share of bad rows, 0.0..=1.0.
+    /// Share of bad rows (spread over every kind of fault), 0.0..=1.0.
+    #[arg(long, default_value_t = 0.0)]
     pub bad_share: f64,
-    /// Drop pacing.
+    /// How files are dropped.
+    #[arg(long, value_enum, default_value = "burst")]
     pub scenario: Scenario,
-    /// Files per second for `steady` and `variable`.
+    /// Files per second for the steady and variable scenarios.
+    #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
-    /// Seed.
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }
 

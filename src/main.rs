@@ -108,30 +108,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Command::Db { action } => db_command(&settings, action).await,
-        Command::Generate {
-            out,
-            files,
-            rows,
-            sensors,
-            layout,
-            kind,
-            bad_share,
-            scenario,
-            rate,
-            seed,
-        } => {
-            let spec = sensor_etl::generate::GenerateSpec {
-                out,
-                files,
-                rows,
-                sensors,
-                layout,
-                kind,
-                bad_share,
-                scenario,
-                rate,
-                seed,
-            };
+        Command::Generate(spec) => {
             let written =
                 tokio::task::spawn_blocking(move || sensor_etl::generate::generate(&spec))
                     .await?

@@ -151,3 +151,62 @@ async fn run_moves_rejected_files_to_quarantine() {
     );
     assert!(h.workspace.path("processed/one_bad_dht22.csv").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_keeps_failing_is_quarantined_as_poison() {
+    let h = Harness::with_config(|raw| raw.poison_attempts = 3).await;
+    // A database rule that refuses one file: a permanent error on every attempt.
+    h.client
+        .batch_execute(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.file_name LIKE 'poison%' THEN RAISE EXCEPTION 'refused by test'; END IF; \
+             RETURN NEW; END $$; \
+             CREATE TRIGGER refuse_poison BEFORE INSERT ON files FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+        )
+        .await
+        .unwrap();
+    let inbox = h.workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(
+        inbox.join("poison_dht22.csv"),
+        format!("{HEADER}{}", dht_rows(5, 3)),
+    )
+    .unwrap();
+    std::fs::write(
+        inbox.join("good_dht22.csv"),
+        format!("{HEADER}{}", dht_rows(6, 3)),
+    )
+    .unwrap();
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
+    wait_for("the inbox to empty", || {
+        std::fs::read_dir(&inbox).map(|d| d.count()).unwrap_or(1) == 0
+    })
+    .await;
+    cancel.cancel();
+    let summary = watcher.await.unwrap().unwrap();
+    assert_eq!((summary.loaded, summary.failed), (1, 1));
+    assert_eq!(
+        h.count("SELECT count(*) FROM v_files WHERE file_name = 'good_dht22.csv'")
+            .await,
+        1
+    );
+    let quarantine = h.workspace.path("quarantine");
+    let reason = std::fs::read_dir(&quarantine)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.to_string_lossy().contains("poison_dht22.")
+                && p.to_string_lossy().ends_with(".reason.txt")
+        })
+        .expect("reason file beside the quarantined poison file");
+    let reason = std::fs::read_to_string(reason).unwrap();
+    assert!(
+        reason.contains("poison_file")
+            && reason.contains("failed 3 times")
+            && reason.contains("refused by test"),
+        "{reason}"
+    );
+    let log = std::fs::read_to_string(h.workspace.path("logs/errors.log")).unwrap();
+    assert!(log.contains("poison_dht22.csv"), "{log}");
+}

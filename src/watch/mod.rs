@@ -342,24 +342,32 @@ async fn handle_file(
         }
         Ok(Err(failure)) => {
             let reason = crate::telemetry::chain(&failure);
-            error!(message = "File failed.", file = %path.display(), attempt = attempts + 1, error = %reason);
-            crate::telemetry::record_failed_file();
-            if attempts + 1 >= poison_attempts {
-                quarantine_poison(ctx, claims, path, name, attempts + 1, &reason, summary).await;
-            } else {
-                let _ = claims.release(name, false, true).await;
-            }
+            record_failure(ctx, claims, path, name, attempts + 1, &reason, summary).await;
         }
         Err(join_error) => {
             let reason = format!("a pipeline stage crashed: {join_error}");
-            error!(message = "File failed.", file = %path.display(), attempt = attempts + 1, error = %reason);
-            crate::telemetry::record_failed_file();
-            if attempts + 1 >= poison_attempts {
-                quarantine_poison(ctx, claims, path, name, attempts + 1, &reason, summary).await;
-            } else {
-                let _ = claims.release(name, false, true).await;
-            }
+            record_failure(ctx, claims, path, name, attempts + 1, &reason, summary).await;
         }
+    }
+}
+
+/// Counts a failed attempt; at `poison_attempts` the file is quarantined as poison.
+async fn record_failure(
+    ctx: &PipelineCtx,
+    claims: &Claims,
+    path: &Path,
+    name: &str,
+    attempt: i32,
+    reason: &str,
+    summary: &mut IngestSummary,
+) {
+    error!(message = "File failed.", file = %path.display(), attempt, error = %reason);
+    crate::telemetry::record_failed_file();
+    let poison_attempts = i32::try_from(ctx.settings.poison_attempts).unwrap_or(i32::MAX);
+    if attempt >= poison_attempts {
+        quarantine_poison(ctx, claims, path, name, attempt, reason, summary).await;
+    } else {
+        let _ = claims.release(name, false, true).await;
     }
 }
 
