@@ -3,8 +3,9 @@
 //! The crate map, in pipeline order:
 //!
 //! - [`watch`]: finds complete files in the inbox (notify events as hints, periodic scans as
-//!   the truth) and hands each to the per-file [`pipeline`]; [`ingest`] does the same once over
-//!   given paths.
+//!   the truth), claims them against other workers ([`store::claims`]) and hands them to the
+//!   [`pipeline`]: small files in group commits, large ones streamed in chunks; [`ingest`] does
+//!   the same once over given paths.
 //! - [`validate`]: sniffs the format ([`validate::format`]), checks every row against the rules
 //!   ([`validate::rules`]) in bounded chunks, and writes rejected rows and reasons to quarantine
 //!   ([`validate::quarantine`]).
@@ -12,8 +13,9 @@
 //!   exactly across chunks.
 //! - [`store`]: the PostgreSQL pool, migrations, binary COPY and the ingest ledger; one
 //!   transaction per file.
-//! - [`config`] (defaults < file < environment < flags), [`database`] / [`embedded_db`] (the
-//!   configured or the embedded default database), [`telemetry`] and [`error`].
+//! - [`config`] (defaults < file < environment < flags), [`cli`], [`database`] /
+//!   [`embedded_db`] (the configured or the embedded default database), [`http`] (metrics,
+//!   health, readiness), [`telemetry`], [`generate`] (test data) and [`error`].
 //!
 //! Shutdown is owned by the caller: [`watch::run`] takes a `CancellationToken` and stops taking
 //! files when it fires, after finishing or rolling back the file in hand.
