@@ -5,7 +5,8 @@
 //! 127.0.0.1 only, on a port chosen once and remembered, with trust authentication for the
 //! `postgres` role. PostgreSQL refuses to run as root, so when this process is root the server
 //! programs run as the `postgres` system user (or `nobody`) and the cluster folder is handed to
-//! that user. Missing server programs are an error that says how to install them.
+//! that user; when that user cannot reach the project folder (one below `/root`, say), the
+//! cluster lives in `/var/tmp/sensor-etl-postgres/<hash of the project folder>` instead. Missing server programs are an error that says how to install them.
 //! `start` leaves a daemon running for later commands (`stop` ends it); `start_attached` runs
 //! a server that dies with this process (tests).
 
@@ -98,7 +99,20 @@ impl EmbeddedCluster {
         } else {
             None
         };
-        let root = std::path::absolute(root).map_err(io_error(root))?;
+        let mut root = std::path::absolute(root).map_err(io_error(root))?;
+        if let Some((uid, gid)) = run_as {
+            if !reachable_by(&root, uid, gid) {
+                // The project folder sits below a folder the server's user cannot enter (e.g.
+                // /root): keep the cluster in a machine-local folder named after the project's.
+                let fallback = fallback_root(&root);
+                tracing::info!(
+                    message = "Embedded PostgreSQL kept outside the project folder.",
+                    folder = %fallback.display(),
+                    reason = "the project folder is not reachable by the server's user"
+                );
+                root = fallback;
+            }
+        }
         Ok(Self {
             root,
             bin_dir,
@@ -370,6 +384,34 @@ impl EmbeddedCluster {
             .args(["-m", "fast", "-w", "stop"]);
         self.run(pg_ctl).map(|_| ())
     }
+}
+
+/// Whether `uid`/`gid` may enter every existing folder on the way to `path`.
+fn reachable_by(path: &Path, uid: Uid, gid: Gid) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    path.ancestors().skip(1).all(|dir| match fs::metadata(dir) {
+        Ok(meta) => {
+            let mode = meta.mode();
+            if meta.uid() == uid.as_raw() {
+                mode & 0o100 != 0
+            } else if meta.gid() == gid.as_raw() {
+                mode & 0o010 != 0
+            } else {
+                mode & 0o001 != 0
+            }
+        }
+        // Folders still to be created are created reachable (mode 0755).
+        Err(_) => true,
+    })
+}
+
+/// `/var/tmp/sensor-etl-postgres/<hash of the project folder>`.
+fn fallback_root(root: &Path) -> PathBuf {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+    let base = PathBuf::from("/var/tmp/sensor-etl-postgres");
+    let _ = fs::create_dir_all(&base);
+    base.join(&hex::encode(digest)[..16])
 }
 
 fn free_port() -> std::io::Result<u16> {

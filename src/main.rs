@@ -445,9 +445,12 @@ async fn db_command(settings: &Settings, action: DbAction) -> anyhow::Result<u8>
             println!("{}", target.psql_command());
         }
         DbAction::Stop => {
-            let root = settings.state_dir.join("postgres");
-            embedded_db::EmbeddedCluster::new(&root)?.stop()?;
-            println!("embedded PostgreSQL in {} stopped", root.display());
+            let cluster = embedded_db::EmbeddedCluster::new(&settings.state_dir.join("postgres"))?;
+            cluster.stop()?;
+            println!(
+                "embedded PostgreSQL in {} stopped",
+                cluster.root().display()
+            );
         }
     }
     Ok(exit::OK)

@@ -195,3 +195,43 @@ async fn run_serves_metrics_and_exits_zero_on_sigterm() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn the_embedded_database_works_from_a_folder_the_server_user_cannot_enter() {
+    // A private folder (0700): as root, PostgreSQL's own user cannot enter it.
+    let workspace = Workspace::new();
+    std::fs::set_permissions(
+        workspace.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let output = sensor_etl(&workspace)
+        .arg("ingest")
+        .arg(fixture("quarantine/dht22_unknown_type.csv"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = sensor_etl(&workspace)
+        .args(["db", "stop"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    if nix::unistd::Uid::effective().is_root() {
+        let root = stdout
+            .trim()
+            .strip_prefix("embedded PostgreSQL in ")
+            .and_then(|s| s.strip_suffix(" stopped"))
+            .unwrap();
+        assert!(
+            root.starts_with("/var/tmp/sensor-etl-postgres/"),
+            "{stdout}"
+        );
+        let _ = std::fs::remove_dir_all(root);
+    }
+}
