@@ -27,7 +27,7 @@ use crate::validate::format::FileRejection;
 use crate::validate::quarantine;
 
 /// Capacity of the event-hint channel; hints beyond it are dropped (the scan still runs).
-const HINT_CHANNEL_CAPACITY: usize = 1024;
+const HINT_CHANNEL_CAPACITY: usize = 16_384;
 
 /// What the watcher last saw of a file.
 #[derive(Debug, Clone, Copy, PartialEq)]
