@@ -270,6 +270,13 @@ pub fn sniff_delimiter(header: &str) -> u8 {
 }
 
 fn split_header(header: &str, delimiter: u8) -> Vec<String> {
+    if !header.contains('"') {
+        // No quoting: a plain split (building a CSV parser costs more than the header).
+        return header
+            .split(delimiter as char)
+            .map(|f| f.trim().to_owned())
+            .collect();
+    }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .delimiter(delimiter)
