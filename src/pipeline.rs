@@ -427,7 +427,7 @@ pub async fn process_batch(
                     file.job.fingerprint.clone(),
                     ExistingFile {
                         file_id,
-                        status: file.totals.status(file.rejection.as_ref()),
+                        status: file.totals.status(file.rejection.is_some()),
                         file_name: file.job.file_name.clone(),
                     },
                 );
@@ -581,12 +581,13 @@ impl Totals {
         self.locations.extend(chunk.locations.iter().copied());
     }
 
-    fn status(&self, rejection: Option<&FileRejection>) -> FileStatus {
-        match (rejection, self.rows_read, self.rows_rejected) {
-            (Some(_), _, _) => FileStatus::Rejected,
-            (None, 0, _) => FileStatus::Empty,
-            (None, _, 0) => FileStatus::Loaded,
-            (None, _, _) => FileStatus::PartiallyLoaded,
+    /// The ledger status: `rejected_whole` when the file got a file-level rejection.
+    fn status(&self, rejected_whole: bool) -> FileStatus {
+        match (rejected_whole, self.rows_read, self.rows_rejected) {
+            (true, _, _) => FileStatus::Rejected,
+            (false, 0, _) => FileStatus::Empty,
+            (false, _, 0) => FileStatus::Loaded,
+            (false, _, _) => FileStatus::PartiallyLoaded,
         }
     }
 
@@ -614,7 +615,7 @@ impl Totals {
             content_sha256: &job.fingerprint,
             file_name: &job.file_name,
             size_bytes: job.size_bytes,
-            status: self.status(rejection.map(|_| &PLACEHOLDER_REJECTION)),
+            status: self.status(rejection.is_some()),
             rows_read: self.rows_read,
             rows_loaded: self.rows_loaded,
             rows_rejected: self.rows_rejected,
@@ -636,7 +637,7 @@ impl Totals {
             file_name: job.file_name.clone(),
             fingerprint: job.fingerprint.clone(),
             file_id,
-            status: self.status(rejection.as_ref().map(|_| &PLACEHOLDER_REJECTION)),
+            status: self.status(rejection.is_some()),
             rows_read: self.rows_read,
             rows_loaded: self.rows_loaded,
             rows_rejected: self.rows_rejected,
@@ -649,12 +650,6 @@ impl Totals {
         }
     }
 }
-
-/// Stands for "some file-level rejection" where only its presence matters.
-static PLACEHOLDER_REJECTION: FileRejection = FileRejection {
-    code: "",
-    message: String::new(),
-};
 
 /// Publishes a file's quarantine output (and, when it is rejected whole, its copy and reason
 /// file) before the commit: the names are deterministic, so a crash between here and the
