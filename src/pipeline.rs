@@ -8,6 +8,9 @@
 //! commit, and the source leaves `data/` only after it. A file whose reject ratio is over the
 //! limit is rolled back and processed again as a whole-file rejection. Transient database
 //! errors are retried with exponential backoff and jitter; the file stays where it is.
+//! `process_batch` is the group commit for small files: each is read whole in memory, the group
+//! is transformed in one polars pass and written with one COPY per table in one transaction,
+//! every file keeping its own ledger row, outcome and exactly-once guarantee.
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,13 +1,15 @@
-//! Watch stage (`sensor-etl run`): finds complete files in the inbox and feeds them, one at a
-//! time, to the per-file pipeline.
+//! Watch stage (`sensor-etl run`): finds complete files in the inbox, claims them against other
+//! workers, and feeds them to the pipeline: small files in group commits, others one by one.
 //!
 //! File-system events (notify) are hints that wake the loop early; a scan of the inbox, at
 //! start-up and every `rescan_interval`, is the truth, so files that arrived while the watcher
 //! was down, or whose events were lost, are still found. A file is complete once it was closed
 //! after writing or renamed into place, or, for writers that do neither, once its size and
 //! modification time have been stable for the settle period. Temporary names are ignored.
-//! On cancellation no new file is taken; the file in hand is finished (or rolled back) first.
-//! A file that fails permanently is quarantined whole with the error as its reason.
+//! Claims (`store::claims`) are leases a heartbeat extends; a dead worker's files are taken
+//! over when they expire. On cancellation no new file is taken; the file in hand gets
+//! `shutdown_grace` to finish, then is rolled back. A file that keeps failing (errors other
+//! than database outages, or a crashed stage) is quarantined as poison after `poison_attempts`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
