@@ -96,23 +96,43 @@ async fn ingest_then_status_json() {
     );
 }
 
+/// `ingest` of one fixture with no database configured (the embedded default), from a working
+/// folder with the given mode; returns its stderr.
+fn ingest_on_embedded_database(workspace: &Workspace, mode: u32) -> String {
+    std::fs::set_permissions(
+        workspace.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(mode),
+    )
+    .unwrap();
+    let output = sensor_etl(workspace)
+        .arg("ingest")
+        .arg(fixture("quarantine/dht22_unknown_type.csv"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    stderr
+}
+
+/// `db stop`; returns its stdout.
+fn stop_embedded_database(workspace: &Workspace) -> String {
+    let output = sensor_etl(workspace).args(["db", "stop"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn ingest_and_status_work_on_the_embedded_default_database() {
     let workspace = Workspace::new();
     // The embedded cluster lives under the working folder; as root it runs as another user,
     // which must be able to reach it.
-    std::fs::set_permissions(
-        workspace.dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let output = sensor_etl(&workspace)
-        .arg("ingest")
-        .arg(fixture("quarantine/dht22_unknown_type.csv"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let stderr = ingest_on_embedded_database(&workspace, 0o755);
     assert!(
         stderr.contains("psql -h 127.0.0.1 -p "),
         "tells how to connect: {stderr}"
@@ -130,16 +150,7 @@ fn ingest_and_status_work_on_the_embedded_default_database() {
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(status["files_by_status"][0]["status"], "partially_loaded");
     assert_eq!(status["files_by_status"][0]["rows_loaded"], 2);
-    let output = sensor_etl(&workspace)
-        .args(["db", "stop"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    stop_embedded_database(&workspace);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,28 +211,8 @@ async fn run_serves_metrics_and_exits_zero_on_sigterm() {
 fn the_embedded_database_works_from_a_folder_the_server_user_cannot_enter() {
     // A private folder (0700): as root, PostgreSQL's own user cannot enter it.
     let workspace = Workspace::new();
-    std::fs::set_permissions(
-        workspace.dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
-    let output = sensor_etl(&workspace)
-        .arg("ingest")
-        .arg(fixture("quarantine/dht22_unknown_type.csv"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let output = sensor_etl(&workspace)
-        .args(["db", "stop"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    ingest_on_embedded_database(&workspace, 0o700);
+    let stdout = stop_embedded_database(&workspace);
     if nix::unistd::Uid::effective().is_root() {
         let root = stdout
             .trim()

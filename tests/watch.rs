@@ -34,6 +34,19 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Runs the watcher on the harness's inbox until the inbox is empty, then stops it.
+async fn run_until_inbox_is_empty(h: &Harness) -> sensor_etl::ingest::IngestSummary {
+    let inbox = h.workspace.path("data");
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
+    wait_for("the inbox to empty", || {
+        std::fs::read_dir(&inbox).map(|d| d.count()).unwrap_or(1) == 0
+    })
+    .await;
+    cancel.cancel();
+    watcher.await.unwrap().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_loads_complete_files_and_empties_the_inbox() {
     let h = Harness::new().await;
@@ -120,14 +133,7 @@ async fn run_moves_rejected_files_to_quarantine() {
         ),
     )
     .unwrap();
-    let cancel = CancellationToken::new();
-    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
-    wait_for("the inbox to empty", || {
-        std::fs::read_dir(&inbox).map(|d| d.count()).unwrap_or(1) == 0
-    })
-    .await;
-    cancel.cancel();
-    let summary = watcher.await.unwrap().unwrap();
+    let summary = run_until_inbox_is_empty(&h).await;
     assert_eq!((summary.rejected, summary.partially_loaded), (1, 1));
     let quarantine: Vec<String> = std::fs::read_dir(h.workspace.path("quarantine"))
         .unwrap()
@@ -177,14 +183,7 @@ async fn a_file_that_keeps_failing_is_quarantined_as_poison() {
         format!("{HEADER}{}", dht_rows(6, 3)),
     )
     .unwrap();
-    let cancel = CancellationToken::new();
-    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
-    wait_for("the inbox to empty", || {
-        std::fs::read_dir(&inbox).map(|d| d.count()).unwrap_or(1) == 0
-    })
-    .await;
-    cancel.cancel();
-    let summary = watcher.await.unwrap().unwrap();
+    let summary = run_until_inbox_is_empty(&h).await;
     assert_eq!((summary.loaded, summary.failed), (1, 1));
     assert_eq!(
         h.count("SELECT count(*) FROM v_files WHERE file_name = 'good_dht22.csv'")
