@@ -170,6 +170,13 @@ async fn every_real_file_is_accounted_for() {
     let boot: Vec<String> = boot.iter().map(|r| r.get(0)).collect();
     assert_eq!(boot, vec!["all_measurements_empty", "duplicate_key"]);
 
+    // Each stored line's measurement ids and values pair up one to one.
+    assert_eq!(
+        h.count("SELECT count(*) FROM reading_rows WHERE cardinality(measurement_ids) <> cardinality(\"values\")")
+            .await,
+        0
+    );
+
     // Aggregates agree with the readings they summarize, at both scopes.
     let mismatches = h
         .count(
