@@ -6,7 +6,6 @@
 //! is merged with the user's `[[sensor_types]]` by name, so a type, a measurement or a range
 //! changes with no code change and no schema migration.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::FixedOffset;
@@ -634,25 +633,27 @@ fn build_measurement(
     })
 }
 
-/// Counts of measurements per type, for `--help`-style listings and tests.
-pub fn measurement_names(settings: &Settings) -> HashMap<String, Vec<String>> {
-    settings
-        .sensor_types
-        .iter()
-        .map(|t| {
-            let names = t
-                .measurement_keys
-                .iter()
-                .map(|k| settings.catalogue[*k as usize].name.clone())
-                .collect();
-            (t.name.clone(), names)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+
+    /// Measurement names per sensor type.
+    fn measurement_names(settings: &Settings) -> HashMap<String, Vec<String>> {
+        settings
+            .sensor_types
+            .iter()
+            .map(|t| {
+                let names = t
+                    .measurement_keys
+                    .iter()
+                    .map(|k| settings.catalogue[*k as usize].name.clone())
+                    .collect();
+                (t.name.clone(), names)
+            })
+            .collect()
+    }
 
     #[test]
     fn builtin_catalogue_has_the_required_types() {

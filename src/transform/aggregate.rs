@@ -10,8 +10,6 @@ use std::collections::HashMap;
 
 use polars::prelude::*;
 
-use crate::config::Settings;
-
 /// Mergeable statistics of one group.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stats {
@@ -243,27 +241,12 @@ impl FileAggregates {
             })
             .collect()
     }
-
-    /// Number of groups.
-    pub fn len(&self) -> usize {
-        self.groups.len()
-    }
-
-    /// Whether there is no group.
-    pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
-    }
-}
-
-/// Catalogue names of an aggregate row, for display.
-pub fn describe(row: &AggregateRow, settings: &Settings) -> String {
-    let spec = &settings.catalogue[row.key as usize];
-    format!("{} {} ({})", spec.sensor_type, spec.name, spec.unit)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Settings;
     use crate::transform::normalize::normalize;
     use crate::validate::ReadingColumns;
 

@@ -61,7 +61,6 @@ pub struct QuarantineWriter {
     rows: Option<(PathBuf, BufWriter<File>)>,
     errors: Option<(PathBuf, BufWriter<File>)>,
     write_rows: bool,
-    row_count: u64,
 }
 
 /// What `commit` published.
@@ -88,7 +87,6 @@ impl QuarantineWriter {
             rows: None,
             errors: None,
             write_rows,
-            row_count: 0,
         })
     }
 
@@ -97,11 +95,6 @@ impl QuarantineWriter {
         if self.rows.is_none() {
             self.write_rows = false;
         }
-    }
-
-    /// Rejected rows written so far.
-    pub fn row_count(&self) -> u64 {
-        self.row_count
     }
 
     /// Appends rejected rows (verbatim) and their violations.
@@ -144,7 +137,6 @@ impl QuarantineWriter {
                 out.write_all(b"\n")
                     .map_err(|e| Error::io(path.as_path(), e))?;
             }
-            self.row_count += 1;
         }
         Ok(())
     }
