@@ -302,7 +302,7 @@ fn prepare_file(settings: &Settings, job: FileJob) -> Result<PreparedFile> {
                           writer: &mut QuarantineWriter|
          -> Result<()> {
             let readings = std::mem::take(&mut chunk.readings);
-            totals.reading_count += readings.len() as u64;
+            totals.reading_count += readings.reading_count() as u64;
             accepted.append(readings, 0);
             totals.absorb(&chunk, settings);
             writer.record(&chunk.rejects)?;

@@ -170,10 +170,14 @@ async fn every_real_file_is_accounted_for() {
     let boot: Vec<String> = boot.iter().map(|r| r.get(0)).collect();
     assert_eq!(boot, vec!["all_measurements_empty", "duplicate_key"]);
 
-    // Each stored line's measurement ids and values pair up one to one.
+    // Each stored line's measurement set and values pair up one to one, and every set a
+    // line uses is registered.
     assert_eq!(
-        h.count("SELECT count(*) FROM reading_rows WHERE cardinality(measurement_ids) <> cardinality(\"values\")")
-            .await,
+        h.count(
+            "SELECT count(*) FROM readings r LEFT JOIN measurement_sets s USING (set_id) \
+             WHERE s.set_id IS NULL OR cardinality(s.measurement_ids) <> cardinality(r.\"values\")"
+        )
+        .await,
         0
     );
 

@@ -157,7 +157,7 @@ async fn an_interrupted_file_leaves_nothing_and_loads_once_later() {
     // Wait until the file's transaction has written something, then kill the work.
     for _ in 0..200 {
         let writing = h
-            .count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY reading_rows%'")
+            .count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY readings%'")
             .await;
         if writing > 0 {
             break;

@@ -1,115 +1,87 @@
 //! Binary COPY of a file's rows: readings, rejects and aggregates.
 //!
 //! Each function writes into the caller's transaction; nothing is visible before its commit,
-//! and an unfinished COPY is aborted with the transaction. Each column list and its `TYPES`
-//! live side by side here, because a count mismatch is a bug the COPY writer panics on.
+//! and an unfinished COPY is aborted with the transaction. Each column list and its field
+//! count live side by side here; rows are encoded by `encode::CopyEncoder` in that order.
 //! Text is stripped of NUL bytes, which PostgreSQL text cannot hold.
 
-use chrono::{DateTime, Utc};
-use futures_util::pin_mut;
-use polars::prelude::DataFrame;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::Transaction;
+use std::collections::HashMap;
+
+use futures_util::SinkExt;
+use tokio_postgres::{CopyInSink, Transaction};
 
 use crate::error::Result;
+use crate::store::encode::CopyEncoder;
 use crate::store::{Store, StoreError};
 use crate::transform::aggregate::AggregateRow;
+use crate::transform::normalize::{value_column, NormalizedFrame};
 use crate::validate::reject::RejectedRow;
 
-const READINGS_COPY: &str = "COPY reading_rows (file_id, line, sensor_id, location_id, lat, lon, \
-                             ts, measurement_ids, \"values\") FROM STDIN BINARY";
-const READINGS_TYPES: [Type; 9] = [
-    Type::INT8,
-    Type::INT4,
-    Type::INT8,
-    Type::INT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::TIMESTAMPTZ,
-    Type::INT2_ARRAY,
-    Type::FLOAT8_ARRAY,
-];
+const READINGS_COPY: &str = "COPY readings (file_id, line, sensor_id, location_id, lat, lon, ts, \
+                             set_id, \"values\") FROM STDIN BINARY";
+const READINGS_FIELDS: i16 = 9;
 
 const REJECTS_COPY: &str = "COPY rejects (file_id, line, record, byte_offset, column_name, value, \
                             code, message) FROM STDIN BINARY";
-const REJECTS_TYPES: [Type; 8] = [
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-];
+const REJECTS_FIELDS: i16 = 8;
 
 const AGGREGATES_COPY: &str = "COPY aggregates (file_id, scope, measurement_id, sensor_id, \
                                location_id, n, min, max, mean, stddev, first_ts, last_ts) \
                                FROM STDIN BINARY";
-const AGGREGATES_TYPES: [Type; 12] = [
-    Type::INT8,
-    Type::TEXT,
-    Type::INT2,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::TIMESTAMPTZ,
-    Type::TIMESTAMPTZ,
-];
+const AGGREGATES_FIELDS: i16 = 12;
 
-fn micros_to_utc(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+/// One COPY statement in progress: the sink and the encoder feeding it.
+struct CopyStream {
+    sink: std::pin::Pin<Box<CopyInSink<bytes::Bytes>>>,
+    encoder: CopyEncoder,
 }
 
-/// One source line's readings, gathered from consecutive rows of the long-format frame.
-struct LineRow {
-    file_id: i64,
-    line: i32,
-    sensor_id: i64,
-    location_id: Option<i64>,
-    lat: Option<f64>,
-    lon: Option<f64>,
-    ts: DateTime<Utc>,
-    measurement_ids: Vec<i16>,
-    values: Vec<f64>,
-}
+impl CopyStream {
+    async fn start(tx: &Transaction<'_>, statement: &str) -> Result<Self> {
+        let sink = tx.copy_in(statement).await.map_err(StoreError::from)?;
+        Ok(Self {
+            sink: Box::pin(sink),
+            encoder: CopyEncoder::new(),
+        })
+    }
 
-impl LineRow {
-    async fn write(&self, writer: std::pin::Pin<&mut BinaryCopyInWriter>) -> Result<()> {
-        let row: [&(dyn ToSql + Sync); 9] = [
-            &self.file_id,
-            &self.line,
-            &self.sensor_id,
-            &self.location_id,
-            &self.lat,
-            &self.lon,
-            &self.ts,
-            &self.measurement_ids,
-            &self.values,
-        ];
-        writer.write(&row).await.map_err(StoreError::from)?;
+    /// Sends what is encoded once there is a block's worth.
+    async fn flush_full(&mut self) -> Result<()> {
+        if let Some(block) = self.encoder.full_block() {
+            self.sink.send(block).await.map_err(StoreError::from)?;
+        }
         Ok(())
+    }
+
+    /// Sends the rest and ends the COPY; returns the rows the server stored.
+    async fn finish(mut self) -> Result<u64> {
+        self.sink
+            .send(self.encoder.finish())
+            .await
+            .map_err(StoreError::from)?;
+        Ok(self
+            .sink
+            .as_mut()
+            .finish()
+            .await
+            .map_err(StoreError::from)?)
     }
 }
 
-/// Copies a normalized frame's readings, one database row per source line (the frame holds
-/// one row per measurement, a line's measurements next to each other). `file_ids[part]` is
-/// the file id of each part of the frame (one part outside group commits); rows of a part
+/// Copies a normalized frame's readings, one database row per source line: its measurement
+/// set (the ids of the values present, in key order) and the values, aligned. `file_ids[part]`
+/// is the file id of each part of the frame (one part outside group commits); lines of a part
 /// with no id (a duplicate file) are skipped. Returns the number of readings written.
 ///
 /// # Errors
-/// The COPY failed, or the frame lacks an expected column.
+/// The COPY failed, registering a measurement set failed, or the frame lacks a column.
 pub async fn copy_readings(
     tx: &Transaction<'_>,
     store: &Store,
-    frame: &DataFrame,
+    normalized: &NormalizedFrame,
     file_ids: &[Option<i64>],
 ) -> Result<u64> {
+    let frame = &normalized.frame;
     if frame.height() == 0 {
         return Ok(0);
     }
@@ -120,13 +92,22 @@ pub async fn copy_readings(
     let lat = column("lat")?.f64()?;
     let lon = column("lon")?.f64()?;
     let ts = column("ts")?.i64()?;
-    let key = column("key")?.u32()?;
-    let value = column("value")?.f64()?;
     let part = column("part")?.u32()?;
+    let mut value_columns = Vec::with_capacity(normalized.keys.len());
+    for key in &normalized.keys {
+        value_columns.push(column(value_column(*key).as_str())?.f64()?.iter());
+    }
+    let measurement_ids: Vec<i16> = normalized
+        .keys
+        .iter()
+        .map(|key| store.measurement_id(*key))
+        .collect();
 
-    let sink = tx.copy_in(READINGS_COPY).await.map_err(StoreError::from)?;
-    let writer = BinaryCopyInWriter::new(sink, &READINGS_TYPES);
-    pin_mut!(writer);
+    let mut stream = CopyStream::start(tx, READINGS_COPY).await?;
+    let mut set_ids: HashMap<Vec<i16>, i32> = HashMap::new();
+    let mut ids: Vec<i16> = Vec::with_capacity(measurement_ids.len());
+    let mut values: Vec<f64> = Vec::with_capacity(measurement_ids.len());
+    let mut readings = 0u64;
     let rows = line
         .iter()
         .zip(sensor_id.iter())
@@ -134,54 +115,48 @@ pub async fn copy_readings(
         .zip(lat.iter())
         .zip(lon.iter())
         .zip(ts.iter())
-        .zip(key.iter())
-        .zip(value.iter())
         .zip(part.iter());
-    // One row buffer, reused: its arrays keep their capacity from line to line.
-    let mut current = LineRow {
-        file_id: 0,
-        line: -1,
-        sensor_id: 0,
-        location_id: None,
-        lat: None,
-        lon: None,
-        ts: DateTime::default(),
-        measurement_ids: Vec::with_capacity(8),
-        values: Vec::with_capacity(8),
-    };
-    let mut readings = 0u64;
-    for ((((((((line, sensor_id), location_id), lat), lon), ts), key), value), part) in rows {
-        let (Some(line), Some(sensor_id), Some(ts), Some(key), Some(value)) =
-            (line, sensor_id, ts, key, value)
-        else {
+    for ((((((line, sensor_id), location_id), lat), lon), ts), part) in rows {
+        ids.clear();
+        values.clear();
+        for (column, id) in value_columns.iter_mut().zip(&measurement_ids) {
+            if let Some(value) = column.next().flatten() {
+                ids.push(*id);
+                values.push(value);
+            }
+        }
+        let (Some(line), Some(sensor_id), Some(ts)) = (line, sensor_id, ts) else {
             continue;
         };
         let Some(file_id) = part.and_then(|p| file_ids.get(p as usize).copied().flatten()) else {
             continue;
         };
-        let line = i32::try_from(line).unwrap_or(i32::MAX);
-        if current.line != line || current.file_id != file_id {
-            if !current.values.is_empty() {
-                current.write(writer.as_mut()).await?;
-            }
-            current.file_id = file_id;
-            current.line = line;
-            current.sensor_id = sensor_id;
-            current.location_id = location_id;
-            current.lat = lat;
-            current.lon = lon;
-            current.ts = micros_to_utc(ts);
-            current.measurement_ids.clear();
-            current.values.clear();
+        if values.is_empty() {
+            continue;
         }
-        current.measurement_ids.push(store.measurement_id(key));
-        current.values.push(value);
-        readings += 1;
+        let set_id = match set_ids.get(&ids) {
+            Some(set_id) => *set_id,
+            None => {
+                let set_id = store.measurement_set_id(&ids).await?;
+                set_ids.insert(ids.clone(), set_id);
+                set_id
+            }
+        };
+        let encoder = &mut stream.encoder;
+        encoder.row(READINGS_FIELDS);
+        encoder.i64(file_id);
+        encoder.i32(i32::try_from(line).unwrap_or(i32::MAX));
+        encoder.i64(sensor_id);
+        encoder.opt_i64(location_id);
+        encoder.opt_f64(lat);
+        encoder.opt_f64(lon);
+        encoder.timestamp_micros(ts);
+        encoder.i32(set_id);
+        encoder.f64_array(&values);
+        readings += values.len() as u64;
+        stream.flush_full().await?;
     }
-    if !current.values.is_empty() {
-        current.write(writer.as_mut()).await?;
-    }
-    writer.finish().await.map_err(StoreError::from)?;
+    stream.finish().await?;
     Ok(readings)
 }
 
@@ -198,9 +173,7 @@ pub async fn copy_rejects(tx: &Transaction<'_>, files: &[(i64, &[RejectedRow])])
     if files.iter().all(|(_, rejects)| rejects.is_empty()) {
         return Ok(0);
     }
-    let sink = tx.copy_in(REJECTS_COPY).await.map_err(StoreError::from)?;
-    let writer = BinaryCopyInWriter::new(sink, &REJECTS_TYPES);
-    pin_mut!(writer);
+    let mut stream = CopyStream::start(tx, REJECTS_COPY).await?;
     for (file_id, rejects) in files {
         for reject in *rejects {
             let line = i64::try_from(reject.position.line).unwrap_or(i64::MAX);
@@ -209,20 +182,21 @@ pub async fn copy_rejects(tx: &Transaction<'_>, files: &[(i64, &[RejectedRow])])
             for violation in &reject.violations {
                 let column = violation.column.as_deref().map(clean_text);
                 let value = violation.value.as_deref().map(clean_text);
-                let code = violation.reason.code();
-                let message = clean_text(&violation.message);
-                let row: [&(dyn ToSql + Sync); 8] = [
-                    file_id, &line, &record, &byte, &column, &value, &code, &message,
-                ];
-                writer
-                    .as_mut()
-                    .write(&row)
-                    .await
-                    .map_err(StoreError::from)?;
+                let encoder = &mut stream.encoder;
+                encoder.row(REJECTS_FIELDS);
+                encoder.i64(*file_id);
+                encoder.i64(line);
+                encoder.i64(record);
+                encoder.i64(byte);
+                encoder.opt_text(column.as_deref());
+                encoder.opt_text(value.as_deref());
+                encoder.text(violation.reason.code());
+                encoder.text(&clean_text(&violation.message));
+                stream.flush_full().await?;
             }
         }
     }
-    Ok(writer.finish().await.map_err(StoreError::from)?)
+    stream.finish().await
 }
 
 /// Copies files' aggregates, in one COPY.
@@ -237,39 +211,26 @@ pub async fn copy_aggregates(
     if files.iter().all(|(_, rows)| rows.is_empty()) {
         return Ok(0);
     }
-    let sink = tx
-        .copy_in(AGGREGATES_COPY)
-        .await
-        .map_err(StoreError::from)?;
-    let writer = BinaryCopyInWriter::new(sink, &AGGREGATES_TYPES);
-    pin_mut!(writer);
+    let mut stream = CopyStream::start(tx, AGGREGATES_COPY).await?;
     for (file_id, rows) in files {
         for row in *rows {
-            let measurement_id = store.measurement_id(row.key);
-            let n = i64::try_from(row.stats.n).unwrap_or(i64::MAX);
-            let stddev = row.stats.stddev();
-            let first = micros_to_utc(row.stats.first_ts);
-            let last = micros_to_utc(row.stats.last_ts);
-            let values: [&(dyn ToSql + Sync); 12] = [
-                file_id,
-                &row.scope,
-                &measurement_id,
-                &row.sensor_id,
-                &row.location_id,
-                &n,
-                &row.stats.min,
-                &row.stats.max,
-                &row.stats.mean,
-                &stddev,
-                &first,
-                &last,
-            ];
-            writer
-                .as_mut()
-                .write(&values)
-                .await
-                .map_err(StoreError::from)?;
+            let stats = &row.stats;
+            let encoder = &mut stream.encoder;
+            encoder.row(AGGREGATES_FIELDS);
+            encoder.i64(*file_id);
+            encoder.text(row.scope);
+            encoder.i16(store.measurement_id(row.key));
+            encoder.opt_i64(row.sensor_id);
+            encoder.opt_i64(row.location_id);
+            encoder.i64(i64::try_from(stats.n).unwrap_or(i64::MAX));
+            encoder.f64(stats.min);
+            encoder.f64(stats.max);
+            encoder.f64(stats.mean);
+            encoder.opt_f64(stats.stddev());
+            encoder.timestamp_micros(stats.first_ts);
+            encoder.timestamp_micros(stats.last_ts);
+            stream.flush_full().await?;
         }
     }
-    Ok(writer.finish().await.map_err(StoreError::from)?)
+    stream.finish().await
 }

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 
 use polars::prelude::*;
 
+use super::normalize::{value_column, NormalizedFrame};
+
 /// Mergeable statistics of one group.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stats {
@@ -88,92 +90,128 @@ pub struct PartialAggregates {
 ///
 /// # Errors
 /// A polars failure.
-pub fn partial_aggregates(frame: &DataFrame) -> PolarsResult<PartialAggregates> {
-    Ok(partial_aggregates_by_part(frame)?
+pub fn partial_aggregates(normalized: &NormalizedFrame) -> PolarsResult<PartialAggregates> {
+    Ok(partial_aggregates_by_part(normalized)?
         .remove(&0)
         .unwrap_or_default())
 }
 
-/// Computes the statistics of each file (`part`) of a group's frame with polars.
+/// Computes the statistics of each file (`part`) of a group's frame with polars: one
+/// `group_by` per scope, every value column aggregated in it.
 ///
 /// # Errors
 /// A polars failure.
 pub fn partial_aggregates_by_part(
-    frame: &DataFrame,
+    normalized: &NormalizedFrame,
 ) -> PolarsResult<HashMap<u32, PartialAggregates>> {
     let mut parts: HashMap<u32, PartialAggregates> = HashMap::new();
-    if frame.height() == 0 {
+    let keys = &normalized.keys;
+    if normalized.frame.height() == 0 || keys.is_empty() {
         return Ok(parts);
     }
-    let by_type = grouped(frame, &["part", "key"])?;
+    let by_type = grouped(&normalized.frame, &["part"], keys)?;
     let part = by_type.column("part")?.u32()?;
-    let keys = by_type.column("key")?.u32()?;
-    for (i, stats) in stats_rows(&by_type)?.into_iter().enumerate() {
-        let key = keys.get(i).expect("group keys are not null");
-        let entry = parts
-            .entry(part.get(i).expect("parts are not null"))
-            .or_default();
-        entry.groups.push((GroupKey::SensorType { key }, stats));
+    for key in keys {
+        for (i, stats) in stats_rows(&by_type, *key)? {
+            let entry = parts
+                .entry(part.get(i).expect("parts are not null"))
+                .or_default();
+            entry
+                .groups
+                .push((GroupKey::SensorType { key: *key }, stats));
+        }
     }
-    let by_sensor = grouped(frame, &["part", "key", "sensor_id", "location_id"])?;
+    let by_sensor = grouped(
+        &normalized.frame,
+        &["part", "sensor_id", "location_id"],
+        keys,
+    )?;
     let part = by_sensor.column("part")?.u32()?;
-    let keys = by_sensor.column("key")?.u32()?;
     let sensors = by_sensor.column("sensor_id")?.i64()?;
     let locations = by_sensor.column("location_id")?.i64()?;
-    for (i, stats) in stats_rows(&by_sensor)?.into_iter().enumerate() {
-        let entry = parts
-            .entry(part.get(i).expect("parts are not null"))
-            .or_default();
-        entry.groups.push((
-            GroupKey::Sensor {
-                key: keys.get(i).expect("group keys are not null"),
-                sensor_id: sensors.get(i).expect("sensor ids are not null"),
-                location_id: locations.get(i),
-            },
-            stats,
-        ));
+    for key in keys {
+        for (i, stats) in stats_rows(&by_sensor, *key)? {
+            let entry = parts
+                .entry(part.get(i).expect("parts are not null"))
+                .or_default();
+            entry.groups.push((
+                GroupKey::Sensor {
+                    key: *key,
+                    sensor_id: sensors.get(i).expect("sensor ids are not null"),
+                    location_id: locations.get(i),
+                },
+                stats,
+            ));
+        }
     }
     Ok(parts)
 }
 
-fn grouped(frame: &DataFrame, by: &[&str]) -> PolarsResult<DataFrame> {
+/// Name of one statistic of one value column in a grouped frame.
+fn stat_column(key: u32, stat: &str) -> String {
+    format!("{}_{stat}", value_column(key))
+}
+
+fn grouped(frame: &DataFrame, by: &[&str], keys: &[u32]) -> PolarsResult<DataFrame> {
     let by: Vec<Expr> = by.iter().map(|c| col(*c)).collect();
+    let mut aggregations = Vec::with_capacity(keys.len() * 7);
+    for key in keys {
+        let name = value_column(*key);
+        let value = col(name.as_str());
+        let present = value.clone().is_not_null();
+        aggregations.extend([
+            value
+                .clone()
+                .count()
+                .cast(DataType::UInt64)
+                .alias(stat_column(*key, "n")),
+            value.clone().mean().alias(stat_column(*key, "mean")),
+            value.clone().var(1).alias(stat_column(*key, "var")),
+            value.clone().min().alias(stat_column(*key, "min")),
+            value.max().alias(stat_column(*key, "max")),
+            col("ts")
+                .filter(present.clone())
+                .min()
+                .alias(stat_column(*key, "first_ts")),
+            col("ts")
+                .filter(present)
+                .max()
+                .alias(stat_column(*key, "last_ts")),
+        ]);
+    }
     frame
         .clone()
         .lazy()
         .group_by(by)
-        .agg([
-            len().cast(DataType::UInt64).alias("n"),
-            col("value").mean().alias("mean"),
-            col("value").var(1).alias("var"),
-            col("value").min().alias("min"),
-            col("value").max().alias("max"),
-            col("ts").min().alias("first_ts"),
-            col("ts").max().alias("last_ts"),
-        ])
+        .agg(aggregations)
         .collect()
 }
 
-fn stats_rows(frame: &DataFrame) -> PolarsResult<Vec<Stats>> {
-    let n = frame.column("n")?.u64()?;
-    let mean = frame.column("mean")?.f64()?;
-    let var = frame.column("var")?.f64()?;
-    let min = frame.column("min")?.f64()?;
-    let max = frame.column("max")?.f64()?;
-    let first = frame.column("first_ts")?.i64()?;
-    let last = frame.column("last_ts")?.i64()?;
+/// The statistics of one key in each group row that has at least one value for it.
+fn stats_rows(frame: &DataFrame, key: u32) -> PolarsResult<Vec<(usize, Stats)>> {
+    let column = |stat: &str| frame.column(stat_column(key, stat).as_str());
+    let n = column("n")?.u64()?;
+    let mean = column("mean")?.f64()?;
+    let var = column("var")?.f64()?;
+    let min = column("min")?.f64()?;
+    let max = column("max")?.f64()?;
+    let first = column("first_ts")?.i64()?;
+    let last = column("last_ts")?.i64()?;
     Ok((0..frame.height())
-        .map(|i| {
+        .filter_map(|i| {
             let count = n.get(i).unwrap_or(0);
-            Stats {
-                n: count,
-                mean: mean.get(i).unwrap_or(0.0),
-                m2: var.get(i).unwrap_or(0.0) * count.saturating_sub(1) as f64,
-                min: min.get(i).unwrap_or(f64::NAN),
-                max: max.get(i).unwrap_or(f64::NAN),
-                first_ts: first.get(i).unwrap_or(0),
-                last_ts: last.get(i).unwrap_or(0),
-            }
+            (count > 0).then(|| {
+                let stats = Stats {
+                    n: count,
+                    mean: mean.get(i).unwrap_or(0.0),
+                    m2: var.get(i).unwrap_or(0.0) * count.saturating_sub(1) as f64,
+                    min: min.get(i).unwrap_or(f64::NAN),
+                    max: max.get(i).unwrap_or(f64::NAN),
+                    first_ts: first.get(i).unwrap_or(0),
+                    last_ts: last.get(i).unwrap_or(0),
+                };
+                (i, stats)
+            })
         })
         .collect())
 }
@@ -248,20 +286,21 @@ mod tests {
     use super::*;
     use crate::config::Settings;
     use crate::transform::normalize::normalize;
-    use crate::validate::ReadingColumns;
+    use crate::validate::{LineFields, ReadingColumns};
 
+    /// One line per `(sensor, location, key, value, ts)`.
     fn readings(values: &[(i64, Option<i64>, u32, f64, i64)]) -> ReadingColumns {
         let mut r = ReadingColumns::default();
         for (i, (sensor, location, key, value, ts)) in values.iter().enumerate() {
-            r.line.push(i as u32 + 2);
-            r.sensor_id.push(*sensor);
-            r.location_id.push(*location);
-            r.lat.push(None);
-            r.lon.push(None);
-            r.ts_micros.push(*ts);
-            r.key.push(*key);
-            r.value.push(*value);
-            r.part.push(0);
+            let fields = LineFields {
+                line: i as u32 + 2,
+                sensor_id: *sensor,
+                location_id: *location,
+                lat: None,
+                lon: None,
+                ts_micros: *ts,
+            };
+            r.push(fields, &[(*key, *value)]);
         }
         r
     }

@@ -11,17 +11,18 @@ pub mod normalize;
 
 use std::collections::HashMap;
 
-use polars::prelude::{DataFrame, PolarsResult};
+use polars::prelude::PolarsResult;
 
 use crate::config::Settings;
 use crate::validate::ReadingColumns;
 use aggregate::PartialAggregates;
+use normalize::NormalizedFrame;
 
 /// One chunk after normalization.
 #[derive(Debug, Clone)]
 pub struct NormalizedBatch {
-    /// Columns `line, sensor_id, location_id, lat, lon, ts, key, value` (canonical units).
-    pub frame: DataFrame,
+    /// One row per line, one value column per key (canonical units).
+    pub frame: NormalizedFrame,
     /// This chunk's aggregates at both scopes, to merge into the file's.
     pub partials: PartialAggregates,
 }
@@ -47,7 +48,7 @@ pub fn transform_chunk(
 pub fn transform_group(
     readings: ReadingColumns,
     settings: &Settings,
-) -> PolarsResult<(DataFrame, HashMap<u32, PartialAggregates>)> {
+) -> PolarsResult<(NormalizedFrame, HashMap<u32, PartialAggregates>)> {
     let frame = normalize::normalize(readings, settings)?;
     let partials = aggregate::partial_aggregates_by_part(&frame)?;
     Ok((frame, partials))

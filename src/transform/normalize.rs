@@ -1,63 +1,77 @@
 //! Normalization: readings in the file's units to a DataFrame in canonical units.
 //!
-//! Unit conversions come from the configuration (`canonical = value * scale + offset`, e.g.
-//! Pa → hPa); canonical names and units are the catalogue entry the `key` column points to.
+//! The frame has one row per accepted line and one value column per catalogue key present
+//! (`value_column`), null where a line has no value for that key. Unit conversions come from
+//! the configuration (`canonical = value * scale + offset`, e.g. Pa → hPa), applied to whole
+//! columns; canonical names and units are the catalogue entry a column's key points to.
 //! Timestamps are already UTC microseconds. Pure: no I/O.
-
-use std::collections::BTreeSet;
 
 use polars::prelude::*;
 
 use crate::config::Settings;
 use crate::validate::ReadingColumns;
 
-/// Builds the chunk's DataFrame and converts each value to its canonical unit.
+/// A normalized frame and the catalogue keys of its value columns, in ascending order.
+#[derive(Debug, Clone)]
+pub struct NormalizedFrame {
+    /// Columns `line, sensor_id, location_id, lat, lon, ts, part` and one per key.
+    pub frame: DataFrame,
+    /// Catalogue keys with a value column.
+    pub keys: Vec<u32>,
+}
+
+/// Name of the value column of a catalogue key.
+pub fn value_column(key: u32) -> String {
+    format!("value_{key}")
+}
+
+/// Builds the chunk's DataFrame, converts each value column to its canonical unit and orders
+/// the lines by (file, sensor, time), which keeps each sensor's rows together on disk.
 ///
 /// # Errors
 /// A polars failure.
-pub fn normalize(readings: ReadingColumns, settings: &Settings) -> PolarsResult<DataFrame> {
-    let height = readings.len();
-    let keys: BTreeSet<u32> = readings.key.iter().copied().collect();
-    let frame = DataFrame::new(
-        height,
-        vec![
-            Column::new("line".into(), readings.line),
-            Column::new("sensor_id".into(), readings.sensor_id),
-            Column::new("location_id".into(), readings.location_id),
-            Column::new("lat".into(), readings.lat),
-            Column::new("lon".into(), readings.lon),
-            Column::new("ts".into(), readings.ts_micros),
-            Column::new("key".into(), readings.key),
-            Column::new("value".into(), readings.value),
-            Column::new("part".into(), readings.part),
-        ],
-    )?;
-
-    let mut converted = col("value");
-    for key in keys {
-        let spec = &settings.catalogue[key as usize];
-        if spec.scale != 1.0 || spec.offset != 0.0 {
-            converted = when(col("key").eq(lit(key)))
-                .then(col("value") * lit(spec.scale) + lit(spec.offset))
-                .otherwise(converted);
-        }
+pub fn normalize(readings: ReadingColumns, settings: &Settings) -> PolarsResult<NormalizedFrame> {
+    let height = readings.line_count();
+    let keys: Vec<u32> = readings.values.keys().copied().collect();
+    let mut columns = vec![
+        Column::new("line".into(), readings.line),
+        Column::new("sensor_id".into(), readings.sensor_id),
+        Column::new("location_id".into(), readings.location_id),
+        Column::new("lat".into(), readings.lat),
+        Column::new("lon".into(), readings.lon),
+        Column::new("ts".into(), readings.ts_micros),
+        Column::new("part".into(), readings.part),
+    ];
+    for (key, values) in readings.values {
+        columns.push(Column::new(value_column(key).into(), values));
     }
-    // Ordered by (file, sensor, time): the (sensor_id, ts) index then grows in runs instead of
-    // at random places, which is most of the cost of loading it. A line's measurements share
-    // file, sensor and time (duplicates are rejected), so they stay next to each other.
-    frame
+    let frame = DataFrame::new(height, columns)?;
+
+    let conversions: Vec<Expr> = keys
+        .iter()
+        .filter_map(|key| {
+            let spec = &settings.catalogue[*key as usize];
+            let name = value_column(*key);
+            (spec.scale != 1.0 || spec.offset != 0.0).then(|| {
+                (col(name.as_str()) * lit(spec.scale) + lit(spec.offset)).alias(name.as_str())
+            })
+        })
+        .collect();
+    let frame = frame
         .lazy()
-        .with_column(converted.alias("value"))
+        .with_columns(conversions)
         .sort(
             ["part", "sensor_id", "ts"],
             SortMultipleOptions::default().with_maintain_order(true),
         )
-        .collect()
+        .collect()?;
+    Ok(NormalizedFrame { frame, keys })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validate::LineFields;
 
     #[test]
     fn pressure_is_converted_to_hpa_and_other_values_kept() {
@@ -66,27 +80,49 @@ mod tests {
         let [pressure, temperature, _] = bme.measurement_keys[..] else {
             panic!()
         };
-        let readings = ReadingColumns {
-            line: vec![2, 2],
-            sensor_id: vec![7, 7],
-            location_id: vec![Some(1), Some(1)],
-            lat: vec![None, None],
-            lon: vec![Some(1.0), Some(1.0)],
-            ts_micros: vec![10, 10],
-            key: vec![pressure, temperature],
-            value: vec![99_830.59, 6.79],
-            part: vec![0, 0],
+        let mut readings = ReadingColumns::default();
+        let fields = LineFields {
+            line: 2,
+            sensor_id: 7,
+            location_id: Some(1),
+            lat: None,
+            lon: Some(1.0),
+            ts_micros: 10,
         };
-        let frame = normalize(readings, &settings).unwrap();
-        let values: Vec<f64> = frame
-            .column("value")
-            .unwrap()
-            .f64()
-            .unwrap()
-            .into_no_null_iter()
-            .collect();
-        assert!((values[0] - 998.3059).abs() < 1e-9, "{values:?}");
-        assert_eq!(values[1], 6.79);
-        assert_eq!(frame.height(), 2);
+        readings.push(fields, &[(pressure, 99_830.59), (temperature, 6.79)]);
+        readings.push(
+            LineFields {
+                line: 3,
+                ts_micros: 5,
+                ..fields
+            },
+            &[(temperature, 7.5)],
+        );
+        let normalized = normalize(readings, &settings).unwrap();
+        let column = |key: u32| -> Vec<Option<f64>> {
+            let name = value_column(key);
+            normalized
+                .frame
+                .column(name.as_str())
+                .unwrap()
+                .f64()
+                .unwrap()
+                .iter()
+                .collect()
+        };
+        assert_eq!(normalized.keys, {
+            let mut keys = vec![pressure, temperature];
+            keys.sort();
+            keys
+        });
+        // Sorted by time: line 3 (ts 5) comes first, and has no pressure.
+        let pressures = column(pressure);
+        assert_eq!(pressures[0], None);
+        assert!(
+            (pressures[1].unwrap() - 998.3059).abs() < 1e-9,
+            "{pressures:?}"
+        );
+        assert_eq!(column(temperature), vec![Some(7.5), Some(6.79)]);
+        assert_eq!(normalized.frame.height(), 2);
     }
 }

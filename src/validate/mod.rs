@@ -13,7 +13,7 @@ pub mod quarantine;
 pub mod reject;
 pub mod rules;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -23,8 +23,9 @@ use crate::error::{Error, Result};
 use format::{FileFormat, FileRejection};
 use reject::{Position, RejectReason, RejectedRow, Violation};
 
-/// Accepted readings of one chunk in long format: one entry per (row, measurement), values
-/// still in the file's units.
+/// Accepted readings of one chunk, one entry per accepted row ("line"), with one value
+/// column per catalogue key present (`None` where a line has no value for it), values still
+/// in the file's units. Every column has one entry per line.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ReadingColumns {
     /// 1-based physical line of the row.
@@ -39,36 +40,88 @@ pub struct ReadingColumns {
     pub lon: Vec<Option<f64>>,
     /// Microseconds since the Unix epoch, UTC.
     pub ts_micros: Vec<i64>,
-    /// Catalogue key of the measurement (`Settings::catalogue`).
-    pub key: Vec<u32>,
-    /// Value in the file's unit.
-    pub value: Vec<f64>,
-    /// Which file of a group the reading belongs to (0 outside group commits).
+    /// Which file of a group the line belongs to (0 outside group commits).
     pub part: Vec<u32>,
+    /// Values by catalogue key (`Settings::catalogue`).
+    pub values: BTreeMap<u32, Vec<Option<f64>>>,
+}
+
+/// The per-line fields of an accepted row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LineFields {
+    /// 1-based physical line.
+    pub line: u32,
+    /// Sensor id.
+    pub sensor_id: i64,
+    /// Location id.
+    pub location_id: Option<i64>,
+    /// Latitude.
+    pub lat: Option<f64>,
+    /// Longitude.
+    pub lon: Option<f64>,
+    /// Microseconds since the Unix epoch, UTC.
+    pub ts_micros: i64,
 }
 
 impl ReadingColumns {
-    /// Number of readings.
-    pub fn len(&self) -> usize {
-        self.key.len()
+    /// Number of lines.
+    pub fn line_count(&self) -> usize {
+        self.line.len()
     }
 
-    /// Whether there is no reading.
+    /// Number of readings: the values present over all lines and keys.
+    pub fn reading_count(&self) -> usize {
+        self.values
+            .values()
+            .map(|column| column.iter().filter(|v| v.is_some()).count())
+            .sum()
+    }
+
+    /// Whether there is no line.
     pub fn is_empty(&self) -> bool {
-        self.key.is_empty()
+        self.line.is_empty()
     }
 
-    /// Moves `other`'s readings to the end of these, as part `part` of a group.
+    /// Adds one line with its `(catalogue key, value)` pairs, as part 0.
+    pub fn push(&mut self, fields: LineFields, values: &[(u32, f64)]) {
+        let before = self.line.len();
+        self.line.push(fields.line);
+        self.sensor_id.push(fields.sensor_id);
+        self.location_id.push(fields.location_id);
+        self.lat.push(fields.lat);
+        self.lon.push(fields.lon);
+        self.ts_micros.push(fields.ts_micros);
+        self.part.push(0);
+        for (key, value) in values {
+            let column = self
+                .values
+                .entry(*key)
+                .or_insert_with(|| vec![None; before]);
+            column.push(Some(*value));
+        }
+        // Keys this line has no value for.
+        for column in self.values.values_mut() {
+            column.resize(before + 1, None);
+        }
+    }
+
+    /// Moves `other`'s lines to the end of these, as part `part` of a group.
     pub fn append(&mut self, mut other: ReadingColumns, part: u32) {
+        let (before, added) = (self.line.len(), other.line.len());
         self.line.append(&mut other.line);
         self.sensor_id.append(&mut other.sensor_id);
         self.location_id.append(&mut other.location_id);
         self.lat.append(&mut other.lat);
         self.lon.append(&mut other.lon);
         self.ts_micros.append(&mut other.ts_micros);
-        self.key.append(&mut other.key);
-        self.value.append(&mut other.value);
-        self.part.resize(self.key.len(), part);
+        self.part.resize(before + added, part);
+        for (key, mut column) in other.values {
+            let mine = self.values.entry(key).or_insert_with(|| vec![None; before]);
+            mine.append(&mut column);
+        }
+        for column in self.values.values_mut() {
+            column.resize(before + added, None);
+        }
     }
 }
 
@@ -282,19 +335,15 @@ impl<'s> FileValidator<'s> {
             }
         }
         chunk.rows_accepted += 1;
-        let line = u32::try_from(position.line).unwrap_or(u32::MAX);
-        let readings = &mut chunk.readings;
-        for (key, value) in &self.values {
-            readings.line.push(line);
-            readings.sensor_id.push(row.sensor_id);
-            readings.location_id.push(row.location_id);
-            readings.lat.push(row.lat);
-            readings.lon.push(row.lon);
-            readings.ts_micros.push(row.ts_micros);
-            readings.key.push(*key);
-            readings.value.push(*value);
-            readings.part.push(0);
-        }
+        let fields = LineFields {
+            line: u32::try_from(position.line).unwrap_or(u32::MAX),
+            sensor_id: row.sensor_id,
+            location_id: row.location_id,
+            lat: row.lat,
+            lon: row.lon,
+            ts_micros: row.ts_micros,
+        };
+        chunk.readings.push(fields, &self.values);
     }
 }
 
@@ -390,7 +439,7 @@ pub fn dry_run(path: &Path, settings: &Settings) -> Result<DryRun> {
     while let Some(chunk) = validator.next_chunk(path)? {
         run.rows_read += chunk.rows_read;
         run.rows_accepted += chunk.rows_accepted;
-        run.reading_count += chunk.readings.len() as u64;
+        run.reading_count += chunk.readings.reading_count() as u64;
         run.rejects.extend(chunk.rejects);
     }
     run.file_rejection = whole_file_rejection(run.rows_read, run.rejects.len() as u64, settings);
