@@ -1,33 +1,47 @@
 -- Readings narrower and cheaper to load. Each row still holds one source line, but the ids of
 -- its measurements become one `set_id` into `measurement_sets` (the same few sets recur on
--- every line of a file), and the columns are ordered so that none needs padding. The
--- (sensor_id, ts) btree and the two single-column BRIN indexes become one BRIN index over
--- (sensor_id, ts, file_id): the writer stores each chunk ordered by file, sensor and time, so
--- small block ranges keep every one of those columns narrow, and a BRIN index costs the load
--- a fraction of what a btree does. `set_id` has no foreign key (a per-row check on every
--- load); the writer registers a set before any row uses it, and sets are never deleted.
+-- every line of a file), and its location id and coordinates one `position_id` into
+-- `positions` (the same few places recur too). The (sensor_id, ts) btree and the two
+-- single-column BRIN indexes become one BRIN index over (sensor_id, ts, file_id): the writer
+-- stores each chunk ordered by file, sensor and time, so small block ranges keep every one of
+-- those columns narrow, and a BRIN index costs the load a fraction of what a btree does.
+-- The columns carry no NOT NULL and `set_id` and `position_id` no foreign keys: each is a
+-- per-row check on every load, of what the writer guarantees (it writes every column of every
+-- row, and registers a dictionary entry before any row uses it; entries are never deleted).
+-- The tests assert both on every real file.
 
 CREATE TABLE measurement_sets (
     set_id          integer    GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     measurement_ids smallint[] NOT NULL UNIQUE
 );
 
+CREATE TABLE positions (
+    position_id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    location_id bigint,
+    lat         double precision,
+    lon         double precision
+);
+-- Unique with nulls comparable: no location id is the smallest bigint, no coordinate NaN.
+CREATE UNIQUE INDEX positions_identity ON positions
+    ((coalesce(location_id, -9223372036854775808)), (coalesce(lat, 'NaN')), (coalesce(lon, 'NaN')));
+
 INSERT INTO measurement_sets (measurement_ids)
 SELECT DISTINCT measurement_ids FROM reading_rows;
+
+INSERT INTO positions (location_id, lat, lon)
+SELECT DISTINCT location_id, lat, lon FROM reading_rows;
 
 DROP VIEW v_hourly;
 DROP VIEW v_readings;
 
 CREATE TABLE readings (
-    ts          timestamptz        NOT NULL,
-    file_id     bigint             NOT NULL,
-    sensor_id   bigint             NOT NULL,
-    location_id bigint,
-    lat         double precision,
-    lon         double precision,
-    line        integer            NOT NULL,
-    set_id      integer            NOT NULL,
-    "values"    double precision[] NOT NULL
+    ts          timestamptz,
+    file_id     bigint,
+    sensor_id   bigint,
+    line        integer,
+    set_id      integer,
+    position_id integer,
+    "values"    double precision[]
 ) PARTITION BY RANGE (ts);
 
 DO $$
@@ -41,10 +55,14 @@ END
 $$;
 CREATE TABLE readings_other PARTITION OF readings DEFAULT;
 
-INSERT INTO readings (ts, file_id, sensor_id, location_id, lat, lon, line, set_id, "values")
-SELECT r.ts, r.file_id, r.sensor_id, r.location_id, r.lat, r.lon, r.line, s.set_id, r."values"
+INSERT INTO readings (ts, file_id, sensor_id, line, set_id, position_id, "values")
+SELECT r.ts, r.file_id, r.sensor_id, r.line, s.set_id, p.position_id, r."values"
 FROM reading_rows r
 JOIN measurement_sets s USING (measurement_ids)
+JOIN positions p
+  ON coalesce(p.location_id, -9223372036854775808) = coalesce(r.location_id, -9223372036854775808)
+ AND coalesce(p.lat, 'NaN') = coalesce(r.lat, 'NaN')
+ AND coalesce(p.lon, 'NaN') = coalesce(r.lon, 'NaN')
 ORDER BY r.file_id, r.sensor_id, r.ts;
 
 DROP TABLE reading_rows;
@@ -54,10 +72,11 @@ CREATE INDEX readings_brin ON readings USING brin (sensor_id, ts, file_id)
     WITH (pages_per_range = 16, autosummarize = on);
 
 CREATE VIEW v_readings AS
-SELECT r.file_id, r.line, r.sensor_id, m.sensor_type, r.location_id, r.lat, r.lon, r.ts,
+SELECT r.file_id, r.line, r.sensor_id, m.sensor_type, p.location_id, p.lat, p.lon, r.ts,
        m.name AS measurement, u.value, m.unit
 FROM readings r
 JOIN measurement_sets s ON s.set_id = r.set_id
+JOIN positions p ON p.position_id = r.position_id
 CROSS JOIN LATERAL unnest(s.measurement_ids, r."values") AS u(measurement_id, value)
 JOIN measurements m ON m.measurement_id = u.measurement_id;
 

@@ -170,12 +170,15 @@ async fn every_real_file_is_accounted_for() {
     let boot: Vec<String> = boot.iter().map(|r| r.get(0)).collect();
     assert_eq!(boot, vec!["all_measurements_empty", "duplicate_key"]);
 
-    // Each stored line's measurement set and values pair up one to one, and every set a
-    // line uses is registered.
+    // Every stored line has all its columns, its measurement set and position are
+    // registered, and the set's ids and the values pair up one to one.
     assert_eq!(
         h.count(
-            "SELECT count(*) FROM readings r LEFT JOIN measurement_sets s USING (set_id) \
-             WHERE s.set_id IS NULL OR cardinality(s.measurement_ids) <> cardinality(r.\"values\")"
+            "SELECT count(*) FROM readings r \
+             LEFT JOIN measurement_sets s USING (set_id) LEFT JOIN positions p USING (position_id) \
+             WHERE NOT (r IS NOT NULL) OR s.set_id IS NULL OR p.position_id IS NULL \
+                OR cardinality(s.measurement_ids) <> cardinality(r.\"values\") \
+                OR array_position(r.\"values\", NULL) IS NOT NULL"
         )
         .await,
         0

@@ -11,15 +11,16 @@ use futures_util::SinkExt;
 use tokio_postgres::{CopyInSink, Transaction};
 
 use crate::error::Result;
+use crate::store::dictionary::Position;
 use crate::store::encode::CopyEncoder;
 use crate::store::{Store, StoreError};
 use crate::transform::aggregate::AggregateRow;
 use crate::transform::normalize::{value_column, NormalizedFrame};
 use crate::validate::reject::RejectedRow;
 
-const READINGS_COPY: &str = "COPY readings (file_id, line, sensor_id, location_id, lat, lon, ts, \
-                             set_id, \"values\") FROM STDIN BINARY";
-const READINGS_FIELDS: i16 = 9;
+const READINGS_COPY: &str = "COPY readings (ts, file_id, sensor_id, line, set_id, position_id, \
+                             \"values\") FROM STDIN BINARY";
+const READINGS_FIELDS: i16 = 7;
 
 const REJECTS_COPY: &str = "COPY rejects (file_id, line, record, byte_offset, column_name, value, \
                             code, message) FROM STDIN BINARY";
@@ -69,12 +70,16 @@ impl CopyStream {
 }
 
 /// Copies a normalized frame's readings, one database row per source line: its measurement
-/// set (the ids of the values present, in key order) and the values, aligned. `file_ids[part]`
-/// is the file id of each part of the frame (one part outside group commits); lines of a part
-/// with no id (a duplicate file) are skipped. Returns the number of readings written.
+/// set (the ids of the values present, in key order), its position and the values, aligned.
+/// `file_ids[part]` is the file id of each part of the frame (one part outside group
+/// commits); lines of a part with no id (a duplicate file) are skipped. Returns the number of
+/// readings written.
+///
+/// Two passes: the first finds the lines' distinct sets and positions and resolves them to
+/// ids in one batch, the second encodes the rows.
 ///
 /// # Errors
-/// The COPY failed, registering a measurement set failed, or the frame lacks a column.
+/// The COPY failed, registering a set or position failed, or the frame lacks a column.
 pub async fn copy_readings(
     tx: &Transaction<'_>,
     store: &Store,
@@ -95,7 +100,7 @@ pub async fn copy_readings(
     let part = column("part")?.u32()?;
     let mut value_columns = Vec::with_capacity(normalized.keys.len());
     for key in &normalized.keys {
-        value_columns.push(column(value_column(*key).as_str())?.f64()?.iter());
+        value_columns.push(column(value_column(*key).as_str())?.f64()?);
     }
     let measurement_ids: Vec<i16> = normalized
         .keys
@@ -103,61 +108,110 @@ pub async fn copy_readings(
         .map(|key| store.measurement_id(*key))
         .collect();
 
+    // First pass: each line's set and position, as indexes into the chunk's distinct ones.
+    let mut sets: Distinct<Vec<i16>> = Distinct::default();
+    let mut positions: Distinct<Position> = Distinct::default();
+    let mut line_keys: Vec<Option<(u32, u32)>> = Vec::with_capacity(frame.height());
+    {
+        let mut values = value_columns.iter().map(|c| c.iter()).collect::<Vec<_>>();
+        let mut ids: Vec<i16> = Vec::with_capacity(measurement_ids.len());
+        let places = location_id.iter().zip(lat.iter()).zip(lon.iter());
+        for ((location_id, lat), lon) in places {
+            ids.clear();
+            for (column, id) in values.iter_mut().zip(&measurement_ids) {
+                if column.next().flatten().is_some() {
+                    ids.push(*id);
+                }
+            }
+            line_keys.push((!ids.is_empty()).then(|| {
+                (
+                    sets.index(&ids),
+                    positions.index(&Position::new(location_id, lat, lon)),
+                )
+            }));
+        }
+    }
+    let dictionaries = store.dictionaries();
+    let set_ids = dictionaries.set_ids(store.pool(), &sets.items).await?;
+    let position_ids = dictionaries
+        .position_ids(store.pool(), &positions.items)
+        .await?;
+
+    // Second pass: the rows.
     let mut stream = CopyStream::start(tx, READINGS_COPY).await?;
-    let mut set_ids: HashMap<Vec<i16>, i32> = HashMap::new();
-    let mut ids: Vec<i16> = Vec::with_capacity(measurement_ids.len());
+    let mut values_in = value_columns.iter().map(|c| c.iter()).collect::<Vec<_>>();
     let mut values: Vec<f64> = Vec::with_capacity(measurement_ids.len());
     let mut readings = 0u64;
     let rows = line
         .iter()
         .zip(sensor_id.iter())
-        .zip(location_id.iter())
-        .zip(lat.iter())
-        .zip(lon.iter())
         .zip(ts.iter())
-        .zip(part.iter());
-    for ((((((line, sensor_id), location_id), lat), lon), ts), part) in rows {
-        ids.clear();
+        .zip(part.iter())
+        .zip(line_keys);
+    for ((((line, sensor_id), ts), part), keys) in rows {
         values.clear();
-        for (column, id) in value_columns.iter_mut().zip(&measurement_ids) {
-            if let Some(value) = column.next().flatten() {
-                ids.push(*id);
-                values.push(value);
-            }
-        }
-        let (Some(line), Some(sensor_id), Some(ts)) = (line, sensor_id, ts) else {
+        values.extend(values_in.iter_mut().filter_map(|c| c.next().flatten()));
+        let (Some(line), Some(sensor_id), Some(ts), Some((set, position))) =
+            (line, sensor_id, ts, keys)
+        else {
             continue;
         };
         let Some(file_id) = part.and_then(|p| file_ids.get(p as usize).copied().flatten()) else {
             continue;
         };
-        if values.is_empty() {
-            continue;
-        }
-        let set_id = match set_ids.get(&ids) {
-            Some(set_id) => *set_id,
-            None => {
-                let set_id = store.measurement_set_id(&ids).await?;
-                set_ids.insert(ids.clone(), set_id);
-                set_id
-            }
-        };
         let encoder = &mut stream.encoder;
         encoder.row(READINGS_FIELDS);
-        encoder.i64(file_id);
-        encoder.i32(i32::try_from(line).unwrap_or(i32::MAX));
-        encoder.i64(sensor_id);
-        encoder.opt_i64(location_id);
-        encoder.opt_f64(lat);
-        encoder.opt_f64(lon);
         encoder.timestamp_micros(ts);
-        encoder.i32(set_id);
+        encoder.i64(file_id);
+        encoder.i64(sensor_id);
+        encoder.i32(i32::try_from(line).unwrap_or(i32::MAX));
+        encoder.i32(set_ids[set as usize]);
+        encoder.i32(position_ids[position as usize]);
         encoder.f64_array(&values);
         readings += values.len() as u64;
         stream.flush_full().await?;
     }
     stream.finish().await?;
     Ok(readings)
+}
+
+/// The distinct values seen in a chunk, each with its index; consecutive lines usually
+/// repeat the previous one, which is checked before any hashing.
+struct Distinct<T> {
+    items: Vec<T>,
+    index_of: HashMap<T, u32>,
+    last: Option<u32>,
+}
+
+impl<T> Default for Distinct<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            index_of: HashMap::new(),
+            last: None,
+        }
+    }
+}
+
+impl<T: Clone + Eq + std::hash::Hash> Distinct<T> {
+    fn index(&mut self, item: &T) -> u32 {
+        if let Some(last) = self.last {
+            if self.items[last as usize] == *item {
+                return last;
+            }
+        }
+        let index = match self.index_of.get(item) {
+            Some(index) => *index,
+            None => {
+                let index = u32::try_from(self.items.len()).unwrap_or(u32::MAX);
+                self.items.push(item.clone());
+                self.index_of.insert(item.clone(), index);
+                index
+            }
+        };
+        self.last = Some(index);
+        index
+    }
 }
 
 fn clean_text(text: &str) -> String {

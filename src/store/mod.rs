@@ -9,11 +9,11 @@
 
 pub mod claims;
 pub mod copy;
+pub mod dictionary;
 pub mod encode;
 pub mod ledger;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
@@ -21,6 +21,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use crate::config::Settings;
+use dictionary::Dictionaries;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -47,6 +48,9 @@ pub enum StoreError {
     /// A migration failed.
     #[error("database migration failed")]
     Migration(#[from] refinery::Error),
+    /// A dictionary lookup came back incomplete.
+    #[error("dictionary registration failed: {0}")]
+    Dictionary(String),
 }
 
 /// Whether an error is worth retrying.
@@ -117,8 +121,8 @@ pub struct Store {
     pool: Pool,
     /// Database id of each catalogue entry, indexed by `MeasurementSpec::key`.
     measurement_ids: Arc<Vec<i16>>,
-    /// Known measurement sets (the ids of a line's values, in order) and their ids.
-    measurement_sets: Arc<Mutex<HashMap<Vec<i16>, i32>>>,
+    /// Measurement sets and positions the readings point into.
+    dictionaries: Dictionaries,
 }
 
 impl Store {
@@ -137,11 +141,11 @@ impl Store {
     pub async fn from_pool(pool: Pool, settings: &Settings) -> Result<Self, StoreError> {
         migrate(&pool).await?;
         let measurement_ids = sync_measurements(&pool, settings).await?;
-        let measurement_sets = load_measurement_sets(&pool).await?;
+        let dictionaries = Dictionaries::load(&pool).await?;
         Ok(Self {
             pool,
             measurement_ids: Arc::new(measurement_ids),
-            measurement_sets: Arc::new(Mutex::new(measurement_sets)),
+            dictionaries,
         })
     }
 
@@ -155,58 +159,10 @@ impl Store {
         self.measurement_ids[key as usize]
     }
 
-    /// Id of a measurement set, registered on first use. Registration commits at once on a
-    /// connection of its own (a set is dictionary data, valid whatever becomes of the file
-    /// that first used it), so the caller's transaction never waits on another's; concurrent
-    /// registrations of one set agree through its unique constraint.
-    ///
-    /// # Errors
-    /// The database failed.
-    pub async fn measurement_set_id(&self, measurement_ids: &[i16]) -> Result<i32, StoreError> {
-        if let Some(set_id) = self.known_set(measurement_ids) {
-            return Ok(set_id);
-        }
-        let client = self.pool.get().await?;
-        let ids = measurement_ids.to_vec();
-        client
-            .execute(
-                "INSERT INTO measurement_sets (measurement_ids) VALUES ($1) \
-                 ON CONFLICT (measurement_ids) DO NOTHING",
-                &[&ids],
-            )
-            .await?;
-        let set_id: i32 = client
-            .query_one(
-                "SELECT set_id FROM measurement_sets WHERE measurement_ids = $1",
-                &[&ids],
-            )
-            .await?
-            .get(0);
-        self.measurement_sets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(ids, set_id);
-        Ok(set_id)
+    /// The measurement-set and position dictionaries.
+    pub fn dictionaries(&self) -> &Dictionaries {
+        &self.dictionaries
     }
-
-    fn known_set(&self, measurement_ids: &[i16]) -> Option<i32> {
-        self.measurement_sets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(measurement_ids)
-            .copied()
-    }
-}
-
-async fn load_measurement_sets(pool: &Pool) -> Result<HashMap<Vec<i16>, i32>, StoreError> {
-    let client = pool.get().await?;
-    let rows = client
-        .query("SELECT measurement_ids, set_id FROM measurement_sets", &[])
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect())
 }
 
 /// Builds a pool with explicit timeouts.

@@ -32,7 +32,7 @@ pub fn value_column(key: u32) -> String {
 /// A polars failure.
 pub fn normalize(readings: ReadingColumns, settings: &Settings) -> PolarsResult<NormalizedFrame> {
     let height = readings.line_count();
-    let keys: Vec<u32> = readings.values.keys().copied().collect();
+    let keys: Vec<u32> = readings.values.iter().map(|(key, _)| *key).collect();
     let mut columns = vec![
         Column::new("line".into(), readings.line),
         Column::new("sensor_id".into(), readings.sensor_id),

@@ -13,7 +13,7 @@ pub mod quarantine;
 pub mod reject;
 pub mod rules;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -42,8 +42,8 @@ pub struct ReadingColumns {
     pub ts_micros: Vec<i64>,
     /// Which file of a group the line belongs to (0 outside group commits).
     pub part: Vec<u32>,
-    /// Values by catalogue key (`Settings::catalogue`).
-    pub values: BTreeMap<u32, Vec<Option<f64>>>,
+    /// Value columns by catalogue key (`Settings::catalogue`), in ascending key order.
+    pub values: Vec<(u32, Vec<Option<f64>>)>,
 }
 
 /// The per-line fields of an accepted row.
@@ -72,8 +72,8 @@ impl ReadingColumns {
     /// Number of readings: the values present over all lines and keys.
     pub fn reading_count(&self) -> usize {
         self.values
-            .values()
-            .map(|column| column.iter().filter(|v| v.is_some()).count())
+            .iter()
+            .map(|(_, column)| column.iter().filter(|v| v.is_some()).count())
             .sum()
     }
 
@@ -93,16 +93,29 @@ impl ReadingColumns {
         self.ts_micros.push(fields.ts_micros);
         self.part.push(0);
         for (key, value) in values {
-            let column = self
-                .values
-                .entry(*key)
-                .or_insert_with(|| vec![None; before]);
-            column.push(Some(*value));
+            self.column(*key, before).push(Some(*value));
         }
         // Keys this line has no value for.
-        for column in self.values.values_mut() {
+        for (_, column) in &mut self.values {
             column.resize(before + 1, None);
         }
+    }
+
+    /// The value column of `key`, created with `lines` nulls when new. A chunk has a handful
+    /// of keys, so a linear search beats any map.
+    fn column(&mut self, key: u32, lines: usize) -> &mut Vec<Option<f64>> {
+        let at = match self.values.iter().position(|(k, _)| *k >= key) {
+            Some(at) if self.values[at].0 == key => at,
+            Some(at) => {
+                self.values.insert(at, (key, vec![None; lines]));
+                at
+            }
+            None => {
+                self.values.push((key, vec![None; lines]));
+                self.values.len() - 1
+            }
+        };
+        &mut self.values[at].1
     }
 
     /// Moves `other`'s lines to the end of these, as part `part` of a group.
@@ -116,10 +129,9 @@ impl ReadingColumns {
         self.ts_micros.append(&mut other.ts_micros);
         self.part.resize(before + added, part);
         for (key, mut column) in other.values {
-            let mine = self.values.entry(key).or_insert_with(|| vec![None; before]);
-            mine.append(&mut column);
+            self.column(key, before).append(&mut column);
         }
-        for column in self.values.values_mut() {
+        for (_, column) in &mut self.values {
             column.resize(before + added, None);
         }
     }
@@ -164,8 +176,13 @@ pub struct FileValidator<'s> {
     mode: Mode,
     /// Records read so far, blank lines excluded (the header is record 0).
     record_count: u64,
+    /// Chunks returned so far.
+    chunks_read: u32,
     finished: bool,
 }
+
+/// Rows in a file's first chunk; each next chunk doubles, up to `chunk_rows`.
+const FIRST_CHUNK_ROWS: usize = 4096;
 
 /// Longest header line read when sniffing the format.
 const MAX_HEADER_BYTES: u64 = 64 * 1024;
@@ -223,10 +240,11 @@ impl<'s> FileValidator<'s> {
             record,
             values: Vec::new(),
             seen_keys: KeySet::default(),
-            seen_sensors: HashSet::new(),
-            seen_locations: HashSet::new(),
+            seen_sensors: HashSet::default(),
+            seen_locations: HashSet::default(),
             mode,
             record_count: 0,
+            chunks_read: 0,
             finished: false,
         }))
     }
@@ -236,7 +254,9 @@ impl<'s> FileValidator<'s> {
         &self.format
     }
 
-    /// Reads and checks up to `chunk_rows` rows; `None` at the end of the file.
+    /// Reads and checks up to `chunk_rows` rows; `None` at the end of the file. The first
+    /// chunks are smaller (`FIRST_CHUNK_ROWS`, doubling up to `chunk_rows`), so the database
+    /// starts on a file's rows while the rest is still being read.
     ///
     /// # Errors
     /// An I/O error while reading.
@@ -245,7 +265,12 @@ impl<'s> FileValidator<'s> {
             return Ok(None);
         }
         let mut chunk = ValidatedChunk::default();
-        while chunk.rows_read < self.settings.chunk_rows as u64 {
+        let limit = self
+            .settings
+            .chunk_rows
+            .min(FIRST_CHUNK_ROWS << self.chunks_read.min(16)) as u64;
+        self.chunks_read += 1;
+        while chunk.rows_read < limit {
             let more = self
                 .reader
                 .read_byte_record(&mut self.record)
@@ -279,8 +304,7 @@ impl<'s> FileValidator<'s> {
     }
 
     fn check(&mut self, position: Position, byte_end: u64, chunk: &mut ValidatedChunk) {
-        let fields: Vec<&[u8]> = self.record.iter().collect();
-        let outcome = rules::check_row(&fields, &self.format, self.settings, &mut self.values);
+        let outcome = rules::check_row(&self.record, &self.format, self.settings, &mut self.values);
         let mut reject = |violations: Vec<Violation>| {
             chunk.rejects.push(RejectedRow {
                 position,
