@@ -221,12 +221,22 @@ pub async fn process_file(
 ) -> Result<FileReport> {
     let started = Instant::now();
     let owned_path = path.to_path_buf();
+    // The validator starts on the first chunks while the file is hashed: the database then
+    // gets rows as soon as the ledger has been checked.
+    let mut early_producer = Some(Producer::start(
+        Arc::clone(&ctx.settings),
+        path.to_path_buf(),
+        Mode::Load,
+    ));
     let job = tokio::task::spawn_blocking(move || FileJob::fingerprint(&owned_path))
         .await
         .expect("fingerprint task does not panic")?;
     let mut mode = Mode::Load;
     let report = loop {
-        match load_once(ctx, &job, mode.clone(), disposition).await? {
+        let producer = early_producer.take().unwrap_or_else(|| {
+            Producer::start(Arc::clone(&ctx.settings), path.to_path_buf(), mode.clone())
+        });
+        match load_once(ctx, &job, mode.clone(), disposition, producer).await? {
             LoadOutcome::Committed(report) => break *report,
             LoadOutcome::Duplicate(existing) => {
                 break finish_duplicate(ctx, &job, existing, disposition)?
@@ -510,6 +520,21 @@ pub async fn process_batch(
     Ok(outcomes)
 }
 
+/// A validator thread reading one file for one attempt, and the channel of its chunks.
+/// Dropping it stops the thread at its next chunk.
+struct Producer {
+    chunks: mpsc::Receiver<Result<ProducerEvent>>,
+    thread: tokio::task::JoinHandle<()>,
+}
+
+impl Producer {
+    fn start(settings: Arc<Settings>, path: PathBuf, mode: Mode) -> Self {
+        let (sender, chunks) = mpsc::channel(CHUNK_CHANNEL_CAPACITY);
+        let thread = spawn_producer(settings, path, mode, sender);
+        Self { chunks, thread }
+    }
+}
+
 fn spawn_producer(
     settings: Arc<Settings>,
     path: PathBuf,
@@ -686,10 +711,11 @@ async fn load_once(
     job: &FileJob,
     mode: Mode,
     disposition: Disposition,
+    producer: Producer,
 ) -> Result<LoadOutcome> {
     let mut client = ctx.store.pool().get().await.map_err(StoreError::from)?;
     let tx = client.transaction().await.map_err(StoreError::from)?;
-    match stage_file(&tx, ctx, job, mode).await? {
+    match stage_file(&tx, ctx, job, mode, producer).await? {
         // Dropping the transaction rolls the file back.
         Staged::RejectWhole(rejection) => Ok(LoadOutcome::RejectWhole(rejection)),
         Staged::Duplicate(existing) => {
@@ -718,6 +744,7 @@ async fn stage_file(
     ctx: &PipelineCtx,
     job: &FileJob,
     mode: Mode,
+    producer: Producer,
 ) -> Result<Staged> {
     let settings = &ctx.settings;
     let received_at = Utc::now();
@@ -732,13 +759,19 @@ async fn stage_file(
         Mode::Load => None,
         Mode::RejectAll(rejection) => Some(rejection.clone()),
     };
-    let (sender, mut receiver) = mpsc::channel(CHUNK_CHANNEL_CAPACITY);
-    let producer = spawn_producer(Arc::clone(settings), job.path.clone(), mode, sender);
+    let Producer {
+        chunks: mut receiver,
+        thread: producer,
+    } = producer;
     let target = job.quarantine_target(settings);
     let mut writer = QuarantineWriter::new(target.clone(), whole_file.is_none())?;
     let mut header_rejection = None;
     let mut totals = Totals::default();
 
+    // The chunks' readings stream into one COPY; rejects wait in `pending_rejects` (at most
+    // `chunk_rows` of them) and are copied when the readings COPY pauses or ends.
+    let mut readings_copy: Option<copy::ReadingsCopy> = None;
+    let mut pending_rejects: Vec<RejectedRow> = Vec::new();
     while let Some(event) = receiver.recv().await {
         match event? {
             ProducerEvent::HeaderRejected(rejection) => {
@@ -749,18 +782,35 @@ async fn stage_file(
             ProducerEvent::Chunk(chunk, batch) => {
                 totals.absorb(&chunk, settings);
                 if let Some(batch) = batch {
-                    totals.reading_count +=
-                        copy::copy_readings(tx, &ctx.store, &batch.frame, &[Some(file_id)]).await?;
+                    if readings_copy.is_none() {
+                        readings_copy = Some(copy::ReadingsCopy::start(tx).await?);
+                    }
+                    if let Some(copy) = readings_copy.as_mut() {
+                        totals.reading_count += copy
+                            .write(&ctx.store, &batch.frame, &[Some(file_id)])
+                            .await?;
+                    }
                     totals.aggregates.merge(batch.partials);
                 }
                 if !chunk.rejects.is_empty() {
                     writer.record(&chunk.rejects)?;
-                    copy::copy_rejects(tx, &[(file_id, &chunk.rejects)]).await?;
+                    pending_rejects.extend(chunk.rejects);
+                }
+                if pending_rejects.len() >= settings.chunk_rows {
+                    if let Some(copy) = readings_copy.take() {
+                        copy.finish().await?;
+                    }
+                    copy::copy_rejects(tx, &[(file_id, &pending_rejects)]).await?;
+                    pending_rejects.clear();
                 }
             }
         }
     }
     producer.await.expect("validator thread does not panic");
+    if let Some(copy) = readings_copy.take() {
+        copy.finish().await?;
+    }
+    copy::copy_rejects(tx, &[(file_id, &pending_rejects)]).await?;
 
     let rejection = header_rejection.or(whole_file);
     if rejection.is_none() {

@@ -352,3 +352,136 @@ async fn group_commit_keeps_each_file_its_own_outcome() {
         0
     );
 }
+
+/// A file of many chunks with rejects in most of them: the readings COPY pauses for the
+/// rejects and resumes, and every line ends up exactly once, loaded or rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_in_many_chunks_leave_every_line_accounted_for_once() {
+    let h = Harness::with_config(|raw| raw.chunk_rows = 100).await;
+    let path = h.workspace.path("in/many_chunks_dht22.csv");
+    let mut text = String::from("sensor_id,location,lat,lon,timestamp,temperature,humidity\n");
+    let rows = 3_000i64;
+    let mut bad_lines = Vec::new();
+    for i in 0..rows {
+        let line = i + 2;
+        let sensor = i % 7;
+        // Sensors move between two places, so positions differ within a chunk.
+        let (location, lat) = if i % 2 == 0 { (10, 42.5) } else { (11, 42.75) };
+        let humidity = if i % 9 == 4 {
+            bad_lines.push(line);
+            "wet".to_owned()
+        } else {
+            format!("{}", 40 + i % 50)
+        };
+        text.push_str(&format!(
+            "{sensor},{location},{lat},23.3,2021-03-01T00:{:02}:{:02},{}.5,{humidity}\n",
+            (i / 60) % 60,
+            i % 60,
+            i % 30
+        ));
+    }
+    write(&path, &text);
+    let report = process_file(&h.ctx, &path, Disposition::LeaveInPlace)
+        .await
+        .unwrap();
+    let bad = bad_lines.len() as u64;
+    assert_eq!(report.status, FileStatus::PartiallyLoaded);
+    assert_eq!(
+        (report.rows_read, report.rows_loaded, report.rows_rejected),
+        (rows as u64, rows as u64 - bad, bad)
+    );
+    let loaded: Vec<i32> = h
+        .client
+        .query("SELECT line FROM readings ORDER BY line", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let rejected: Vec<i64> = h
+        .client
+        .query("SELECT line FROM v_rejects ORDER BY line", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rejected, bad_lines);
+    let mut all: Vec<i64> = loaded.iter().map(|l| i64::from(*l)).collect();
+    all.extend(&rejected);
+    all.sort_unstable();
+    assert_eq!(all, (2..rows + 2).collect::<Vec<_>>());
+    // Each loaded line has both values and the position it was read with.
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM v_readings WHERE (line % 2 = 0 AND location_id = 10 AND lat = 42.5) \
+             OR (line % 2 = 1 AND location_id = 11 AND lat = 42.75)"
+        )
+        .await,
+        2 * (rows - bad as i64)
+    );
+}
+
+/// Upgrading a database that already holds readings in the schema of migration 4 keeps every
+/// reading, its position and its measurement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_to_narrow_readings_keeps_every_reading() {
+    let url = crate::support::fresh_database().await;
+    let pool = sensor_etl::store::build_pool(&url, 2).unwrap();
+    sensor_etl::store::migrate_to(&pool, 4).await.unwrap();
+    let client = crate::support::connect(&url).await;
+    client
+        .batch_execute(
+            "INSERT INTO files (content_sha256, file_name, size_bytes, status, rows_read, rows_loaded, \
+                                rows_rejected, reading_count, received_at) \
+             VALUES ('abc', 'old_dht22.csv', 100, 'loaded', 3, 3, 0, 5, now());
+             INSERT INTO measurements (sensor_type, name, unit) \
+             VALUES ('DHT22', 'temperature', '°C'), ('DHT22', 'humidity', '%');
+             INSERT INTO reading_rows (file_id, line, sensor_id, location_id, lat, lon, ts, measurement_ids, \"values\")
+             SELECT f.file_id, r.line, 7, r.location_id, r.lat, r.lon, r.ts::timestamptz, r.ids, r.vals
+             FROM files f, (VALUES
+               (2, 11::bigint, 42.5::float8, 23.25::float8, '2020-01-01 00:00:00Z', '{1,2}'::smallint[], '{20.5,55}'::float8[]),
+               (3, NULL, NULL, NULL, '2020-01-01 00:01:00Z', '{1,2}', '{21.5,56}'),
+               (4, 11, 42.5, 23.25, '2031-06-01 00:02:00Z', '{1}', '{22.5}')
+             ) AS r(line, location_id, lat, lon, ts, ids, vals);",
+        )
+        .await
+        .unwrap();
+    sensor_etl::store::migrate(&pool).await.unwrap();
+    let rows = client
+        .query(
+            "SELECT line, location_id, lat, lon, measurement, value FROM v_readings \
+             ORDER BY line, measurement",
+            &[],
+        )
+        .await
+        .unwrap();
+    type Row = (i32, Option<i64>, Option<f64>, Option<f64>, String, f64);
+    let got: Vec<Row> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+        .collect();
+    let at = (Some(11), Some(42.5), Some(23.25));
+    let row = |line, (location, lat, lon): (Option<i64>, Option<f64>, Option<f64>), m: &str, v| {
+        (line, location, lat, lon, m.to_owned(), v)
+    };
+    assert_eq!(
+        got,
+        vec![
+            row(2, at, "humidity", 55.0),
+            row(2, at, "temperature", 20.5),
+            row(3, (None, None, None), "humidity", 56.0),
+            row(3, (None, None, None), "temperature", 21.5),
+            row(4, at, "temperature", 22.5),
+        ]
+    );
+    assert_eq!(
+        crate::support::connect(&url)
+            .await
+            .query_one("SELECT count(*) FROM positions", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        2
+    );
+}

@@ -69,110 +69,153 @@ impl CopyStream {
     }
 }
 
-/// Copies a normalized frame's readings, one database row per source line: its measurement
-/// set (the ids of the values present, in key order), its position and the values, aligned.
-/// `file_ids[part]` is the file id of each part of the frame (one part outside group
-/// commits); lines of a part with no id (a duplicate file) are skipped. Returns the number of
-/// readings written.
-///
-/// Two passes: the first finds the lines' distinct sets and positions and resolves them to
-/// ids in one batch, the second encodes the rows.
+/// Copies a normalized frame's readings in a COPY of their own; see `ReadingsCopy::write`.
 ///
 /// # Errors
-/// The COPY failed, registering a set or position failed, or the frame lacks a column.
+/// As `ReadingsCopy::write`.
 pub async fn copy_readings(
     tx: &Transaction<'_>,
     store: &Store,
     normalized: &NormalizedFrame,
     file_ids: &[Option<i64>],
 ) -> Result<u64> {
-    let frame = &normalized.frame;
-    if frame.height() == 0 {
-        return Ok(0);
-    }
-    let column = |name: &str| frame.column(name).map_err(crate::error::Error::Transform);
-    let line = column("line")?.u32()?;
-    let sensor_id = column("sensor_id")?.i64()?;
-    let location_id = column("location_id")?.i64()?;
-    let lat = column("lat")?.f64()?;
-    let lon = column("lon")?.f64()?;
-    let ts = column("ts")?.i64()?;
-    let part = column("part")?.u32()?;
-    let mut value_columns = Vec::with_capacity(normalized.keys.len());
-    for key in &normalized.keys {
-        value_columns.push(column(value_column(*key).as_str())?.f64()?);
-    }
-    let measurement_ids: Vec<i16> = normalized
-        .keys
-        .iter()
-        .map(|key| store.measurement_id(*key))
-        .collect();
-
-    // First pass: each line's set and position, as indexes into the chunk's distinct ones.
-    let mut sets: Distinct<Vec<i16>> = Distinct::default();
-    let mut positions: Distinct<Position> = Distinct::default();
-    let mut line_keys: Vec<Option<(u32, u32)>> = Vec::with_capacity(frame.height());
-    {
-        let mut values = value_columns.iter().map(|c| c.iter()).collect::<Vec<_>>();
-        let mut ids: Vec<i16> = Vec::with_capacity(measurement_ids.len());
-        let places = location_id.iter().zip(lat.iter()).zip(lon.iter());
-        for ((location_id, lat), lon) in places {
-            ids.clear();
-            for (column, id) in values.iter_mut().zip(&measurement_ids) {
-                if column.next().flatten().is_some() {
-                    ids.push(*id);
-                }
-            }
-            line_keys.push((!ids.is_empty()).then(|| {
-                (
-                    sets.index(&ids),
-                    positions.index(&Position::new(location_id, lat, lon)),
-                )
-            }));
-        }
-    }
-    let dictionaries = store.dictionaries();
-    let set_ids = dictionaries.set_ids(store.pool(), &sets.items).await?;
-    let position_ids = dictionaries
-        .position_ids(store.pool(), &positions.items)
-        .await?;
-
-    // Second pass: the rows.
-    let mut stream = CopyStream::start(tx, READINGS_COPY).await?;
-    let mut values_in = value_columns.iter().map(|c| c.iter()).collect::<Vec<_>>();
-    let mut values: Vec<f64> = Vec::with_capacity(measurement_ids.len());
-    let mut readings = 0u64;
-    let rows = line
-        .iter()
-        .zip(sensor_id.iter())
-        .zip(ts.iter())
-        .zip(part.iter())
-        .zip(line_keys);
-    for ((((line, sensor_id), ts), part), keys) in rows {
-        values.clear();
-        values.extend(values_in.iter_mut().filter_map(|c| c.next().flatten()));
-        let (Some(line), Some(sensor_id), Some(ts), Some((set, position))) =
-            (line, sensor_id, ts, keys)
-        else {
-            continue;
-        };
-        let Some(file_id) = part.and_then(|p| file_ids.get(p as usize).copied().flatten()) else {
-            continue;
-        };
-        let encoder = &mut stream.encoder;
-        encoder.row(READINGS_FIELDS);
-        encoder.timestamp_micros(ts);
-        encoder.i64(file_id);
-        encoder.i64(sensor_id);
-        encoder.i32(i32::try_from(line).unwrap_or(i32::MAX));
-        encoder.i32(set_ids[set as usize]);
-        encoder.i32(position_ids[position as usize]);
-        encoder.f64_array(&values);
-        readings += values.len() as u64;
-        stream.flush_full().await?;
-    }
-    stream.finish().await?;
+    let mut copy = ReadingsCopy::start(tx).await?;
+    let readings = copy.write(store, normalized, file_ids).await?;
+    copy.finish().await?;
     Ok(readings)
+}
+
+/// One COPY into `readings` that any number of frames are written into, so that a file's
+/// chunks stream to the server without a pause between them. Nothing else can run on the
+/// transaction's connection until `finish`.
+pub struct ReadingsCopy {
+    stream: CopyStream,
+}
+
+impl ReadingsCopy {
+    /// Starts the COPY.
+    ///
+    /// # Errors
+    /// The database refused it.
+    pub async fn start(tx: &Transaction<'_>) -> Result<Self> {
+        Ok(Self {
+            stream: CopyStream::start(tx, READINGS_COPY).await?,
+        })
+    }
+
+    /// Ends the COPY; returns the rows stored.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn finish(self) -> Result<u64> {
+        self.stream.finish().await
+    }
+
+    /// Writes a normalized frame's readings, one database row per source line: its
+    /// measurement set (the ids of the values present, in key order), its position and the
+    /// values, aligned. `file_ids[part]` is the file id of each part of the frame (one part
+    /// outside group commits); lines of a part with no id (a duplicate file) are skipped.
+    /// Returns the number of readings written.
+    ///
+    /// Two passes: the first finds the lines' distinct sets and positions and resolves them
+    /// to ids in one batch (on another connection), the second encodes the rows.
+    ///
+    /// # Errors
+    /// The COPY failed, registering a set or position failed, or the frame lacks a column.
+    pub async fn write(
+        &mut self,
+        store: &Store,
+        normalized: &NormalizedFrame,
+        file_ids: &[Option<i64>],
+    ) -> Result<u64> {
+        let frame = &normalized.frame;
+        if frame.height() == 0 {
+            return Ok(0);
+        }
+        let column = |name: &str| frame.column(name).map_err(crate::error::Error::Transform);
+        let line = column("line")?.u32()?;
+        let sensor_id = column("sensor_id")?.i64()?;
+        let location_id = column("location_id")?.i64()?;
+        let lat = column("lat")?.f64()?;
+        let lon = column("lon")?.f64()?;
+        let ts = column("ts")?.i64()?;
+        let part = column("part")?.u32()?;
+        let mut value_columns = Vec::with_capacity(normalized.keys.len());
+        for key in &normalized.keys {
+            value_columns.push(column(value_column(*key).as_str())?.f64()?);
+        }
+        let measurement_ids: Vec<i16> = normalized
+            .keys
+            .iter()
+            .map(|key| store.measurement_id(*key))
+            .collect();
+
+        // First pass: each line's set and position, as indexes into the chunk's distinct ones.
+        let mut sets: Distinct<Vec<i16>> = Distinct::default();
+        let mut positions: Distinct<Position> = Distinct::default();
+        let mut line_keys: Vec<Option<(u32, u32)>> = Vec::with_capacity(frame.height());
+        {
+            let mut values = value_columns.iter().map(|c| c.iter()).collect::<Vec<_>>();
+            let mut ids: Vec<i16> = Vec::with_capacity(measurement_ids.len());
+            let places = location_id.iter().zip(lat.iter()).zip(lon.iter());
+            for ((location_id, lat), lon) in places {
+                ids.clear();
+                for (column, id) in values.iter_mut().zip(&measurement_ids) {
+                    if column.next().flatten().is_some() {
+                        ids.push(*id);
+                    }
+                }
+                line_keys.push((!ids.is_empty()).then(|| {
+                    (
+                        sets.index(&ids),
+                        positions.index(&Position::new(location_id, lat, lon)),
+                    )
+                }));
+            }
+        }
+        let dictionaries = store.dictionaries();
+        let set_ids = dictionaries.set_ids(store.pool(), &sets.items).await?;
+        let position_ids = dictionaries
+            .position_ids(store.pool(), &positions.items)
+            .await?;
+
+        // Second pass: the rows.
+        let stream = &mut self.stream;
+        let mut values_in = value_columns.iter().map(|c| c.iter()).collect::<Vec<_>>();
+        let mut values: Vec<f64> = Vec::with_capacity(measurement_ids.len());
+        let mut readings = 0u64;
+        let rows = line
+            .iter()
+            .zip(sensor_id.iter())
+            .zip(ts.iter())
+            .zip(part.iter())
+            .zip(line_keys);
+        for ((((line, sensor_id), ts), part), keys) in rows {
+            values.clear();
+            values.extend(values_in.iter_mut().filter_map(|c| c.next().flatten()));
+            let (Some(line), Some(sensor_id), Some(ts), Some((set, position))) =
+                (line, sensor_id, ts, keys)
+            else {
+                continue;
+            };
+            let Some(file_id) = part.and_then(|p| file_ids.get(p as usize).copied().flatten())
+            else {
+                continue;
+            };
+            let encoder = &mut stream.encoder;
+            encoder.row(READINGS_FIELDS);
+            encoder.timestamp_micros(ts);
+            encoder.i64(file_id);
+            encoder.i64(sensor_id);
+            encoder.i32(i32::try_from(line).unwrap_or(i32::MAX));
+            encoder.i32(set_ids[set as usize]);
+            encoder.i32(position_ids[position as usize]);
+            encoder.f64_array(&values);
+            readings += values.len() as u64;
+            stream.flush_full().await?;
+        }
+        Ok(readings)
+    }
 }
 
 /// The distinct values seen in a chunk, each with its index; consecutive lines usually

@@ -197,12 +197,31 @@ pub fn build_pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
 /// # Errors
 /// No connection, or a migration failed.
 pub async fn migrate(pool: &Pool) -> Result<refinery::Report, StoreError> {
+    run_migrations(pool, refinery::Target::Latest).await
+}
+
+/// Applies the migrations carried in the binary up to `version` only: a staged upgrade, as
+/// the tests use to load data into an older schema and check that a later migration keeps it.
+///
+/// # Errors
+/// No connection, or a migration failed.
+pub async fn migrate_to(pool: &Pool, version: i32) -> Result<refinery::Report, StoreError> {
+    run_migrations(pool, refinery::Target::Version(version)).await
+}
+
+async fn run_migrations(
+    pool: &Pool,
+    target: refinery::Target,
+) -> Result<refinery::Report, StoreError> {
     let mut client = pool.get().await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
     let client_ref: &mut tokio_postgres::Client = &mut client;
-    let report = embedded::migrations::runner().run_async(client_ref).await;
+    let report = embedded::migrations::runner()
+        .set_target(target)
+        .run_async(client_ref)
+        .await;
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
