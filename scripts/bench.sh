@@ -2,17 +2,22 @@
 # Benchmark: sensor-etl side by side with PostgreSQL's own COPY, in one run, on one private
 # PostgreSQL cluster that this script starts (and stops).
 #
-#   scripts/bench.sh [ROWS] [SMALL_FILES]      defaults: 1000000 rows, 2000 small files
+#   scripts/bench.sh [ROWS] [SMALL_FILES] [REPEAT]
+#       ROWS: rows of the big file, or several sizes separated by commas (default 1000000);
+#       SMALL_FILES: files in the burst (default 2000); REPEAT: paired runs per size (default 1).
 #
-# Prints, for a BME280 file of ROWS rows: the `psql \copy` baseline into an unindexed table of
-# plain columns, `sensor-etl ingest` doing everything (validation, quarantine, normalization,
-# aggregates, indexed readings, ledger), rows/s, the time ratio and peak RSS; then files/s for a
-# burst of SMALL_FILES 100-row files renamed into the inbox of `sensor-etl run`, and the
-# latency (rename -> file committed and moved) of 30 single files.
+# For each size and each repeat, a new BME280 file (its own seed, so never a duplicate) is
+# loaded by `psql \copy` into an unindexed table of plain columns (the baseline, emptied
+# first) and by `sensor-etl ingest` doing everything (validation, quarantine, normalization,
+# aggregates, indexed readings, ledger), one right after the other; printed: both times,
+# rows/s, the time ratio and peak RSS. Then files/s for a burst of SMALL_FILES 100-row files
+# renamed into the inbox of `sensor-etl run`, and the latency (rename -> file committed and
+# moved) of 30 single files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${1:-1000000}"
 SMALL_FILES="${2:-2000}"
+REPEAT="${3:-1}"
 scripts/ensure-postgres.sh
 cargo build --release --locked -q
 BIN="$PWD/target/release/sensor-etl"
@@ -30,26 +35,35 @@ SMALL_URL="postgres://postgres@127.0.0.1:$PORT/bench_small"
 "$BIN" --database-url "$BENCH_URL" migrate >/dev/null 2>&1
 "$BIN" --database-url "$SMALL_URL" migrate >/dev/null 2>&1
 
-echo "== generating $ROWS BME280 rows"
-"$BIN" generate --out big --files 1 --rows "$ROWS" --sensors 500 --kind bme280 >/dev/null 2>&1
-FILE="$(ls big/*.csv)"
-ls -l "$FILE" | awk '{printf "file: %s, %.1f MB\n", $9, $5/1e6}'
-
 now() { date +%s.%N; }
 psql -q -d bench -c "CREATE TABLE baseline (sensor_id bigint, sensor_type text, location bigint, lat float8, lon float8, ts timestamp, pressure float8, altitude float8, pressure_sealevel float8, temperature float8, humidity float8)"
-start="$(now)"
-psql -q -d bench -c "\\copy baseline FROM '$FILE' WITH (FORMAT csv, HEADER true, DELIMITER ';')"
-copy_s="$(echo "$(now) - $start" | bc -l)"
+seed=1
+for rows in ${ROWS//,/ }; do
+  for run in $(seq "$REPEAT"); do
+    seed=$((seed + 1))
+    rm -rf big
+    "$BIN" generate --out big --files 1 --rows "$rows" --sensors 500 --kind bme280 --seed "$seed" >/dev/null 2>&1
+    FILE="$(ls big/*.csv)"
+    size_mb="$(stat -c %s "$FILE" | awk '{printf "%.0f", $1/1e6}')"
+    echo "== $rows BME280 rows ($size_mb MB), run $run of $REPEAT"
+    psql -q -d bench -c "TRUNCATE baseline" -c "CHECKPOINT"
+    start="$(now)"
+    psql -q -d bench -c "\\copy baseline FROM '$FILE' WITH (FORMAT csv, HEADER true, DELIMITER ';')"
+    copy_s="$(echo "$(now) - $start" | bc -l)"
 
-start="$(now)"
-/usr/bin/time -f "%M" -o rss.txt "$BIN" --database-url "$BENCH_URL" ingest "$FILE" >/dev/null 2>&1 || true
-etl_s="$(echo "$(now) - $start" | bc -l)"
-rss_mb="$(echo "$(cat rss.txt) / 1024" | bc -l)"
-loaded="$(psql -d bench -Atc "SELECT rows_loaded FROM v_files")"
+    psql -q -d bench -c "CHECKPOINT"
+    start="$(now)"
+    /usr/bin/time -f "%M" -o rss.txt "$BIN" --database-url "$BENCH_URL" ingest "$FILE" >/dev/null 2>&1 || true
+    etl_s="$(echo "$(now) - $start" | bc -l)"
+    rss_mb="$(echo "$(cat rss.txt) / 1024" | bc -l)"
+    loaded="$(psql -d bench -Atc "SELECT rows_loaded FROM v_files ORDER BY file_id DESC LIMIT 1")"
 
-printf "%-28s %8.2f s %12.0f rows/s\n" "psql \\copy (baseline)" "$copy_s" "$(echo "$ROWS / $copy_s" | bc -l)"
-printf "%-28s %8.2f s %12.0f rows/s   peak RSS %.0f MB   rows loaded %s\n" "sensor-etl ingest" "$etl_s" "$(echo "$ROWS / $etl_s" | bc -l)" "$rss_mb" "$loaded"
-printf "ratio sensor-etl / \\copy: %.2f\n" "$(echo "$etl_s / $copy_s" | bc -l)"
+    printf "%-28s %8.2f s %12.0f rows/s\n" "psql \\copy (baseline)" "$copy_s" "$(echo "$rows / $copy_s" | bc -l)"
+    printf "%-28s %8.2f s %12.0f rows/s   peak RSS %.0f MB   rows loaded %s\n" "sensor-etl ingest" "$etl_s" "$(echo "$rows / $etl_s" | bc -l)" "$rss_mb" "$loaded"
+    printf "ratio sensor-etl / \\copy: %.2f\n" "$(echo "$etl_s / $copy_s" | bc -l)"
+  done
+done
+rm -rf big
 
 echo "== burst of $SMALL_FILES files of 100 rows into the inbox of sensor-etl run"
 "$BIN" generate --out staging --files "$SMALL_FILES" --rows 100 --sensors 2 --kind sds011 >/dev/null 2>&1

@@ -9,11 +9,12 @@
 //! Positions: `line` starts at 1 (the header); `record` and `byte` start at 0.
 
 pub mod format;
+pub mod keyset;
 pub mod quarantine;
 pub mod reject;
 pub mod rules;
 
-use foldhash::{HashMap, HashSet};
+use foldhash::HashSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -21,6 +22,7 @@ use std::path::Path;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use format::{FileFormat, FileRejection};
+use keyset::KeySet;
 use reject::{Position, RejectReason, RejectedRow, Violation};
 
 /// Accepted readings of one chunk, one entry per accepted row ("line"), with one value
@@ -312,7 +314,7 @@ impl<'s> FileValidator<'s> {
                 violations,
             });
         };
-        let duplicate = |key: (i64, i64)| -> Option<Violation> {
+        let mut duplicate = |key: (i64, i64)| -> Option<Violation> {
             if !self.seen_keys.contains(key) {
                 return None;
             }
@@ -368,40 +370,6 @@ impl<'s> FileValidator<'s> {
             ts_micros: row.ts_micros,
         };
         chunk.readings.push(fields, &self.values);
-    }
-}
-
-/// The (sensor, timestamp) keys of a file's accepted rows, for the duplicate rule: per sensor,
-/// its timestamps in a sorted vector, 8 bytes per row. Rows usually come in time order, so an
-/// insert is a push and a lookup a comparison with the last element.
-#[derive(Debug, Default)]
-struct KeySet {
-    by_sensor: HashMap<i64, Vec<i64>>,
-}
-
-impl KeySet {
-    fn contains(&self, (sensor_id, ts): (i64, i64)) -> bool {
-        match self.by_sensor.get(&sensor_id) {
-            Some(times) if times.last().is_some_and(|last| *last < ts) => false,
-            Some(times) => times.binary_search(&ts).is_ok(),
-            None => false,
-        }
-    }
-
-    fn insert(&mut self, sensor_id: i64, ts: i64) {
-        let times = self.by_sensor.entry(sensor_id).or_default();
-        if times.len() == times.capacity() {
-            // Grow by an eighth rather than doubling: this set grows with the file.
-            times.reserve_exact((times.len() / 8).max(64));
-        }
-        match times.last() {
-            Some(last) if *last >= ts => {
-                if let Err(at) = times.binary_search(&ts) {
-                    times.insert(at, ts);
-                }
-            }
-            _ => times.push(ts),
-        }
     }
 }
 
@@ -616,25 +584,5 @@ impl RejectedLines {
             return Ok(None);
         }
         Ok(Some(chunk))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_set_handles_rows_in_and_out_of_time_order() {
-        let mut keys = KeySet::default();
-        for (sensor, ts) in [(1, 10), (1, 20), (2, 10), (1, 15), (1, 5), (1, 20)] {
-            keys.insert(sensor, ts);
-        }
-        for present in [(1, 5), (1, 10), (1, 15), (1, 20), (2, 10)] {
-            assert!(keys.contains(present), "{present:?}");
-        }
-        for absent in [(1, 11), (1, 25), (2, 5), (3, 10)] {
-            assert!(!keys.contains(absent), "{absent:?}");
-        }
-        assert_eq!(keys.by_sensor[&1], vec![5, 10, 15, 20]);
     }
 }

@@ -1,0 +1,226 @@
+//! The (sensor, timestamp) keys of a file's accepted rows, for the duplicate rule.
+//!
+//! Part of the validation stage, and the one structure that grows with the file, so it is
+//! kept compact. Rows usually come in time order per sensor: while they do, a sensor's times
+//! are stored as the gaps between them, LEB128-encoded in whole seconds (or in microseconds
+//! once a gap is not a whole second), about two bytes a row for sensor.community data; a
+//! lookup of a later time is one comparison. The first time that arrives out of order turns
+//! that sensor's times into a sorted vector (8 bytes a row) with binary search.
+
+use foldhash::HashMap;
+
+const MICROS_PER_SECOND: i64 = 1_000_000;
+
+/// The keys seen so far.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    by_sensor: HashMap<i64, Times>,
+}
+
+#[derive(Debug)]
+enum Times {
+    /// Strictly increasing so far: `first`, then each gap divided by `unit`, as varints.
+    Ascending {
+        first: i64,
+        last: i64,
+        unit: i64,
+        gaps: Vec<u8>,
+    },
+    /// In no particular arrival order: sorted.
+    Sorted(Vec<i64>),
+}
+
+impl KeySet {
+    /// Whether `(sensor_id, ts)` was inserted.
+    pub fn contains(&mut self, (sensor_id, ts): (i64, i64)) -> bool {
+        let Some(times) = self.by_sensor.get_mut(&sensor_id) else {
+            return false;
+        };
+        match times {
+            Times::Ascending { last, .. } if ts > *last => false,
+            Times::Ascending { last, .. } if ts == *last => true,
+            Times::Ascending { .. } => {
+                times.make_sorted();
+                times.contains_sorted(ts)
+            }
+            Times::Sorted(_) => times.contains_sorted(ts),
+        }
+    }
+
+    /// Adds `(sensor_id, ts)`.
+    pub fn insert(&mut self, sensor_id: i64, ts: i64) {
+        let times = self
+            .by_sensor
+            .entry(sensor_id)
+            .or_insert_with(|| Times::Ascending {
+                first: ts,
+                last: ts,
+                unit: MICROS_PER_SECOND,
+                gaps: Vec::new(),
+            });
+        if let Times::Ascending {
+            first,
+            last,
+            unit,
+            gaps,
+        } = times
+        {
+            if ts == *first && gaps.is_empty() {
+                return;
+            }
+            if ts > *last {
+                let gap = ts - *last;
+                if gap % *unit != 0 {
+                    // A gap finer than the unit: re-encode the earlier gaps in microseconds.
+                    let decoded = decode_gaps(gaps, *unit);
+                    gaps.clear();
+                    for earlier in decoded {
+                        push_varint(gaps, earlier as u64);
+                    }
+                    *unit = 1;
+                }
+                push_varint(gaps, (gap / *unit) as u64);
+                *last = ts;
+                return;
+            }
+            times.make_sorted();
+        }
+        if let Times::Sorted(sorted) = times {
+            if let Err(at) = sorted.binary_search(&ts) {
+                grow(sorted);
+                sorted.insert(at, ts);
+            }
+        }
+    }
+}
+
+impl Times {
+    fn make_sorted(&mut self) {
+        if let Times::Ascending {
+            first, unit, gaps, ..
+        } = self
+        {
+            let mut sorted = Vec::with_capacity(gaps.len() + 1);
+            let mut ts = *first;
+            sorted.push(ts);
+            for gap in decode_gaps(gaps, *unit) {
+                ts += gap;
+                sorted.push(ts);
+            }
+            *self = Times::Sorted(sorted);
+        }
+    }
+
+    fn contains_sorted(&self, ts: i64) -> bool {
+        match self {
+            Times::Sorted(sorted) => sorted.binary_search(&ts).is_ok(),
+            Times::Ascending { .. } => unreachable!("made sorted before the search"),
+        }
+    }
+}
+
+/// Grows by an eighth rather than doubling: this structure grows with the file.
+fn grow<T>(vec: &mut Vec<T>) {
+    if vec.len() == vec.capacity() {
+        vec.reserve_exact((vec.len() / 8).max(64));
+    }
+}
+
+fn push_varint(bytes: &mut Vec<u8>, mut value: u64) {
+    loop {
+        grow(bytes);
+        let low = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            bytes.push(low);
+            return;
+        }
+        bytes.push(low | 0x80);
+    }
+}
+
+/// The gaps in microseconds.
+fn decode_gaps(bytes: &[u8], unit: i64) -> Vec<i64> {
+    let mut gaps = Vec::new();
+    let (mut value, mut shift) = (0u64, 0u32);
+    for byte in bytes {
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            gaps.push(value as i64 * unit);
+            value = 0;
+            shift = 0;
+        } else {
+            shift += 7;
+        }
+    }
+    gaps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = MICROS_PER_SECOND;
+
+    #[test]
+    fn rows_in_and_out_of_time_order() {
+        let mut keys = KeySet::default();
+        for (sensor, ts) in [(1, 10), (1, 20), (2, 10), (1, 15), (1, 5), (1, 20)] {
+            keys.insert(sensor, ts * S);
+        }
+        for present in [(1, 5), (1, 10), (1, 15), (1, 20), (2, 10)] {
+            assert!(keys.contains((present.0, present.1 * S)), "{present:?}");
+        }
+        for absent in [(1, 11), (1, 25), (2, 5), (3, 10)] {
+            assert!(!keys.contains((absent.0, absent.1 * S)), "{absent:?}");
+        }
+    }
+
+    #[test]
+    fn ascending_times_take_about_two_bytes_and_survive_a_finer_gap() {
+        let mut keys = KeySet::default();
+        let mut ts = 1_500_000_000 * S;
+        let mut all = Vec::new();
+        for i in 0..10_000i64 {
+            ts += (140 + i % 11) * S;
+            if i == 9_000 {
+                ts += 250_000; // a gap that is not a whole second
+            }
+            keys.insert(7, ts);
+            all.push(ts);
+        }
+        match &keys.by_sensor[&7] {
+            Times::Ascending { gaps, unit, .. } => {
+                assert_eq!(*unit, 1);
+                assert!(gaps.len() <= 4 * all.len(), "{} bytes", gaps.len());
+            }
+            Times::Sorted(_) => panic!("ascending input stays ascending"),
+        }
+        // Later times are absent, each time seen is present, and times between are absent.
+        assert!(!keys.contains((7, ts + 1)));
+        assert!(keys.contains((7, all[9_999])));
+        for (i, t) in all.iter().enumerate().step_by(997) {
+            assert!(keys.contains((7, *t)), "time {i}");
+            assert!(!keys.contains((7, *t - 1)), "before time {i}");
+        }
+        match &keys.by_sensor[&7] {
+            Times::Sorted(sorted) => assert_eq!(sorted, &all),
+            Times::Ascending { .. } => panic!("an earlier lookup sorts the times"),
+        }
+    }
+
+    #[test]
+    fn whole_second_gaps_are_compact() {
+        let mut keys = KeySet::default();
+        for i in 0..100_000i64 {
+            keys.insert(1, (1_600_000_000 + 145 * i) * S);
+        }
+        match &keys.by_sensor[&1] {
+            Times::Ascending { gaps, unit, .. } => {
+                assert_eq!(*unit, S);
+                assert!(gaps.len() < 2 * 100_000 + 64 * 8);
+            }
+            Times::Sorted(_) => panic!("ascending input stays ascending"),
+        }
+    }
+}
