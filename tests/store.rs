@@ -485,3 +485,55 @@ async fn upgrading_to_narrow_readings_keeps_every_reading() {
         2
     );
 }
+
+/// The two common questions, one sensor over a time range and everything in a time range,
+/// are answered through the readings index and partition pruning, through the public view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn common_questions_use_the_readings_index() {
+    let h = Harness::new().await;
+    let path = h.workspace.path("in/station_dht22.csv");
+    let mut text = String::from("sensor_id,timestamp,temperature,humidity\n");
+    for i in 0..500 {
+        text.push_str(&format!(
+            "{},2022-02-01T{:02}:{:02}:00Z,1.5,50\n",
+            i % 5,
+            i / 60,
+            i % 60
+        ));
+    }
+    write(&path, &text);
+    process_file(&h.ctx, &path, Disposition::LeaveInPlace)
+        .await
+        .unwrap();
+    h.client
+        .batch_execute("SET enable_seqscan = off")
+        .await
+        .unwrap();
+    for question in [
+        "SELECT avg(value) FROM v_readings WHERE sensor_id = 3 \
+         AND ts >= '2022-02-01 01:00Z' AND ts < '2022-02-01 02:00Z'",
+        "SELECT count(*) FROM v_readings WHERE ts >= '2022-02-01 01:00Z' AND ts < '2022-02-01 02:00Z'",
+    ] {
+        let plan: Vec<String> = h
+            .client
+            .query(&format!("EXPLAIN {question}"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("Bitmap Index Scan on readings_y2022_"),
+            "{question}:\n{plan}"
+        );
+        assert!(!plan.contains("readings_y2021"), "pruned: {plan}");
+    }
+    let in_hour = h
+        .count(
+            "SELECT count(*) FROM v_readings WHERE sensor_id = 3 \
+             AND ts >= '2022-02-01 01:00Z' AND ts < '2022-02-01 02:00Z'",
+        )
+        .await;
+    assert_eq!(in_hour, 2 * 12);
+}
