@@ -1,14 +1,15 @@
 -- Readings narrower and cheaper to load. Each row still holds one source line, but the ids of
 -- its measurements become one `set_id` into `measurement_sets` (the same few sets recur on
 -- every line of a file), and its location id and coordinates one `position_id` into
--- `positions` (the same few places recur too). The (sensor_id, ts) btree and the two
--- single-column BRIN indexes become one BRIN index over (sensor_id, ts, file_id): the writer
--- stores each chunk ordered by file, sensor and time, so small block ranges keep every one of
--- those columns narrow, and a BRIN index costs the load a fraction of what a btree does.
+-- `positions` (the same few places recur too; a chunk with many distinct positions keeps
+-- them in the row instead). The (sensor_id, ts) btree and the two single-column BRIN indexes
+-- become one BRIN index over (sensor_id, ts, file_id): the writer stores each chunk ordered
+-- by file, sensor and time, so small block ranges keep every one of those columns narrow, and
+-- a BRIN index costs the load a fraction of what a btree does.
 -- The columns carry no NOT NULL and `set_id` and `position_id` no foreign keys: each is a
--- per-row check on every load, of what the writer guarantees (it writes every column of every
--- row, and registers a dictionary entry before any row uses it; entries are never deleted).
--- The tests assert both on every real file.
+-- per-row check on every load, of what the writer guarantees (time, file, sensor, line, set
+-- and values on every row; a dictionary entry registered before any row uses it, entries
+-- never deleted). The tests assert it on every real file.
 
 CREATE TABLE measurement_sets (
     set_id          integer    GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -41,7 +42,13 @@ CREATE TABLE readings (
     line        integer,
     set_id      integer,
     position_id integer,
-    "values"    double precision[]
+    "values"    double precision[],
+    -- The position itself, for lines of a chunk with too many distinct positions to be worth
+    -- a dictionary entry each (moving sensors, jittered coordinates); `position_id` is then
+    -- null. Null columns at the end of a row cost nothing but their bit.
+    location_id bigint,
+    lat         double precision,
+    lon         double precision
 ) PARTITION BY RANGE (ts);
 
 DO $$
@@ -72,11 +79,14 @@ CREATE INDEX readings_brin ON readings USING brin (sensor_id, ts, file_id)
     WITH (pages_per_range = 16, autosummarize = on);
 
 CREATE VIEW v_readings AS
-SELECT r.file_id, r.line, r.sensor_id, m.sensor_type, p.location_id, p.lat, p.lon, r.ts,
-       m.name AS measurement, u.value, m.unit
+SELECT r.file_id, r.line, r.sensor_id, m.sensor_type,
+       CASE WHEN r.position_id IS NULL THEN r.location_id ELSE p.location_id END AS location_id,
+       CASE WHEN r.position_id IS NULL THEN r.lat ELSE p.lat END AS lat,
+       CASE WHEN r.position_id IS NULL THEN r.lon ELSE p.lon END AS lon,
+       r.ts, m.name AS measurement, u.value, m.unit
 FROM readings r
 JOIN measurement_sets s ON s.set_id = r.set_id
-JOIN positions p ON p.position_id = r.position_id
+LEFT JOIN positions p ON p.position_id = r.position_id
 CROSS JOIN LATERAL unnest(s.measurement_ids, r."values") AS u(measurement_id, value)
 JOIN measurements m ON m.measurement_id = u.measurement_id;
 

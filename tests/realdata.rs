@@ -170,13 +170,16 @@ async fn every_real_file_is_accounted_for() {
     let boot: Vec<String> = boot.iter().map(|r| r.get(0)).collect();
     assert_eq!(boot, vec!["all_measurements_empty", "duplicate_key"]);
 
-    // Every stored line has all its columns, its measurement set and position are
-    // registered, and the set's ids and the values pair up one to one.
+    // Every stored line has its required columns, its measurement set and position (as an id
+    // or in the row, never both) are registered, and the set's ids and the values pair up
+    // one to one.
     assert_eq!(
         h.count(
             "SELECT count(*) FROM readings r \
              LEFT JOIN measurement_sets s USING (set_id) LEFT JOIN positions p USING (position_id) \
-             WHERE NOT (r IS NOT NULL) OR s.set_id IS NULL OR p.position_id IS NULL \
+             WHERE r.ts IS NULL OR r.file_id IS NULL OR r.sensor_id IS NULL OR r.line IS NULL \
+                OR s.set_id IS NULL OR (r.position_id IS NOT NULL AND p.position_id IS NULL) \
+                OR (r.position_id IS NOT NULL AND NOT (r.location_id, r.lat, r.lon) IS NULL) \
                 OR cardinality(s.measurement_ids) <> cardinality(r.\"values\") \
                 OR array_position(r.\"values\", NULL) IS NOT NULL"
         )

@@ -537,3 +537,45 @@ async fn common_questions_use_the_readings_index() {
         .await;
     assert_eq!(in_hour, 2 * 12);
 }
+
+/// A file whose every line has its own coordinates (a moving sensor) keeps them in the rows
+/// instead of filling the positions dictionary, and reads back the same through the view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_distinct_positions_stay_in_the_rows() {
+    let h = Harness::new().await;
+    let path = h.workspace.path("in/moving_sds011.csv");
+    let mut text = String::from("sensor_id;sensor_type;location;lat;lon;timestamp;P1;P2\n");
+    let lines: u32 = 1_000;
+    for i in 0..lines {
+        text.push_str(&format!(
+            "77;SDS011;{};{:.4};23.3;2023-05-01T{:02}:{:02}:{:02};{}.5;3\n",
+            500 + i % 3,
+            42.0 + f64::from(i) * 0.0001,
+            i / 3600,
+            (i / 60) % 60,
+            i % 60,
+            i % 40
+        ));
+    }
+    write(&path, &text);
+    let report = process_file(&h.ctx, &path, Disposition::LeaveInPlace)
+        .await
+        .unwrap();
+    assert_eq!(report.rows_loaded, u64::from(lines));
+    assert_eq!(h.count("SELECT count(*) FROM positions").await, 0);
+    assert_eq!(
+        h.count("SELECT count(*) FROM readings WHERE position_id IS NULL AND lat IS NOT NULL")
+            .await,
+        i64::from(lines)
+    );
+    // Each line reads back with its own location and coordinates.
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM v_readings \
+             WHERE location_id = 500 + (line - 2) % 3 \
+               AND abs(lat - (42.0 + (line - 2) * 0.0001)) < 1e-9 AND lon = 23.3"
+        )
+        .await,
+        2 * i64::from(lines)
+    );
+}

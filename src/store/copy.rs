@@ -19,8 +19,13 @@ use crate::transform::normalize::{value_column, NormalizedFrame};
 use crate::validate::reject::RejectedRow;
 
 const READINGS_COPY: &str = "COPY readings (ts, file_id, sensor_id, line, set_id, position_id, \
-                             \"values\") FROM STDIN BINARY";
-const READINGS_FIELDS: i16 = 7;
+                             \"values\", location_id, lat, lon) FROM STDIN BINARY";
+const READINGS_FIELDS: i16 = 10;
+
+/// A chunk keeps its positions in the rows when it has more distinct positions than one per
+/// `INLINE_POSITIONS_RATIO` lines, and more than `INLINE_POSITIONS_MIN`.
+const INLINE_POSITIONS_RATIO: usize = 16;
+const INLINE_POSITIONS_MIN: usize = 256;
 
 const REJECTS_COPY: &str = "COPY rejects (file_id, line, record, byte_offset, column_name, value, \
                             code, message) FROM STDIN BINARY";
@@ -151,8 +156,13 @@ impl ReadingsCopy {
             .collect();
 
         // First pass: each line's set and position, as indexes into the chunk's distinct ones.
+        // A chunk with many distinct positions (moving sensors, jittered coordinates) keeps
+        // them in the rows: a dictionary entry per line would cost more than it saves, so
+        // positions stop being collected once there are too many.
+        let max_positions = INLINE_POSITIONS_MIN.max(frame.height() / INLINE_POSITIONS_RATIO);
         let mut sets: Distinct<Vec<i16>> = Distinct::default();
         let mut positions: Distinct<Position> = Distinct::default();
+        let mut inline_positions = false;
         let mut line_keys: Vec<Option<(u32, u32)>> = Vec::with_capacity(frame.height());
         {
             let mut values = value_columns.iter().map(|c| c.iter()).collect::<Vec<_>>();
@@ -165,19 +175,30 @@ impl ReadingsCopy {
                         ids.push(*id);
                     }
                 }
-                line_keys.push((!ids.is_empty()).then(|| {
-                    (
-                        sets.index(&ids),
-                        positions.index(&Position::new(location_id, lat, lon)),
-                    )
-                }));
+                if ids.is_empty() {
+                    line_keys.push(None);
+                    continue;
+                }
+                let set = sets.index(&ids);
+                let position = if inline_positions {
+                    0
+                } else {
+                    let position = positions.index(&Position::new(location_id, lat, lon));
+                    inline_positions = positions.items.len() > max_positions;
+                    position
+                };
+                line_keys.push(Some((set, position)));
             }
         }
         let dictionaries = store.dictionaries();
         let set_ids = dictionaries.set_ids(store.pool(), &sets.items).await?;
-        let position_ids = dictionaries
-            .position_ids(store.pool(), &positions.items)
-            .await?;
+        let position_ids = if inline_positions {
+            Vec::new()
+        } else {
+            dictionaries
+                .position_ids(store.pool(), &positions.items)
+                .await?
+        };
 
         // Second pass: the rows.
         let stream = &mut self.stream;
@@ -189,8 +210,9 @@ impl ReadingsCopy {
             .zip(sensor_id.iter())
             .zip(ts.iter())
             .zip(part.iter())
+            .zip(location_id.iter().zip(lat.iter()).zip(lon.iter()))
             .zip(line_keys);
-        for ((((line, sensor_id), ts), part), keys) in rows {
+        for (((((line, sensor_id), ts), part), ((location_id, lat), lon)), keys) in rows {
             values.clear();
             values.extend(values_in.iter_mut().filter_map(|c| c.next().flatten()));
             let (Some(line), Some(sensor_id), Some(ts), Some((set, position))) =
@@ -209,8 +231,19 @@ impl ReadingsCopy {
             encoder.i64(sensor_id);
             encoder.i32(i32::try_from(line).unwrap_or(i32::MAX));
             encoder.i32(set_ids[set as usize]);
-            encoder.i32(position_ids[position as usize]);
-            encoder.f64_array(&values);
+            if inline_positions {
+                encoder.null();
+                encoder.f64_array(&values);
+                encoder.opt_i64(location_id);
+                encoder.opt_f64(lat);
+                encoder.opt_f64(lon);
+            } else {
+                encoder.i32(position_ids[position as usize]);
+                encoder.f64_array(&values);
+                encoder.null();
+                encoder.null();
+                encoder.null();
+            }
             readings += values.len() as u64;
             stream.flush_full().await?;
         }

@@ -48,6 +48,9 @@ impl Position {
     }
 }
 
+/// Most entries a cache holds.
+const MAX_CACHED: usize = 100_000;
+
 /// The in-process caches of both dictionaries.
 #[derive(Clone, Default)]
 pub struct Dictionaries {
@@ -77,14 +80,17 @@ const LOOKUP_POSITIONS: &str = "SELECT i.ord::int4, p.position_id \
       AND coalesce(p.lon, 'NaN') = coalesce(i.lon, 'NaN')";
 
 impl Dictionaries {
-    /// Loads both dictionaries.
+    /// Loads both dictionaries (their newest `MAX_CACHED` entries).
     ///
     /// # Errors
     /// The database failed.
     pub async fn load(pool: &Pool) -> Result<Self, StoreError> {
         let client = pool.get().await?;
         let sets = client
-            .query("SELECT measurement_ids, set_id FROM measurement_sets", &[])
+            .query(
+                "SELECT measurement_ids, set_id FROM measurement_sets ORDER BY set_id DESC LIMIT $1",
+                &[&(MAX_CACHED as i64)],
+            )
             .await?
             .into_iter()
             .map(|row| (row.get(0), row.get(1)))
@@ -181,6 +187,10 @@ where
     if !missing.is_empty() {
         let rows = register(missing.clone()).await?;
         let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() + missing.len() > MAX_CACHED {
+            // Bounded memory: forget everything; entries come back from the database.
+            cache.clear();
+        }
         for row in rows {
             let ordinal: i32 = row.get(0);
             let id: i32 = row.get(1);
