@@ -66,6 +66,8 @@ done
 rm -rf big
 
 echo "== burst of $SMALL_FILES files of 100 rows into the inbox of sensor-etl run"
+# Each phase starts from a checkpoint, so it does not wait on the previous phase's writes.
+psql -q -d bench -c "CHECKPOINT"
 "$BIN" generate --out staging --files "$SMALL_FILES" --rows 100 --sensors 2 --kind sds011 >/dev/null 2>&1
 mkdir -p data
 SENSOR_ETL_SETTLE_MS=200 SENSOR_ETL_RESCAN_INTERVAL_MS=20 RUST_LOG=warn \
@@ -81,6 +83,7 @@ burst_s="$(echo "$(now) - $start" | bc -l)"
 printf "%s files in %.2f s: %.0f files/s\n" "$SMALL_FILES" "$burst_s" "$(echo "$SMALL_FILES / $burst_s" | bc -l)"
 
 echo "== latency of 30 single files (rename -> committed and moved to processed/)"
+psql -q -d bench -c "CHECKPOINT"
 "$BIN" generate --out single --files 30 --rows 100 --sensors 1 --kind dht22 --seed 9 >/dev/null 2>&1
 : >latency.txt
 for f in single/*.csv; do
@@ -91,6 +94,7 @@ for f in single/*.csv; do
   echo "($(now) - $start) * 1000" | bc -l >>latency.txt
   sleep 0.2
 done
+echo "each, in order: $(awk '{printf "%.0f ", $1}' latency.txt)"
 sort -n latency.txt | awk '{a[NR]=$1} END {printf "latency ms: median %.0f, p90 %.0f, max %.0f\n", a[int((NR+1)/2)], a[int(NR*0.9)], a[NR]}'
 kill -TERM "$RUN_PID"
 wait "$RUN_PID"

@@ -209,3 +209,52 @@ async fn a_file_that_keeps_failing_is_quarantined_as_poison() {
     let log = std::fs::read_to_string(h.workspace.path("logs/errors.log")).unwrap();
     assert!(log.contains("poison_dht22.csv"), "{log}");
 }
+
+/// A file renamed into the inbox, or written in place and closed, is complete on that event:
+/// with a settle period of an hour, only the event can make it ready, and both load. The
+/// inbox is named by a relative path, as with the default `data`, while the file-system
+/// watcher reports absolute ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_and_close_events_make_a_fresh_file_ready_without_settling() {
+    let h = Harness::with_config(|raw| {
+        raw.settle_ms = 3_600_000;
+        // From the working folder up to the root, then down to the workspace's inbox.
+        let cwd = std::env::current_dir().unwrap();
+        let up: std::path::PathBuf = cwd.components().skip(1).map(|_| "..").collect();
+        raw.data_dir = up.join(raw.data_dir.strip_prefix("/").unwrap());
+    })
+    .await;
+    let inbox = h.workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
+    // Let the watcher's first scan pass, so both files arrive as events.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let staging = h.workspace.path("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let source = staging.join("fresh.csv");
+    std::fs::write(&source, format!("{HEADER}{}", dht_rows(4, 10))).unwrap();
+    deliver(&source, &inbox, "fresh_dht22.csv");
+    std::fs::write(
+        inbox.join("closed_dht22.csv"),
+        format!("{HEADER}{}", dht_rows(5, 10)),
+    )
+    .unwrap();
+
+    let processed = h.workspace.path("processed");
+    wait_for("both fresh files in processed/", || {
+        std::fs::read_dir(&processed)
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 2
+    })
+    .await;
+    cancel.cancel();
+    let summary = watcher.await.unwrap().unwrap();
+    assert_eq!(summary.loaded, 2);
+    assert_eq!(
+        h.count("SELECT sum(rows_loaded)::int8 FROM v_files").await,
+        20
+    );
+}

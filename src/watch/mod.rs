@@ -12,6 +12,7 @@
 //! than database outages, or a crashed stage) is quarantined as poison after `poison_attempts`.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -66,17 +67,23 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
     let inbox = ctx.settings.data_dir.clone();
     std::fs::create_dir_all(&inbox).map_err(|e| Error::io(&inbox, e))?;
     quarantine::remove_stale_temporaries(&ctx.settings.quarantine_dir);
-    let (hint_tx, mut hint_rx) = mpsc::channel::<(PathBuf, bool)>(HINT_CHANNEL_CAPACITY);
+    let (hint_tx, mut hint_rx) = mpsc::channel::<(OsString, bool)>(HINT_CHANNEL_CAPACITY);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        let complete = matches!(
-            event.kind,
+        let complete = match event.kind {
             EventKind::Access(AccessKind::Close(AccessMode::Write))
-                | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
-        );
-        for path in event.paths {
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => true,
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
+                false
+            }
+            // Opens and reads (the scans' own among them) and files leaving say nothing new.
+            _ => return,
+        };
+        // Hints are keyed by file name: the watcher may report the inbox by another path
+        // (absolute, resolved) than the one the scans list.
+        for name in event.paths.iter().filter_map(|path| path.file_name()) {
             // A full channel only delays the file to the next scan.
-            let _ = hint_tx.try_send((path, complete));
+            let _ = hint_tx.try_send((name.to_os_string(), complete));
         }
     })
     .map_err(|e| Error::io(&inbox, std::io::Error::other(e)))?;
@@ -98,7 +105,7 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
     ));
 
     let mut seen: HashMap<PathBuf, Observation> = HashMap::new();
-    let mut hinted: HashSet<PathBuf> = HashSet::new();
+    let mut hinted: HashSet<OsString> = HashSet::new();
     let mut summary = IngestSummary::default();
     let rescan = ctx.settings.rescan_interval;
     let mut database_down = false;
@@ -107,13 +114,13 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
             biased;
             () = cancel.cancelled() => break,
             hint = hint_rx.recv() => {
-                let Some((path, complete)) = hint else { break };
+                let Some((name, complete)) = hint else { break };
                 if complete {
-                    hinted.insert(path);
+                    hinted.insert(name);
                 }
-                while let Ok((path, complete)) = hint_rx.try_recv() {
+                while let Ok((name, complete)) = hint_rx.try_recv() {
                     if complete {
-                        hinted.insert(path);
+                        hinted.insert(name);
                     }
                 }
             }
@@ -436,7 +443,7 @@ struct Scan {
 fn scan(
     inbox: &Path,
     seen: &mut HashMap<PathBuf, Observation>,
-    hinted: &mut HashSet<PathBuf>,
+    hinted: &mut HashSet<OsString>,
     settle: Duration,
 ) -> Scan {
     let Ok(entries) = std::fs::read_dir(inbox) else {
@@ -464,7 +471,7 @@ fn scan(
         let current = Observation {
             size: metadata.len(),
             modified,
-            complete_hint: hinted.remove(&path),
+            complete_hint: hinted.remove(&entry.file_name()),
         };
         let previous = seen.insert(path.clone(), current);
         let unchanged =
@@ -487,7 +494,7 @@ fn scan(
         .unwrap_or_default();
     crate::telemetry::record_inbox(present.len(), oldest);
     seen.retain(|path, _| present.contains(path));
-    hinted.retain(|path| present.contains(path));
+    hinted.retain(|name| present.contains(&inbox.join(name)));
     ready.sort();
     let name = |path: &Path| {
         path.file_name()
