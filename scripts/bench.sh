@@ -70,8 +70,8 @@ echo "== burst of $SMALL_FILES files of 100 rows into the inbox of sensor-etl ru
 psql -q -d bench -c "CHECKPOINT"
 "$BIN" generate --out staging --files "$SMALL_FILES" --rows 100 --sensors 2 --kind sds011 >/dev/null 2>&1
 mkdir -p data
-SENSOR_ETL_SETTLE_MS=200 SENSOR_ETL_RESCAN_INTERVAL_MS=20 RUST_LOG=warn \
-  "$BIN" --database-url "$SMALL_URL" run --http-addr "" >run.log 2>&1 &
+# Default settings (settle 1 s, rescan 1 s): renamed files are ready on their rename event.
+RUST_LOG=warn "$BIN" --database-url "$SMALL_URL" run --http-addr "" >run.log 2>&1 &
 RUN_PID=$!
 sleep 2
 start="$(now)"
@@ -88,6 +88,7 @@ psql -q -d bench -c "CHECKPOINT"
 : >latency.txt
 for f in single/*.csv; do
   name="$(basename "$f")"
+  touch "$f"  # written just now, as by a producer: only the rename event makes it ready
   start="$(now)"
   mv "$f" data/
   while [ ! -e "processed/$name" ] && [ ! -e "processed/${name%.csv}".*.csv ]; do sleep 0.002; done

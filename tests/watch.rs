@@ -258,3 +258,50 @@ async fn rename_and_close_events_make_a_fresh_file_ready_without_settling() {
         20
     );
 }
+
+/// A burst larger than one claim batch is worked off round after round without waiting for
+/// the next scan: with settle and rescan periods of an hour, the rename events alone must
+/// carry all of it through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_larger_than_a_claim_batch_is_worked_off_without_rescans() {
+    let h = Harness::with_config(|raw| {
+        raw.settle_ms = 3_600_000;
+        raw.rescan_interval_ms = 3_600_000;
+    })
+    .await;
+    let inbox = h.workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let staging = h.workspace.path("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let files = 300u32;
+    for i in 0..files {
+        let source = staging.join(format!("burst_{i}.csv"));
+        std::fs::write(&source, format!("{HEADER}{}", dht_rows(100 + i, 3))).unwrap();
+    }
+    for i in 0..files {
+        deliver(
+            &staging.join(format!("burst_{i}.csv")),
+            &inbox,
+            &format!("burst_{i}_dht22.csv"),
+        );
+    }
+    let processed = h.workspace.path("processed");
+    wait_for("the whole burst in processed/", || {
+        std::fs::read_dir(&processed)
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == files as usize
+    })
+    .await;
+    cancel.cancel();
+    let summary = watcher.await.unwrap().unwrap();
+    assert_eq!(summary.loaded, u64::from(files));
+    assert_eq!(
+        h.count("SELECT sum(rows_loaded)::int8 FROM v_files").await,
+        i64::from(3 * files)
+    );
+}

@@ -109,6 +109,7 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
     let mut summary = IngestSummary::default();
     let rescan = ctx.settings.rescan_interval;
     let mut database_down = false;
+    let mut busy = false;
     loop {
         tokio::select! {
             biased;
@@ -124,8 +125,11 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
                     }
                 }
             }
-            () = tokio::time::sleep(rescan) => {}
+            // After a round that took files, look again at once: events for a backlog have
+            // already arrived and will not come again.
+            () = tokio::time::sleep(if busy { Duration::ZERO } else { rescan }) => {}
         }
+        busy = false;
         let scan = scan(&inbox, &mut seen, &mut hinted, ctx.settings.settle);
         if scan.ready.is_empty() {
             continue;
@@ -159,6 +163,7 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
                 continue;
             }
         };
+        busy = !claimed.is_empty();
         // Small files never tried before go together in one transaction; the rest one by one.
         let (group, single): (Vec<_>, Vec<_>) =
             claimed.into_iter().partition(|(name, attempts)| {
