@@ -4,7 +4,8 @@
 //! applies the embedded migrations (under an advisory lock, so concurrent workers do not race)
 //! and syncs the measurement dictionary from the sensor-type configuration. The per-file
 //! writes (`copy`, `ledger`) all run inside one transaction owned by the caller: dropping it
-//! without commit rolls everything back. `StoreError::is_transient` separates outages (retried
+//! without commit rolls everything back. Only `dictionary` entries (measurement sets and
+//! positions the readings point to) commit on their own, before any row uses them. `StoreError::is_transient` separates outages (retried
 //! with backoff) from data errors (the file is quarantined, never retried).
 
 pub mod claims;
