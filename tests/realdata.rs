@@ -187,6 +187,26 @@ async fn every_real_file_is_accounted_for() {
         0
     );
 
+    // Every reference the bulk-written tables hold resolves (they carry no foreign keys).
+    assert_eq!(
+        h.count(
+            "SELECT (SELECT count(*) FROM aggregates a WHERE NOT EXISTS \
+                       (SELECT 1 FROM files f WHERE f.file_id = a.file_id) \
+                       OR NOT EXISTS (SELECT 1 FROM measurements m WHERE m.measurement_id = a.measurement_id)) \
+                  + (SELECT count(*) FROM rejects r WHERE NOT EXISTS \
+                       (SELECT 1 FROM files f WHERE f.file_id = r.file_id)) \
+                  + (SELECT count(*) FROM readings r WHERE NOT EXISTS \
+                       (SELECT 1 FROM files f WHERE f.file_id = r.file_id)) \
+                  + (SELECT count(*) FROM sensors s WHERE NOT EXISTS \
+                       (SELECT 1 FROM files f WHERE f.file_id = s.first_file_id)) \
+                  + (SELECT count(*) FROM locations l WHERE NOT EXISTS \
+                       (SELECT 1 FROM files f WHERE f.file_id = l.first_file_id))"
+        )
+        .await,
+        0
+    );
+    assert!(h.count("SELECT count(*) FROM rejects").await > 0);
+
     // Aggregates agree with the readings they summarize, at both scopes.
     let mismatches = h
         .count(

@@ -5,8 +5,6 @@
 //! count live side by side here; rows are encoded by `encode::CopyEncoder` in that order.
 //! Text is stripped of NUL bytes, which PostgreSQL text cannot hold.
 
-use std::collections::HashMap;
-
 use futures_util::SinkExt;
 use tokio_postgres::{CopyInSink, Transaction};
 
@@ -23,8 +21,9 @@ const READINGS_COPY: &str = "COPY readings (ts, file_id, sensor_id, line, set_id
 const READINGS_FIELDS: i16 = 10;
 
 /// A chunk keeps its positions in the rows when it has more distinct positions than one per
-/// `INLINE_POSITIONS_RATIO` lines, and more than `INLINE_POSITIONS_MIN`.
-const INLINE_POSITIONS_RATIO: usize = 16;
+/// `INLINE_POSITIONS_RATIO` lines (each would be used by fewer lines than that), and more
+/// than `INLINE_POSITIONS_MIN`.
+const INLINE_POSITIONS_RATIO: usize = 4;
 const INLINE_POSITIONS_MIN: usize = 256;
 
 const REJECTS_COPY: &str = "COPY rejects (file_id, line, record, byte_offset, column_name, value, \
@@ -255,7 +254,7 @@ impl ReadingsCopy {
 /// repeat the previous one, which is checked before any hashing.
 struct Distinct<T> {
     items: Vec<T>,
-    index_of: HashMap<T, u32>,
+    index_of: foldhash::HashMap<T, u32>,
     last: Option<u32>,
 }
 
@@ -263,7 +262,7 @@ impl<T> Default for Distinct<T> {
     fn default() -> Self {
         Self {
             items: Vec::new(),
-            index_of: HashMap::new(),
+            index_of: foldhash::HashMap::default(),
             last: None,
         }
     }

@@ -216,10 +216,12 @@ fn stats_rows(frame: &DataFrame, key: u32) -> PolarsResult<Vec<(usize, Stats)>> 
         .collect())
 }
 
-/// A file's aggregates, merged chunk by chunk.
+/// A file's aggregates, merged chunk by chunk: a vector sorted by group, so that merging a
+/// chunk is one sequential pass (a file can have tens of thousands of groups, and a hash map
+/// paid a cache miss per group per chunk).
 #[derive(Debug, Clone, Default)]
 pub struct FileAggregates {
-    groups: HashMap<GroupKey, Stats>,
+    groups: Vec<(GroupKey, Stats)>,
 }
 
 /// One output row, ready for the database.
@@ -240,22 +242,36 @@ pub struct AggregateRow {
 impl FileAggregates {
     /// Merges one chunk's partials.
     pub fn merge(&mut self, partials: PartialAggregates) {
-        for (key, stats) in partials.groups {
-            let merged = match self.groups.get(&key) {
-                Some(existing) => existing.merge(stats),
-                None => stats,
+        let mut incoming = partials.groups;
+        // polars hands the groups over in the order of the chunk, which is sorted by sensor:
+        // the adaptive sort then costs about one pass.
+        incoming.sort_by_key(|(key, _)| *key);
+        let mut merged: Vec<(GroupKey, Stats)> =
+            Vec::with_capacity(self.groups.len() + incoming.len());
+        let mut ours = std::mem::take(&mut self.groups).into_iter().peekable();
+        let mut theirs = incoming.into_iter().peekable();
+        loop {
+            let next = match (ours.peek(), theirs.peek()) {
+                (Some(a), Some(b)) if a.0 <= b.0 => ours.next(),
+                (_, Some(_)) => theirs.next(),
+                (Some(_), None) => ours.next(),
+                (None, None) => break,
             };
-            self.groups.insert(key, merged);
+            let Some((key, stats)) = next else { break };
+            match merged.last_mut() {
+                Some((last, existing)) if *last == key => *existing = existing.merge(stats),
+                _ => merged.push((key, stats)),
+            }
         }
+        self.groups = merged;
     }
 
     /// The output rows in a stable order.
     pub fn rows(&self) -> Vec<AggregateRow> {
-        let mut keys: Vec<&GroupKey> = self.groups.keys().collect();
-        keys.sort();
-        keys.into_iter()
-            .map(|group| {
-                let stats = self.groups[group];
+        self.groups
+            .iter()
+            .map(|(group, stats)| {
+                let stats = *stats;
                 match *group {
                     GroupKey::SensorType { key } => AggregateRow {
                         scope: "sensor_type",
