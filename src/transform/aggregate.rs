@@ -179,11 +179,13 @@ fn grouped(frame: &DataFrame, by: &[&str], keys: &[u32]) -> PolarsResult<DataFra
                 .alias(stat_column(*key, "last_ts")),
         ]);
     }
+    // Sorted by group: the order `FileAggregates::merge` keeps.
     frame
         .clone()
         .lazy()
-        .group_by(by)
+        .group_by(by.clone())
         .agg(aggregations)
+        .sort_by_exprs(by, SortMultipleOptions::default())
         .collect()
 }
 
@@ -243,8 +245,8 @@ impl FileAggregates {
     /// Merges one chunk's partials.
     pub fn merge(&mut self, partials: PartialAggregates) {
         let mut incoming = partials.groups;
-        // polars hands the groups over in the order of the chunk, which is sorted by sensor:
-        // the adaptive sort then costs about one pass.
+        // polars hands each scope's groups over sorted: the adaptive sort then costs about
+        // one pass.
         incoming.sort_by_key(|(key, _)| *key);
         let mut merged: Vec<(GroupKey, Stats)> =
             Vec::with_capacity(self.groups.len() + incoming.len());
