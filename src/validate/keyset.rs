@@ -11,6 +11,8 @@
 
 use std::collections::BTreeSet;
 
+use std::collections::hash_map::Entry;
+
 use foldhash::HashMap;
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
@@ -39,39 +41,73 @@ enum Times {
 impl KeySet {
     /// Whether `(sensor_id, ts)` was inserted.
     pub fn contains(&mut self, (sensor_id, ts): (i64, i64)) -> bool {
-        let Some(times) = self.by_sensor.get_mut(&sensor_id) else {
-            return false;
-        };
-        match times {
-            Times::Ascending { last, .. } if ts > *last => false,
-            Times::Ascending { last, .. } if ts == *last => true,
-            Times::Ascending { .. } => {
-                times.make_sorted();
-                times.contains_sorted(ts)
-            }
-            Times::Sorted(_) => times.contains_sorted(ts),
-        }
+        self.by_sensor
+            .get_mut(&sensor_id)
+            .is_some_and(|times| times.contains(ts))
     }
 
     /// Adds `(sensor_id, ts)`.
     pub fn insert(&mut self, sensor_id: i64, ts: i64) {
-        let times = self
-            .by_sensor
-            .entry(sensor_id)
-            .or_insert_with(|| Times::Ascending {
-                first: ts,
-                last: ts,
-                unit: MICROS_PER_SECOND,
-                previous_gap: 0,
-                gaps: Vec::new(),
-            });
+        match self.by_sensor.entry(sensor_id) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(Times::new(ts));
+            }
+            Entry::Occupied(mut occupied) => occupied.get_mut().insert(ts),
+        }
+    }
+
+    /// Adds `(sensor_id, ts)` unless it is there; whether it was added. One lookup of the
+    /// sensor instead of the two of `contains` and `insert`.
+    pub fn insert_if_absent(&mut self, (sensor_id, ts): (i64, i64)) -> bool {
+        match self.by_sensor.entry(sensor_id) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(Times::new(ts));
+                true
+            }
+            Entry::Occupied(mut occupied) => {
+                let times = occupied.get_mut();
+                if times.contains(ts) {
+                    false
+                } else {
+                    times.insert(ts);
+                    true
+                }
+            }
+        }
+    }
+}
+
+impl Times {
+    fn new(ts: i64) -> Self {
+        Times::Ascending {
+            first: ts,
+            last: ts,
+            unit: MICROS_PER_SECOND,
+            previous_gap: 0,
+            gaps: Vec::new(),
+        }
+    }
+
+    fn contains(&mut self, ts: i64) -> bool {
+        match self {
+            Times::Ascending { last, .. } if ts > *last => false,
+            Times::Ascending { last, .. } if ts == *last => true,
+            Times::Ascending { .. } => {
+                self.make_sorted();
+                self.contains_sorted(ts)
+            }
+            Times::Sorted(_) => self.contains_sorted(ts),
+        }
+    }
+
+    fn insert(&mut self, ts: i64) {
         if let Times::Ascending {
             first,
             last,
             unit,
             previous_gap,
             gaps,
-        } = times
+        } = self
         {
             if ts == *first && gaps.is_empty() {
                 return;
@@ -92,15 +128,13 @@ impl KeySet {
                 *last = ts;
                 return;
             }
-            times.make_sorted();
+            self.make_sorted();
         }
-        if let Times::Sorted(sorted) = times {
+        if let Times::Sorted(sorted) = self {
             sorted.insert(ts);
         }
     }
-}
 
-impl Times {
     fn make_sorted(&mut self) {
         if let Times::Ascending {
             first, unit, gaps, ..
@@ -218,6 +252,18 @@ mod tests {
             Times::Sorted(sorted) => assert!(sorted.iter().eq(all.iter())),
             Times::Ascending { .. } => panic!("an earlier lookup sorts the times"),
         }
+    }
+
+    #[test]
+    fn insert_if_absent_adds_once() {
+        let mut keys = KeySet::default();
+        assert!(keys.insert_if_absent((1, 10 * S)));
+        assert!(keys.insert_if_absent((1, 20 * S)));
+        assert!(!keys.insert_if_absent((1, 10 * S)));
+        assert!(!keys.insert_if_absent((1, 20 * S)));
+        assert!(keys.insert_if_absent((1, 15 * S)));
+        assert!(keys.insert_if_absent((2, 10 * S)));
+        assert!(keys.contains((1, 15 * S)) && keys.contains((2, 10 * S)));
     }
 
     #[test]

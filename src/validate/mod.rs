@@ -175,6 +175,9 @@ pub struct FileValidator<'s> {
     seen_keys: KeySet,
     seen_sensors: HashSet<(i64, usize)>,
     seen_locations: HashSet<i64>,
+    /// The previous accepted row's sensor and location: consecutive rows usually share them.
+    last_sensor: Option<(i64, usize)>,
+    last_location: Option<i64>,
     mode: Mode,
     /// Records read so far, blank lines excluded (the header is record 0).
     record_count: u64,
@@ -244,6 +247,8 @@ impl<'s> FileValidator<'s> {
             seen_keys: KeySet::default(),
             seen_sensors: HashSet::default(),
             seen_locations: HashSet::default(),
+            last_sensor: None,
+            last_location: None,
             mode,
             record_count: 0,
             chunks_read: 0,
@@ -314,33 +319,37 @@ impl<'s> FileValidator<'s> {
                 violations,
             });
         };
-        let mut duplicate = |key: (i64, i64)| -> Option<Violation> {
-            if !self.seen_keys.contains(key) {
-                return None;
-            }
-            let column = &self.format.columns[self.format.timestamp];
-            let value = String::from_utf8_lossy(&self.record[self.format.timestamp])
+        let duplicate_of = |record: &csv::ByteRecord, format: &FileFormat, sensor_id: i64| {
+            let column = &format.columns[format.timestamp];
+            let value = String::from_utf8_lossy(&record[format.timestamp])
                 .trim()
                 .to_owned();
-            Some(Violation::at(
+            Violation::at(
                 RejectReason::DuplicateKey,
                 column,
                 &value,
-                format!(
-                    "sensor {} already has a reading at {value} earlier in this file",
-                    key.0
-                ),
-            ))
+                format!("sensor {sensor_id} already has a reading at {value} earlier in this file"),
+            )
         };
         let row = match outcome {
             Ok(row) => row,
             Err((mut violations, key)) => {
-                violations.extend(key.and_then(duplicate));
+                if let Some(key) = key {
+                    if self.seen_keys.contains(key) {
+                        violations.push(duplicate_of(&self.record, &self.format, key.0));
+                    }
+                }
                 return reject(violations);
             }
         };
-        if let Some(violation) = duplicate((row.sensor_id, row.ts_micros)) {
-            return reject(vec![violation]);
+        let key = (row.sensor_id, row.ts_micros);
+        // A valid row of a file being loaded takes its key in the same lookup.
+        let duplicate = match &self.mode {
+            Mode::Load => !self.seen_keys.insert_if_absent(key),
+            Mode::RejectAll(_) => self.seen_keys.contains(key),
+        };
+        if duplicate {
+            return reject(vec![duplicate_of(&self.record, &self.format, key.0)]);
         }
         if let Mode::RejectAll(rejection) = &self.mode {
             return reject(vec![Violation::row(
@@ -351,14 +360,17 @@ impl<'s> FileValidator<'s> {
                 ),
             )]);
         }
-        self.seen_keys.insert(row.sensor_id, row.ts_micros);
-        if self.seen_sensors.insert((row.sensor_id, row.sensor_type)) {
+        if self.last_sensor != Some((row.sensor_id, row.sensor_type))
+            && self.seen_sensors.insert((row.sensor_id, row.sensor_type))
+        {
             chunk.sensors.push((row.sensor_id, row.sensor_type));
         }
+        self.last_sensor = Some((row.sensor_id, row.sensor_type));
         if let Some(location_id) = row.location_id {
-            if self.seen_locations.insert(location_id) {
+            if self.last_location != Some(location_id) && self.seen_locations.insert(location_id) {
                 chunk.locations.push((location_id, row.lat, row.lon));
             }
+            self.last_location = Some(location_id);
         }
         chunk.rows_accepted += 1;
         let fields = LineFields {
