@@ -529,53 +529,44 @@ struct Producer {
 
 impl Producer {
     fn start(settings: Arc<Settings>, path: PathBuf, mode: Mode) -> Self {
-        let (sender, chunks) = mpsc::channel(CHUNK_CHANNEL_CAPACITY);
-        let thread = spawn_producer(settings, path, mode, sender);
+        let (tx, chunks) = mpsc::channel(CHUNK_CHANNEL_CAPACITY);
+        let thread = tokio::task::spawn_blocking(move || {
+            let send = |event: Result<ProducerEvent>| tx.blocking_send(event).is_ok();
+            let run = || -> Result<()> {
+                match FileValidator::open(&path, &settings, mode)? {
+                    Ok(mut validator) => {
+                        while let Some(mut chunk) = validator.next_chunk(&path)? {
+                            let readings = std::mem::take(&mut chunk.readings);
+                            let batch = if readings.is_empty() {
+                                None
+                            } else {
+                                Some(transform_chunk(readings, &settings)?)
+                            };
+                            if !send(Ok(ProducerEvent::Chunk(Box::new(chunk), batch))) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Err(rejection) => {
+                        if !send(Ok(ProducerEvent::HeaderRejected(rejection.clone()))) {
+                            return Ok(());
+                        }
+                        let mut lines = RejectedLines::open(&path, rejection, settings.chunk_rows)?;
+                        while let Some(chunk) = lines.next_chunk(&path)? {
+                            if !send(Ok(ProducerEvent::Chunk(Box::new(chunk), None))) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            };
+            if let Err(error) = run() {
+                send(Err(error));
+            }
+        });
         Self { chunks, thread }
     }
-}
-
-fn spawn_producer(
-    settings: Arc<Settings>,
-    path: PathBuf,
-    mode: Mode,
-    tx: mpsc::Sender<Result<ProducerEvent>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::task::spawn_blocking(move || {
-        let send = |event: Result<ProducerEvent>| tx.blocking_send(event).is_ok();
-        let run = || -> Result<()> {
-            match FileValidator::open(&path, &settings, mode)? {
-                Ok(mut validator) => {
-                    while let Some(mut chunk) = validator.next_chunk(&path)? {
-                        let readings = std::mem::take(&mut chunk.readings);
-                        let batch = if readings.is_empty() {
-                            None
-                        } else {
-                            Some(transform_chunk(readings, &settings)?)
-                        };
-                        if !send(Ok(ProducerEvent::Chunk(Box::new(chunk), batch))) {
-                            return Ok(());
-                        }
-                    }
-                }
-                Err(rejection) => {
-                    if !send(Ok(ProducerEvent::HeaderRejected(rejection.clone()))) {
-                        return Ok(());
-                    }
-                    let mut lines = RejectedLines::open(&path, rejection, settings.chunk_rows)?;
-                    while let Some(chunk) = lines.next_chunk(&path)? {
-                        if !send(Ok(ProducerEvent::Chunk(Box::new(chunk), None))) {
-                            return Ok(());
-                        }
-                    }
-                }
-            }
-            Ok(())
-        };
-        if let Err(error) = run() {
-            send(Err(error));
-        }
-    })
 }
 
 /// What a file added up to while it was read.

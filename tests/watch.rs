@@ -34,6 +34,18 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Waits until `count` files are in the workspace's `processed/`.
+async fn wait_for_processed(h: &Harness, count: usize) {
+    let processed = h.workspace.path("processed");
+    wait_for(&format!("{count} files in processed/"), || {
+        std::fs::read_dir(&processed)
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == count
+    })
+    .await;
+}
+
 /// Runs the watcher on the harness's inbox until the inbox is empty, then stops it.
 async fn run_until_inbox_is_empty(h: &Harness) -> sensor_etl::ingest::IngestSummary {
     let inbox = h.workspace.path("data");
@@ -83,14 +95,7 @@ async fn run_loads_complete_files_and_empties_the_inbox() {
     }
     drop(slow);
 
-    let processed = h.workspace.path("processed");
-    wait_for("three files in processed/", || {
-        std::fs::read_dir(&processed)
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 3
-    })
-    .await;
+    wait_for_processed(&h, 3).await;
     cancel.cancel();
     let summary = watcher.await.unwrap().unwrap();
     assert_eq!(summary.loaded, 3);
@@ -242,14 +247,7 @@ async fn rename_and_close_events_make_a_fresh_file_ready_without_settling() {
     )
     .unwrap();
 
-    let processed = h.workspace.path("processed");
-    wait_for("both fresh files in processed/", || {
-        std::fs::read_dir(&processed)
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 2
-    })
-    .await;
+    wait_for_processed(&h, 2).await;
     cancel.cancel();
     let summary = watcher.await.unwrap().unwrap();
     assert_eq!(summary.loaded, 2);
@@ -289,14 +287,7 @@ async fn a_burst_larger_than_a_claim_batch_is_worked_off_without_rescans() {
             &format!("burst_{i}_dht22.csv"),
         );
     }
-    let processed = h.workspace.path("processed");
-    wait_for("the whole burst in processed/", || {
-        std::fs::read_dir(&processed)
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == files as usize
-    })
-    .await;
+    wait_for_processed(&h, files as usize).await;
     cancel.cancel();
     let summary = watcher.await.unwrap().unwrap();
     assert_eq!(summary.loaded, u64::from(files));

@@ -46,18 +46,8 @@ impl KeySet {
             .is_some_and(|times| times.contains(ts))
     }
 
-    /// Adds `(sensor_id, ts)`.
-    pub fn insert(&mut self, sensor_id: i64, ts: i64) {
-        match self.by_sensor.entry(sensor_id) {
-            Entry::Vacant(vacant) => {
-                vacant.insert(Times::new(ts));
-            }
-            Entry::Occupied(mut occupied) => occupied.get_mut().insert(ts),
-        }
-    }
-
     /// Adds `(sensor_id, ts)` unless it is there; whether it was added. One lookup of the
-    /// sensor instead of the two of `contains` and `insert`.
+    /// sensor, where `contains` and then adding would take two.
     pub fn insert_if_absent(&mut self, (sensor_id, ts): (i64, i64)) -> bool {
         match self.by_sensor.entry(sensor_id) {
             Entry::Vacant(vacant) => {
@@ -211,7 +201,7 @@ mod tests {
     fn rows_in_and_out_of_time_order() {
         let mut keys = KeySet::default();
         for (sensor, ts) in [(1, 10), (1, 20), (2, 10), (1, 15), (1, 5), (1, 20)] {
-            keys.insert(sensor, ts * S);
+            keys.insert_if_absent((sensor, ts * S));
         }
         for present in [(1, 5), (1, 10), (1, 15), (1, 20), (2, 10)] {
             assert!(keys.contains((present.0, present.1 * S)), "{present:?}");
@@ -231,7 +221,7 @@ mod tests {
             if i == 9_000 {
                 ts += 250_000; // a gap that is not a whole second
             }
-            keys.insert(7, ts);
+            assert!(keys.insert_if_absent((7, ts)));
             all.push(ts);
         }
         match &keys.by_sensor[&7] {
@@ -271,9 +261,9 @@ mod tests {
         let mut keys = KeySet::default();
         for i in (0..50_000i64).rev() {
             let ts = i * 60 * S;
-            assert!(!keys.contains((3, ts)), "{i}");
-            keys.insert(3, ts);
+            assert!(keys.insert_if_absent((3, ts)), "{i}");
         }
+        assert!(!keys.insert_if_absent((3, 25_000 * 60 * S)));
         for i in [0, 1, 25_000, 49_999] {
             assert!(keys.contains((3, i * 60 * S)));
             assert!(!keys.contains((3, i * 60 * S + 1)));
@@ -288,7 +278,7 @@ mod tests {
         for i in 0..100_000i64 {
             // 145 s give or take up to 20 s, and now and then a long pause.
             ts += (145 + (i * 7919) % 41 - 20 + if i % 5000 == 0 { 86_400 } else { 0 }) * S;
-            keys.insert(1, ts);
+            assert!(keys.insert_if_absent((1, ts)));
             all.push(ts);
         }
         match &keys.by_sensor[&1] {
