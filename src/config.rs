@@ -13,8 +13,6 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ConfigError;
-
 /// The built-in sensor catalogue, carried inside the binary.
 const BUILTIN_SENSOR_TYPES: &str = include_str!("sensor_types.toml");
 
@@ -631,6 +629,36 @@ fn build_measurement(
         min,
         max,
     })
+}
+
+/// Configuration problems, reported before anything runs.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The named file does not exist.
+    #[error("configuration file {} not found", .0.display())]
+    MissingFile(PathBuf),
+    /// The file or environment does not match the schema (unknown key, wrong type).
+    #[error("configuration is invalid")]
+    Invalid(#[source] Box<figment::Error>),
+    /// The built-in sensor catalogue does not parse (a bug).
+    #[error("built-in sensor catalogue is invalid")]
+    Builtin(#[source] toml::de::Error),
+    /// A value is out of its domain.
+    #[error("`{key}` {message}")]
+    Value {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A sensor type definition is inconsistent.
+    #[error("sensor type `{sensor_type}`: {message}")]
+    SensorType {
+        /// The type.
+        sensor_type: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 #[cfg(test)]

@@ -1,13 +1,19 @@
-//! Crate error: one enum wrapping the error of each stage, with source chains kept.
+//! Crate error: one enum above the stages, wrapping each stage's own error type with its
+//! source chain kept.
 //!
-//! Rejected rows are never errors (they are outcomes, see `validate::reject`); an `Error` ends
-//! one file (I/O, database) or the process (configuration). `Error::is_transient` tells the
-//! retry loop which database failures are worth waiting out.
+//! Each stage owns its error (`config::ConfigError`, `validate::ValidateError`,
+//! `store::StoreError`, `embedded_db::EmbeddedDbError`, polars' error for `transform`); only
+//! the pipeline, the sources and the commands use this one. Rejected rows are never errors
+//! (they are outcomes, see `validate::reject`); an `Error` ends one delivery (I/O, database)
+//! or the process (configuration). `Error::is_transient` tells the retry loop which database
+//! failures are worth waiting out.
 
 use std::path::PathBuf;
 
+use crate::config::ConfigError;
 use crate::embedded_db::EmbeddedDbError;
 use crate::store::StoreError;
+use crate::validate::ValidateError;
 
 /// `Result` with the crate error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -18,6 +24,12 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("invalid configuration")]
     Config(#[from] ConfigError),
+    /// A delivery's source could not be read.
+    #[error("cannot read {0}")]
+    Read(String, #[source] std::io::Error),
+    /// The validation stage failed to read a delivery or to write quarantine output.
+    #[error(transparent)]
+    Validate(#[from] ValidateError),
     /// A file could not be read or written.
     #[error("I/O error on {}", path.display())]
     Io {
@@ -33,9 +45,10 @@ pub enum Error {
     /// The embedded PostgreSQL cluster could not be set up.
     #[error("embedded PostgreSQL")]
     EmbeddedDb(#[from] EmbeddedDbError),
-    /// Shutdown was requested while the file waited for the database; it stays in place.
-    #[error("shutdown requested before {} could be processed", .0.display())]
-    Cancelled(PathBuf),
+    /// Shutdown was requested while the delivery waited for the database; its source stays
+    /// in place.
+    #[error("shutdown requested before {0} could be processed")]
+    Cancelled(String),
     /// The polars stage failed on a chunk.
     #[error("transform failed")]
     Transform(#[from] polars::error::PolarsError),
@@ -54,34 +67,4 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Store(store) if store.is_transient())
     }
-}
-
-/// Configuration problems, reported before anything runs.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The named file does not exist.
-    #[error("configuration file {} not found", .0.display())]
-    MissingFile(PathBuf),
-    /// The file or environment does not match the schema (unknown key, wrong type).
-    #[error("configuration is invalid")]
-    Invalid(#[source] Box<figment::Error>),
-    /// The built-in sensor catalogue does not parse (a bug).
-    #[error("built-in sensor catalogue is invalid")]
-    Builtin(#[source] toml::de::Error),
-    /// A value is out of its domain.
-    #[error("`{key}` {message}")]
-    Value {
-        /// The key.
-        key: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-    /// A sensor type definition is inconsistent.
-    #[error("sensor type `{sensor_type}`: {message}")]
-    SensorType {
-        /// The type.
-        sensor_type: String,
-        /// What is wrong.
-        message: String,
-    },
 }

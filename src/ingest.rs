@@ -1,5 +1,7 @@
-//! One-shot ingestion (`sensor-etl ingest PATH…`): the same per-file pipeline as `run`, over
-//! files and folders (recursively), leaving inputs in place unless asked to consume them.
+//! The second source of deliveries (`sensor-etl ingest PATH…`): files and folders given on the
+//! command line (recursively), each made a [`Delivery`] and taken through the same pipeline as
+//! the inbox's files, left in place unless asked to consume them. Also the input-file rules
+//! the watcher shares (which names are inputs) and the summary both add up.
 //!
 //! Files are processed one after another in a stable (path) order; a file that fails (after
 //! retries) is reported and the others go on. The summary adds up per status.
@@ -10,7 +12,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
-use crate::pipeline::{process_file_with_retry, Disposition, FileReport, PipelineCtx};
+use crate::delivery::{Delivery, Disposition};
+use crate::pipeline::{process_with_retry, DeliveryReport, PipelineCtx};
 use crate::store::ledger::FileStatus;
 
 /// Whether a file name is a temporary or hidden one that is never read.
@@ -99,7 +102,7 @@ pub struct IngestSummary {
 
 impl IngestSummary {
     /// Adds one file's outcome.
-    pub fn add(&mut self, report: &FileReport) {
+    pub fn add(&mut self, report: &DeliveryReport) {
         match report.status {
             FileStatus::Loaded => self.loaded += 1,
             FileStatus::PartiallyLoaded => self.partially_loaded += 1,
@@ -124,14 +127,15 @@ pub async fn ingest_files(
     files: &[PathBuf],
     disposition: Disposition,
     cancel: &CancellationToken,
-    mut on_file: impl FnMut(&Path, Result<&FileReport, &crate::error::Error>),
+    mut on_file: impl FnMut(&Path, Result<&DeliveryReport, &crate::error::Error>),
 ) -> IngestSummary {
     let mut summary = IngestSummary::default();
     for path in files {
         if cancel.is_cancelled() {
             break;
         }
-        match process_file_with_retry(ctx, path, disposition, cancel).await {
+        let delivery = Delivery::input_file(path, disposition);
+        match process_with_retry(ctx, &delivery, cancel).await {
             Ok(report) => {
                 summary.add(&report);
                 on_file(path, Ok(&report));

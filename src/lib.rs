@@ -1,38 +1,39 @@
-//! sensor-etl: a file-watching ETL pipeline for sensor.community CSV files into PostgreSQL.
+//! sensor-etl: an ETL pipeline for sensor.community readings into PostgreSQL.
 //!
-//! The crate map, in pipeline order:
+//! The unit of work is a [`delivery::Delivery`]: a name, a byte source, where it came from and
+//! what to do with the source after the commit. Dependencies point one way, from the edges
+//! down (`docs/architecture.md` draws the whole path):
 //!
-//! - [`watch`]: finds complete files in the inbox (notify events as hints, periodic scans as
-//!   the truth), claims them against other workers ([`store::claims`]) and hands them to the
-//!   [`pipeline`]: small files in group commits, large ones streamed in chunks; [`ingest`] does
-//!   the same once over given paths.
-//! - [`validate`]: sniffs the format ([`validate::format`]), checks every row against the rules
-//!   ([`validate::rules`]) in bounded chunks, and writes rejected rows and reasons to quarantine
-//!   ([`validate::quarantine`]).
-//! - [`transform`]: polars normalization to canonical units and per-file aggregates, merged
-//!   exactly across chunks.
-//! - [`store`]: the PostgreSQL pool, migrations, binary COPY and the ingest ledger; one
-//!   transaction per file.
-//! - [`config`] (defaults < file < environment < flags), [`cli`], [`database`] /
-//!   [`embedded_db`] (the configured or the embedded default database), [`http`] (metrics,
-//!   health, readiness), [`telemetry`], [`generate`] (test data) and [`error`].
+//! - edges: [`commands`] (one module per command, dispatched by `main`), [`cli`], [`http`];
+//! - sources of deliveries: [`watch`] (the inbox: notify events as hints, periodic scans as the
+//!   truth, claims against other workers) and [`ingest`] (files given on the command line);
+//! - [`pipeline`]: a delivery through the stages in one transaction, streamed or in a group
+//!   commit, then settled (quarantine, error log, disposition);
+//! - stages: [`validate`] (format sniffing, row rules, quarantine output), [`transform`]
+//!   (polars normalization and aggregates), [`store`] (pool, migrations, COPY, ledger, claims);
+//! - bottom: [`config`], [`delivery`], [`telemetry`], [`embedded_db`] / [`database`] (which
+//!   database), [`generate`] (test data), and [`error`], the crate-wide error above the
+//!   stages' own.
 //!
-//! Shutdown is owned by the caller: [`watch::run`] takes a `CancellationToken` and stops taking
-//! files when it fires, after finishing or rolling back the file in hand.
+//! Shutdown is owned by the commands: they fire a `CancellationToken` on SIGINT/SIGTERM;
+//! [`watch::run`] then stops taking files and finishes or rolls back the one in hand.
 //!
 //! ```no_run
 //! # async fn example() -> sensor_etl::error::Result<()> {
 //! use std::sync::Arc;
-//! use sensor_etl::{config::Settings, pipeline::{PipelineCtx, Disposition}, store::Store};
+//! use sensor_etl::config::Settings;
+//! use sensor_etl::delivery::{Delivery, Disposition};
+//! use sensor_etl::pipeline::{self, PipelineCtx};
+//! use sensor_etl::store::Store;
 //!
 //! let settings = Arc::new(Settings::builtin());
 //! let store = Store::connect("postgres://postgres@127.0.0.1/sensor_etl", &settings).await?;
 //! let ctx = PipelineCtx { settings, store };
-//! let report = sensor_etl::pipeline::process_file(
-//!     &ctx,
+//! let delivery = Delivery::input_file(
 //!     "data/2019-01-17_sds011_sensor_5331.csv".as_ref(),
 //!     Disposition::LeaveInPlace,
-//! ).await?;
+//! );
+//! let report = pipeline::process(&ctx, &delivery).await?;
 //! println!("{} rows loaded, {} rejected", report.rows_loaded, report.rows_rejected);
 //! # Ok(()) }
 //! ```
@@ -40,8 +41,10 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod database;
+pub mod delivery;
 pub mod embedded_db;
 pub mod error;
 pub mod generate;

@@ -1,10 +1,14 @@
 //! Telemetry: tracing subscribers (readable terminal output plus daily-rotated JSON logs in
-//! `logs/`), error-chain formatting, and the Prometheus metrics the pipeline records.
+//! `logs/`), error-chain formatting, and the Prometheus metrics the pipeline records. It sits
+//! at the bottom of the crate: it imports nothing of it, and takes plain values.
 //!
-//! `RUST_LOG` filters both log outputs (default `info`). Metric and label names are the
+//! `RUST_LOG` filters the file log (default `info`) and, for `Terminal::Narrate`, the terminal
+//! too; `Terminal::Problems` shows only warnings and errors there. Colour only when stderr is
+//! a terminal. Metric and label names are the
 //! constants below; recording never fails and never blocks the pipeline. The Prometheus
 //! recorder is installed once per process (`metrics_handle`).
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -14,8 +18,6 @@ use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
-
-use crate::pipeline::FileReport;
 
 /// Files processed, label `status` (loaded, partially_loaded, rejected, empty, duplicate, failed).
 pub const FILES_TOTAL: &str = "sensor_etl_files_total";
@@ -36,14 +38,28 @@ pub const FILE_PROCESSING_SECONDS: &str = "sensor_etl_file_processing_seconds";
 /// 1 while the database is unreachable and work waits for it.
 pub const DATABASE_WAITING: &str = "sensor_etl_database_waiting";
 
+/// What the terminal shows of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Terminal {
+    /// Everything `RUST_LOG` lets through (default `info`): a long-running service.
+    Narrate,
+    /// Warnings and errors only: a one-shot command that prints its own results.
+    Problems,
+}
+
 /// Installs the global subscriber. Keep the guard alive until exit so the file log is flushed.
 /// Without a writable `logs_dir`, only the terminal output is installed.
-pub fn init(logs_dir: Option<&Path>) -> Option<WorkerGuard> {
+pub fn init(logs_dir: Option<&Path>, terminal: Terminal) -> Option<WorkerGuard> {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let terminal_filter = match terminal {
+        Terminal::Narrate => filter(),
+        Terminal::Problems => EnvFilter::new("warn"),
+    };
     let terminal = fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .with_filter(filter());
+        .with_filter(terminal_filter);
     let file = logs_dir.and_then(|dir| {
         std::fs::create_dir_all(dir).ok()?;
         let appender = tracing_appender::rolling::Builder::new()
@@ -59,6 +75,7 @@ pub fn init(logs_dir: Option<&Path>) -> Option<WorkerGuard> {
         Some((writer, guard)) => {
             let json = fmt::layer()
                 .json()
+                .with_ansi(false)
                 .with_writer(writer)
                 .with_filter(filter());
             let _ = tracing_subscriber::registry()
@@ -132,15 +149,30 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// What a processed delivery adds to the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct FileOutcome<'a> {
+    /// Ledger status (`loaded`, `duplicate`, …).
+    pub status: &'static str,
+    /// Rows loaded.
+    pub rows_loaded: u64,
+    /// Rows rejected.
+    pub rows_rejected: u64,
+    /// Violations by rule code.
+    pub violations: &'a [(&'static str, u64)],
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
 /// Records a processed file.
-pub fn record_file(report: &FileReport, violation_codes: &[(&'static str, u64)]) {
-    metrics::counter!(FILES_TOTAL, "status" => report.status.as_str()).increment(1);
-    metrics::counter!(ROWS_LOADED_TOTAL).increment(report.rows_loaded);
-    metrics::counter!(ROWS_REJECTED_TOTAL).increment(report.rows_rejected);
-    for (code, count) in violation_codes {
+pub fn record_file(outcome: FileOutcome<'_>) {
+    metrics::counter!(FILES_TOTAL, "status" => outcome.status).increment(1);
+    metrics::counter!(ROWS_LOADED_TOTAL).increment(outcome.rows_loaded);
+    metrics::counter!(ROWS_REJECTED_TOTAL).increment(outcome.rows_rejected);
+    for (code, count) in outcome.violations {
         metrics::counter!(VIOLATIONS_TOTAL, "code" => *code).increment(*count);
     }
-    metrics::histogram!(FILE_PROCESSING_SECONDS).record(report.elapsed_ms as f64 / 1000.0);
+    metrics::histogram!(FILE_PROCESSING_SECONDS).record(outcome.elapsed.as_secs_f64());
 }
 
 /// Records a file that failed permanently.

@@ -96,6 +96,57 @@ async fn ingest_then_status_json() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_and_status_say_each_thing_once_without_colour_on_a_pipe() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    // The default log level: what a user sees without setting RUST_LOG.
+    let quiet = |args: &[&str]| {
+        let mut command = sensor_etl(&workspace);
+        command.env_remove("RUST_LOG").args(args);
+        command
+    };
+    let output = quiet(&["ingest", "--database-url", &url])
+        .arg(fixture("quarantine"))
+        .output()
+        .unwrap();
+    let terminal = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(3), "{terminal}");
+    let inputs: Vec<String> = std::fs::read_dir(fixture("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".csv"))
+        .collect();
+    assert_eq!(inputs.len(), 3);
+    for name in &inputs {
+        assert_eq!(terminal.matches(name.as_str()).count(), 1, "{name} in:\n{terminal}");
+    }
+    assert!(!terminal.contains('\u{1b}'), "no colour codes on a pipe:\n{terminal}");
+    // The detail is in the log file instead.
+    let log = std::fs::read_dir(workspace.path("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".log") && !p.ends_with("errors.log"))
+        .expect("a JSON log file");
+    let log = std::fs::read_to_string(log).unwrap();
+    assert_eq!(log.matches("Delivery processed.").count(), 3, "{log}");
+
+    let output = quiet(&["status", "--database-url", &url]).output().unwrap();
+    let terminal = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(0), "{terminal}");
+    assert!(!terminal.to_lowercase().contains("migrat"), "{terminal}");
+    assert!(!terminal.contains("NOTICE"), "{terminal}");
+    assert_eq!(terminal.matches("database:").count(), 1, "{terminal}");
+}
+
 /// `ingest` of one fixture with no database configured (the embedded default), from a working
 /// folder with the given mode; returns its stderr.
 fn ingest_on_embedded_database(workspace: &Workspace, mode: u32) -> String {

@@ -14,7 +14,7 @@ fn quarantine_output_matches_snapshots() {
         let run = dry_run(path, &settings).unwrap();
         let target = QuarantineTarget {
             dir: out.path().to_path_buf(),
-            source: path.to_path_buf(),
+            source: sensor_etl::delivery::ByteSource::File(path.to_path_buf()),
             file_name: path.file_name().unwrap().to_string_lossy().into_owned(),
             fingerprint: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
                 .to_owned(),

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sensor_etl::pipeline::{process_file, Disposition, PipelineCtx};
+use sensor_etl::delivery::{Delivery, Disposition};
+use sensor_etl::pipeline::{process, PipelineCtx};
 use sensor_etl::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -30,9 +31,12 @@ async fn endpoints_report_health_metrics_and_readiness() {
     let path = workspace.path("in/2020-01-01_dht22_sensor_1.csv");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, "sensor_id;timestamp;temperature;humidity\n1;2020-01-01T00:00:00;20;50\n1;2020-01-01T00:01:00;99;50\n").unwrap();
-    process_file(&ctx, &path, Disposition::LeaveInPlace)
-        .await
-        .unwrap();
+    process(
+        &ctx,
+        &Delivery::input_file(&path, Disposition::LeaveInPlace),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
     assert_eq!(http_get(addr, "/readyz").await, (200, "ready\n".to_owned()));

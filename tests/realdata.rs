@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use sensor_etl::delivery::Disposition;
 use sensor_etl::ingest::{collect_inputs, ingest_files};
-use sensor_etl::pipeline::Disposition;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{data_rows, deliver, realdata_dir, Harness};

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use sensor_etl::config::RawMeasurement;
 use sensor_etl::config::RawSensorType;
-use sensor_etl::pipeline::{process_file, Disposition};
+use sensor_etl::delivery::{Delivery, Disposition};
+use sensor_etl::pipeline::process;
 use sensor_etl::store::ledger::FileStatus;
 
 use crate::support::{deliver, Harness};
@@ -24,9 +25,12 @@ async fn copy_round_trip_keeps_values_and_nulls() {
         &path,
         "sensor_id,timestamp,temperature,humidity\n7,2020-05-01T10:00:00+02:00,-3.25,\n7,2020-05-01 08:01:00.5,21.5,55\n",
     );
-    let report = process_file(&h.ctx, &path, Disposition::LeaveInPlace)
-        .await
-        .unwrap();
+    let report = process(
+        &h.ctx,
+        &Delivery::input_file(&path, Disposition::LeaveInPlace),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.status, FileStatus::Loaded);
     let rows = h
         .client
@@ -107,13 +111,19 @@ async fn redelivered_content_is_a_duplicate_and_loads_nothing() {
         &first,
         "sensor_id;sensor_type;timestamp;P1;P2\n1;SDS011;2021-01-01T00:00:00;1.5;0.5\n",
     );
-    process_file(&h.ctx, &first, Disposition::LeaveInPlace)
-        .await
-        .unwrap();
+    process(
+        &h.ctx,
+        &Delivery::input_file(&first, Disposition::LeaveInPlace),
+    )
+    .await
+    .unwrap();
     let again = deliver(&first, &h.workspace.path("in2"), "other_name.csv");
-    let report = process_file(&h.ctx, &again, Disposition::LeaveInPlace)
-        .await
-        .unwrap();
+    let report = process(
+        &h.ctx,
+        &Delivery::input_file(&again, Disposition::LeaveInPlace),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.status, FileStatus::Duplicate);
     assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 2);
     assert_eq!(h.count("SELECT count(*) FROM v_files").await, 1);
@@ -123,9 +133,12 @@ async fn redelivered_content_is_a_duplicate_and_loads_nothing() {
         &first,
         "sensor_id;sensor_type;timestamp;P1;P2\n1;SDS011;2021-01-01T00:02:30;1.6;0.6\n",
     );
-    let report = process_file(&h.ctx, &first, Disposition::LeaveInPlace)
-        .await
-        .unwrap();
+    let report = process(
+        &h.ctx,
+        &Delivery::input_file(&first, Disposition::LeaveInPlace),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.status, FileStatus::Loaded);
     assert_eq!(h.count("SELECT count(*) FROM v_files").await, 2);
 }
@@ -150,10 +163,13 @@ async fn an_interrupted_file_leaves_nothing_and_loads_once_later() {
 
     let ctx = h.ctx.clone();
     let task_path = path.clone();
-    let task =
-        tokio::spawn(
-            async move { process_file(&ctx, &task_path, Disposition::LeaveInPlace).await },
-        );
+    let task = tokio::spawn(async move {
+        process(
+            &ctx,
+            &Delivery::input_file(&task_path, Disposition::LeaveInPlace),
+        )
+        .await
+    });
     // Wait until the file's transaction has written something, then kill the work.
     for _ in 0..200 {
         let writing = h
@@ -173,9 +189,12 @@ async fn an_interrupted_file_leaves_nothing_and_loads_once_later() {
     assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 0);
     assert_eq!(h.count("SELECT count(*) FROM files").await, 0);
 
-    let report = process_file(&h.ctx, &path, Disposition::LeaveInPlace)
-        .await
-        .unwrap();
+    let report = process(
+        &h.ctx,
+        &Delivery::input_file(&path, Disposition::LeaveInPlace),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (report.status, report.rows_loaded),
         (FileStatus::Loaded, 40_000)
@@ -196,9 +215,12 @@ async fn too_many_rejects_quarantine_the_whole_file() {
         &path,
         "sensor_id;timestamp;temperature;humidity\n1;2020-01-01T00:00:00;20;50\n1;2020-01-01T00:01:00;99;50\n1;2020-01-01T00:02:00;x;50\n",
     );
-    let report = process_file(&h.ctx, &path, Disposition::LeaveInPlace)
-        .await
-        .unwrap();
+    let report = process(
+        &h.ctx,
+        &Delivery::input_file(&path, Disposition::LeaveInPlace),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (report.status, report.rows_loaded, report.rows_rejected),
         (FileStatus::Rejected, 0, 3)
@@ -271,9 +293,12 @@ async fn a_sensor_type_added_by_configuration_loads_without_migration() {
     .await;
     let path = h.workspace.path("in/2024-01-01_scd30_sensor_9.csv");
     write(&path, "sensor_id;sensor_type;timestamp;CO2_ppm\n9;SCD30;2024-01-01T00:00:00;415\n9;SCD30;2024-01-01T00:01:00;20000\n");
-    let report = process_file(&h.ctx, &path, Disposition::LeaveInPlace)
-        .await
-        .unwrap();
+    let report = process(
+        &h.ctx,
+        &Delivery::input_file(&path, Disposition::LeaveInPlace),
+    )
+    .await
+    .unwrap();
     assert_eq!((report.rows_loaded, report.rows_rejected), (1, 1));
     let row = h
         .client
@@ -313,18 +338,16 @@ async fn group_commit_keeps_each_file_its_own_outcome() {
         &unknown,
         "sensor_id;timestamp;foo\n3;2020-01-01T00:00:00;1\n",
     );
-    let paths = vec![good.clone(), same.clone(), bad.clone(), unknown.clone()];
-    let outcomes = sensor_etl::pipeline::process_batch(&h.ctx, &paths, Disposition::LeaveInPlace)
+    let deliveries: Vec<Delivery> = [&good, &same, &bad, &unknown]
+        .into_iter()
+        .map(|path| Delivery::input_file(path, Disposition::LeaveInPlace))
+        .collect();
+    let outcomes = sensor_etl::pipeline::process_group(&h.ctx, &deliveries)
         .await
         .unwrap();
     let statuses: Vec<(String, FileStatus)> = outcomes
         .iter()
-        .map(|(path, outcome)| {
-            (
-                path.file_name().unwrap().to_string_lossy().into_owned(),
-                outcome.as_ref().unwrap().status,
-            )
-        })
+        .map(|(delivery, outcome)| (delivery.name.clone(), outcome.as_ref().unwrap().status))
         .collect();
     assert_eq!(
         statuses,
@@ -336,6 +359,20 @@ async fn group_commit_keeps_each_file_its_own_outcome() {
         ]
     );
     assert_eq!(h.count("SELECT count(*) FROM v_files").await, 3);
+    // Every delivery, the duplicate included, records where it came from.
+    assert_eq!(
+        h.count(&format!(
+            "SELECT count(*) FROM file_deliveries WHERE origin = 'ingest:{}'",
+            same.display()
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM file_deliveries WHERE origin LIKE 'ingest:%'")
+            .await,
+        4
+    );
     assert_eq!(
         h.count("SELECT count(*) FROM v_readings").await,
         4,
@@ -381,9 +418,12 @@ async fn rejects_in_many_chunks_leave_every_line_accounted_for_once() {
         ));
     }
     write(&path, &text);
-    let report = process_file(&h.ctx, &path, Disposition::LeaveInPlace)
-        .await
-        .unwrap();
+    let report = process(
+        &h.ctx,
+        &Delivery::input_file(&path, Disposition::LeaveInPlace),
+    )
+    .await
+    .unwrap();
     let bad = bad_lines.len() as u64;
     assert_eq!(report.status, FileStatus::PartiallyLoaded);
     assert_eq!(
@@ -502,9 +542,12 @@ async fn common_questions_use_the_readings_index() {
         ));
     }
     write(&path, &text);
-    process_file(&h.ctx, &path, Disposition::LeaveInPlace)
-        .await
-        .unwrap();
+    process(
+        &h.ctx,
+        &Delivery::input_file(&path, Disposition::LeaveInPlace),
+    )
+    .await
+    .unwrap();
     h.client
         .batch_execute("SET enable_seqscan = off")
         .await
@@ -558,9 +601,12 @@ async fn many_distinct_positions_stay_in_the_rows() {
         ));
     }
     write(&path, &text);
-    let report = process_file(&h.ctx, &path, Disposition::LeaveInPlace)
-        .await
-        .unwrap();
+    let report = process(
+        &h.ctx,
+        &Delivery::input_file(&path, Disposition::LeaveInPlace),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.rows_loaded, u64::from(lines));
     assert_eq!(h.count("SELECT count(*) FROM positions").await, 0);
     assert_eq!(

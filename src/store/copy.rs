@@ -8,10 +8,11 @@
 use futures_util::SinkExt;
 use tokio_postgres::{CopyInSink, Transaction};
 
-use crate::error::Result;
 use crate::store::dictionary::Position;
 use crate::store::encode::CopyEncoder;
 use crate::store::{Store, StoreError};
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
 use crate::transform::aggregate::AggregateRow;
 use crate::transform::normalize::{value_column, NormalizedFrame};
 use crate::validate::reject::RejectedRow;
@@ -64,12 +65,7 @@ impl CopyStream {
             .send(self.encoder.finish())
             .await
             .map_err(StoreError::from)?;
-        Ok(self
-            .sink
-            .as_mut()
-            .finish()
-            .await
-            .map_err(StoreError::from)?)
+        self.sink.as_mut().finish().await.map_err(StoreError::from)
     }
 }
 
@@ -136,7 +132,7 @@ impl ReadingsCopy {
         if frame.height() == 0 {
             return Ok(0);
         }
-        let column = |name: &str| frame.column(name).map_err(crate::error::Error::Transform);
+        let column = |name: &str| frame.column(name).map_err(StoreError::Frame);
         let line = column("line")?.u32()?;
         let sensor_id = column("sensor_id")?.i64()?;
         let location_id = column("location_id")?.i64()?;

@@ -79,6 +79,8 @@ pub struct FileRecord<'a> {
     pub content_sha256: &'a str,
     /// File name.
     pub file_name: &'a str,
+    /// Where the delivery came from (`inbox:<path>`, `ingest:<path>`, `http:<client>`).
+    pub origin: &'a str,
     /// Size in bytes.
     pub size_bytes: u64,
     /// Outcome.
@@ -173,7 +175,7 @@ pub async fn insert_file(tx: &Transaction<'_>, record: &FileRecord<'_>) -> Resul
         ],
     )
     .await?;
-    record_delivery(tx, record.file_id, record.file_name, "new").await
+    record_delivery(tx, record.file_id, record.file_name, record.origin, "new").await
 }
 
 /// Inserts the ledger rows and deliveries of several new files with two statements.
@@ -191,6 +193,7 @@ pub async fn insert_files(
     let ids = column(|r| r.file_id);
     let hashes: Vec<&str> = records.iter().map(|r| r.content_sha256).collect();
     let names: Vec<&str> = records.iter().map(|r| r.file_name).collect();
+    let origins: Vec<&str> = records.iter().map(|r| r.origin).collect();
     let sizes = column(|r| as_i64(r.size_bytes));
     let statuses: Vec<&str> = records.iter().map(|r| r.status.as_str()).collect();
     let read = column(|r| as_i64(r.rows_read));
@@ -208,15 +211,16 @@ pub async fn insert_files(
     )
     .await?;
     tx.execute(
-        "INSERT INTO file_deliveries (file_id, file_name, outcome) \
-         SELECT id, name, 'new' FROM unnest($1::int8[], $2::text[]) AS d(id, name)",
-        &[&ids, &names],
+        "INSERT INTO file_deliveries (file_id, file_name, origin, outcome) \
+         SELECT id, name, origin, 'new' FROM unnest($1::int8[], $2::text[], $3::text[]) \
+         AS d(id, name, origin)",
+        &[&ids, &names, &origins],
     )
     .await?;
     Ok(())
 }
 
-/// Records one delivery of a file (`new` or `duplicate`).
+/// Records one delivery of a file (`new` or `duplicate`) and where it came from.
 ///
 /// # Errors
 /// The statement failed.
@@ -224,11 +228,12 @@ pub async fn record_delivery(
     tx: &Transaction<'_>,
     file_id: i64,
     file_name: &str,
+    origin: &str,
     outcome: &str,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO file_deliveries (file_id, file_name, outcome) VALUES ($1, $2, $3)",
-        &[&file_id, &file_name, &outcome],
+        "INSERT INTO file_deliveries (file_id, file_name, origin, outcome) VALUES ($1, $2, $3, $4)",
+        &[&file_id, &file_name, &origin, &outcome],
     )
     .await?;
     Ok(())

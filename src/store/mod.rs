@@ -52,6 +52,9 @@ pub enum StoreError {
     /// A dictionary lookup came back incomplete.
     #[error("dictionary registration failed: {0}")]
     Dictionary(String),
+    /// A normalized frame lacks a column or has another type (a bug of the transform stage).
+    #[error("normalized readings are not in the expected shape")]
+    Frame(#[from] polars::error::PolarsError),
 }
 
 /// Whether an error is worth retrying.

@@ -15,15 +15,59 @@ pub mod reject;
 pub mod rules;
 
 use foldhash::HashSet;
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::Settings;
-use crate::error::{Error, Result};
+use crate::delivery::{ByteSource, SourceReader};
 use format::{FileFormat, FileRejection};
 use keyset::KeySet;
 use reject::{Position, RejectReason, RejectedRow, Violation};
+
+/// `Result` of the validation stage.
+pub type Result<T, E = ValidateError> = std::result::Result<T, E>;
+
+/// An I/O failure of the validation stage: the delivery could not be read, or quarantine
+/// output could not be written. Rejected rows are never errors (see [`reject`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    /// The delivery's bytes could not be read.
+    #[error("cannot read {what}")]
+    Read {
+        /// The source, as a person would name it.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A local file (quarantine output, error log) could not be written.
+    #[error("I/O error on {}", path.display())]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ValidateError {
+    /// A read of `source` failed.
+    pub fn read(source: &ByteSource, cause: std::io::Error) -> Self {
+        ValidateError::Read {
+            what: source.to_string(),
+            source: cause,
+        }
+    }
+
+    /// An I/O operation on the local file `path` failed.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ValidateError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
 
 /// Accepted readings of one chunk, one entry per accepted row ("line"), with one value
 /// column per catalogue key present (`None` where a line has no value for it), values still
@@ -169,7 +213,8 @@ pub enum Mode {
 pub struct FileValidator<'s> {
     settings: &'s Settings,
     format: FileFormat,
-    reader: csv::Reader<BufReader<File>>,
+    source: ByteSource,
+    reader: csv::Reader<BufReader<SourceReader>>,
     record: csv::ByteRecord,
     values: Vec<(u32, f64)>,
     seen_keys: KeySet,
@@ -193,24 +238,22 @@ const FIRST_CHUNK_ROWS: usize = 4096;
 const MAX_HEADER_BYTES: u64 = 64 * 1024;
 
 impl<'s> FileValidator<'s> {
-    /// Opens `path` and detects its format.
+    /// Opens the delivery `name` from `source` and detects its format.
     ///
     /// # Errors
-    /// `Err` when the file cannot be read; `Ok(Err(rejection))` when its header cannot be used.
+    /// `Err` when the source cannot be read; `Ok(Err(rejection))` when its header cannot be used.
     pub fn open(
-        path: &Path,
+        source: &ByteSource,
+        name: &str,
         settings: &'s Settings,
         mode: Mode,
     ) -> Result<std::result::Result<Self, FileRejection>> {
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let read_error = |e| ValidateError::read(source, e);
         let mut header = Vec::new();
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        BufReader::new(file.take(MAX_HEADER_BYTES))
+        let first_pass = source.open().map_err(read_error)?;
+        BufReader::new(first_pass.take(MAX_HEADER_BYTES))
             .read_until(b'\n', &mut header)
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(read_error)?;
         if header.is_empty() {
             return Ok(Err(FileRejection::new("empty_file", "the file is empty")));
         }
@@ -220,11 +263,11 @@ impl<'s> FileValidator<'s> {
                 format!("no line break in the first {MAX_HEADER_BYTES} bytes: not a CSV file"),
             )));
         }
-        let format = match FileFormat::detect(&header, &file_name, settings) {
+        let format = match FileFormat::detect(&header, name, settings) {
             Ok(format) => format,
             Err(rejection) => return Ok(Err(rejection)),
         };
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = source.open().map_err(read_error)?;
         // Records end at `\n` only: a `\r` before it stays in the last field (and is trimmed),
         // which keeps byte offsets and physical line numbers exact for CRLF files.
         let mut reader = csv::ReaderBuilder::new()
@@ -237,9 +280,10 @@ impl<'s> FileValidator<'s> {
         // Skip the header record; its format is already known.
         reader
             .read_byte_record(&mut record)
-            .map_err(|e| csv_error(path, e))?;
+            .map_err(|e| csv_error(source, e))?;
         Ok(Ok(Self {
             settings,
+            source: source.clone(),
             format,
             reader,
             record,
@@ -267,7 +311,7 @@ impl<'s> FileValidator<'s> {
     ///
     /// # Errors
     /// An I/O error while reading.
-    pub fn next_chunk(&mut self, path: &Path) -> Result<Option<ValidatedChunk>> {
+    pub fn next_chunk(&mut self) -> Result<Option<ValidatedChunk>> {
         if self.finished {
             return Ok(None);
         }
@@ -281,7 +325,7 @@ impl<'s> FileValidator<'s> {
             let more = self
                 .reader
                 .read_byte_record(&mut self.record)
-                .map_err(|e| csv_error(path, e))?;
+                .map_err(|e| csv_error(&self.source, e))?;
             if !more {
                 self.finished = true;
                 break;
@@ -393,10 +437,10 @@ fn is_blank(record: &csv::ByteRecord) -> bool {
             .all(|field| field.iter().all(u8::is_ascii_whitespace))
 }
 
-fn csv_error(path: &Path, error: csv::Error) -> Error {
+fn csv_error(source: &ByteSource, error: csv::Error) -> ValidateError {
     match error.into_kind() {
-        csv::ErrorKind::Io(source) => Error::io(path, source),
-        other => Error::io(path, std::io::Error::other(format!("{other:?}"))),
+        csv::ErrorKind::Io(cause) => ValidateError::read(source, cause),
+        other => ValidateError::read(source, std::io::Error::other(format!("{other:?}"))),
     }
 }
 
@@ -421,11 +465,16 @@ pub struct DryRun {
 /// # Errors
 /// An I/O error while reading.
 pub fn dry_run(path: &Path, settings: &Settings) -> Result<DryRun> {
-    let mut validator = match FileValidator::open(path, settings, Mode::Load)? {
+    let source = ByteSource::File(path.to_path_buf());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut validator = match FileValidator::open(&source, &name, settings, Mode::Load)? {
         Ok(validator) => validator,
         Err(rejection) => {
             return Ok(DryRun {
-                rows_read: count_data_lines(path)?,
+                rows_read: count_data_lines(&source)?,
                 rows_accepted: 0,
                 reading_count: 0,
                 rejects: Vec::new(),
@@ -440,7 +489,7 @@ pub fn dry_run(path: &Path, settings: &Settings) -> Result<DryRun> {
         rejects: Vec::new(),
         file_rejection: None,
     };
-    while let Some(chunk) = validator.next_chunk(path)? {
+    while let Some(chunk) = validator.next_chunk()? {
         run.rows_read += chunk.rows_read;
         run.rows_accepted += chunk.rows_accepted;
         run.reading_count += chunk.readings.reading_count() as u64;
@@ -484,9 +533,9 @@ pub fn whole_file_rejection(
 ///
 /// # Errors
 /// An I/O error while reading.
-pub fn count_data_lines(path: &Path) -> Result<u64> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
+pub fn count_data_lines(source: &ByteSource) -> Result<u64> {
+    let pass = source.open().map_err(|e| ValidateError::read(source, e))?;
+    let mut reader = BufReader::with_capacity(256 * 1024, pass);
     let mut line = Vec::new();
     let mut count = 0u64;
     let mut first = true;
@@ -494,7 +543,7 @@ pub fn count_data_lines(path: &Path) -> Result<u64> {
         line.clear();
         let n = reader
             .read_until(b'\n', &mut line)
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(|e| ValidateError::read(source, e))?;
         if n == 0 {
             break;
         }
@@ -513,7 +562,8 @@ pub fn count_data_lines(path: &Path) -> Result<u64> {
 /// is rejected, and each of its rows still gets a line number and a reason so that
 /// `rows_read = rows_rejected` holds in the database too.
 pub struct RejectedLines {
-    reader: BufReader<File>,
+    source: ByteSource,
+    reader: BufReader<SourceReader>,
     rejection: FileRejection,
     line: u64,
     record: u64,
@@ -524,14 +574,15 @@ pub struct RejectedLines {
 }
 
 impl RejectedLines {
-    /// Opens `path`, positioned after its first line.
+    /// Opens `source`, positioned after its first line.
     ///
     /// # Errors
-    /// The file cannot be opened.
-    pub fn open(path: &Path, rejection: FileRejection, chunk_rows: usize) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    /// The source cannot be read.
+    pub fn open(source: &ByteSource, rejection: FileRejection, chunk_rows: usize) -> Result<Self> {
+        let pass = source.open().map_err(|e| ValidateError::read(source, e))?;
         let mut lines = Self {
-            reader: BufReader::with_capacity(256 * 1024, file),
+            source: source.clone(),
+            reader: BufReader::with_capacity(256 * 1024, pass),
             rejection,
             line: 0,
             record: 0,
@@ -540,16 +591,16 @@ impl RejectedLines {
             chunk_rows,
             finished: false,
         };
-        lines.read_line(path)?;
+        lines.read_line()?;
         Ok(lines)
     }
 
-    fn read_line(&mut self, path: &Path) -> Result<usize> {
+    fn read_line(&mut self) -> Result<usize> {
         self.buffer.clear();
         let n = self
             .reader
             .read_until(b'\n', &mut self.buffer)
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(|e| ValidateError::read(&self.source, e))?;
         self.line += 1;
         self.byte += n as u64;
         Ok(n)
@@ -559,14 +610,14 @@ impl RejectedLines {
     ///
     /// # Errors
     /// An I/O error while reading.
-    pub fn next_chunk(&mut self, path: &Path) -> Result<Option<ValidatedChunk>> {
+    pub fn next_chunk(&mut self) -> Result<Option<ValidatedChunk>> {
         if self.finished {
             return Ok(None);
         }
         let mut chunk = ValidatedChunk::default();
         while chunk.rejects.len() < self.chunk_rows {
             let start = self.byte;
-            let n = self.read_line(path)?;
+            let n = self.read_line()?;
             if n == 0 {
                 self.finished = true;
                 break;

@@ -10,13 +10,13 @@
 //! temporary name, synced, then renamed; `abort` removes the temporaries.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::delivery::{ByteSource, RandomAccess};
 use crate::validate::format::FileRejection;
 use crate::validate::reject::{RejectedRow, ViolationRecord};
+use crate::validate::{Result, ValidateError};
 
 /// Version of the JSON objects in `…errors.jsonl`.
 pub const ERRORS_SCHEMA_VERSION: u32 = 1;
@@ -26,8 +26,8 @@ pub const ERRORS_SCHEMA_VERSION: u32 = 1;
 pub struct QuarantineTarget {
     /// Quarantine folder.
     pub dir: PathBuf,
-    /// Source file.
-    pub source: PathBuf,
+    /// The delivery's bytes.
+    pub source: ByteSource,
     /// Source file name.
     pub file_name: String,
     /// Hex SHA-256 of the source.
@@ -56,7 +56,7 @@ impl QuarantineTarget {
 /// Streams rejected rows and reasons to temporary files, published by `commit`.
 pub struct QuarantineWriter {
     target: QuarantineTarget,
-    source: File,
+    source: RandomAccess,
     header: Vec<u8>,
     rows: Option<(PathBuf, BufWriter<File>)>,
     errors: Option<(PathBuf, BufWriter<File>)>,
@@ -79,7 +79,10 @@ impl QuarantineWriter {
     /// # Errors
     /// The source cannot be opened.
     pub fn new(target: QuarantineTarget, write_rows: bool) -> Result<Self> {
-        let source = File::open(&target.source).map_err(|e| Error::io(&target.source, e))?;
+        let source = target
+            .source
+            .random_access()
+            .map_err(|e| ValidateError::read(&target.source, e))?;
         Ok(Self {
             target,
             source,
@@ -109,13 +112,13 @@ impl QuarantineWriter {
         for row in rejects {
             if let Some((path, out)) = &mut self.rows {
                 let bytes = raw_row(&self.source, row.position.byte, row.byte_end)
-                    .map_err(|e| Error::io(&self.target.source, e))?;
+                    .map_err(|e| ValidateError::read(&self.target.source, e))?;
                 out.write_all(&bytes)
-                    .map_err(|e| Error::io(path.as_path(), e))?;
+                    .map_err(|e| ValidateError::io(path.as_path(), e))?;
                 if !bytes.ends_with(b"\n") && !bytes.ends_with(b"\r") {
                     // A truncated last line: terminate it so that rows appended later stay apart.
                     out.write_all(line_terminator(&self.header))
-                        .map_err(|e| Error::io(path.as_path(), e))?;
+                        .map_err(|e| ValidateError::io(path.as_path(), e))?;
                 }
             }
             let (path, out) = self.errors.as_mut().expect("opened above");
@@ -133,9 +136,9 @@ impl QuarantineWriter {
                     message: &violation.message,
                 };
                 serde_json::to_writer(&mut *out, &record)
-                    .map_err(|e| Error::io(path.as_path(), e.into()))?;
+                    .map_err(|e| ValidateError::io(path.as_path(), e.into()))?;
                 out.write_all(b"\n")
-                    .map_err(|e| Error::io(path.as_path(), e))?;
+                    .map_err(|e| ValidateError::io(path.as_path(), e))?;
             }
         }
         Ok(())
@@ -145,16 +148,17 @@ impl QuarantineWriter {
         if self.errors.is_some() {
             return Ok(());
         }
-        fs::create_dir_all(&self.target.dir).map_err(|e| Error::io(&self.target.dir, e))?;
+        fs::create_dir_all(&self.target.dir).map_err(|e| ValidateError::io(&self.target.dir, e))?;
         self.errors = Some(create_temp(&self.target.path("errors.jsonl"))?);
         if self.write_rows {
-            self.header =
-                header_line(&self.source).map_err(|e| Error::io(&self.target.source, e))?;
+            self.header = header_line(&self.source)
+                .map_err(|e| ValidateError::read(&self.target.source, e))?;
             let (path, mut out) = create_temp(&self.target.path("rejected.csv"))?;
             out.write_all(&self.header)
-                .map_err(|e| Error::io(&path, e))?;
+                .map_err(|e| ValidateError::io(&path, e))?;
             if !self.header.ends_with(b"\n") {
-                out.write_all(b"\n").map_err(|e| Error::io(&path, e))?;
+                out.write_all(b"\n")
+                    .map_err(|e| ValidateError::io(&path, e))?;
             }
             self.rows = Some((path, out));
         }
@@ -203,15 +207,18 @@ pub fn quarantine_whole_file(
     rejection: &FileRejection,
     details: &str,
 ) -> Result<PathBuf> {
-    fs::create_dir_all(&target.dir).map_err(|e| Error::io(&target.dir, e))?;
+    fs::create_dir_all(&target.dir).map_err(|e| ValidateError::io(&target.dir, e))?;
     let extension = Path::new(&target.file_name)
         .extension()
         .map(|e| e.to_string_lossy().into_owned())
         .unwrap_or_else(|| "csv".to_owned());
     let copy_path = target.path(&extension);
     let (temp, mut out) = create_temp(&copy_path)?;
-    let mut source = File::open(&target.source).map_err(|e| Error::io(&target.source, e))?;
-    std::io::copy(&mut source, &mut out).map_err(|e| Error::io(&temp, e))?;
+    let mut source = target
+        .source
+        .open()
+        .map_err(|e| ValidateError::read(&target.source, e))?;
+    std::io::copy(&mut source, &mut out).map_err(|e| ValidateError::io(&temp, e))?;
     publish(temp, out, &copy_path)?;
 
     let reason_path = target.path("reason.txt");
@@ -221,7 +228,7 @@ pub fn quarantine_whole_file(
         target.file_name, target.fingerprint, rejection.code, rejection.message
     );
     out.write_all(text.as_bytes())
-        .map_err(|e| Error::io(&temp, e))?;
+        .map_err(|e| ValidateError::io(&temp, e))?;
     publish(temp, out, &reason_path)?;
     Ok(copy_path)
 }
@@ -233,19 +240,19 @@ pub fn quarantine_whole_file(
 /// The log cannot be opened or written.
 pub fn append_error_log(path: &Path, entry: &str) -> Result<()> {
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        fs::create_dir_all(parent).map_err(|e| ValidateError::io(parent, e))?;
     }
     let mut log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| Error::io(path, e))?;
+        .map_err(|e| ValidateError::io(path, e))?;
     let mut text = entry.to_owned();
     if !text.ends_with('\n') {
         text.push('\n');
     }
     log.write_all(text.as_bytes())
-        .map_err(|e| Error::io(path, e))
+        .map_err(|e| ValidateError::io(path, e))
 }
 
 /// Removes temporary files left in the quarantine folder by processes that died mid-write.
@@ -275,16 +282,16 @@ fn create_temp(final_path: &Path) -> Result<(PathBuf, BufWriter<File>)> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temp = final_path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let file = File::create(&temp).map_err(|e| Error::io(&temp, e))?;
+    let file = File::create(&temp).map_err(|e| ValidateError::io(&temp, e))?;
     Ok((temp, BufWriter::new(file)))
 }
 
 fn publish(temp: PathBuf, out: BufWriter<File>, final_path: &Path) -> Result<PathBuf> {
     let file = out
         .into_inner()
-        .map_err(|e| Error::io(&temp, e.into_error()))?;
-    file.sync_all().map_err(|e| Error::io(&temp, e))?;
-    fs::rename(&temp, final_path).map_err(|e| Error::io(final_path, e))?;
+        .map_err(|e| ValidateError::io(&temp, e.into_error()))?;
+    file.sync_all().map_err(|e| ValidateError::io(&temp, e))?;
+    fs::rename(&temp, final_path).map_err(|e| ValidateError::io(final_path, e))?;
     if let Some(dir) = final_path.parent() {
         // Make the rename itself durable.
         if let Ok(dir) = File::open(dir) {
@@ -296,18 +303,8 @@ fn publish(temp: PathBuf, out: BufWriter<File>, final_path: &Path) -> Result<Pat
 
 /// The bytes of a row: from its first byte through its line terminator, excluding blank lines
 /// that the CSV reader skipped after it.
-fn raw_row(source: &File, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
-    let len = usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX) + 2;
-    let mut bytes = vec![0u8; len];
-    let mut filled = 0;
-    while filled < len {
-        let n = source.read_at(&mut bytes[filled..], start + filled as u64)?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    bytes.truncate(filled);
+fn raw_row(source: &RandomAccess, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = source.read_range(start, end.saturating_add(2))?;
     let span = (end - start) as usize;
     let content_end = bytes[..span.min(bytes.len())]
         .iter()
@@ -322,16 +319,18 @@ fn raw_row(source: &File, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn header_line(source: &File) -> std::io::Result<Vec<u8>> {
+fn header_line(source: &RandomAccess) -> std::io::Result<Vec<u8>> {
+    const BLOCK: u64 = 4096;
     let mut header = Vec::new();
-    let mut reader = std::io::BufReader::new(source.try_clone()?);
-    let mut byte = [0u8; 1];
     loop {
-        if reader.read(&mut byte)? == 0 {
+        let start = header.len() as u64;
+        let block = source.read_range(start, start + BLOCK)?;
+        if let Some(end) = block.iter().position(|&b| b == b'\n') {
+            header.extend_from_slice(&block[..=end]);
             break;
         }
-        header.push(byte[0]);
-        if byte[0] == b'\n' {
+        header.extend_from_slice(&block);
+        if (block.len() as u64) < BLOCK {
             break;
         }
     }
@@ -350,12 +349,20 @@ fn line_terminator(header: &[u8]) -> &'static [u8] {
 mod tests {
     use super::*;
 
-    fn source_with(bytes: &[u8]) -> (tempfile::TempDir, File) {
+    fn source_with(bytes: &[u8]) -> (tempfile::TempDir, RandomAccess) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.csv");
         fs::write(&path, bytes).unwrap();
-        let file = File::open(&path).unwrap();
+        let file = ByteSource::File(path).random_access().unwrap();
         (dir, file)
+    }
+
+    #[test]
+    fn the_header_line_is_read_across_blocks() {
+        let mut bytes = vec![b'h'; 5000];
+        bytes.extend_from_slice(b"\r\nrow\n");
+        let (_dir, file) = source_with(&bytes);
+        assert_eq!(header_line(&file).unwrap(), bytes[..5002].to_vec());
     }
 
     #[test]

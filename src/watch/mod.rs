@@ -22,9 +22,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::ingest::{is_candidate, IngestSummary};
-use crate::pipeline::{process_batch, process_file_with_retry, Disposition, FileJob, PipelineCtx};
+use crate::pipeline::{process_group, process_with_retry, PipelineCtx};
 use crate::store::claims::Claims;
 use crate::validate::format::FileRejection;
 use crate::validate::quarantine;
@@ -244,19 +245,20 @@ async fn handle_group(
     names: &[String],
     summary: &mut IngestSummary,
 ) -> Vec<String> {
-    let paths: Vec<PathBuf> = names.iter().map(|name| inbox.join(name)).collect();
+    let deliveries: Vec<Delivery> = names
+        .iter()
+        .map(|name| Delivery::inbox_file(&inbox.join(name)))
+        .collect();
     let task = {
-        let (ctx, paths) = (ctx.clone(), paths.clone());
-        tokio::spawn(async move { process_batch(&ctx, &paths, Disposition::Consume).await })
+        let ctx = ctx.clone();
+        tokio::spawn(async move { process_group(&ctx, &deliveries).await })
     };
     match task.await {
         Ok(Ok(outcomes)) => {
             let mut gone = Vec::with_capacity(outcomes.len());
-            for (path, outcome) in outcomes {
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+            for (delivery, outcome) in outcomes {
+                let path = delivery.path().unwrap_or(inbox);
+                let name = delivery.name.clone();
                 match outcome {
                     Ok(report) if !path.exists() => {
                         summary.add(&report);
@@ -322,10 +324,8 @@ async fn handle_file(
         return;
     }
     let task = {
-        let (ctx, path, cancel) = (ctx.clone(), path.to_path_buf(), cancel.clone());
-        tokio::spawn(async move {
-            process_file_with_retry(&ctx, &path, Disposition::Consume, &cancel).await
-        })
+        let (ctx, delivery, cancel) = (ctx.clone(), Delivery::inbox_file(path), cancel.clone());
+        tokio::spawn(async move { process_with_retry(&ctx, &delivery, &cancel).await })
     };
     let abort = task.abort_handle();
     let grace = ctx.settings.shutdown_grace;
@@ -413,12 +413,15 @@ fn quarantine_failed(ctx: &PipelineCtx, path: &Path, reason: &str) -> Result<()>
     if !path.exists() {
         return Ok(());
     }
-    let job = FileJob::fingerprint(path)?;
+    let delivery = Delivery::inbox_file(path);
+    let identity = delivery
+        .identify()
+        .map_err(|e| Error::Read(delivery.source.to_string(), e))?;
     let target = quarantine::QuarantineTarget {
         dir: ctx.settings.quarantine_dir.clone(),
-        source: path.to_path_buf(),
-        file_name: job.file_name.clone(),
-        fingerprint: job.fingerprint.clone(),
+        source: delivery.source.clone(),
+        file_name: delivery.name.clone(),
+        fingerprint: identity.content_sha256.clone(),
     };
     let rejection = FileRejection::new("poison_file", reason);
     let copy = quarantine::quarantine_whole_file(&target, &rejection, "")?;
@@ -427,8 +430,8 @@ fn quarantine_failed(ctx: &PipelineCtx, path: &Path, reason: &str) -> Result<()>
         &format!(
             "{} file={} sha256={} status=failed reason=\"{}\"\n  quarantine: {}",
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            job.file_name,
-            job.fingerprint,
+            delivery.name,
+            identity.content_sha256,
             rejection.message,
             copy.display()
         ),

@@ -1,11 +1,8 @@
-//! Operator endpoints served by `sensor-etl run`: `/metrics` (Prometheus text format),
-//! `/healthz` (200 while the process runs) and `/readyz` (200 only while the database answers
-//! and every migration is applied, 503 with the reason otherwise).
-//!
-//! The server runs beside the pipeline and stops when the shutdown token fires. A readiness
-//! probe never waits more than `READY_TIMEOUT` for the database.
+//! Operator endpoints: `/metrics` (Prometheus text format), `/healthz` (200 while the process
+//! runs) and `/readyz` (200 only while the database answers and every migration is applied,
+//! 503 with the reason otherwise). A readiness probe never waits more than `READY_TIMEOUT`
+//! for the database.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -13,53 +10,19 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use deadpool_postgres::Pool;
-use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Result};
+use crate::http::HttpState;
 use crate::store;
 
 /// Longest wait of one readiness check.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Clone)]
-struct HttpState {
-    pool: Pool,
-}
-
-/// Binds `addr` and serves until `cancel` fires; returns the bound address (useful with port 0)
-/// and the server task.
-///
-/// # Errors
-/// The address cannot be bound.
-pub async fn serve(
-    addr: SocketAddr,
-    pool: Pool,
-    cancel: CancellationToken,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    crate::telemetry::metrics_handle();
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::io(format!("http://{addr}"), e))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::io(format!("http://{addr}"), e))?;
-    let app = Router::new()
+/// The operator routes.
+pub fn routes() -> Router<HttpState> {
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(HttpState { pool });
-    let task = tokio::spawn(async move {
-        let shutdown = async move { cancel.cancelled().await };
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(message = "HTTP server failed.", error = %error);
-        }
-    });
-    tracing::info!(message = "Serving /metrics, /healthz and /readyz.", address = %bound);
-    Ok((bound, task))
 }
 
 async fn metrics() -> impl IntoResponse {

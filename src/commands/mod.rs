@@ -1,0 +1,134 @@
+//! The commands of the binary, one module each: what `main` dispatches to once the command
+//! line is parsed. This is the top edge of the crate: commands build sources of deliveries
+//! (`watch`, `ingest`) and the pipeline context, and print what a person reads on the terminal.
+//! Nothing below imports this module.
+//!
+//! Output rules: results go to stdout (tables, summaries, JSON); warnings and errors reach the
+//! terminal through the log's terminal layer; progress and detail go to the log file.
+
+mod db;
+mod ingest;
+mod run;
+mod status;
+mod validate;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{exit, Cli, Command};
+use crate::config::{RawConfig, Settings};
+use crate::database;
+use crate::pipeline::PipelineCtx;
+use crate::store::{self, Store};
+
+/// Loads the configuration: defaults < file < environment < the command line's flags.
+///
+/// # Errors
+/// The file or the environment is invalid, or a flag's value is.
+pub fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
+    let mut raw =
+        RawConfig::load(cli.config.as_deref()).context("cannot load the configuration")?;
+    if let Some(url) = &cli.database_url {
+        raw.database_url = Some(url.clone());
+    }
+    let dirs: [(&Option<PathBuf>, &mut PathBuf); 5] = [
+        (&cli.data_dir, &mut raw.data_dir),
+        (&cli.quarantine_dir, &mut raw.quarantine_dir),
+        (&cli.processed_dir, &mut raw.processed_dir),
+        (&cli.logs_dir, &mut raw.logs_dir),
+        (&cli.state_dir, &mut raw.state_dir),
+    ];
+    for (flag, field) in dirs {
+        if let Some(dir) = flag {
+            *field = dir.clone();
+        }
+    }
+    let mut settings = Settings::from_raw(raw)?;
+    if let Command::Run {
+        http_addr: Some(addr),
+    } = &cli.command
+    {
+        settings.http_addr = match addr.trim() {
+            "" => None,
+            text => Some(text.parse().with_context(|| {
+                format!("--http-addr `{text}` is not an address like 127.0.0.1:9898")
+            })?),
+        };
+    }
+    Ok(settings)
+}
+
+/// Runs one command to its end; returns the exit code.
+///
+/// # Errors
+/// A failure that ends the command (exit code 1).
+pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
+    match command {
+        Command::Validate { paths, json } => validate::run(&paths, json, &settings),
+        Command::Run { .. } => {
+            let cancel = CancellationToken::new();
+            tokio::spawn(shutdown_on_signal(cancel.clone()));
+            run::run(settings, cancel).await?;
+            Ok(exit::OK)
+        }
+        Command::Ingest {
+            paths,
+            consume,
+            json,
+        } => ingest::run(settings, &paths, consume, json).await,
+        Command::Status { json } => status::run(settings, json).await,
+        Command::Migrate => {
+            let target = database::resolve(&settings).await?;
+            let pool = store::build_pool(&target.url, 1)?;
+            let report = store::migrate(&pool).await.context("migration failed")?;
+            println!(
+                "{} migration(s) applied; database: {}",
+                report.applied_migrations().len(),
+                target.psql_command()
+            );
+            Ok(exit::OK)
+        }
+        Command::Db { action } => db::run(&settings, action).await,
+        Command::Generate(spec) => {
+            let written = tokio::task::spawn_blocking(move || crate::generate::generate(&spec))
+                .await?
+                .context("cannot write the generated files")?;
+            println!("{} file(s) written", written.len());
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Connects to the configured (or embedded) database, migrated, as a pipeline context.
+async fn connect(settings: Settings) -> anyhow::Result<PipelineCtx> {
+    let target = database::resolve(&settings).await?;
+    let store = Store::connect(&target.url, &settings)
+        .await
+        .with_context(|| format!("cannot use the database ({})", target.psql_command()))?;
+    eprintln!("database: {}", target.psql_command());
+    Ok(PipelineCtx {
+        settings: Arc::new(settings),
+        store,
+    })
+}
+
+/// Cancels on SIGINT or SIGTERM: the owner of shutdown for every command.
+async fn shutdown_on_signal(cancel: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!(message = "Shutdown requested; finishing the delivery in hand.");
+    cancel.cancel();
+}

@@ -1,0 +1,248 @@
+//! A delivery, the unit of work: a name, a byte source, where it came from, what to do with the
+//! source after the commit, and (once read) its identity.
+//!
+//! Every way in builds deliveries: the inbox watcher (`watch`) and `ingest` make them from
+//! files, the HTTP API will make them from request bodies. The stages below the pipeline
+//! (`validate`, `transform`, `store`) see only a [`ByteSource`] and a name, never where the bytes
+//! came from. A source can be opened any number of times and read at any offset: the validator
+//! streams it, the quarantine copies rejected rows from it byte for byte.
+//!
+//! This module sits at the bottom of the crate with `config`: it imports nothing of the crate.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Cursor, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+/// Where a delivery's bytes are read from.
+#[derive(Debug, Clone)]
+pub enum ByteSource {
+    /// A file, opened anew for each pass.
+    File(PathBuf),
+    /// Bytes held in memory (a request body).
+    Memory(Bytes),
+}
+
+/// An open pass over a source.
+pub type SourceReader = Box<dyn Read + Send>;
+
+impl ByteSource {
+    /// Opens a new pass from the first byte.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn open(&self) -> io::Result<SourceReader> {
+        Ok(match self {
+            ByteSource::File(path) => Box::new(File::open(path)?),
+            ByteSource::Memory(bytes) => Box::new(Cursor::new(bytes.clone())),
+        })
+    }
+
+    /// Opens the source for reads at any offset.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn random_access(&self) -> io::Result<RandomAccess> {
+        Ok(match self {
+            ByteSource::File(path) => RandomAccess::File(File::open(path)?),
+            ByteSource::Memory(bytes) => RandomAccess::Memory(bytes.clone()),
+        })
+    }
+
+    /// The file behind the source, if it is one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ByteSource::File(path) => Some(path),
+            ByteSource::Memory(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ByteSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ByteSource::File(path) => write!(f, "{}", path.display()),
+            ByteSource::Memory(bytes) => write!(f, "request body of {} bytes", bytes.len()),
+        }
+    }
+}
+
+/// A source opened for positional reads.
+pub enum RandomAccess {
+    /// A file read with `pread`.
+    File(File),
+    /// Bytes in memory.
+    Memory(Bytes),
+}
+
+impl RandomAccess {
+    /// The bytes in `[start, end)`; fewer when the source is shorter.
+    ///
+    /// # Errors
+    /// The read failed.
+    pub fn read_range(&self, start: u64, end: u64) -> io::Result<Vec<u8>> {
+        let len = usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX);
+        match self {
+            RandomAccess::File(file) => {
+                let mut bytes = vec![0u8; len];
+                let mut filled = 0;
+                while filled < len {
+                    match file.read_at(&mut bytes[filled..], start + filled as u64)? {
+                        0 => break,
+                        n => filled += n,
+                    }
+                }
+                bytes.truncate(filled);
+                Ok(bytes)
+            }
+            RandomAccess::Memory(all) => {
+                let from = usize::try_from(start).unwrap_or(usize::MAX).min(all.len());
+                let to = from.saturating_add(len).min(all.len());
+                Ok(all[from..to].to_vec())
+            }
+        }
+    }
+}
+
+/// Where a delivery came from, as recorded in the ledger (`file_deliveries.origin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A file found in the watched inbox.
+    Inbox(PathBuf),
+    /// A file given to `sensor-etl ingest`.
+    Ingest(PathBuf),
+    /// A request body from an HTTP client (its address or name).
+    Http(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Inbox(path) => write!(f, "inbox:{}", path.display()),
+            Origin::Ingest(path) => write!(f, "ingest:{}", path.display()),
+            Origin::Http(client) => write!(f, "http:{client}"),
+        }
+    }
+}
+
+/// What happens to a file source once its delivery is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// The source stays where it is (`ingest`, request bodies); a rejected file is copied into
+    /// quarantine.
+    LeaveInPlace,
+    /// The file leaves the inbox (`run`): to `processed/`, deleted, or moved into quarantine.
+    Consume,
+}
+
+/// One unit of work, before it is read.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The delivery's file name (the sensor type can follow from it).
+    pub name: String,
+    /// Its bytes.
+    pub source: ByteSource,
+    /// Where it came from.
+    pub origin: Origin,
+    /// What to do with the source after the commit.
+    pub disposition: Disposition,
+}
+
+impl Delivery {
+    /// A file of the watched inbox; it leaves the inbox once committed.
+    pub fn inbox_file(path: &Path) -> Self {
+        Self::file(
+            path,
+            Origin::Inbox(path.to_path_buf()),
+            Disposition::Consume,
+        )
+    }
+
+    /// A file given to `ingest`; `disposition` says whether it stays in place.
+    pub fn input_file(path: &Path, disposition: Disposition) -> Self {
+        Self::file(path, Origin::Ingest(path.to_path_buf()), disposition)
+    }
+
+    fn file(path: &Path, origin: Origin, disposition: Disposition) -> Self {
+        Self {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            source: ByteSource::File(path.to_path_buf()),
+            origin,
+            disposition,
+        }
+    }
+
+    /// The file behind the delivery, if it is one.
+    pub fn path(&self) -> Option<&Path> {
+        self.source.path()
+    }
+
+    /// Reads the whole source once and returns its identity.
+    ///
+    /// # Errors
+    /// The source cannot be read.
+    pub fn identify(&self) -> io::Result<Identity> {
+        let mut reader = self.source.open()?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut size_bytes = 0u64;
+        loop {
+            let n = reader.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            size_bytes += n as u64;
+            hasher.update(&buffer[..n]);
+        }
+        Ok(Identity {
+            content_sha256: hex::encode(hasher.finalize()),
+            size_bytes,
+        })
+    }
+}
+
+/// What makes a delivery the same as another: the SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Hex SHA-256 of the content.
+    pub content_sha256: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_and_file_sources_read_the_same_ranges_and_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        let content = b"sensor_id;timestamp\n1;2020-01-01T00:00:00\n";
+        std::fs::write(&path, content).unwrap();
+        let file = Delivery::input_file(&path, Disposition::LeaveInPlace);
+        let memory = Delivery {
+            source: ByteSource::Memory(Bytes::from_static(content)),
+            ..file.clone()
+        };
+        assert_eq!(file.identify().unwrap(), memory.identify().unwrap());
+        assert_eq!(file.identify().unwrap().size_bytes, content.len() as u64);
+        for source in [&file.source, &memory.source] {
+            let access = source.random_access().unwrap();
+            assert_eq!(access.read_range(20, 22).unwrap(), b"1;");
+            assert_eq!(access.read_range(40, 100).unwrap(), b"0\n");
+        }
+        assert_eq!(file.name, "a.csv");
+        assert_eq!(
+            file.origin.to_string(),
+            format!("ingest:{}", path.display())
+        );
+    }
+}

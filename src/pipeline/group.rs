@@ -1,0 +1,288 @@
+//! The group commit: several small deliveries in one transaction and one COPY per table.
+//!
+//! Each delivery is read whole in memory through the same validator as the streaming path
+//! (`prepare`), the group is transformed in one polars pass, and everything is written in one
+//! transaction; every delivery keeps its own ledger row, outcome and exactly-once guarantee
+//! (content locks and the ledger check cover every delivery of the group, duplicates within the
+//! group included). A delivery that cannot be read or transformed is returned with its error
+//! and left out; a database error fails the whole group, nothing committed, and the caller
+//! then processes the deliveries one by one.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+
+use crate::config::Settings;
+use crate::delivery::Delivery;
+use crate::error::{Error, Result};
+use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
+use crate::store::ledger::{self, ExistingFile, FileRecord};
+use crate::store::{copy, StoreError};
+use crate::transform::aggregate::AggregateRow;
+use crate::transform::transform_group;
+use crate::validate::format::FileRejection;
+use crate::validate::quarantine::QuarantineWriter;
+use crate::validate::reject::RejectedRow;
+use crate::validate::{
+    whole_file_rejection, FileValidator, Mode, ReadingColumns, RejectedLines, ValidatedChunk,
+};
+
+use super::tally::Tally;
+
+/// A small delivery read, validated and quarantined in memory, ready to be written.
+struct Prepared {
+    job: Job,
+    /// Accepted readings, untransformed: the group is transformed in one polars pass.
+    readings: ReadingColumns,
+    rejects: Vec<RejectedRow>,
+    tally: Tally,
+    rejection: Option<FileRejection>,
+    quarantined: Vec<std::path::PathBuf>,
+}
+
+/// Reads a whole (small) delivery through the same stages as the streaming path, holding its
+/// chunks in memory; one over the reject ratio is read again as a whole rejection.
+fn prepare(settings: &Settings, job: Job) -> Result<Prepared> {
+    let target = job.quarantine_target(settings);
+    let source = &job.delivery.source;
+    let mut mode = Mode::Load;
+    loop {
+        let whole_file = match &mode {
+            Mode::Load => None,
+            Mode::RejectAll(rejection) => Some(rejection.clone()),
+        };
+        let mut writer = QuarantineWriter::new(target.clone(), whole_file.is_none())?;
+        let mut tally = Tally::default();
+        let mut accepted = ReadingColumns::default();
+        let mut rejects = Vec::new();
+        let mut header_rejection = None;
+        let mut absorb = |mut chunk: ValidatedChunk,
+                          tally: &mut Tally,
+                          writer: &mut QuarantineWriter|
+         -> Result<()> {
+            let readings = std::mem::take(&mut chunk.readings);
+            tally.reading_count += readings.reading_count() as u64;
+            accepted.append(readings, 0);
+            tally.absorb(&chunk, settings);
+            writer.record(&chunk.rejects)?;
+            rejects.extend(chunk.rejects);
+            Ok(())
+        };
+        match FileValidator::open(source, job.name(), settings, mode.clone())? {
+            Ok(mut validator) => {
+                while let Some(chunk) = validator.next_chunk()? {
+                    absorb(chunk, &mut tally, &mut writer)?;
+                }
+            }
+            Err(rejection) => {
+                writer.skip_rows();
+                let mut lines =
+                    RejectedLines::open(source, rejection.clone(), settings.chunk_rows)?;
+                while let Some(chunk) = lines.next_chunk()? {
+                    absorb(chunk, &mut tally, &mut writer)?;
+                }
+                header_rejection = Some(rejection);
+            }
+        }
+        let rejection = header_rejection.or(whole_file);
+        if rejection.is_none() {
+            if let Some(verdict) =
+                whole_file_rejection(tally.rows_read, tally.rows_rejected, settings)
+            {
+                writer.abort();
+                mode = Mode::RejectAll(verdict);
+                continue;
+            }
+        }
+        let quarantined = settle::publish_quarantine(&target, rejection.as_ref(), &tally, writer)?;
+        return Ok(Prepared {
+            job,
+            readings: accepted,
+            rejects,
+            tally,
+            rejection,
+            quarantined,
+        });
+    }
+}
+
+/// Outcomes of a group, one per delivery, in the order given.
+pub type GroupOutcomes = Vec<(Delivery, Result<DeliveryReport>)>;
+
+/// Processes several small deliveries in one transaction (see the module header).
+///
+/// # Errors
+/// A database error: nothing of the group committed.
+pub async fn process_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result<GroupOutcomes> {
+    let started = Instant::now();
+    let settings = Arc::clone(&ctx.settings);
+    let owned = deliveries.to_vec();
+    let prepared = tokio::task::spawn_blocking(move || {
+        owned
+            .into_iter()
+            .map(|delivery| {
+                let prepared =
+                    Job::identify(delivery.clone()).and_then(|job| prepare(&settings, job));
+                (delivery, prepared)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("validation does not panic");
+    let mut outcomes = Vec::with_capacity(prepared.len());
+    let mut ready = Vec::with_capacity(prepared.len());
+    for (delivery, result) in prepared {
+        match result {
+            Ok(file) => ready.push(file),
+            Err(error) => outcomes.push((delivery, Err(error))),
+        }
+    }
+    if ready.is_empty() {
+        return Ok(outcomes);
+    }
+    // One polars pass for the whole group: part i of the frame is delivery i of `ready`.
+    let mut combined = ReadingColumns::default();
+    for (part, file) in ready.iter_mut().enumerate() {
+        combined.append(
+            std::mem::take(&mut file.readings),
+            u32::try_from(part).unwrap_or(u32::MAX),
+        );
+    }
+    let settings = Arc::clone(&ctx.settings);
+    let (frame, mut partials) =
+        tokio::task::spawn_blocking(move || transform_group(combined, &settings))
+            .await
+            .expect("transform does not panic")
+            .map_err(Error::Transform)?;
+    for (part, file) in ready.iter_mut().enumerate() {
+        if let Some(file_partials) = partials.remove(&(part as u32)) {
+            file.tally.aggregates.merge(file_partials);
+        }
+    }
+
+    let fates = write_group(ctx, &ready, &frame).await?;
+
+    for (fate, file) in fates.into_iter().zip(ready) {
+        let delivery = file.job.delivery.clone();
+        let report = match fate {
+            Ok(file_id) => {
+                let error = file.rejection.as_ref().map(ToString::to_string);
+                let report = file
+                    .tally
+                    .report(&file.job, file_id, error, file.quarantined, false);
+                settle::after_commit(ctx, &file.job, report)
+            }
+            Err(existing) => settle::after_duplicate(ctx, &file.job, existing),
+        };
+        outcomes.push((delivery, report.map(|r| r.finished(started))));
+    }
+    Ok(outcomes)
+}
+
+/// Each delivery of a group: new (with its id), or a duplicate of a known delivery or of an
+/// earlier one of the group.
+type Fate = std::result::Result<i64, ExistingFile>;
+
+/// Writes a prepared group in one transaction and commits it.
+async fn write_group(
+    ctx: &PipelineCtx,
+    ready: &[Prepared],
+    frame: &crate::transform::normalize::NormalizedFrame,
+) -> Result<Vec<Fate>> {
+    let received_at = Utc::now();
+    let mut client = ctx.store.pool().get().await.map_err(StoreError::from)?;
+    let tx = client.transaction().await.map_err(StoreError::from)?;
+    let hashes: Vec<String> = ready
+        .iter()
+        .map(|f| f.job.fingerprint().to_owned())
+        .collect();
+    ledger::lock_contents(&tx, &hashes).await?;
+    let mut known = ledger::find_files(&tx, &hashes).await?;
+    let new_count = hashes
+        .iter()
+        .collect::<HashSet<_>>()
+        .iter()
+        .filter(|h| !known.contains_key(h.as_str()))
+        .count();
+    let mut ids = ledger::next_file_ids(&tx, new_count).await?.into_iter();
+    let mut fates: Vec<Fate> = Vec::with_capacity(ready.len());
+    for file in ready {
+        match known.get(file.job.fingerprint()) {
+            Some(existing) => fates.push(Err(existing.clone())),
+            None => {
+                let file_id = ids.next().expect("one id per new content");
+                known.insert(
+                    file.job.fingerprint().to_owned(),
+                    ExistingFile {
+                        file_id,
+                        status: file.tally.status(file.rejection.is_some()),
+                        file_name: file.job.name().to_owned(),
+                    },
+                );
+                fates.push(Ok(file_id));
+            }
+        }
+    }
+    let new_files: Vec<(i64, &Prepared)> = fates
+        .iter()
+        .zip(ready)
+        .filter_map(|(fate, file)| fate.as_ref().ok().map(|id| (*id, file)))
+        .collect();
+    let file_ids: Vec<Option<i64>> = fates
+        .iter()
+        .map(|fate| fate.as_ref().ok().copied())
+        .collect();
+    copy::copy_readings(&tx, &ctx.store, frame, &file_ids).await?;
+    let rejects: Vec<(i64, &[RejectedRow])> = new_files
+        .iter()
+        .map(|(id, file)| (*id, file.rejects.as_slice()))
+        .collect();
+    copy::copy_rejects(&tx, &rejects).await?;
+    let errors: Vec<Option<String>> = new_files
+        .iter()
+        .map(|(_, file)| file.rejection.as_ref().map(ToString::to_string))
+        .collect();
+    let origins: Vec<String> = new_files
+        .iter()
+        .map(|(_, file)| file.job.delivery.origin.to_string())
+        .collect();
+    let records: Vec<FileRecord<'_>> = new_files
+        .iter()
+        .zip(errors.iter().zip(&origins))
+        .map(|((id, file), (error, origin))| {
+            file.tally
+                .record(&file.job, origin, *id, error.as_deref(), received_at)
+        })
+        .collect();
+    ledger::insert_files(&tx, &records).await?;
+    let aggregates: Vec<(i64, Vec<AggregateRow>)> = new_files
+        .iter()
+        .map(|(id, file)| (*id, file.tally.aggregates.rows()))
+        .collect();
+    let aggregate_refs: Vec<(i64, &[AggregateRow])> = aggregates
+        .iter()
+        .map(|(id, rows)| (*id, rows.as_slice()))
+        .collect();
+    copy::copy_aggregates(&tx, &ctx.store, &aggregate_refs).await?;
+    for (fate, file) in fates.iter().zip(ready) {
+        if let Err(existing) = fate {
+            let origin = file.job.delivery.origin.to_string();
+            ledger::record_delivery(&tx, existing.file_id, file.job.name(), &origin, "duplicate")
+                .await?;
+        }
+    }
+    let sensors: Vec<(i64, String, i64)> = new_files
+        .iter()
+        .flat_map(|(id, file)| file.tally.sensors_of(*id))
+        .collect();
+    ledger::upsert_sensors(&tx, &sensors).await?;
+    let locations: Vec<ledger::LocationSeen> = new_files
+        .iter()
+        .flat_map(|(id, file)| file.tally.locations_of(*id))
+        .collect();
+    ledger::upsert_locations(&tx, &locations).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(fates)
+}

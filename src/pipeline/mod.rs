@@ -1,0 +1,137 @@
+//! The pipeline: takes a [`Delivery`] from any source through validate → transform → store
+//! and settles it after the commit.
+//!
+//! - [`stream`]: one delivery streamed in bounded chunks into one transaction (any size);
+//! - [`group`]: the group commit, several small deliveries in one transaction;
+//! - [`settle`]: what happens before and after a commit (quarantine published, error-log
+//!   entry, the source disposed of);
+//! - [`tally`]: what a delivery adds up to while it is read, and its report.
+//!
+//! Guarantees: everything a delivery changes in the database commits in one transaction
+//! (readings, rejects, aggregates, sensors, ledger row); quarantine output is published under
+//! deterministic names just before that commit; the source is disposed of only after it. The
+//! ledger, keyed by content hash under an advisory lock, makes a second delivery of the same
+//! bytes a duplicate. Transient database errors are retried with exponential backoff and
+//! jitter ([`process_with_retry`]); the source stays where it is meanwhile.
+
+mod group;
+mod settle;
+mod stream;
+mod tally;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::config::Settings;
+use crate::delivery::{Delivery, Identity};
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::validate::quarantine::QuarantineTarget;
+
+pub use crate::delivery::Disposition;
+pub use group::process_group;
+pub use stream::process;
+pub use tally::DeliveryReport;
+
+/// What the pipeline shares across deliveries.
+#[derive(Clone)]
+pub struct PipelineCtx {
+    /// Validated configuration.
+    pub settings: Arc<Settings>,
+    /// The database.
+    pub store: Store,
+}
+
+/// A delivery whose bytes have been read once for their identity.
+#[derive(Debug, Clone)]
+struct Job {
+    delivery: Delivery,
+    identity: Identity,
+}
+
+impl Job {
+    /// Reads the delivery's identity (blocking: call from a blocking thread).
+    fn identify(delivery: Delivery) -> Result<Self> {
+        let identity = delivery
+            .identify()
+            .map_err(|e| Error::Read(delivery.source.to_string(), e))?;
+        Ok(Self { delivery, identity })
+    }
+
+    fn name(&self) -> &str {
+        &self.delivery.name
+    }
+
+    fn fingerprint(&self) -> &str {
+        &self.identity.content_sha256
+    }
+
+    fn quarantine_target(&self, settings: &Settings) -> QuarantineTarget {
+        QuarantineTarget {
+            dir: settings.quarantine_dir.clone(),
+            source: self.delivery.source.clone(),
+            file_name: self.delivery.name.clone(),
+            fingerprint: self.identity.content_sha256.clone(),
+        }
+    }
+
+    fn path(&self) -> Option<PathBuf> {
+        self.delivery.path().map(PathBuf::from)
+    }
+}
+
+/// Processes one delivery, retrying transient database errors per the configured policy and
+/// giving up early when `cancel` fires (a file source then stays where it is).
+///
+/// # Errors
+/// A permanent error, retries exhausted, or cancellation (as the last transient error).
+pub async fn process_with_retry(
+    ctx: &PipelineCtx,
+    delivery: &Delivery,
+    cancel: &CancellationToken,
+) -> Result<DeliveryReport> {
+    let policy = &ctx.settings.retry;
+    let mut backoff = ExponentialBuilder::default()
+        .with_min_delay(policy.initial_delay)
+        .with_max_delay(policy.max_delay)
+        .with_jitter();
+    backoff = match policy.max_attempts {
+        Some(attempts) => backoff.with_max_times(attempts),
+        None => backoff.without_max_times(),
+    };
+    // The first attempt always runs to its end (commit or rollback); only the waits between
+    // retries give way to shutdown.
+    match process(ctx, delivery).await {
+        Err(error) if error.is_transient() && !cancel.is_cancelled() => {
+            warn!(
+                message = "Database unavailable, will retry.",
+                delivery = %delivery.source,
+                error = %crate::telemetry::chain(&error)
+            );
+        }
+        other => return other,
+    }
+    let attempt = || async { process(ctx, delivery).await };
+    let retrying = attempt
+        .retry(backoff)
+        .when(|error: &Error| error.is_transient() && !cancel.is_cancelled())
+        .notify(|error: &Error, delay: Duration| {
+            warn!(
+                message = "Database unavailable, retrying.",
+                delivery = %delivery.source,
+                delay_ms = delay.as_millis() as u64,
+                error = %crate::telemetry::chain(error)
+            );
+            crate::telemetry::record_retry();
+        });
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(Error::Cancelled(delivery.source.to_string())),
+        result = retrying => result,
+    }
+}

@@ -1,0 +1,274 @@
+//! The streaming path: one delivery of any size, read in bounded chunks into one transaction.
+//!
+//! A validator thread (`Producer`) reads the source in chunks (`chunk_rows` at most), transforms
+//! each with polars and sends it through a channel of capacity `CHUNK_CHANNEL_CAPACITY`, so a
+//! slow database slows reading and memory stays bounded whatever the size. The writer
+//! (`stage`) streams every chunk's readings into one COPY and the rejects beside it, then
+//! writes the aggregates, sensors and the ledger row; `load_once` commits. A delivery whose
+//! reject ratio is over the limit is rolled back and read again as a whole rejection.
+//!
+//! The transaction boundary is `load_once`: nothing of a delivery is visible before its
+//! commit, and its source is disposed of only after it (`settle`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio_postgres::Transaction;
+use tracing::info;
+
+use crate::config::Settings;
+use crate::delivery::{ByteSource, Delivery};
+use crate::error::{Error, Result};
+use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
+use crate::store::ledger::{self, ExistingFile};
+use crate::store::{copy, StoreError};
+use crate::transform::{transform_chunk, NormalizedBatch};
+use crate::validate::format::FileRejection;
+use crate::validate::quarantine::QuarantineWriter;
+use crate::validate::reject::RejectedRow;
+use crate::validate::{whole_file_rejection, FileValidator, Mode, RejectedLines, ValidatedChunk};
+
+use super::tally::Tally;
+
+/// Chunks in flight between the validator thread and the writer.
+const CHUNK_CHANNEL_CAPACITY: usize = 2;
+
+/// Processes one delivery once: streamed, committed, then settled.
+///
+/// # Errors
+/// The source cannot be read, the database failed, or the transform failed.
+pub async fn process(ctx: &PipelineCtx, delivery: &Delivery) -> Result<DeliveryReport> {
+    let started = Instant::now();
+    // The validator starts on the first chunks while the source is hashed: the database then
+    // gets rows as soon as the ledger has been checked.
+    let mut early_producer = Some(Producer::start(
+        Arc::clone(&ctx.settings),
+        delivery,
+        Mode::Load,
+    ));
+    let owned = delivery.clone();
+    let job = tokio::task::spawn_blocking(move || Job::identify(owned))
+        .await
+        .expect("identity task does not panic")?;
+    let mut mode = Mode::Load;
+    let report = loop {
+        let producer = early_producer
+            .take()
+            .unwrap_or_else(|| Producer::start(Arc::clone(&ctx.settings), delivery, mode.clone()));
+        match load_once(ctx, &job, mode.clone(), producer).await? {
+            Outcome::Committed(report) => break *report,
+            Outcome::Duplicate(existing) => break settle::after_duplicate(ctx, &job, existing)?,
+            Outcome::RejectWhole(rejection) => {
+                info!(
+                    message = "Rejecting the delivery as a whole.",
+                    file = %job.name(),
+                    code = rejection.code,
+                    reason = %rejection.message
+                );
+                mode = Mode::RejectAll(rejection);
+            }
+        }
+    };
+    Ok(report.finished(started))
+}
+
+/// What one attempt at a delivery came to.
+enum Outcome {
+    Committed(Box<DeliveryReport>),
+    Duplicate(ExistingFile),
+    RejectWhole(FileRejection),
+}
+
+/// One transaction: stage the delivery, commit (or roll back by dropping), settle.
+async fn load_once(
+    ctx: &PipelineCtx,
+    job: &Job,
+    mode: Mode,
+    producer: Producer,
+) -> Result<Outcome> {
+    let mut client = ctx.store.pool().get().await.map_err(StoreError::from)?;
+    let tx = client.transaction().await.map_err(StoreError::from)?;
+    match stage(&tx, ctx, job, mode, producer).await? {
+        // Dropping the transaction rolls the delivery back.
+        Outcome::RejectWhole(rejection) => Ok(Outcome::RejectWhole(rejection)),
+        Outcome::Duplicate(existing) => {
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok(Outcome::Duplicate(existing))
+        }
+        Outcome::Committed(report) => {
+            tx.commit().await.map_err(StoreError::from)?;
+            let report = settle::after_commit(ctx, job, *report)?;
+            Ok(Outcome::Committed(Box::new(report)))
+        }
+    }
+}
+
+/// Does all of one delivery's database work inside `tx` and publishes its quarantine output;
+/// the caller commits.
+async fn stage(
+    tx: &Transaction<'_>,
+    ctx: &PipelineCtx,
+    job: &Job,
+    mode: Mode,
+    producer: Producer,
+) -> Result<Outcome> {
+    let settings = &ctx.settings;
+    let received_at = Utc::now();
+    let origin = job.delivery.origin.to_string();
+    ledger::lock_content(tx, job.fingerprint()).await?;
+    if let Some(existing) = ledger::find_file(tx, job.fingerprint()).await? {
+        ledger::record_delivery(tx, existing.file_id, job.name(), &origin, "duplicate").await?;
+        return Ok(Outcome::Duplicate(existing));
+    }
+    let file_id = ledger::next_file_id(tx).await?;
+
+    let whole_file = match &mode {
+        Mode::Load => None,
+        Mode::RejectAll(rejection) => Some(rejection.clone()),
+    };
+    let Producer {
+        chunks: mut receiver,
+        thread: producer,
+    } = producer;
+    let target = job.quarantine_target(settings);
+    let mut writer = QuarantineWriter::new(target.clone(), whole_file.is_none())?;
+    let mut header_rejection = None;
+    let mut tally = Tally::default();
+
+    // The chunks' readings stream into one COPY; rejects wait in `pending_rejects` (at most
+    // `chunk_rows` of them) and are copied when the readings COPY pauses or ends.
+    let mut readings_copy: Option<copy::ReadingsCopy> = None;
+    let mut pending_rejects: Vec<RejectedRow> = Vec::new();
+    while let Some(event) = receiver.recv().await {
+        match event? {
+            ProducerEvent::HeaderRejected(rejection) => {
+                // The whole delivery goes to quarantine; only the reasons are written beside it.
+                writer.skip_rows();
+                header_rejection = Some(rejection);
+            }
+            ProducerEvent::Chunk(chunk, batch) => {
+                tally.absorb(&chunk, settings);
+                if let Some(batch) = batch {
+                    if readings_copy.is_none() {
+                        readings_copy = Some(copy::ReadingsCopy::start(tx).await?);
+                    }
+                    if let Some(copy) = readings_copy.as_mut() {
+                        tally.reading_count += copy
+                            .write(&ctx.store, &batch.frame, &[Some(file_id)])
+                            .await?;
+                    }
+                    tally.aggregates.merge(batch.partials);
+                }
+                if !chunk.rejects.is_empty() {
+                    writer.record(&chunk.rejects)?;
+                    pending_rejects.extend(chunk.rejects);
+                }
+                if pending_rejects.len() >= settings.chunk_rows {
+                    if let Some(copy) = readings_copy.take() {
+                        copy.finish().await?;
+                    }
+                    copy::copy_rejects(tx, &[(file_id, &pending_rejects)]).await?;
+                    pending_rejects.clear();
+                }
+            }
+        }
+    }
+    producer.await.expect("validator thread does not panic");
+    if let Some(copy) = readings_copy.take() {
+        copy.finish().await?;
+    }
+    copy::copy_rejects(tx, &[(file_id, &pending_rejects)]).await?;
+
+    let rejection = header_rejection.or(whole_file);
+    if rejection.is_none() {
+        if let Some(verdict) = whole_file_rejection(tally.rows_read, tally.rows_rejected, settings)
+        {
+            // Roll back (by dropping the transaction) and go again, rejecting every row.
+            writer.abort();
+            return Ok(Outcome::RejectWhole(verdict));
+        }
+    }
+    let quarantined = settle::publish_quarantine(&target, rejection.as_ref(), &tally, writer)?;
+    let error_text = rejection.as_ref().map(ToString::to_string);
+    ledger::insert_file(
+        tx,
+        &tally.record(job, &origin, file_id, error_text.as_deref(), received_at),
+    )
+    .await?;
+    ledger::upsert_sensors(tx, &tally.sensors_of(file_id).collect::<Vec<_>>()).await?;
+    ledger::upsert_locations(tx, &tally.locations_of(file_id).collect::<Vec<_>>()).await?;
+    copy::copy_aggregates(tx, &ctx.store, &[(file_id, &tally.aggregates.rows())]).await?;
+    Ok(Outcome::Committed(Box::new(tally.report(
+        job,
+        file_id,
+        error_text,
+        quarantined,
+        false,
+    ))))
+}
+
+enum ProducerEvent {
+    Chunk(Box<ValidatedChunk>, Option<NormalizedBatch>),
+    HeaderRejected(FileRejection),
+}
+
+/// A validator thread reading one delivery for one attempt, and the channel of its chunks.
+/// Dropping it stops the thread at its next chunk.
+struct Producer {
+    chunks: mpsc::Receiver<Result<ProducerEvent>>,
+    thread: tokio::task::JoinHandle<()>,
+}
+
+impl Producer {
+    fn start(settings: Arc<Settings>, delivery: &Delivery, mode: Mode) -> Self {
+        let (tx, chunks) = mpsc::channel(CHUNK_CHANNEL_CAPACITY);
+        let (source, name) = (delivery.source.clone(), delivery.name.clone());
+        let thread = tokio::task::spawn_blocking(move || {
+            let send = |event: Result<ProducerEvent>| tx.blocking_send(event).is_ok();
+            if let Err(error) = produce(&settings, &source, &name, mode, send) {
+                send(Err(error));
+            }
+        });
+        Self { chunks, thread }
+    }
+}
+
+/// Reads, validates and transforms every chunk of `source`, handing each to `send`; stops
+/// early when `send` says the receiver is gone.
+fn produce(
+    settings: &Settings,
+    source: &ByteSource,
+    name: &str,
+    mode: Mode,
+    send: impl Fn(Result<ProducerEvent>) -> bool,
+) -> Result<()> {
+    match FileValidator::open(source, name, settings, mode)? {
+        Ok(mut validator) => {
+            while let Some(mut chunk) = validator.next_chunk()? {
+                let readings = std::mem::take(&mut chunk.readings);
+                let batch = if readings.is_empty() {
+                    None
+                } else {
+                    Some(transform_chunk(readings, settings).map_err(Error::Transform)?)
+                };
+                if !send(Ok(ProducerEvent::Chunk(Box::new(chunk), batch))) {
+                    return Ok(());
+                }
+            }
+        }
+        Err(rejection) => {
+            if !send(Ok(ProducerEvent::HeaderRejected(rejection.clone()))) {
+                return Ok(());
+            }
+            let mut lines = RejectedLines::open(source, rejection, settings.chunk_rows)?;
+            while let Some(chunk) = lines.next_chunk()? {
+                if !send(Ok(ProducerEvent::Chunk(Box::new(chunk), None))) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! What a delivery adds up to while it is read (`Tally`), and what the pipeline reports when
+//! it is done (`DeliveryReport`). Shared by the streaming path and the group commit, so that
+//! both write the same ledger row for the same bytes.
+//!
+//! Conservation holds by construction: every chunk adds its rows read, accepted and rejected,
+//! and the validator guarantees `rows_read = rows_accepted + rejects` per chunk.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tracing::info;
+
+use crate::config::Settings;
+use crate::pipeline::Job;
+use crate::store::ledger::{self, ExistingFile, FileRecord, FileStatus};
+use crate::telemetry::{self, FileOutcome};
+use crate::transform::aggregate::FileAggregates;
+use crate::validate::ValidatedChunk;
+
+/// The outcome of one delivery.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryReport {
+    /// The source file, when the delivery is one.
+    pub path: Option<PathBuf>,
+    /// The delivery's name.
+    pub file_name: String,
+    /// Where it came from (`inbox:<path>`, `ingest:<path>`, `http:<client>`).
+    pub origin: String,
+    /// Hex SHA-256 of the content.
+    pub fingerprint: String,
+    /// Ledger id (the existing one for a duplicate).
+    pub file_id: i64,
+    /// Outcome.
+    pub status: FileStatus,
+    /// Data rows read.
+    pub rows_read: u64,
+    /// Rows loaded.
+    pub rows_loaded: u64,
+    /// Rows rejected.
+    pub rows_rejected: u64,
+    /// Readings loaded.
+    pub reading_count: u64,
+    /// Delivery-level reason when rejected whole.
+    pub rejection: Option<String>,
+    /// Files written to quarantine.
+    pub quarantine: Vec<PathBuf>,
+    /// Where a consumed file source went.
+    pub moved_to: Option<PathBuf>,
+    /// Violations by rule code.
+    pub violation_counts: BTreeMap<&'static str, u64>,
+    /// Wall time.
+    pub elapsed_ms: u64,
+}
+
+impl DeliveryReport {
+    /// The report of a delivery whose content was already in the ledger.
+    pub(super) fn duplicate(job: &Job, existing: &ExistingFile, quarantine: Vec<PathBuf>) -> Self {
+        Tally::default().report(job, existing.file_id, None, quarantine, true)
+    }
+
+    /// Stamps the elapsed time, records metrics and logs the outcome.
+    pub(super) fn finished(self, started: Instant) -> Self {
+        let report = Self {
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            ..self
+        };
+        let violations: Vec<(&'static str, u64)> = report
+            .violation_counts
+            .iter()
+            .map(|(c, n)| (*c, *n))
+            .collect();
+        telemetry::record_file(FileOutcome {
+            status: report.status.as_str(),
+            rows_loaded: report.rows_loaded,
+            rows_rejected: report.rows_rejected,
+            violations: &violations,
+            elapsed: started.elapsed(),
+        });
+        telemetry::record_database_available();
+        info!(
+            message = "Delivery processed.",
+            file = %report.file_name,
+            origin = %report.origin,
+            fingerprint = %&report.fingerprint[..12],
+            status = %report.status,
+            rows_read = report.rows_read,
+            rows_loaded = report.rows_loaded,
+            rows_rejected = report.rows_rejected,
+            elapsed_ms = report.elapsed_ms
+        );
+        report
+    }
+}
+
+/// What a delivery added up to while it was read.
+#[derive(Default)]
+pub(super) struct Tally {
+    pub rows_read: u64,
+    pub rows_loaded: u64,
+    pub rows_rejected: u64,
+    pub reading_count: u64,
+    sensors: Vec<(i64, String)>,
+    locations: Vec<(i64, Option<f64>, Option<f64>)>,
+    pub aggregates: FileAggregates,
+    violation_counts: BTreeMap<&'static str, u64>,
+}
+
+impl Tally {
+    /// Adds one validated chunk (its readings are counted where they are written).
+    pub fn absorb(&mut self, chunk: &ValidatedChunk, settings: &Settings) {
+        self.rows_read += chunk.rows_read;
+        self.rows_loaded += chunk.rows_accepted;
+        self.rows_rejected += chunk.rejects.len() as u64;
+        for violation in chunk.rejects.iter().flat_map(|r| &r.violations) {
+            *self
+                .violation_counts
+                .entry(violation.reason.code())
+                .or_default() += 1;
+        }
+        for (sensor_id, type_index) in &chunk.sensors {
+            self.sensors
+                .push((*sensor_id, settings.sensor_types[*type_index].name.clone()));
+        }
+        self.locations.extend(chunk.locations.iter().copied());
+    }
+
+    /// The ledger status: `rejected_whole` when the delivery got a delivery-level rejection.
+    pub fn status(&self, rejected_whole: bool) -> FileStatus {
+        match (rejected_whole, self.rows_read, self.rows_rejected) {
+            (true, _, _) => FileStatus::Rejected,
+            (false, 0, _) => FileStatus::Empty,
+            (false, _, 0) => FileStatus::Loaded,
+            (false, _, _) => FileStatus::PartiallyLoaded,
+        }
+    }
+
+    /// Sensors first seen in this delivery, as the ledger takes them.
+    pub fn sensors_of(&self, file_id: i64) -> impl Iterator<Item = (i64, String, i64)> + '_ {
+        self.sensors
+            .iter()
+            .map(move |(id, t)| (*id, t.clone(), file_id))
+    }
+
+    /// Locations first seen in this delivery, as the ledger takes them.
+    pub fn locations_of(&self, file_id: i64) -> impl Iterator<Item = ledger::LocationSeen> + '_ {
+        self.locations
+            .iter()
+            .map(move |(id, lat, lon)| (*id, *lat, *lon, file_id))
+    }
+
+    /// The delivery's ledger row.
+    pub fn record<'a>(
+        &self,
+        job: &'a Job,
+        origin: &'a str,
+        file_id: i64,
+        rejection: Option<&'a str>,
+        received_at: DateTime<Utc>,
+    ) -> FileRecord<'a> {
+        FileRecord {
+            file_id,
+            content_sha256: job.fingerprint(),
+            file_name: job.name(),
+            origin,
+            size_bytes: job.identity.size_bytes,
+            status: self.status(rejection.is_some()),
+            rows_read: self.rows_read,
+            rows_loaded: self.rows_loaded,
+            rows_rejected: self.rows_rejected,
+            reading_count: self.reading_count,
+            received_at,
+            error: rejection,
+        }
+    }
+
+    /// The delivery's report (`duplicate`: the content was already in the ledger).
+    pub fn report(
+        self,
+        job: &Job,
+        file_id: i64,
+        rejection: Option<String>,
+        quarantine: Vec<PathBuf>,
+        duplicate: bool,
+    ) -> DeliveryReport {
+        let status = if duplicate {
+            FileStatus::Duplicate
+        } else {
+            self.status(rejection.is_some())
+        };
+        DeliveryReport {
+            path: job.path(),
+            file_name: job.name().to_owned(),
+            origin: job.delivery.origin.to_string(),
+            fingerprint: job.fingerprint().to_owned(),
+            file_id,
+            status,
+            rows_read: self.rows_read,
+            rows_loaded: self.rows_loaded,
+            rows_rejected: self.rows_rejected,
+            reading_count: self.reading_count,
+            rejection,
+            quarantine,
+            moved_to: None,
+            violation_counts: self.violation_counts,
+            elapsed_ms: 0,
+        }
+    }
+}
