@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit, golden, integration (against private PostgreSQL clusters the tests
-# start themselves) and the end-to-end test over ../shared/realdata when present.
+# start themselves), the fault-point tests (feature `failpoints`) and the end-to-end test over
+# ../shared/realdata (required under CI=true).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-postgres.sh
-cargo test --locked "$@"
+cargo test --locked --features failpoints "$@"

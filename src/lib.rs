@@ -47,6 +47,7 @@ pub mod database;
 pub mod delivery;
 pub mod embedded_db;
 pub mod error;
+pub mod faults;
 pub mod generate;
 pub mod http;
 pub mod ingest;

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
+    let _faults = sensor_etl::faults::setup();
     let settings = commands::load_settings(&cli)?;
     // The long-running command narrates on the terminal; the one-shot ones show their own
     // results there, with warnings and errors, and leave the detail to the log file.
@@ -44,5 +45,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(commands::dispatch(cli.command, settings))
+    let outcome = runtime.block_on(commands::dispatch(cli.command, settings));
+    // Whatever is still running now was given up (a delivery rolled back after the shutdown
+    // grace): a blocked reader thread must not hold the exit. An open transaction dies with its
+    // connection, so PostgreSQL rolls it back.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    outcome
 }

@@ -123,9 +123,16 @@ async fn ingest_and_status_say_each_thing_once_without_colour_on_a_pipe() {
         .collect();
     assert_eq!(inputs.len(), 3);
     for name in &inputs {
-        assert_eq!(terminal.matches(name.as_str()).count(), 1, "{name} in:\n{terminal}");
+        assert_eq!(
+            terminal.matches(name.as_str()).count(),
+            1,
+            "{name} in:\n{terminal}"
+        );
     }
-    assert!(!terminal.contains('\u{1b}'), "no colour codes on a pipe:\n{terminal}");
+    assert!(
+        !terminal.contains('\u{1b}'),
+        "no colour codes on a pipe:\n{terminal}"
+    );
     // The detail is in the log file instead.
     let log = std::fs::read_dir(workspace.path("logs"))
         .unwrap()
@@ -254,7 +261,7 @@ async fn run_serves_metrics_and_exits_zero_on_sigterm() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let status = child.wait().unwrap();
+    let status = crate::support::wait_exit(&mut child, std::time::Duration::from_secs(30));
     assert_eq!(status.code(), Some(0));
 }
 

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::support::{connect, fresh_database, RestartableCluster, Workspace};
+use crate::support::{connect, fresh_database, wait_exit, RestartableCluster, Workspace};
 
-const ROWS_PER_FILE: usize = 200;
+pub(crate) const ROWS_PER_FILE: usize = 200;
 
 /// Distinct files: DHT22, `ROWS_PER_FILE` rows each, two measurements per row.
-fn make_files(dir: &Path, count: usize) -> Vec<PathBuf> {
+pub(crate) fn make_files(dir: &Path, count: usize) -> Vec<PathBuf> {
     std::fs::create_dir_all(dir).unwrap();
     (0..count)
         .map(|i| {
@@ -43,24 +43,37 @@ fn make_files(dir: &Path, count: usize) -> Vec<PathBuf> {
 }
 
 /// Renames a staged file into the inbox (a complete file appears atomically).
-fn deliver(staged: &Path, inbox: &Path) {
+pub(crate) fn deliver(staged: &Path, inbox: &Path) {
     std::fs::create_dir_all(inbox).unwrap();
     std::fs::rename(staged, inbox.join(staged.file_name().unwrap())).unwrap();
 }
 
-fn worker(workspace: &Workspace, url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sensor-etl"))
+pub(crate) fn worker(workspace: &Workspace, url: &str) -> Child {
+    worker_command(workspace, url).spawn().unwrap()
+}
+
+/// `sensor-etl run` on the workspace with short settle, rescan, lease and retry periods.
+pub(crate) fn worker_command(workspace: &Workspace, url: &str) -> Command {
+    let mut command = sensor_etl_command(workspace);
+    command.args(["run", "--database-url", url, "--http-addr", ""]);
+    command
+}
+
+/// The binary in the workspace, with the short periods the tests use.
+pub(crate) fn sensor_etl_command(workspace: &Workspace) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sensor-etl"));
+    command
         .current_dir(workspace.dir.path())
-        .args(["run", "--database-url", url, "--http-addr", ""])
+        .env_remove("DATABASE_URL")
+        .env_remove("FAILPOINTS")
         .env("RUST_LOG", "warn")
         .env("SENSOR_ETL_SETTLE_MS", "100")
         .env("SENSOR_ETL_RESCAN_INTERVAL_MS", "100")
         .env("SENSOR_ETL_CLAIM_LEASE_SECS", "2")
         .env("SENSOR_ETL_RETRY__INITIAL_DELAY_MS", "100")
         .env("SENSOR_ETL_RETRY__MAX_DELAY_MS", "1000")
-        .env("SENSOR_ETL_CHUNK_ROWS", "50")
-        .spawn()
-        .unwrap()
+        .env("SENSOR_ETL_CHUNK_ROWS", "50");
+    command
 }
 
 fn pseudo_random(bound: u64) -> u64 {
@@ -71,7 +84,7 @@ fn pseudo_random(bound: u64) -> u64 {
     u64::from(nanos.wrapping_mul(2_654_435_761)) % bound
 }
 
-fn csv_files_in(dir: &Path) -> usize {
+pub(crate) fn csv_files_in(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()
@@ -81,7 +94,7 @@ fn csv_files_in(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-async fn wait_until_empty(inbox: &Path, limit: Duration) {
+pub(crate) async fn wait_until_empty(inbox: &Path, limit: Duration) {
     let started = Instant::now();
     while csv_files_in(inbox) > 0 {
         assert!(
@@ -93,11 +106,11 @@ async fn wait_until_empty(inbox: &Path, limit: Duration) {
     }
 }
 
-fn terminate(mut child: Child) {
+pub(crate) fn terminate(mut child: Child) {
     // Leave a worker that was just started time to install its signal handlers.
     std::thread::sleep(Duration::from_millis(700));
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let status = child.wait().unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(
         status.code(),
         Some(0),
@@ -105,12 +118,12 @@ fn terminate(mut child: Child) {
     );
 }
 
-fn kill_hard(mut child: Child) {
+pub(crate) fn kill_hard(mut child: Child) {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
-    let _ = child.wait();
+    wait_exit(&mut child, Duration::from_secs(10));
 }
 
-async fn assert_exactly_once(url: &str, files: usize) {
+pub(crate) async fn assert_exactly_once(url: &str, files: usize) {
     let client = connect(url).await;
     let count = |sql: &'static str| {
         let client = &client;

@@ -3,6 +3,8 @@
 
 mod cli;
 mod crash;
+#[cfg(feature = "failpoints")]
+mod faults;
 mod golden;
 mod http;
 mod realdata;

@@ -73,6 +73,7 @@ fn prepare(settings: &Settings, job: Job) -> Result<Prepared> {
         match FileValidator::open(source, job.name(), settings, mode.clone())? {
             Ok(mut validator) => {
                 while let Some(chunk) = validator.next_chunk()? {
+                    crate::faults::point("pipeline::chunk-read");
                     absorb(chunk, &mut tally, &mut writer)?;
                 }
             }
@@ -163,6 +164,7 @@ pub async fn process_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
     }
 
     let fates = write_group(ctx, &ready, &frame).await?;
+    crate::faults::point("pipeline::after-commit");
 
     for (fate, file) in fates.into_iter().zip(ready) {
         let delivery = file.job.delivery.clone();

@@ -99,6 +99,7 @@ async fn load_once(
         }
         Outcome::Committed(report) => {
             tx.commit().await.map_err(StoreError::from)?;
+            crate::faults::point("pipeline::after-commit");
             let report = settle::after_commit(ctx, job, *report)?;
             Ok(Outcome::Committed(Box::new(report)))
         }
@@ -158,6 +159,7 @@ async fn stage(
                         tally.reading_count += copy
                             .write(&ctx.store, &batch.frame, &[Some(file_id)])
                             .await?;
+                        crate::faults::point("pipeline::copy-chunk");
                     }
                     tally.aggregates.merge(batch.partials);
                 }
@@ -247,6 +249,7 @@ fn produce(
     match FileValidator::open(source, name, settings, mode)? {
         Ok(mut validator) => {
             while let Some(mut chunk) = validator.next_chunk()? {
+                crate::faults::point("pipeline::chunk-read");
                 let readings = std::mem::take(&mut chunk.readings);
                 let batch = if readings.is_empty() {
                     None

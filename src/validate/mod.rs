@@ -1,7 +1,8 @@
-//! Validation stage: reads one CSV file in bounded chunks and splits each chunk into accepted
-//! readings and rejected rows.
+//! Validation stage: reads one delivery's bytes (a `ByteSource`, whatever it came from) in
+//! bounded chunks and splits each chunk into accepted readings and rejected rows. It imports
+//! only `config` and `delivery`; `ValidateError` is its own error.
 //!
-//! `FileValidator::open` sniffs the format from the header (a `FileRejection` ends the file
+//! `FileValidator::open` sniffs the format from the header (a `FileRejection` ends the delivery
 //! there: it is quarantined whole). `next_chunk` then yields `ValidatedChunk`s of at most
 //! `chunk_rows` rows, so memory stays bounded whatever the file size; the transform stage
 //! receives them through a bounded channel. Every rejected row keeps its position and all its

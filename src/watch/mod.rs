@@ -165,6 +165,9 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
             }
         };
         busy = !claimed.is_empty();
+        if busy {
+            crate::faults::point("watch::claimed");
+        }
         // Small files never tried before go together in one transaction; the rest one by one.
         let (group, single): (Vec<_>, Vec<_>) =
             claimed.into_iter().partition(|(name, attempts)| {

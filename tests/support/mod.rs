@@ -2,8 +2,9 @@
 //! `sensor-etl` its embedded default database), one fresh database per test, and helpers to
 //! build a pipeline on a temporary folder.
 //!
-//! `TEST_DATABASE_URL` (or `DATABASE_URL`) points the tests at an existing server instead; each
-//! test still gets its own database there.
+//! `TEST_DATABASE_URL` points the tests at an existing server instead; each test still gets its
+//! own database there, and the databases are dropped when the test process exits. A plain
+//! `DATABASE_URL` is ignored: it names the user's database, not one for tests.
 
 #![allow(dead_code)]
 
@@ -24,9 +25,9 @@ fn admin_url() -> &'static str {
     ADMIN_URL.get_or_init(|| {
         if let Some(url) = std::env::var("TEST_DATABASE_URL")
             .ok()
-            .or_else(|| std::env::var("DATABASE_URL").ok())
             .filter(|u| !u.is_empty())
         {
+            drop_test_databases_at_exit();
             return url;
         }
         let base = std::env::temp_dir().join("sensor-etl-tests");
@@ -75,6 +76,47 @@ fn remove_stale_clusters(base: &Path) {
     }
 }
 
+/// Databases this process created on an external server (`TEST_DATABASE_URL`).
+static CREATED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers, once, a handler that drops this process's databases when it exits (the test
+/// runner ends with `exit`, which runs the handlers).
+fn drop_test_databases_at_exit() {
+    extern "C" {
+        fn atexit(callback: extern "C" fn()) -> i32;
+    }
+    extern "C" fn drop_all() {
+        let names = std::mem::take(&mut *CREATED.lock().unwrap_or_else(|e| e.into_inner()));
+        let Some(admin) = ADMIN_URL.get().cloned() else {
+            return;
+        };
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let Ok((client, connection)) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                else {
+                    return;
+                };
+                tokio::spawn(connection);
+                for name in names {
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                }
+            });
+        });
+        let _ = dropped.join();
+    }
+    // SAFETY: `atexit` from the C library, given a function that never unwinds across it.
+    unsafe {
+        atexit(drop_all);
+    }
+}
+
 /// A fresh, empty database of its own.
 pub async fn fresh_database() -> String {
     let admin = admin_url().to_owned();
@@ -90,6 +132,10 @@ pub async fn fresh_database() -> String {
     create_database(&admin, &name)
         .await
         .expect("create test database");
+    CREATED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(name.clone());
     let mut config: tokio_postgres::Config = admin.parse().unwrap();
     config.dbname(&name);
     let host = match &config.get_hosts()[0] {
@@ -277,4 +323,41 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Waits for a child process to exit, at most `limit`; a child still running then is killed
+/// and the test fails (a hang fails the suite instead of stalling it).
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds, at most `limit`; fails the test with `what`
+/// otherwise.
+pub async fn wait_until<F, Fut>(what: &str, limit: std::time::Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !condition().await {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
