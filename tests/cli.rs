@@ -7,7 +7,7 @@ use crate::support::{fixture, fresh_database, Workspace};
 
 fn sensor_etl(workspace: &Workspace) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sensor-etl"));
-    command
+    crate::support::die_with_test(&mut command)
         .current_dir(workspace.dir.path())
         .env_remove("DATABASE_URL")
         .env("RUST_LOG", "warn");

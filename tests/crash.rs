@@ -1,6 +1,6 @@
-//! Exactly-once under crashes, outages and cooperating workers, with the real binary:
-//! `kill -9` at random moments and restarts, the database stopped for 15 s mid-stream, and
-//! three workers on one inbox with one of them killed. Each test checks that the inbox ends
+//! Exactly-once under crashes and cooperating workers, with the real binary: `kill -9` at
+//! random moments and restarts, and three workers on one inbox with one of them killed (the
+//! situations a random kill may miss are reached on purpose in `faults`, as are the outages). Each test checks that the inbox ends
 //! empty, every file is in the ledger once, and every row is present exactly once by (file, line).
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::support::{connect, fresh_database, wait_exit, RestartableCluster, Workspace};
+use crate::support::{connect, fresh_database, wait_exit, Workspace};
 
 pub(crate) const ROWS_PER_FILE: usize = 200;
 
@@ -62,7 +62,7 @@ pub(crate) fn worker_command(workspace: &Workspace, url: &str) -> Command {
 /// The binary in the workspace, with the short periods the tests use.
 pub(crate) fn sensor_etl_command(workspace: &Workspace) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sensor-etl"));
-    command
+    crate::support::die_with_test(&mut command)
         .current_dir(workspace.dir.path())
         .env_remove("DATABASE_URL")
         .env_remove("FAILPOINTS")
@@ -179,38 +179,6 @@ async fn kill_nine_at_random_moments_then_restart_loads_every_file_once() {
     terminate(child);
     assert_eq!(csv_files_in(&workspace.path("processed")), 30);
     assert_exactly_once(&url, 30).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_outage_of_fifteen_seconds_loses_nothing() {
-    let mut cluster = RestartableCluster::start();
-    let url = cluster.url();
-    let workspace = Workspace::new();
-    let inbox = workspace.path("data");
-    let staged = make_files(&workspace.path("staging"), 20);
-    let child = worker(&workspace, &url);
-    for path in &staged[..10] {
-        deliver(path, &inbox);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    cluster.stop();
-    for path in &staged[10..] {
-        deliver(path, &inbox);
-    }
-    tokio::time::sleep(Duration::from_secs(15)).await;
-    let mut child = child;
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the worker survives the outage"
-    );
-    assert!(
-        csv_files_in(&inbox) > 0,
-        "files wait in the inbox while the database is down"
-    );
-    cluster.restart();
-    wait_until_empty(&inbox, Duration::from_secs(120)).await;
-    terminate(child);
-    assert_exactly_once(&url, 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

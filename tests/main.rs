@@ -7,6 +7,7 @@ mod crash;
 mod faults;
 mod golden;
 mod http;
+mod promises;
 mod realdata;
 mod store;
 mod support;

@@ -498,13 +498,14 @@ fn scan(
             ready.push((modified, path));
         }
     }
+    // Only what is still there: a file taken since the last scan is no longer waiting.
+    seen.retain(|path, _| present.contains(path));
     let oldest = seen
         .values()
         .map(|o| now.duration_since(o.modified).unwrap_or_default())
         .max()
         .unwrap_or_default();
     crate::telemetry::record_inbox(present.len(), oldest);
-    seen.retain(|path, _| present.contains(path));
     hinted.retain(|name| present.contains(&inbox.join(name)));
     ready.sort();
     let name = |path: &Path| {
