@@ -1,8 +1,9 @@
 //! The hardest guarantees, each driven to its situation by a named fault point (feature
 //! `failpoints`, see `src/faults.rs`) instead of a lucky moment: a crash between the commit and
-//! the move, a worker killed while it holds claims, a crash inside a COPY after earlier files
-//! committed, SIGTERM with a delivery in hand (finished; or rolled back after the grace
-//! period), a delivery held longer than its lease, and a stage that panics. Each test first
+//! the move, a worker killed while it holds claims (two others take over), a crash inside a
+//! COPY after earlier files committed, SIGTERM or SIGINT with a delivery in hand (finished; or
+//! rolled back after the grace period), a delivery held longer than its lease, a stage that
+//! panics, and database outages (mid-stream, and before the watcher starts). Each test first
 //! asserts that the binary reported reaching its point, then asserts the outcome.
 
 use std::io::{BufRead, BufReader};
@@ -210,6 +211,15 @@ async fn a_crash_inside_a_copy_after_earlier_files_committed_keeps_only_those() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_delivery_in_hand_finishes_it() {
+    stop_with_a_delivery_in_hand_finishes_it(Signal::SIGTERM).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_with_a_delivery_in_hand_finishes_it() {
+    stop_with_a_delivery_in_hand_finishes_it(Signal::SIGINT).await;
+}
+
+async fn stop_with_a_delivery_in_hand_finishes_it(signal: Signal) {
     let url = fresh_database().await;
     let workspace = Workspace::new();
     let inbox = workspace.path("data");
@@ -220,7 +230,7 @@ async fn sigterm_with_a_delivery_in_hand_finishes_it() {
     );
     deliver(&staged[0], &inbox);
     running.reached("pipeline::chunk-read").await;
-    running.signal(Signal::SIGTERM);
+    running.signal(signal);
     let (status, stderr) = running.exit();
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_eq!(csv_files_in(&inbox), 0, "the file in hand was finished");
