@@ -5,6 +5,9 @@
 #   scripts/bench.sh [ROWS] [SMALL_FILES] [REPEAT]
 #       ROWS: rows of the big file, or several sizes separated by commas (default 1000000);
 #       SMALL_FILES: files in the burst (default 2000); REPEAT: paired runs per size (default 1).
+#   COMPARE_BIN=/path/to/other/sensor-etl scripts/bench.sh ...
+#       also loads each big file with another build (into a database of its own) right after
+#       this one, and prints its time and ratio: a before/after comparison in one run.
 #
 # For each size and each repeat, a new BME280 file (its own seed, so never a duplicate) is
 # loaded by `psql \copy` into an unindexed table of plain columns (the baseline, emptied
@@ -20,7 +23,8 @@ SMALL_FILES="${2:-2000}"
 REPEAT="${3:-1}"
 scripts/ensure-postgres.sh
 cargo build --release --locked -q
-BIN="$PWD/target/release/sensor-etl"
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/sensor-etl"
+COMPARE_BIN="${COMPARE_BIN:-}"
 WORK="$(mktemp -d /tmp/sensor-etl-bench.XXXXXX)"
 chmod 755 "$WORK"
 trap '"$BIN" --state-dir "$WORK/state" db stop >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
@@ -34,6 +38,11 @@ BENCH_URL="postgres://postgres@127.0.0.1:$PORT/bench"
 SMALL_URL="postgres://postgres@127.0.0.1:$PORT/bench_small"
 "$BIN" --database-url "$BENCH_URL" migrate >/dev/null 2>&1
 "$BIN" --database-url "$SMALL_URL" migrate >/dev/null 2>&1
+CMP_URL="postgres://postgres@127.0.0.1:$PORT/bench_cmp"
+if [ -n "$COMPARE_BIN" ]; then
+  psql -q -d postgres -c "CREATE DATABASE bench_cmp"
+  "$COMPARE_BIN" --database-url "$CMP_URL" migrate >/dev/null 2>&1
+fi
 
 now() { date +%s.%N; }
 psql -q -d bench -c "CREATE TABLE baseline (sensor_id bigint, sensor_type text, location bigint, lat float8, lon float8, ts timestamp, pressure float8, altitude float8, pressure_sealevel float8, temperature float8, humidity float8)"
@@ -61,6 +70,13 @@ for rows in ${ROWS//,/ }; do
     printf "%-28s %8.2f s %12.0f rows/s\n" "psql \\copy (baseline)" "$copy_s" "$(echo "$rows / $copy_s" | bc -l)"
     printf "%-28s %8.2f s %12.0f rows/s   peak RSS %.0f MB   rows loaded %s\n" "sensor-etl ingest" "$etl_s" "$(echo "$rows / $etl_s" | bc -l)" "$rss_mb" "$loaded"
     printf "ratio sensor-etl / \\copy: %.2f\n" "$(echo "$etl_s / $copy_s" | bc -l)"
+    if [ -n "$COMPARE_BIN" ]; then
+      psql -q -d bench -c "CHECKPOINT"
+      start="$(now)"
+      /usr/bin/time -f "%M" -o rss.txt "$COMPARE_BIN" --database-url "$CMP_URL" ingest "$FILE" >/dev/null 2>&1 || true
+      cmp_s="$(echo "$(now) - $start" | bc -l)"
+      printf "%-28s %8.2f s   peak RSS %.0f MB   ratio / \\copy: %.2f   this build / other: %.2f\n" "other build (COMPARE_BIN)" "$cmp_s" "$(echo "$(cat rss.txt) / 1024" | bc -l)" "$(echo "$cmp_s / $copy_s" | bc -l)" "$(echo "$etl_s / $cmp_s" | bc -l)"
+    fi
   done
 done
 rm -rf big

@@ -20,13 +20,55 @@ pub struct DatabaseTarget {
 }
 
 impl DatabaseTarget {
-    /// The psql command that reaches this database.
+    /// The psql command that reaches this database, without its password (psql then asks, or
+    /// takes `PGPASSWORD` or `~/.pgpass`): safe to print and to log.
     pub fn psql_command(&self) -> String {
         match &self.embedded {
             Some(cluster) => cluster.psql_command(),
-            None => format!("psql '{}'", self.url),
+            None => format!("psql '{}'", without_password(&self.url)),
         }
     }
+}
+
+/// A connection string with its password removed, in either form PostgreSQL takes: a URL
+/// (`postgres://user:secret@host/db` becomes `postgres://user@host/db`) or key/value pairs
+/// (`password=secret` becomes `password=***`).
+pub fn without_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(authority_end);
+        return match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+                let path = redact_query_password(path);
+                format!("{scheme}://{user}@{host}{path}")
+            }
+            None => format!("{scheme}://{authority}{}", redact_query_password(path)),
+        };
+    }
+    url.split_whitespace()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `?password=…` in a URL's query.
+fn redact_query_password(path: &str) -> String {
+    let Some((before, query)) = path.split_once('?') else {
+        return path.to_owned();
+    };
+    let query = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("{before}?{query}")
 }
 
 /// Resolves (and for the embedded cluster, starts) the database.
@@ -54,6 +96,32 @@ pub async fn resolve(settings: &Settings) -> Result<DatabaseTarget> {
         folder = %cluster.root().display(),
         psql = %cluster.psql_command()
     );
+    Ok(DatabaseTarget {
+        url: cluster.url(DATABASE_NAME),
+        embedded: Some(cluster),
+    })
+}
+
+/// Finds the database without starting, creating or changing anything: for read-only
+/// commands (`status`, `db url`).
+///
+/// # Errors
+/// The embedded cluster is not running (or its server programs are missing).
+pub async fn locate(settings: &Settings) -> Result<DatabaseTarget> {
+    if let Some(url) = &settings.database_url {
+        return Ok(DatabaseTarget {
+            url: url.clone(),
+            embedded: None,
+        });
+    }
+    let root = settings.state_dir.join("postgres");
+    let cluster = tokio::task::spawn_blocking(move || {
+        let mut cluster = EmbeddedCluster::new(&root)?;
+        cluster.attach()?;
+        Ok::<_, crate::error::Error>(cluster)
+    })
+    .await
+    .expect("cluster lookup does not panic")?;
     Ok(DatabaseTarget {
         url: cluster.url(DATABASE_NAME),
         embedded: Some(cluster),
@@ -89,4 +157,32 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<()> {
     drop(client);
     let _ = connection.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn passwords_never_reach_a_printed_connection_string() {
+        for (url, shown) in [
+            (
+                "postgres://etl:s3cret@db.example:5432/sensors",
+                "postgres://etl@db.example:5432/sensors",
+            ),
+            (
+                "postgresql://etl:p%40ss:w@rd@10.0.0.1/x?sslmode=require&password=s3cret",
+                "postgresql://etl@10.0.0.1/x?sslmode=require&password=***",
+            ),
+            ("postgres://etl@host/db", "postgres://etl@host/db"),
+            ("postgres://host/db", "postgres://host/db"),
+            (
+                "host=db user=etl password=s3cret dbname=x",
+                "host=db user=etl password=*** dbname=x",
+            ),
+        ] {
+            assert_eq!(without_password(url), shown);
+            assert!(!without_password(url).contains("s3cret"));
+        }
+    }
 }

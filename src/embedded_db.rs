@@ -50,6 +50,15 @@ pub enum EmbeddedDbError {
         /// The server log.
         log: PathBuf,
     },
+    /// The cluster is not running, and the command does not start it.
+    #[error(
+        "the embedded PostgreSQL cluster in {} is not running; start it with `sensor-etl db start`",
+        root.display()
+    )]
+    NotRunning {
+        /// The cluster folder.
+        root: PathBuf,
+    },
     /// A file operation on the cluster folder failed.
     #[error("I/O error on {}", path.display())]
     Io {
@@ -235,6 +244,22 @@ impl EmbeddedCluster {
             })?;
         }
         Ok(())
+    }
+
+    /// Attaches to the server when it is running, without starting or creating anything.
+    ///
+    /// # Errors
+    /// `NotRunning` when no server runs on this cluster.
+    pub fn attach(&mut self) -> Result<()> {
+        match self.running_port() {
+            Some(port) => {
+                self.port = port;
+                Ok(())
+            }
+            None => Err(EmbeddedDbError::NotRunning {
+                root: self.root.clone(),
+            }),
+        }
     }
 
     fn running_port(&self) -> Option<u16> {

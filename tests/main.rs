@@ -6,6 +6,7 @@ mod crash;
 #[cfg(feature = "failpoints")]
 mod faults;
 mod golden;
+mod hostile;
 mod http;
 mod promises;
 mod realdata;

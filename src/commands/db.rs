@@ -11,8 +11,13 @@ use crate::{database, embedded_db};
 /// The embedded cluster cannot be managed.
 pub async fn run(settings: &Settings, action: DbAction) -> anyhow::Result<u8> {
     match action {
-        DbAction::Start | DbAction::Url => {
+        DbAction::Start => {
             let target = database::resolve(settings).await?;
+            println!("{}", target.psql_command());
+        }
+        DbAction::Url => {
+            // Read-only: names the database, never starts or creates one.
+            let target = database::locate(settings).await?;
             println!("{}", target.psql_command());
         }
         DbAction::Stop => {

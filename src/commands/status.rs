@@ -13,13 +13,18 @@ use crate::{database, store};
 /// # Errors
 /// The database cannot be used.
 pub async fn run(settings: Settings, json: bool) -> anyhow::Result<u8> {
-    let target = database::resolve(&settings).await?;
+    // Read-only: never starts a database, never migrates one (a read-only role works).
+    let target = database::locate(&settings).await?;
     let pool = store::build_pool(&target.url, 1)?;
-    store::migrate(&pool)
+    let client = pool
+        .get()
         .await
-        .context("cannot prepare the database")?;
-    let client = pool.get().await.context("cannot connect to the database")?;
-    let summary = store::ledger::summary(&client, 10).await?;
+        .with_context(|| format!("cannot connect to the database ({})", target.psql_command()))?;
+    let summary = if store::ledger::exists(&client).await? {
+        store::ledger::summary(&client, 10).await?
+    } else {
+        store::ledger::LedgerSummary::default()
+    };
     let (waiting, _) = collect_inputs(std::slice::from_ref(&settings.data_dir));
     if json {
         let value = serde_json::json!({

@@ -389,7 +389,7 @@ pub struct RecentProblem {
 }
 
 /// The ledger in brief.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct LedgerSummary {
     /// Per status.
     pub by_status: Vec<StatusCount>,
@@ -399,6 +399,18 @@ pub struct LedgerSummary {
     pub reading_count: i64,
     /// Latest files with rejected rows or rejected whole.
     pub recent_problems: Vec<RecentProblem>,
+}
+
+/// Whether the ledger exists (the migrations ran at least once), read without changing
+/// anything.
+///
+/// # Errors
+/// The statement failed.
+pub async fn exists(client: &tokio_postgres::Client) -> Result<bool, StoreError> {
+    Ok(client
+        .query_one("SELECT to_regclass('files') IS NOT NULL", &[])
+        .await?
+        .get(0))
 }
 
 /// Reads the ledger summary.

@@ -1,0 +1,171 @@
+//! Hostile and unlucky inputs and surroundings, as users meet them: secrets in connection
+//! strings, and the other cases of losing or leaking nothing.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::{fixture, fresh_database, wait_exit, Workspace};
+
+fn sensor_etl(workspace: &Workspace) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sensor-etl"));
+    crate::support::die_with_test(&mut command)
+        .current_dir(workspace.dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("FAILPOINTS")
+        .env_remove("RUST_LOG");
+    command
+}
+
+/// Everything under `dir`, as text.
+fn all_text_under(dir: &std::path::Path) -> String {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| String::from_utf8_lossy(&std::fs::read(e.path()).unwrap_or_default()).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_password_is_never_printed_or_logged() {
+    const SECRET: &str = "s3cr3t-pw";
+    let url = fresh_database().await;
+    let with_password = url.replacen("://postgres@", &format!("://postgres:{SECRET}@"), 1);
+    assert!(with_password.contains(SECRET));
+    let workspace = Workspace::new();
+    let mut seen = String::new();
+    for args in [
+        vec!["status", "--json"],
+        vec!["status"],
+        vec!["migrate"],
+        vec!["db", "url"],
+    ] {
+        let output = sensor_etl(&workspace)
+            .args(&args)
+            .args(["--database-url", &with_password])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        seen.push_str(&String::from_utf8_lossy(&output.stdout));
+        seen.push_str(&String::from_utf8_lossy(&output.stderr));
+    }
+    let output = sensor_etl(&workspace)
+        .args(["ingest", "--database-url", &with_password])
+        .arg(fixture("quarantine/dht22_unknown_type.csv"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    seen.push_str(&String::from_utf8_lossy(&output.stdout));
+    seen.push_str(&String::from_utf8_lossy(&output.stderr));
+    // A database that does not answer: the waiting watcher names it in its log lines.
+    let unreachable = format!("postgres://etl:{SECRET}@127.0.0.1:1/none");
+    let mut child = sensor_etl(&workspace)
+        .args(["run", "--http-addr", "", "--database-url", &unreachable])
+        .env("SENSOR_ETL_RETRY__INITIAL_DELAY_MS", "100")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(30)).code(),
+        Some(0)
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("Waiting for the database"), "{stderr}");
+    seen.push_str(&stderr);
+    seen.push_str(&all_text_under(workspace.dir.path()));
+    assert!(
+        seen.contains("postgres://postgres@127.0.0.1"),
+        "the database is still named"
+    );
+    assert!(!seen.contains(SECRET), "the password leaked:\n{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_without_migrating_and_works_for_a_read_only_role() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let status = |url: &str| {
+        sensor_etl(&workspace)
+            .args(["status", "--json", "--database-url", url])
+            .output()
+            .unwrap()
+    };
+    // A database sensor-etl never touched: status reports nothing and creates nothing.
+    let output = status(&url);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["reading_count"], 0);
+    let client = crate::support::connect(&url).await;
+    let created: bool = client
+        .query_one("SELECT to_regclass('files') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!created, "status created no tables");
+    // Loaded, then read by a role that may only read.
+    let output = sensor_etl(&workspace)
+        .args(["ingest", "--database-url", &url])
+        .arg(fixture("quarantine/dht22_unknown_type.csv"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let role = format!("reader_{}", std::process::id());
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};"
+        ))
+        .await
+        .unwrap();
+    let reader_url = url.replacen("://postgres@", &format!("://{role}@"), 1);
+    let output = status(&reader_url);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["files_by_status"][0]["rows_loaded"], 2);
+    client
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn status_and_db_url_leave_a_stopped_embedded_database_stopped() {
+    let workspace = Workspace::new();
+    std::fs::set_permissions(
+        workspace.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let run = |args: &[&str]| sensor_etl(&workspace).args(args).output().unwrap();
+    assert_eq!(run(&["db", "start"]).status.code(), Some(0));
+    assert_eq!(run(&["db", "stop"]).status.code(), Some(0));
+    for args in [&["status"][..], &["db", "url"][..]] {
+        let output = run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("is not running"), "{stderr}");
+        assert!(stderr.contains("sensor-etl db start"), "{stderr}");
+    }
+    let pid_files = walkdir::WalkDir::new(workspace.dir.path())
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name() == "postmaster.pid")
+        .count();
+    assert_eq!(pid_files, 0, "still stopped");
+}
