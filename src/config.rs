@@ -56,6 +56,10 @@ pub struct RawConfig {
     /// A file with no close or rename event is taken once unchanged for this long.
     #[serde(default = "default_settle_ms")]
     pub settle_ms: u64,
+    /// An inbox file with no data rows yet (empty, or a header alone) is taken only once it is
+    /// this old: a writer may still be adding rows.
+    #[serde(default = "default_empty_file_grace_secs")]
+    pub empty_file_grace_secs: u64,
     /// Period of the inbox scan that backs up the file-system events.
     #[serde(default = "default_rescan_interval_ms")]
     pub rescan_interval_ms: u64,
@@ -200,6 +204,9 @@ fn default_utc_offset() -> String {
 const fn default_settle_ms() -> u64 {
     1_000
 }
+const fn default_empty_file_grace_secs() -> u64 {
+    60
+}
 const fn default_rescan_interval_ms() -> u64 {
     1_000
 }
@@ -239,6 +246,7 @@ impl Default for RawConfig {
             max_reject_ratio: default_max_reject_ratio(),
             default_utc_offset: default_utc_offset(),
             settle_ms: default_settle_ms(),
+            empty_file_grace_secs: default_empty_file_grace_secs(),
             rescan_interval_ms: default_rescan_interval_ms(),
             http_addr: default_http_addr(),
             claim_lease_secs: default_claim_lease_secs(),
@@ -359,6 +367,8 @@ pub struct Settings {
     pub default_utc_offset: FixedOffset,
     /// Settle period for files without close/rename events.
     pub settle: std::time::Duration,
+    /// An inbox file with no data rows is taken only once it is this old.
+    pub empty_file_grace: std::time::Duration,
     /// Inbox rescan period.
     pub rescan_interval: std::time::Duration,
     /// Operator endpoints of `run`, when enabled.
@@ -402,6 +412,7 @@ impl Settings {
                 message: "must be at least 1".to_owned(),
             });
         }
+        check_folders_apart(&raw)?;
         let default_utc_offset =
             parse_offset(&raw.default_utc_offset).ok_or_else(|| ConfigError::Value {
                 key: "default_utc_offset",
@@ -432,6 +443,7 @@ impl Settings {
             max_reject_ratio: raw.max_reject_ratio,
             default_utc_offset,
             settle: std::time::Duration::from_millis(raw.settle_ms),
+            empty_file_grace: std::time::Duration::from_secs(raw.empty_file_grace_secs),
             rescan_interval: std::time::Duration::from_millis(raw.rescan_interval_ms.max(10)),
             http_addr,
             claim_lease: std::time::Duration::from_secs(raw.claim_lease_secs.max(1)),
@@ -631,6 +643,53 @@ fn build_measurement(
     })
 }
 
+/// The inbox, the quarantine and the processed folder must be apart: one inside another
+/// would feed the pipeline its own output.
+fn check_folders_apart(raw: &RawConfig) -> Result<(), ConfigError> {
+    let folders = [
+        ("data_dir", &raw.data_dir),
+        ("quarantine_dir", &raw.quarantine_dir),
+        ("processed_dir", &raw.processed_dir),
+    ];
+    let normalized: Vec<PathBuf> = folders
+        .iter()
+        .map(|(_, dir)| lexical_absolute(dir))
+        .collect();
+    for (i, (key, dir)) in folders.iter().enumerate() {
+        for (j, (other_key, other)) in folders.iter().enumerate().skip(i + 1) {
+            let (a, b) = (&normalized[i], &normalized[j]);
+            if a.starts_with(b) || b.starts_with(a) {
+                return Err(ConfigError::Value {
+                    key,
+                    message: format!(
+                        "`{}` is the same folder as `{other_key}` (`{}`) or inside it, or holds it; \
+                         the inbox, quarantine and processed folders must be apart",
+                        dir.display(),
+                        other.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `path` made absolute with `.` and `..` resolved by name (the folders need not exist yet).
+fn lexical_absolute(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut normalized = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                normalized.pop();
+            }
+            other => normalized.push(other),
+        }
+    }
+    normalized
+}
+
 /// Configuration problems, reported before anything runs.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -659,6 +718,35 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+}
+
+#[cfg(test)]
+mod folder_tests {
+    use super::*;
+
+    #[test]
+    fn the_inbox_quarantine_and_processed_folders_must_be_apart() {
+        for (quarantine, processed) in [
+            ("data", "processed"),
+            ("quarantine", "data"),
+            ("data/quarantine", "processed"),
+            ("quarantine", "./data/../data/done"),
+            ("out", "out"),
+            ("..", "processed"),
+        ] {
+            let raw = RawConfig {
+                quarantine_dir: quarantine.into(),
+                processed_dir: processed.into(),
+                ..RawConfig::default()
+            };
+            let error = Settings::from_raw(raw).map(|_| ()).unwrap_err();
+            assert!(
+                error.to_string().contains("must be apart"),
+                "{quarantine} {processed}: {error}"
+            );
+        }
+        assert!(Settings::from_raw(RawConfig::default()).is_ok());
+    }
 }
 
 #[cfg(test)]

@@ -108,6 +108,38 @@ impl RandomAccess {
     }
 }
 
+/// What a file looked like when it was taken (device, inode, size, modification time): a
+/// later look tells whether it was replaced, appended to or truncated since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    /// The stamp of `path` now.
+    ///
+    /// # Errors
+    /// The file cannot be looked at (`NotFound` when it is gone).
+    pub fn of(path: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path)?;
+        Ok(Self {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            size: metadata.len(),
+            modified: metadata.modified().ok(),
+        })
+    }
+
+    /// The modification time, when the file system keeps one.
+    pub fn modified(&self) -> Option<std::time::SystemTime> {
+        self.modified
+    }
+}
+
 /// Where a delivery came from, as recorded in the ledger (`file_deliveries.origin`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -182,6 +214,14 @@ impl Delivery {
     /// The file behind the delivery, if it is one.
     pub fn path(&self) -> Option<&Path> {
         self.source.path()
+    }
+
+    /// The stamp of a file source now (`None` for bytes in memory).
+    ///
+    /// # Errors
+    /// The file cannot be looked at.
+    pub fn stamp(&self) -> io::Result<Option<FileStamp>> {
+        self.path().map(FileStamp::of).transpose()
     }
 
     /// Reads the whole source once and returns its identity.

@@ -30,6 +30,13 @@ pub enum Error {
     /// The validation stage failed to read a delivery or to write quarantine output.
     #[error(transparent)]
     Validate(#[from] ValidateError),
+    /// A file source changed (replaced, appended to, truncated) while it was read: nothing of
+    /// it was committed, and it is taken again later.
+    #[error("{0} changed while it was read; rolled back, to be taken again")]
+    SourceChanged(String),
+    /// A file source holds no data rows yet and is young: a writer may still be at work.
+    #[error("{0} holds no data rows yet and was written {1} s ago; waiting for more")]
+    NotFinal(String, u64),
     /// A file could not be read or written.
     #[error("I/O error on {}", path.display())]
     Io {
@@ -67,4 +74,39 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Store(store) if store.is_transient())
     }
+
+    /// Whether the failure lies with the local disk or the source file, not the data: disk
+    /// full, permission denied, a read-only or failing file system, a source that vanished,
+    /// changed while read or is not final yet. The file stays where it is and is tried
+    /// again after a pause; it never becomes poison for it.
+    pub fn is_local_fault(&self) -> bool {
+        let io = match self {
+            Error::SourceChanged(_) | Error::NotFinal(..) => return true,
+            Error::Read(_, io) | Error::Io { source: io, .. } => io,
+            Error::Validate(ValidateError::Read { source, .. })
+            | Error::Validate(ValidateError::Io { source, .. }) => source,
+            _ => return false,
+        };
+        is_local_io_fault(io)
+    }
+}
+
+/// I/O errors that come from the machine rather than from the data.
+pub fn is_local_io_fault(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::NotFound
+            | ErrorKind::PermissionDenied
+            | ErrorKind::StorageFull
+            | ErrorKind::ReadOnlyFilesystem
+            | ErrorKind::QuotaExceeded
+            | ErrorKind::FileTooLarge
+    ) {
+        return true;
+    }
+    matches!(
+        error.raw_os_error(),
+        Some(code) if code == nix::libc::EIO || code == nix::libc::ENOSPC || code == nix::libc::EDQUOT
+    )
 }

@@ -16,6 +16,9 @@ use crate::delivery::{Delivery, Disposition};
 use crate::pipeline::{process_with_retry, DeliveryReport, PipelineCtx};
 use crate::store::ledger::FileStatus;
 
+/// Times `ingest` reads a file again that changed while it was read.
+const SOURCE_CHANGED_RETRIES: usize = 3;
+
 /// Whether a file name is a temporary or hidden one that is never read.
 pub fn is_temporary_name(name: &str) -> bool {
     let lower = name.to_lowercase();
@@ -135,7 +138,15 @@ pub async fn ingest_files(
             break;
         }
         let delivery = Delivery::input_file(path, disposition);
-        match process_with_retry(ctx, &delivery, cancel).await {
+        let mut outcome = process_with_retry(ctx, &delivery, cancel).await;
+        // A file that changed while it was read was rolled back: read it again, a few times.
+        for _ in 0..SOURCE_CHANGED_RETRIES {
+            if !matches!(outcome, Err(crate::error::Error::SourceChanged(_))) {
+                break;
+            }
+            outcome = process_with_retry(ctx, &delivery, cancel).await;
+        }
+        match outcome {
             Ok(report) => {
                 summary.add(&report);
                 on_file(path, Ok(&report));

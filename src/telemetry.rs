@@ -37,6 +37,11 @@ pub const OLDEST_WAITING_AGE_SECONDS: &str = "sensor_etl_oldest_waiting_file_age
 pub const FILE_PROCESSING_SECONDS: &str = "sensor_etl_file_processing_seconds";
 /// 1 while the database is unreachable and work waits for it.
 pub const DATABASE_WAITING: &str = "sensor_etl_database_waiting";
+/// Files waiting out a local fault (disk full, permission denied, a source not final yet).
+pub const LOCAL_FAULTS: &str = "sensor_etl_files_local_fault";
+
+/// Files waiting out a local fault now, for readiness.
+static LOCAL_FAULT_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// What the terminal shows of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +137,10 @@ fn describe() {
         "Per-file processing time, in seconds."
     );
     metrics::describe_gauge!(DATABASE_WAITING, "1 while work waits for the database.");
+    metrics::describe_gauge!(
+        LOCAL_FAULTS,
+        "Files waiting out a local fault (disk full, permission denied, not final yet)."
+    );
 }
 
 /// An error and all its causes, `outer: inner: innermost`.
@@ -195,4 +204,15 @@ pub fn record_database_available() {
 pub fn record_inbox(waiting: usize, oldest_age: Duration) {
     metrics::gauge!(FILES_WAITING).set(waiting as f64);
     metrics::gauge!(OLDEST_WAITING_AGE_SECONDS).set(oldest_age.as_secs_f64());
+}
+
+/// Records how many files wait out a local fault.
+pub fn record_local_faults(files: usize) {
+    LOCAL_FAULT_FILES.store(files, std::sync::atomic::Ordering::Relaxed);
+    metrics::gauge!(LOCAL_FAULTS).set(files as f64);
+}
+
+/// How many files wait out a local fault.
+pub fn local_faults() -> usize {
+    LOCAL_FAULT_FILES.load(std::sync::atomic::Ordering::Relaxed)
 }

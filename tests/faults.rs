@@ -440,3 +440,153 @@ async fn a_watcher_started_while_its_database_is_down_loads_everything_once_it_r
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_exactly_once(&url, 5).await;
 }
+
+/// Hex SHA-256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_truncated_while_it_loads_is_rolled_back_and_loaded_as_it_ends_up() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    let staged = make_files(&workspace.path("staging"), 1);
+    let intact = std::fs::read(&staged[0]).unwrap();
+    let running = Watched::spawn(
+        worker_command(&workspace, &url),
+        "pipeline::chunk-read=1*return(sleep:1500)",
+    );
+    deliver(&staged[0], &inbox);
+    running.reached("pipeline::chunk-read").await;
+    // Truncated in place while the first chunk is held: the first 51 lines remain.
+    let in_inbox = inbox.join(staged[0].file_name().unwrap());
+    let cut: usize = intact
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(50)
+        .unwrap()
+        .0
+        + 1;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&in_inbox)
+        .unwrap()
+        .set_len(cut as u64)
+        .unwrap();
+    wait_until_empty(&inbox, LIMIT).await;
+    let client = connect(&url).await;
+    let rows = client
+        .query("SELECT content_sha256, rows_read FROM v_files", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(0), sha256_hex(&intact[..cut]));
+    assert_eq!(
+        rows[0].get::<_, i64>(1),
+        50,
+        "the load matches the bytes that remained"
+    );
+    // The intact file, delivered again, is new content: never refused as a duplicate.
+    let again = workspace.path("staging/intact_again.csv");
+    std::fs::write(&again, &intact).unwrap();
+    deliver(&again, &inbox);
+    wait_until_empty(&inbox, LIMIT).await;
+    let full: i64 = client
+        .query_one(
+            "SELECT count(*) FROM v_files WHERE content_sha256 = $1 AND status = 'loaded'",
+            &[&sha256_hex(&intact)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(full, 1);
+    running.signal(Signal::SIGTERM);
+    assert_eq!(running.exit().0.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_replaced_by_rename_while_it_loads_has_its_replacement_loaded() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    let staged = make_files(&workspace.path("staging"), 2);
+    let replacement = std::fs::read(&staged[1]).unwrap();
+    let running = Watched::spawn(
+        worker_command(&workspace, &url),
+        "pipeline::chunk-read=1*return(sleep:1500)",
+    );
+    std::fs::create_dir_all(&inbox).unwrap();
+    let same = inbox.join("same.csv");
+    std::fs::rename(&staged[0], &same).unwrap();
+    running.reached("pipeline::chunk-read").await;
+    std::fs::rename(&staged[1], &same).unwrap();
+    wait_until_empty(&inbox, LIMIT).await;
+    running.signal(Signal::SIGTERM);
+    assert_eq!(running.exit().0.code(), Some(0));
+    let client = connect(&url).await;
+    let loaded: i64 = client
+        .query_one(
+            "SELECT count(*) FROM v_files WHERE content_sha256 = $1 AND rows_loaded = $2",
+            &[&sha256_hex(&replacement), &(ROWS_PER_FILE as i64)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(loaded, 1, "the replacement was loaded");
+    let processed = std::fs::read(workspace.path("processed/same.csv")).unwrap();
+    assert_eq!(
+        processed, replacement,
+        "processed/ holds the bytes that were loaded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_keeps_the_file_open_and_pauses_loses_no_row() {
+    use std::io::Write;
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    // The writer pauses 300 ms between rows, within the settle period (1 s), but after the
+    // header alone it pauses longer than that.
+    let mut command = worker_command(&workspace, &url);
+    command.env("SENSOR_ETL_SETTLE_MS", "1000");
+    let running = Watched::spawn(command, "");
+    let mut writer = std::fs::File::create(inbox.join("slow_dht22.csv")).unwrap();
+    writer
+        .write_all(b"sensor_id;sensor_type;location;lat;lon;timestamp;temperature;humidity\n")
+        .unwrap();
+    writer.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for minute in 0..5 {
+        writeln!(
+            writer,
+            "9;DHT22;90;50.0;8.0;2021-03-01T00:0{minute}:00;20.{minute};50"
+        )
+        .unwrap();
+        writer.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(writer);
+    wait_until_empty(&inbox, LIMIT).await;
+    running.signal(Signal::SIGTERM);
+    let (status, stderr) = running.exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let client = connect(&url).await;
+    let files = client
+        .query("SELECT status, rows_read, rows_loaded FROM v_files", &[])
+        .await
+        .unwrap();
+    let files: Vec<(String, i64, i64)> = files
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        files,
+        vec![("loaded".to_owned(), 5, 5)],
+        "one file with every row; the header alone was never taken as an empty file"
+    );
+}

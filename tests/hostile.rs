@@ -169,3 +169,76 @@ fn status_and_db_url_leave_a_stopped_embedded_database_stopped() {
         .count();
     assert_eq!(pid_files, 0, "still stopped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_file_rejections_are_logged_and_names_cannot_forge_log_lines() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inputs = workspace.path("inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    // Not text: no data row can be read at all.
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/not_a_csv.csv"),
+        inputs.join("not_a_csv.csv"),
+    )
+    .unwrap();
+    // A name that carries a forged log entry after a line break.
+    let forged = "2001-01-01T00:00:00.000Z file=\"forged.csv\" status=loaded";
+    let evil = format!("evil\n{forged}.csv");
+    std::fs::write(inputs.join(&evil), "what;ever\n1;2\n").unwrap();
+    let output = sensor_etl(&workspace)
+        .args(["ingest", "--database-url", &url])
+        .arg(&inputs)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let log = std::fs::read_to_string(workspace.path("logs/errors.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("file=\"not_a_csv.csv\"") && l.contains("status=rejected")),
+        "a whole-file rejection with no rows has its entry:\n{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("2001-01-01")),
+        "a name forged an entry:\n{log}"
+    );
+    assert!(
+        log.contains("file=\"evil\\n2001"),
+        "the name is escaped:\n{log}"
+    );
+    // Every path a log or reason file points to exists.
+    let quarantine = workspace.path("quarantine");
+    for entry in std::fs::read_dir(&quarantine).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with(".reason.txt") {
+            let reason = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(
+                reason.lines().count(),
+                7,
+                "one line per field, names escaped: {reason}"
+            );
+            let pointed = reason
+                .lines()
+                .find_map(|l| l.strip_prefix("per-row reasons: "))
+                .unwrap();
+            assert!(
+                pointed.starts_with("none")
+                    || workspace
+                        .dir
+                        .path()
+                        .join(serde_json::from_str::<String>(pointed).unwrap())
+                        .exists(),
+                "{path:?} points to a missing file: {reason}"
+            );
+        }
+    }
+    for line in log.lines().filter_map(|l| l.strip_prefix("  quarantine: ")) {
+        let path: String = serde_json::from_str(line).unwrap();
+        assert!(workspace.dir.path().join(&path).exists(), "{path}");
+    }
+}

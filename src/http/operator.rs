@@ -54,6 +54,13 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
             Err(e) => Err(format!("cannot read the migration history: {e}")),
         }
     };
+    let faults = crate::telemetry::local_faults();
+    if faults > 0 {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {faults} file(s) wait on a local fault (disk full, permission denied; see the log)\n"),
+        );
+    }
     match tokio::time::timeout(READY_TIMEOUT, check).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n".to_owned()),
         Ok(Err(reason)) => (

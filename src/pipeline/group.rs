@@ -97,6 +97,9 @@ fn prepare(settings: &Settings, job: Job) -> Result<Prepared> {
                 continue;
             }
         }
+        if rejection.as_ref().is_none_or(|r| r.code == "empty_file") {
+            job.check_final(settings, tally.rows_read)?;
+        }
         let quarantined = settle::publish_quarantine(&target, rejection.as_ref(), &tally, writer)?;
         return Ok(Prepared {
             job,
@@ -124,8 +127,9 @@ pub async fn process_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
         owned
             .into_iter()
             .map(|delivery| {
-                let prepared =
-                    Job::identify(delivery.clone()).and_then(|job| prepare(&settings, job));
+                let prepared = super::stamp_of(&delivery)
+                    .and_then(|stamp| Job::identify(delivery.clone(), stamp))
+                    .and_then(|job| prepare(&settings, job));
                 (delivery, prepared)
             })
             .collect::<Vec<_>>()
@@ -285,6 +289,10 @@ async fn write_group(
         .flat_map(|(id, file)| file.tally.locations_of(*id))
         .collect();
     ledger::upsert_locations(&tx, &locations).await?;
+    // The group commits only if none of its files changed while it was read.
+    for file in ready {
+        file.job.check_unchanged()?;
+    }
     tx.commit().await.map_err(StoreError::from)?;
     Ok(fates)
 }

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::config::Settings;
-use crate::delivery::{Delivery, Identity};
+use crate::delivery::{Delivery, FileStamp, Identity, Origin};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::validate::quarantine::QuarantineTarget;
@@ -47,20 +47,70 @@ pub struct PipelineCtx {
     pub store: Store,
 }
 
-/// A delivery whose bytes have been read once for their identity.
+/// A delivery whose bytes have been read once for their identity, with the stamp its file
+/// source had before anything of it was read.
 #[derive(Debug, Clone)]
 struct Job {
     delivery: Delivery,
     identity: Identity,
+    stamp: Option<FileStamp>,
+}
+
+/// The stamp of a delivery's file source before it is read.
+fn stamp_of(delivery: &Delivery) -> Result<Option<FileStamp>> {
+    delivery
+        .stamp()
+        .map_err(|e| Error::Read(delivery.source.to_string(), e))
 }
 
 impl Job {
-    /// Reads the delivery's identity (blocking: call from a blocking thread).
-    fn identify(delivery: Delivery) -> Result<Self> {
+    /// Reads the delivery's identity (blocking: call from a blocking thread); `stamp` was
+    /// taken before any reading began.
+    fn identify(delivery: Delivery, stamp: Option<FileStamp>) -> Result<Self> {
         let identity = delivery
             .identify()
             .map_err(|e| Error::Read(delivery.source.to_string(), e))?;
-        Ok(Self { delivery, identity })
+        Ok(Self {
+            delivery,
+            identity,
+            stamp,
+        })
+    }
+
+    /// Before the commit: the bytes read are the file's bytes. A file replaced, appended to or
+    /// truncated since it was taken is rolled back and taken again, never bound to a hash of
+    /// bytes that were not loaded. A file removed meanwhile was read whole through its open
+    /// handles and may commit.
+    fn check_unchanged(&self) -> Result<()> {
+        let (Some(stamp), Some(path)) = (self.stamp, self.delivery.path()) else {
+            return Ok(());
+        };
+        match FileStamp::of(path) {
+            Ok(now) if now == stamp => Ok(()),
+            Ok(_) => Err(Error::SourceChanged(path.display().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    /// An inbox file with no data rows that is younger than the grace period is not final: a
+    /// writer that keeps it open may still add rows.
+    fn check_final(&self, settings: &Settings, rows_read: u64) -> Result<()> {
+        if rows_read > 0 || !matches!(self.delivery.origin, Origin::Inbox(_)) {
+            return Ok(());
+        }
+        let age = self
+            .stamp
+            .and_then(|s| s.modified())
+            .and_then(|m| m.elapsed().ok())
+            .unwrap_or_default();
+        if age < settings.empty_file_grace {
+            return Err(Error::NotFinal(
+                self.delivery.source.to_string(),
+                age.as_secs(),
+            ));
+        }
+        Ok(())
     }
 
     fn name(&self) -> &str {

@@ -11,10 +11,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Settings;
-use crate::delivery::Disposition;
+use crate::delivery::{Disposition, FileStamp};
 use crate::error::{Error, Result};
 use crate::pipeline::{DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{ExistingFile, FileStatus};
@@ -31,20 +31,23 @@ pub(super) fn publish_quarantine(
     tally: &Tally,
     writer: QuarantineWriter,
 ) -> Result<Vec<PathBuf>> {
+    let published = writer.commit()?;
     let mut quarantined = Vec::new();
     if let Some(rejection) = rejection {
+        // The reason file points to the per-row reasons only when there are some.
+        let per_row = published.errors.as_ref().map_or_else(
+            || "none (no data rows could be read)".to_owned(),
+            |path| quarantine::quoted(&path.display().to_string()),
+        );
         let details = format!(
-            "rows read: {}\nrows rejected: {}\nper-row reasons: {}\n",
-            tally.rows_read,
-            tally.rows_rejected,
-            target.path("errors.jsonl").display()
+            "rows read: {}\nrows rejected: {}\nper-row reasons: {per_row}\n",
+            tally.rows_read, tally.rows_rejected,
         );
         quarantined.push(quarantine::quarantine_whole_file(
             target, rejection, &details,
         )?);
         quarantined.push(target.path("reason.txt"));
     }
-    let published = writer.commit()?;
     quarantined.extend(published.rows.into_iter().chain(published.errors));
     Ok(quarantined)
 }
@@ -55,7 +58,7 @@ pub(super) fn after_commit(
     job: &Job,
     report: DeliveryReport,
 ) -> Result<DeliveryReport> {
-    if report.rows_rejected > 0 {
+    if report.rows_rejected > 0 || report.rejection.is_some() {
         append_error_log(
             &ctx.settings,
             &report,
@@ -111,10 +114,11 @@ fn append_error_log(
     report: &DeliveryReport,
     target: &QuarantineTarget,
 ) -> Result<()> {
+    // Names are quoted and escaped: a name with a line break cannot forge log lines.
     let mut entry = format!(
         "{} file={} sha256={} status={} rows_read={} rows_loaded={} rows_rejected={}",
         Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        report.file_name,
+        quarantine::quoted(&report.file_name),
         report.fingerprint,
         report.status,
         report.rows_read,
@@ -122,14 +126,20 @@ fn append_error_log(
         report.rows_rejected,
     );
     if let Some(reason) = &report.rejection {
-        entry.push_str(&format!(" file_rejected=\"{reason}\""));
+        entry.push_str(&format!(" file_rejected={}", quarantine::quoted(reason)));
     }
-    entry.push_str(&format!(
-        " details={}",
-        target.path("errors.jsonl").display()
-    ));
+    let details = target.path("errors.jsonl");
+    if report.quarantine.contains(&details) {
+        entry.push_str(&format!(
+            " details={}",
+            quarantine::quoted(&details.display().to_string())
+        ));
+    }
     for path in &report.quarantine {
-        entry.push_str(&format!("\n  quarantine: {}", path.display()));
+        entry.push_str(&format!(
+            "\n  quarantine: {}",
+            quarantine::quoted(&path.display().to_string())
+        ));
     }
     Ok(quarantine::append_error_log(
         &settings.error_log_path(),
@@ -138,12 +148,36 @@ fn append_error_log(
 }
 
 /// Moves a committed file source out of the inbox (`Consume`); leaves anything else in place.
+///
+/// A file replaced or changed since it was taken is not the one committed: it stays, to be
+/// taken again. A file already gone (removed by its producer) is fine: its rows are committed.
+/// A copy across file systems goes through a temporary name, so `processed/` never holds a
+/// partial file; a failure (disk full) leaves the source in the inbox, and the next attempt
+/// finds it committed and moves it then.
 fn dispose(settings: &Settings, job: &Job, status: FileStatus) -> Result<Option<PathBuf>> {
     let Some(path) = job.delivery.path() else {
         return Ok(None);
     };
     if job.delivery.disposition == Disposition::LeaveInPlace {
         return Ok(None);
+    }
+    match FileStamp::of(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            info!(
+                message = "The file left the inbox while it was loaded; its rows are committed.",
+                file = %path.display()
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::io(path, e)),
+        Ok(now) if job.stamp.is_some_and(|taken| taken != now) => {
+            warn!(
+                message = "The file changed after it was taken; it stays to be taken again.",
+                file = %path.display()
+            );
+            return Ok(None);
+        }
+        Ok(_) => {}
     }
     if status == FileStatus::Rejected || settings.delete_after_load {
         // A rejected file already has its copy in quarantine.
@@ -167,11 +201,18 @@ fn dispose(settings: &Settings, job: &Job, status: FileStatus) -> Result<Option<
             .join(format!("{stem}.{}{extension}", &job.fingerprint()[..12]));
     }
     if fs::rename(path, &destination).is_err() {
-        // Another file system: copy, sync, then remove.
-        fs::copy(path, &destination).map_err(|e| Error::io(&destination, e))?;
-        fs::File::open(&destination)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(&destination, e))?;
+        // Another file system: copy to a temporary name, sync, rename, then remove.
+        let temp =
+            settings
+                .processed_dir
+                .join(format!(".{}.{}.tmp", job.name(), std::process::id()));
+        let copied = fs::copy(path, &temp)
+            .and_then(|_| fs::File::open(&temp)?.sync_all())
+            .and_then(|()| fs::rename(&temp, &destination));
+        if let Err(e) = copied {
+            let _ = fs::remove_file(&temp);
+            return Err(Error::io(&destination, e));
+        }
         fs::remove_file(path).map_err(|e| Error::io(path, e))?;
     }
     Ok(Some(destination))

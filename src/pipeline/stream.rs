@@ -41,6 +41,7 @@ const CHUNK_CHANNEL_CAPACITY: usize = 2;
 /// The source cannot be read, the database failed, or the transform failed.
 pub async fn process(ctx: &PipelineCtx, delivery: &Delivery) -> Result<DeliveryReport> {
     let started = Instant::now();
+    let stamp = super::stamp_of(delivery)?;
     // The validator starts on the first chunks while the source is hashed: the database then
     // gets rows as soon as the ledger has been checked.
     let mut early_producer = Some(Producer::start(
@@ -49,7 +50,7 @@ pub async fn process(ctx: &PipelineCtx, delivery: &Delivery) -> Result<DeliveryR
         Mode::Load,
     ));
     let owned = delivery.clone();
-    let job = tokio::task::spawn_blocking(move || Job::identify(owned))
+    let job = tokio::task::spawn_blocking(move || Job::identify(owned, stamp))
         .await
         .expect("identity task does not panic")?;
     let mut mode = Mode::Load;
@@ -192,6 +193,11 @@ async fn stage(
             return Ok(Outcome::RejectWhole(verdict));
         }
     }
+    let not_yet_data = rejection.as_ref().is_none_or(|r| r.code == "empty_file");
+    if not_yet_data {
+        job.check_final(settings, tally.rows_read)?;
+    }
+    job.check_unchanged()?;
     let quarantined = settle::publish_quarantine(&target, rejection.as_ref(), &tally, writer)?;
     let error_text = rejection.as_ref().map(ToString::to_string);
     ledger::insert_file(

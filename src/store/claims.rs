@@ -92,7 +92,7 @@ impl Claims {
     }
 
     /// Ends a claim: deleted when the file has left the inbox; otherwise freed, with one more
-    /// failed attempt counted when `failed`.
+    /// failed attempt and its cause recorded when `failure` is given.
     ///
     /// # Errors
     /// The database failed.
@@ -100,7 +100,7 @@ impl Claims {
         &self,
         file_name: &str,
         file_gone: bool,
-        failed: bool,
+        failure: Option<&str>,
     ) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
         if file_gone {
@@ -114,12 +114,33 @@ impl Claims {
             client
                 .execute(
                     "UPDATE inbox_claims SET worker = NULL, lease_expires_at = NULL, \
-                     attempts = attempts + $3::int4 WHERE file_name = $1 AND worker = $2",
-                    &[&file_name, &self.worker, &i32::from(failed)],
+                     attempts = attempts + $3::int4, last_error = coalesce($4, last_error) \
+                     WHERE file_name = $1 AND worker = $2",
+                    &[
+                        &file_name,
+                        &self.worker,
+                        &i32::from(failure.is_some()),
+                        &failure,
+                    ],
                 )
                 .await?;
         }
         Ok(())
+    }
+
+    /// The cause of the last failed attempt on a file, if one was recorded.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn last_error(&self, file_name: &str) -> Result<Option<String>, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .query_opt(
+                "SELECT last_error FROM inbox_claims WHERE file_name = $1",
+                &[&file_name],
+            )
+            .await?
+            .and_then(|row| row.get(0)))
     }
 
     /// Deletes this worker's claims on files that have left the inbox, in one statement.

@@ -225,12 +225,21 @@ pub fn quarantine_whole_file(
     let (temp, mut out) = create_temp(&reason_path)?;
     let text = format!(
         "file: {}\nsha256: {}\ncode: {}\nreason: {}\n{details}",
-        target.file_name, target.fingerprint, rejection.code, rejection.message
+        quoted(&target.file_name),
+        target.fingerprint,
+        rejection.code,
+        quoted(&rejection.message)
     );
     out.write_all(text.as_bytes())
         .map_err(|e| ValidateError::io(&temp, e))?;
     publish(temp, out, &reason_path)?;
     Ok(copy_path)
+}
+
+/// `text` in double quotes with JSON escapes: how names and reasons appear in the text logs,
+/// so that a line break or a quote in a file name cannot forge an entry.
+pub fn quoted(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"?\"".to_owned())
 }
 
 /// Appends one entry to the append-only error log (one write per entry, so concurrent

@@ -30,6 +30,9 @@ use crate::store::claims::Claims;
 use crate::validate::format::FileRejection;
 use crate::validate::quarantine;
 
+mod deferral;
+use deferral::{Deferrals, Why};
+
 /// Capacity of the event-hint channel; hints beyond it are dropped (the scan still runs).
 const HINT_CHANNEL_CAPACITY: usize = 16_384;
 
@@ -107,7 +110,7 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
 
     let mut seen: HashMap<PathBuf, Observation> = HashMap::new();
     let mut hinted: HashSet<OsString> = HashSet::new();
-    let mut summary = IngestSummary::default();
+    let mut state = WatchState::default();
     let rescan = ctx.settings.rescan_interval;
     let mut database_down = false;
     let mut busy = false;
@@ -131,7 +134,11 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
             () = tokio::time::sleep(if busy { Duration::ZERO } else { rescan }) => {}
         }
         busy = false;
-        let scan = scan(&inbox, &mut seen, &mut hinted, ctx.settings.settle);
+        let mut scan = scan(&inbox, &mut seen, &mut hinted, ctx.settings.settle);
+        state
+            .deferrals
+            .retain(|name| scan.present.iter().any(|p| p == name));
+        scan.ready.retain(|name| !state.deferrals.is_waiting(name));
         if scan.ready.is_empty() {
             continue;
         }
@@ -178,7 +185,7 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
         let mut single = single;
         if group.len() > 1 && !cancel.is_cancelled() {
             let names: Vec<String> = group.into_iter().map(|(name, _)| name).collect();
-            let retry = handle_group(&ctx, &claims, &inbox, &names, &mut summary).await;
+            let retry = handle_group(&ctx, &claims, &inbox, &names, &mut state).await;
             single.extend(retry.into_iter().map(|name| (name, 0)));
         } else {
             single.extend(group);
@@ -186,15 +193,15 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
         let mut single = single.into_iter();
         for (name, attempts) in single.by_ref() {
             if cancel.is_cancelled() {
-                let _ = claims.release(&name, false, false).await;
+                let _ = claims.release(&name, false, None).await;
                 break;
             }
             let path = inbox.join(&name);
-            handle_file(&ctx, &claims, &path, &name, attempts, &cancel, &mut summary).await;
+            handle_file(&ctx, &claims, &path, &name, attempts, &cancel, &mut state).await;
             seen.remove(&path);
         }
         for (name, _) in single {
-            let _ = claims.release(&name, false, false).await;
+            let _ = claims.release(&name, false, None).await;
         }
         if rand_tick() {
             let _ = claims.forget_missing(&scan.present).await;
@@ -204,9 +211,9 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
     let _ = heartbeat.await;
     info!(
         message = "Watcher stopped.",
-        files_loaded = summary.loaded + summary.partially_loaded
+        files_loaded = state.summary.loaded + state.summary.partially_loaded
     );
-    Ok(summary)
+    Ok(state.summary)
 }
 
 /// True about once in 20 calls: housekeeping that need not run on every scan.
@@ -246,7 +253,7 @@ async fn handle_group(
     claims: &Claims,
     inbox: &Path,
     names: &[String],
-    summary: &mut IngestSummary,
+    state: &mut WatchState,
 ) -> Vec<String> {
     let deliveries: Vec<Delivery> = names
         .iter()
@@ -264,17 +271,23 @@ async fn handle_group(
                 let name = delivery.name.clone();
                 match outcome {
                     Ok(report) if !path.exists() => {
-                        summary.add(&report);
+                        state.summary.add(&report);
+                        state.deferrals.clear(&name);
                         gone.push(name);
                     }
                     Ok(report) => {
-                        summary.add(&report);
-                        let _ = claims.release(&name, false, false).await;
+                        state.summary.add(&report);
+                        let _ = claims.release(&name, false, None).await;
+                    }
+                    Err(failure) if failure.is_local_fault() => {
+                        state.defer(ctx, &name, &failure);
+                        let _ = claims.release(&name, false, None).await;
                     }
                     Err(failure) => {
-                        error!(message = "File failed.", file = %path.display(), attempt = 1, error = %crate::telemetry::chain(&failure));
+                        let reason = crate::telemetry::chain(&failure);
+                        error!(message = "File failed.", file = %path.display(), attempt = 1, error = %reason);
                         crate::telemetry::record_failed_file();
-                        let _ = claims.release(&name, false, true).await;
+                        let _ = claims.release(&name, false, Some(&reason)).await;
                     }
                 }
             }
@@ -305,25 +318,18 @@ async fn handle_file(
     name: &str,
     attempts: i32,
     cancel: &CancellationToken,
-    summary: &mut IngestSummary,
+    state: &mut WatchState,
 ) {
     if !path.exists() {
         // Another worker finished it between our scan and our claim.
-        let _ = claims.release(name, true, false).await;
+        let _ = claims.release(name, true, None).await;
         return;
     }
     let poison_attempts = i32::try_from(ctx.settings.poison_attempts).unwrap_or(i32::MAX);
     if attempts >= poison_attempts {
-        quarantine_poison(
-            ctx,
-            claims,
-            path,
-            name,
-            attempts,
-            "earlier attempts failed",
-            summary,
-        )
-        .await;
+        let cause = claims.last_error(name).await.ok().flatten();
+        let reason = cause.unwrap_or_else(|| "earlier attempts failed".to_owned());
+        quarantine_poison(ctx, claims, path, name, attempts, &reason, state).await;
         return;
     }
     let task = {
@@ -337,17 +343,23 @@ async fn handle_file(
         () = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => {
             warn!(message = "Shutdown grace period over; rolling the file back.", file = %path.display());
             abort.abort();
-            let _ = claims.release(name, false, false).await;
+            let _ = claims.release(name, false, None).await;
             return;
         }
     };
     match outcome {
         Ok(Ok(report)) => {
-            summary.add(&report);
-            let _ = claims.release(name, !path.exists(), false).await;
+            state.summary.add(&report);
+            state.deferrals.clear(name);
+            let _ = claims.release(name, !path.exists(), None).await;
         }
         Ok(Err(Error::Cancelled(_))) => {
-            let _ = claims.release(name, false, false).await;
+            let _ = claims.release(name, false, None).await;
+        }
+        Ok(Err(failure)) if failure.is_local_fault() => {
+            // Like a database outage: the file stays, no attempt is counted against it.
+            state.defer(ctx, name, &failure);
+            let _ = claims.release(name, false, None).await;
         }
         Ok(Err(failure)) if failure.is_transient() => {
             warn!(
@@ -355,15 +367,15 @@ async fn handle_file(
                 file = %path.display(),
                 error = %crate::telemetry::chain(&failure)
             );
-            let _ = claims.release(name, false, false).await;
+            let _ = claims.release(name, false, None).await;
         }
         Ok(Err(failure)) => {
             let reason = crate::telemetry::chain(&failure);
-            record_failure(ctx, claims, path, name, attempts + 1, &reason, summary).await;
+            record_failure(ctx, claims, path, name, attempts + 1, &reason, state).await;
         }
         Err(join_error) => {
             let reason = format!("a pipeline stage crashed: {join_error}");
-            record_failure(ctx, claims, path, name, attempts + 1, &reason, summary).await;
+            record_failure(ctx, claims, path, name, attempts + 1, &reason, state).await;
         }
     }
 }
@@ -376,15 +388,15 @@ async fn record_failure(
     name: &str,
     attempt: i32,
     reason: &str,
-    summary: &mut IngestSummary,
+    state: &mut WatchState,
 ) {
     error!(message = "File failed.", file = %path.display(), attempt, error = %reason);
     crate::telemetry::record_failed_file();
     let poison_attempts = i32::try_from(ctx.settings.poison_attempts).unwrap_or(i32::MAX);
     if attempt >= poison_attempts {
-        quarantine_poison(ctx, claims, path, name, attempt, reason, summary).await;
+        quarantine_poison(ctx, claims, path, name, attempt, reason, state).await;
     } else {
-        let _ = claims.release(name, false, true).await;
+        let _ = claims.release(name, false, Some(reason)).await;
     }
 }
 
@@ -395,18 +407,24 @@ async fn quarantine_poison(
     name: &str,
     attempts: i32,
     reason: &str,
-    summary: &mut IngestSummary,
+    state: &mut WatchState,
 ) {
     let reason = format!("failed {attempts} times; last error: {reason}");
     match quarantine_failed(ctx, path, &reason) {
         Ok(()) => {
-            summary.failed += 1;
+            state.summary.failed += 1;
             error!(message = "Poison file quarantined.", file = %path.display(), reason = %reason);
-            let _ = claims.release(name, true, false).await;
+            let _ = claims.release(name, true, None).await;
+        }
+        Err(q) if q.is_local_fault() => {
+            // The quarantine cannot be written now (disk full …): wait, said once.
+            state.defer(ctx, name, &q);
+            let _ = claims.release(name, false, None).await;
         }
         Err(q) => {
-            error!(message = "Could not quarantine the file.", file = %path.display(), error = %crate::telemetry::chain(&q));
-            let _ = claims.release(name, false, true).await;
+            let cause = crate::telemetry::chain(&q);
+            error!(message = "Could not quarantine the file.", file = %path.display(), error = %cause);
+            let _ = claims.release(name, false, Some(&cause)).await;
         }
     }
 }
@@ -431,15 +449,35 @@ fn quarantine_failed(ctx: &PipelineCtx, path: &Path, reason: &str) -> Result<()>
     quarantine::append_error_log(
         &ctx.settings.error_log_path(),
         &format!(
-            "{} file={} sha256={} status=failed reason=\"{}\"\n  quarantine: {}",
+            "{} file={} sha256={} status=failed reason={}\n  quarantine: {}",
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            delivery.name,
+            quarantine::quoted(&delivery.name),
             identity.content_sha256,
-            rejection.message,
-            copy.display()
+            quarantine::quoted(&rejection.message),
+            quarantine::quoted(&copy.display().to_string())
         ),
     )?;
     std::fs::remove_file(path).map_err(|e| Error::io(path, e))
+}
+
+/// What the watcher keeps across rounds.
+#[derive(Default)]
+struct WatchState {
+    summary: IngestSummary,
+    deferrals: Deferrals,
+}
+
+impl WatchState {
+    /// Sets a file aside after a local fault or while it is not ready.
+    fn defer(&mut self, ctx: &PipelineCtx, name: &str, failure: &Error) {
+        let why = match failure {
+            Error::NotFinal(..) | Error::SourceChanged(_) => Why::NotReady,
+            _ => Why::Fault,
+        };
+        let reason = crate::telemetry::chain(failure);
+        self.deferrals
+            .defer(name, why, &reason, ctx.settings.retry.max_delay);
+    }
 }
 
 /// What one scan of the inbox found (file names).
