@@ -590,3 +590,87 @@ async fn a_writer_that_keeps_the_file_open_and_pauses_loses_no_row() {
         "one file with every row; the header alone was never taken as an empty file"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_file_waits_without_a_hot_loop_and_loads_once_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    let staged = make_files(&workspace.path("staging"), 2);
+    for path in &staged {
+        deliver(path, &inbox);
+    }
+    let locked = inbox.join(staged[1].file_name().unwrap());
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Everything else is open to the unprivileged user the worker runs as.
+    for dir in ["", "data", "staging"] {
+        std::fs::set_permissions(workspace.path(dir), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut command = sensor_etl_command(&workspace);
+    command
+        .args([
+            "run",
+            "--database-url",
+            &url,
+            "--http-addr",
+            &addr.to_string(),
+        ])
+        .env("RUST_LOG", "info")
+        .uid(65534)
+        .gid(65534);
+    let running = Watched::spawn(command, "");
+    // The readable file loads; the other waits, said once, with /readyz saying why.
+    committed_at_least(&url, 1).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (ready, body) = crate::support::http_get(addr, "/readyz").await;
+    assert_eq!(ready, 503, "{body}");
+    assert!(body.contains("local fault"), "{body}");
+    let name = locked.file_name().unwrap().to_string_lossy().into_owned();
+    let said = running
+        .stderr()
+        .lines()
+        .filter(|l| l.contains(&name) && l.contains("Local fault"))
+        .count();
+    assert_eq!(said, 1, "said once:\n{}", running.stderr());
+    assert!(
+        running
+            .stderr()
+            .lines()
+            .filter(|l| l.contains(&name))
+            .count()
+            <= 2,
+        "no line per attempt:\n{}",
+        running.stderr()
+    );
+    let attempts: i32 = connect(&url)
+        .await
+        .query_one(
+            "SELECT attempts FROM inbox_claims WHERE file_name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 0, "a local fault is not a failed attempt");
+    assert!(
+        !workspace.path("quarantine").exists() || csv_files_in(&workspace.path("quarantine")) == 0
+    );
+    // The fault clears: the file loads by itself.
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o644)).unwrap();
+    wait_until_empty(&inbox, LIMIT).await;
+    let (ready, body) = crate::support::http_get(addr, "/readyz").await;
+    assert_eq!(ready, 200, "{body}");
+    running.signal(Signal::SIGTERM);
+    let (status, stderr) = running.exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_exactly_once(&url, 2).await;
+}
