@@ -77,6 +77,9 @@ pub enum Command {
         /// Move each committed file to the processed folder (rejected ones to quarantine).
         #[arg(long)]
         consume: bool,
+        /// Follow symbolic links inside the given folders (by default they are skipped).
+        #[arg(long)]
+        follow_symlinks: bool,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -86,6 +89,9 @@ pub enum Command {
         /// Files or folders.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Follow symbolic links inside the given folders (by default they are skipped).
+        #[arg(long)]
+        follow_symlinks: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

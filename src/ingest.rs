@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::delivery::{Delivery, Disposition};
 use crate::pipeline::{process_with_retry, DeliveryReport, PipelineCtx};
@@ -49,15 +49,68 @@ pub fn is_candidate(path: &Path) -> bool {
             .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
 }
 
+/// What an entry of the inbox is to the watcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxEntry {
+    /// A regular file with an input name: it waits to be taken.
+    Input,
+    /// A temporary or hidden name: expected, never read, never reported.
+    Temporary,
+    /// Something the watcher does not take, with the reason (reported once).
+    Ignored(&'static str),
+}
+
+/// Classifies one entry of the inbox without following symlinks. `status`, the watcher and
+/// its `files_waiting` metric all count `Input` entries.
+pub fn classify_inbox_entry(entry: &std::fs::DirEntry) -> InboxEntry {
+    let name = entry.file_name();
+    let Some(name) = name.to_str() else {
+        return InboxEntry::Ignored("its name is not UTF-8: rename it");
+    };
+    if is_temporary_name(name) {
+        return InboxEntry::Temporary;
+    }
+    let Ok(kind) = entry.file_type() else {
+        return InboxEntry::Ignored("it cannot be looked at");
+    };
+    if kind.is_symlink() {
+        return InboxEntry::Ignored("symbolic links are not followed: move the file itself in");
+    }
+    if kind.is_dir() {
+        return InboxEntry::Ignored("folders in the inbox are not read: move their files in");
+    }
+    if !kind.is_file() {
+        return InboxEntry::Ignored("not a regular file (a FIFO, socket or device)");
+    }
+    if !is_candidate(&entry.path()) {
+        return InboxEntry::Ignored("only .csv files are read: rename it to .csv");
+    }
+    InboxEntry::Input
+}
+
+/// The inbox's input files, as `status` and the watcher count them.
+pub fn inbox_inputs(inbox: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(inbox) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| classify_inbox_entry(entry) == InboxEntry::Input)
+        .map(|entry| entry.path())
+        .collect()
+}
+
 /// Expands files and folders (recursively) into the input files, sorted and deduplicated.
-/// Paths that do not exist are returned in the second list.
-pub fn collect_inputs(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+/// Inside folders, symbolic links are not followed unless `follow_symlinks` (each one skipped
+/// is logged); a path given by name is taken as it is. Paths that do not exist are returned in
+/// the second list.
+pub fn collect_inputs(paths: &[PathBuf], follow_symlinks: bool) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut files = Vec::new();
     let mut missing = Vec::new();
     for path in paths {
         if path.is_dir() {
             for entry in walkdir::WalkDir::new(path)
-                .follow_links(true)
+                .follow_links(follow_symlinks)
                 .into_iter()
                 .flatten()
             {
@@ -65,6 +118,13 @@ pub fn collect_inputs(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
                     rel.components()
                         .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
                 });
+                if entry.path_is_symlink() && !follow_symlinks {
+                    warn!(
+                        message = "Symbolic link not followed (use --follow-symlinks).",
+                        path = %crate::validate::quarantine::quoted(&entry.path().display().to_string())
+                    );
+                    continue;
+                }
                 if entry.file_type().is_file() && !hidden_dir && is_candidate(entry.path()) {
                     files.push(entry.into_path());
                 }

@@ -242,3 +242,128 @@ async fn whole_file_rejections_are_logged_and_names_cannot_forge_log_lines() {
         assert!(workspace.dir.path().join(&path).exists(), "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_does_not_follow_symlinks_in_folders_and_quarantine_is_never_more_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inputs = workspace.path("inputs");
+    let secret_dir = workspace.path("secret");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::create_dir_all(&secret_dir).unwrap();
+    // A private file with a bad header, reachable through a link in the folder.
+    let private = secret_dir.join("private.csv");
+    std::fs::write(&private, "TOP-SECRET-HEADER;x\n1;2\n").unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&private, inputs.join("link.csv")).unwrap();
+    let output = sensor_etl(&workspace)
+        .args(["ingest", "--database-url", &url])
+        .arg(&inputs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("--follow-symlinks"),
+        "the skipped link is named: {stderr}"
+    );
+    assert!(
+        !all_text_under(workspace.dir.path())
+            .replace(&std::fs::read_to_string(&private).unwrap(), "")
+            .contains("TOP-SECRET"),
+        "no byte of the linked file was copied anywhere"
+    );
+    // Asked to follow, the file is read, and its quarantine copies keep its 0600.
+    let output = sensor_etl(&workspace)
+        .args(["ingest", "--follow-symlinks", "--database-url", &url])
+        .arg(&inputs)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let quarantine = workspace.path("quarantine");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&quarantine).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !0o600, 0, "{:?} is {mode:o}", entry.path());
+        checked += 1;
+    }
+    assert!(checked >= 2, "the copy and its reason");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_run_does_not_take_are_logged_once_and_counted_like_status() {
+    use std::os::unix::ffi::OsStrExt;
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    std::fs::create_dir_all(inbox.join("subfolder")).unwrap();
+    nix::unistd::mkfifo(&inbox.join("pipe.csv"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", inbox.join("link.csv")).unwrap();
+    std::fs::write(inbox.join("notes.txt"), "hello\n").unwrap();
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.csv");
+    std::fs::write(inbox.join(latin1), "x\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = sensor_etl(&workspace)
+        .args([
+            "run",
+            "--database-url",
+            &url,
+            "--http-addr",
+            &addr.to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .env("SENSOR_ETL_RESCAN_INTERVAL_MS", "100")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Several scans go by.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = crate::support::http_get(addr, "/metrics").await.1;
+    assert!(metrics.contains("sensor_etl_files_waiting 0"), "{metrics}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(30)).code(),
+        Some(0)
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    for (entry, reason) in [
+        ("subfolder", "folders"),
+        ("pipe.csv", "FIFO"),
+        ("link.csv", "symbolic links"),
+        ("notes.txt", ".csv"),
+        ("caf", "not UTF-8"),
+    ] {
+        let lines = stderr
+            .lines()
+            .filter(|l| l.contains("not taken") && l.contains(entry))
+            .collect::<Vec<_>>();
+        assert_eq!(lines.len(), 1, "{entry} once:\n{stderr}");
+        assert!(lines[0].contains(reason), "{}", lines[0]);
+    }
+    let status = sensor_etl(&workspace)
+        .args(["status", "--json", "--database-url", &url])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        status["files_waiting"], 0,
+        "status counts what the watcher counts"
+    );
+}

@@ -30,7 +30,7 @@ async fn every_real_file_is_accounted_for() {
         return;
     };
     let h = Harness::new().await;
-    let (files, _) = collect_inputs(&[dir]);
+    let (files, _) = collect_inputs(&[dir], false);
     assert!(
         files.len() >= 80,
         "expected the real files, found {}",

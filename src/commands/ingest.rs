@@ -23,9 +23,10 @@ pub async fn run(
     settings: Settings,
     paths: &[PathBuf],
     consume: bool,
+    follow_symlinks: bool,
     json: bool,
 ) -> anyhow::Result<u8> {
-    let (files, missing) = collect_inputs(paths);
+    let (files, missing) = collect_inputs(paths, follow_symlinks);
     for path in &missing {
         eprintln!("error: {} does not exist", path.display());
     }

@@ -67,7 +67,11 @@ pub fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
 /// A failure that ends the command (exit code 1).
 pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
     match command {
-        Command::Validate { paths, json } => validate::run(&paths, json, &settings),
+        Command::Validate {
+            paths,
+            json,
+            follow_symlinks,
+        } => validate::run(&paths, json, follow_symlinks, &settings),
         Command::Run { .. } => {
             let cancel = CancellationToken::new();
             tokio::spawn(shutdown_on_signal(cancel.clone()));
@@ -77,8 +81,9 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8
         Command::Ingest {
             paths,
             consume,
+            follow_symlinks,
             json,
-        } => ingest::run(settings, &paths, consume, json).await,
+        } => ingest::run(settings, &paths, consume, follow_symlinks, json).await,
         Command::Status { json } => status::run(settings, json).await,
         Command::Migrate => {
             let target = database::resolve(&settings).await?;

@@ -5,7 +5,7 @@ use anyhow::Context;
 
 use crate::cli::exit;
 use crate::config::Settings;
-use crate::ingest::collect_inputs;
+use crate::ingest::inbox_inputs;
 use crate::{database, store};
 
 /// Prints the ledger in brief (text or JSON).
@@ -25,7 +25,7 @@ pub async fn run(settings: Settings, json: bool) -> anyhow::Result<u8> {
     } else {
         store::ledger::LedgerSummary::default()
     };
-    let (waiting, _) = collect_inputs(std::slice::from_ref(&settings.data_dir));
+    let waiting = inbox_inputs(&settings.data_dir);
     if json {
         let value = serde_json::json!({
             "database": target.psql_command(),

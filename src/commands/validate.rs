@@ -14,8 +14,13 @@ use crate::validate;
 ///
 /// # Errors
 /// A file cannot be read.
-pub fn run(paths: &[PathBuf], json: bool, settings: &Settings) -> anyhow::Result<u8> {
-    let (files, missing) = collect_inputs(paths);
+pub fn run(
+    paths: &[PathBuf],
+    json: bool,
+    follow_symlinks: bool,
+    settings: &Settings,
+) -> anyhow::Result<u8> {
+    let (files, missing) = collect_inputs(paths, follow_symlinks);
     for path in &missing {
         eprintln!("error: {} does not exist", path.display());
     }

@@ -149,11 +149,17 @@ impl QuarantineWriter {
             return Ok(());
         }
         fs::create_dir_all(&self.target.dir).map_err(|e| ValidateError::io(&self.target.dir, e))?;
-        self.errors = Some(create_temp(&self.target.path("errors.jsonl"))?);
+        self.errors = Some(create_temp(
+            &self.target.path("errors.jsonl"),
+            quarantine_mode(&self.target.source),
+        )?);
         if self.write_rows {
             self.header = header_line(&self.source)
                 .map_err(|e| ValidateError::read(&self.target.source, e))?;
-            let (path, mut out) = create_temp(&self.target.path("rejected.csv"))?;
+            let (path, mut out) = create_temp(
+                &self.target.path("rejected.csv"),
+                quarantine_mode(&self.target.source),
+            )?;
             out.write_all(&self.header)
                 .map_err(|e| ValidateError::io(&path, e))?;
             if !self.header.ends_with(b"\n") {
@@ -213,16 +219,23 @@ pub fn quarantine_whole_file(
         .map(|e| e.to_string_lossy().into_owned())
         .unwrap_or_else(|| "csv".to_owned());
     let copy_path = target.path(&extension);
-    let (temp, mut out) = create_temp(&copy_path)?;
-    let mut source = target
+    let (temp, mut out) = create_temp(&copy_path, quarantine_mode(&target.source))?;
+    let copied = target
         .source
         .open()
-        .map_err(|e| ValidateError::read(&target.source, e))?;
-    std::io::copy(&mut source, &mut out).map_err(|e| ValidateError::io(&temp, e))?;
+        .map_err(|e| ValidateError::read(&target.source, e))
+        .and_then(|mut source| {
+            std::io::copy(&mut source, &mut out).map_err(|e| ValidateError::io(&temp, e))
+        });
+    if let Err(error) = copied {
+        drop(out);
+        let _ = fs::remove_file(&temp);
+        return Err(error);
+    }
     publish(temp, out, &copy_path)?;
 
     let reason_path = target.path("reason.txt");
-    let (temp, mut out) = create_temp(&reason_path)?;
+    let (temp, mut out) = create_temp(&reason_path, quarantine_mode(&target.source))?;
     let text = format!(
         "file: {}\nsha256: {}\ncode: {}\nreason: {}\n{details}",
         quoted(&target.file_name),
@@ -230,8 +243,11 @@ pub fn quarantine_whole_file(
         rejection.code,
         quoted(&rejection.message)
     );
-    out.write_all(text.as_bytes())
-        .map_err(|e| ValidateError::io(&temp, e))?;
+    if let Err(e) = out.write_all(text.as_bytes()) {
+        drop(out);
+        let _ = fs::remove_file(&temp);
+        return Err(ValidateError::io(&temp, e));
+    }
     publish(temp, out, &reason_path)?;
     Ok(copy_path)
 }
@@ -285,22 +301,50 @@ pub fn remove_stale_temporaries(dir: &Path) {
     }
 }
 
-fn create_temp(final_path: &Path) -> Result<(PathBuf, BufWriter<File>)> {
+/// Permission bits for quarantine files of `source`: never more readable than the source
+/// (its bits, without execute); bytes in memory get owner and group read/write.
+fn quarantine_mode(source: &ByteSource) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    source
+        .path()
+        .and_then(|path| fs::metadata(path).ok())
+        .map_or(0o640, |m| m.permissions().mode() & 0o666)
+}
+
+fn create_temp(final_path: &Path, mode: u32) -> Result<(PathBuf, BufWriter<File>)> {
     let name = final_path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temp = final_path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let file = File::create(&temp).map_err(|e| ValidateError::io(&temp, e))?;
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&temp)
+            .map_err(|e| ValidateError::io(&temp, e))?
+    };
+    // A temporary file left by an earlier run keeps its bits: set them again.
+    fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(|e| ValidateError::io(&temp, e))?;
     Ok((temp, BufWriter::new(file)))
 }
 
+/// Flushes, syncs and renames a temporary file into place; on any failure (a full disk) the
+/// temporary file is removed, so no partial file is ever left behind.
 fn publish(temp: PathBuf, out: BufWriter<File>, final_path: &Path) -> Result<PathBuf> {
-    let file = out
+    let placed = out
         .into_inner()
-        .map_err(|e| ValidateError::io(&temp, e.into_error()))?;
-    file.sync_all().map_err(|e| ValidateError::io(&temp, e))?;
-    fs::rename(&temp, final_path).map_err(|e| ValidateError::io(final_path, e))?;
+        .map_err(|e| ValidateError::io(&temp, e.into_error()))
+        .and_then(|file| file.sync_all().map_err(|e| ValidateError::io(&temp, e)))
+        .and_then(|()| fs::rename(&temp, final_path).map_err(|e| ValidateError::io(final_path, e)));
+    if let Err(error) = placed {
+        let _ = fs::remove_file(&temp);
+        return Err(error);
+    }
     if let Some(dir) = final_path.parent() {
         // Make the rename itself durable.
         if let Ok(dir) = File::open(dir) {

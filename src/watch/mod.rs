@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::delivery::Delivery;
 use crate::error::{Error, Result};
-use crate::ingest::{is_candidate, IngestSummary};
+use crate::ingest::{classify_inbox_entry, InboxEntry, IngestSummary};
 use crate::pipeline::{process_group, process_with_retry, PipelineCtx};
 use crate::store::claims::Claims;
 use crate::validate::format::FileRejection;
@@ -134,7 +134,13 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
             () = tokio::time::sleep(if busy { Duration::ZERO } else { rescan }) => {}
         }
         busy = false;
-        let mut scan = scan(&inbox, &mut seen, &mut hinted, ctx.settings.settle);
+        let mut scan = scan(
+            &inbox,
+            &mut seen,
+            &mut hinted,
+            &mut state.ignored,
+            ctx.settings.settle,
+        );
         state
             .deferrals
             .retain(|name| scan.present.iter().any(|p| p == name));
@@ -465,6 +471,8 @@ fn quarantine_failed(ctx: &PipelineCtx, path: &Path, reason: &str) -> Result<()>
 struct WatchState {
     summary: IngestSummary,
     deferrals: Deferrals,
+    /// Inbox entries not taken, each reported once.
+    ignored: HashSet<OsString>,
 }
 
 impl WatchState {
@@ -493,6 +501,7 @@ fn scan(
     inbox: &Path,
     seen: &mut HashMap<PathBuf, Observation>,
     hinted: &mut HashSet<OsString>,
+    ignored: &mut HashSet<OsString>,
     settle: Duration,
 ) -> Scan {
     let Ok(entries) = std::fs::read_dir(inbox) else {
@@ -506,15 +515,23 @@ fn scan(
     let mut ready: Vec<(SystemTime, PathBuf)> = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        if !is_candidate(&path) {
-            continue;
+        match classify_inbox_entry(&entry) {
+            InboxEntry::Input => {}
+            InboxEntry::Temporary => continue,
+            InboxEntry::Ignored(reason) => {
+                if ignored.insert(entry.file_name()) {
+                    warn!(
+                        message = "Inbox entry not taken.",
+                        entry = %quarantine::quoted(&path.display().to_string()),
+                        reason
+                    );
+                }
+                continue;
+            }
         }
         let Ok(metadata) = entry.metadata() else {
             continue;
         };
-        if !metadata.is_file() {
-            continue;
-        }
         present.insert(path.clone());
         let modified = metadata.modified().unwrap_or(now);
         let current = Observation {
