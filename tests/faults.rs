@@ -674,3 +674,158 @@ async fn an_unreadable_file_waits_without_a_hot_loop_and_loads_once_readable() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_exactly_once(&url, 2).await;
 }
+
+/// A file system of `bytes` mounted on `dir` (a tmpfs), unmounted on drop: a disk that fills up.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+    mounted: std::cell::Cell<bool>,
+}
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, bytes: usize) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0777"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a small tmpfs needs root");
+        Self {
+            dir: dir.to_path_buf(),
+            mounted: std::cell::Cell::new(true),
+        }
+    }
+
+    fn unmount(&self) {
+        if self.mounted.replace(false) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
+/// Lines of `text` that mention `name` and `what`.
+fn lines_with(text: &str, name: &str, what: &str) -> usize {
+    text.lines()
+        .filter(|l| l.contains(name) && l.contains(what))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_quarantine_disk_is_waited_out_without_poison_or_partial_files() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    // 400 rows, 150 of them out of range: quarantine output far over the 4 KiB disk.
+    let mut text =
+        String::from("sensor_id;sensor_type;location;lat;lon;timestamp;temperature;humidity\n");
+    for row in 0..400 {
+        let temperature = if row % 8 < 3 { "99.0" } else { "20.0" };
+        text.push_str(&format!(
+            "7;DHT22;70;50.0;8.0;2021-03-01T{:02}:{:02}:00;{temperature};50\n",
+            row / 60,
+            row % 60
+        ));
+    }
+    std::fs::write(inbox.join("noisy_dht22.csv"), &text).unwrap();
+    let quarantine = workspace.path("quarantine");
+    let disk = SmallDisk::mount(&quarantine, 4096);
+    let mut command = worker_command(&workspace, &url);
+    command.env("RUST_LOG", "info");
+    let running = Watched::spawn(command, "");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stderr = running.stderr();
+    assert_eq!(
+        lines_with(&stderr, "noisy_dht22.csv", "Local fault"),
+        1,
+        "said once:\n{stderr}"
+    );
+    let problems = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .count();
+    assert!(problems < 5, "no loop of errors:\n{stderr}");
+    assert_eq!(csv_files_in(&inbox), 1, "the file waits in the inbox");
+    assert_eq!(count(&url, "SELECT count(*) FROM v_files").await, 0);
+    let left: Vec<_> = std::fs::read_dir(&quarantine).unwrap().flatten().collect();
+    assert!(left.is_empty(), "no partial or temporary file: {left:?}");
+    disk.unmount();
+    wait_until_empty(&inbox, LIMIT).await;
+    running.signal(Signal::SIGTERM);
+    let (status, stderr) = running.exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM v_files WHERE status = 'partially_loaded' AND rows_rejected = 150 AND rows_loaded = 250").await,
+        1,
+        "loaded once the disk has room, not quarantined as poison"
+    );
+    assert!(stderr.contains("Local fault cleared"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_processed_disk_leaves_no_partial_copy_and_moves_the_file_later() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    let staged = make_files(&workspace.path("staging"), 1);
+    let processed = workspace.path("processed");
+    let disk = SmallDisk::mount(&processed, 4096);
+    let running = Watched::spawn(worker_command(&workspace, &url), "");
+    deliver(&staged[0], &inbox);
+    committed_at_least(&url, 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let left: Vec<_> = std::fs::read_dir(&processed).unwrap().flatten().collect();
+    assert!(left.is_empty(), "no truncated or empty copy: {left:?}");
+    assert_eq!(
+        csv_files_in(&inbox),
+        1,
+        "the committed file waits in the inbox"
+    );
+    let stderr = running.stderr();
+    assert!(stderr.lines().count() < 10, "no loop of errors:\n{stderr}");
+    assert!(
+        !workspace.path("quarantine").exists() || csv_files_in(&workspace.path("quarantine")) == 0,
+        "a committed file is never made poison"
+    );
+    disk.unmount();
+    wait_until_empty(&inbox, LIMIT).await;
+    running.signal(Signal::SIGTERM);
+    assert_eq!(running.exit().0.code(), Some(0));
+    assert_eq!(csv_files_in(&processed), 1);
+    assert_exactly_once(&url, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_removed_while_it_loads_commits_without_a_failure() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    let staged = make_files(&workspace.path("staging"), 1);
+    let running = Watched::spawn(
+        worker_command(&workspace, &url),
+        "pipeline::chunk-read=1*return(sleep:1500)",
+    );
+    deliver(&staged[0], &inbox);
+    running.reached("pipeline::chunk-read").await;
+    std::fs::remove_file(inbox.join(staged[0].file_name().unwrap())).unwrap();
+    committed_at_least(&url, 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.signal(Signal::SIGTERM);
+    let (status, stderr) = running.exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("File failed"), "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+    assert_exactly_once(&url, 1).await;
+}
