@@ -367,3 +367,36 @@ async fn entries_run_does_not_take_are_logged_once_and_counted_like_status() {
         "status counts what the watcher counts"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_bare_cr_line_ends_loads_and_quarantines_its_rows_as_they_were() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let path = workspace.path("2020-01-01_dht22_sensor_1.csv");
+    std::fs::write(
+        &path,
+        b"sensor_id;timestamp;temperature;humidity\r1;2020-01-01T00:00:00;20;50\r\
+          1;2020-01-01T00:01:00;abc;50\r1;2020-01-01T00:02:00;21;50\r",
+    )
+    .unwrap();
+    let output = sensor_etl(&workspace)
+        .args(["ingest", "--database-url", &url])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("rows read 3, loaded 2, rejected 1"),
+        "{stdout}"
+    );
+    let rejected = std::fs::read_dir(workspace.path("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".rejected.csv"))
+        .unwrap();
+    assert_eq!(
+        std::fs::read(rejected).unwrap(),
+        b"sensor_id;timestamp;temperature;humidity\r1;2020-01-01T00:01:00;abc;50\r"
+    );
+}

@@ -251,7 +251,7 @@ impl<'s> FileValidator<'s> {
     ) -> Result<std::result::Result<Self, FileRejection>> {
         let read_error = |e| ValidateError::read(source, e);
         let mut header = Vec::new();
-        let first_pass = source.open().map_err(read_error)?;
+        let first_pass = open_text(source)?;
         BufReader::new(first_pass.take(MAX_HEADER_BYTES))
             .read_until(b'\n', &mut header)
             .map_err(read_error)?;
@@ -268,7 +268,7 @@ impl<'s> FileValidator<'s> {
             Ok(format) => format,
             Err(rejection) => return Ok(Err(rejection)),
         };
-        let file = source.open().map_err(read_error)?;
+        let file = open_text(source)?;
         // Records end at `\n` only: a `\r` before it stays in the last field (and is trimmed),
         // which keeps byte offsets and physical line numbers exact for CRLF files.
         let mut reader = csv::ReaderBuilder::new()
@@ -430,6 +430,42 @@ impl<'s> FileValidator<'s> {
     }
 }
 
+/// Opens a pass over `source` as text whose lines end in `\n`. A source whose first line ends
+/// in a bare `\r` (a spreadsheet's "CSV (Macintosh)") is read with each `\r` as `\n`: byte for
+/// byte, so offsets, line numbers and the quarantined bytes stay those of the source.
+fn open_text(source: &ByteSource) -> Result<SourceReader> {
+    let read_error = |e| ValidateError::read(source, e);
+    let start = source
+        .random_access()
+        .and_then(|access| access.read_range(0, MAX_HEADER_BYTES))
+        .map_err(read_error)?;
+    let bare_cr = start
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .is_some_and(|i| start[i] == b'\r' && start.get(i + 1) != Some(&b'\n'));
+    let pass = source.open().map_err(read_error)?;
+    Ok(if bare_cr {
+        Box::new(CrAsLf(pass))
+    } else {
+        pass
+    })
+}
+
+/// A reader that turns every `\r` into `\n`.
+struct CrAsLf(SourceReader);
+
+impl Read for CrAsLf {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        for byte in &mut buf[..n] {
+            if *byte == b'\r' {
+                *byte = b'\n';
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// A line with nothing but blanks (e.g. the `\r` of an empty CRLF line) is not a row.
 fn is_blank(record: &csv::ByteRecord) -> bool {
     record.len() <= 1
@@ -535,7 +571,7 @@ pub fn whole_file_rejection(
 /// # Errors
 /// An I/O error while reading.
 pub fn count_data_lines(source: &ByteSource) -> Result<u64> {
-    let pass = source.open().map_err(|e| ValidateError::read(source, e))?;
+    let pass = open_text(source)?;
     let mut reader = BufReader::with_capacity(256 * 1024, pass);
     let mut line = Vec::new();
     let mut count = 0u64;
@@ -580,7 +616,7 @@ impl RejectedLines {
     /// # Errors
     /// The source cannot be read.
     pub fn open(source: &ByteSource, rejection: FileRejection, chunk_rows: usize) -> Result<Self> {
-        let pass = source.open().map_err(|e| ValidateError::read(source, e))?;
+        let pass = open_text(source)?;
         let mut lines = Self {
             source: source.clone(),
             reader: BufReader::with_capacity(256 * 1024, pass),
@@ -648,5 +684,44 @@ impl RejectedLines {
             return Ok(None);
         }
         Ok(Some(chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dry_run_of(bytes: &[u8]) -> (DryRun, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("2020-01-01_dht22_sensor_1.csv");
+        std::fs::write(&path, bytes).unwrap();
+        (dry_run(&path, &Settings::builtin()).unwrap(), dir)
+    }
+
+    #[test]
+    fn bare_cr_line_ends_read_like_lf_with_the_same_line_numbers() {
+        let lf = b"sensor_id;timestamp;temperature;humidity\n\
+                   1;2020-01-01T00:00:00;20;50\n\
+                   1;2020-01-01T00:01:00;abc;50\n\
+                   \n\
+                   1;2020-01-01T00:02:00;21;50\n";
+        let cr: Vec<u8> = lf
+            .iter()
+            .map(|&b| if b == b'\n' { b'\r' } else { b })
+            .collect();
+        let (from_lf, _a) = dry_run_of(lf);
+        let (from_cr, _b) = dry_run_of(&cr);
+        assert_eq!(from_lf.file_rejection, None);
+        assert_eq!(from_cr.file_rejection, None);
+        assert_eq!((from_cr.rows_read, from_cr.rows_accepted), (3, 2));
+        assert_eq!(from_cr.reading_count, from_lf.reading_count);
+        let lines =
+            |run: &DryRun| -> Vec<u64> { run.rejects.iter().map(|r| r.position.line).collect() };
+        assert_eq!(lines(&from_cr), vec![3]);
+        assert_eq!(lines(&from_cr), lines(&from_lf));
+        assert_eq!(
+            from_cr.rejects[0].position.byte,
+            from_lf.rejects[0].position.byte
+        );
     }
 }

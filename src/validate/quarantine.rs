@@ -162,7 +162,7 @@ impl QuarantineWriter {
             )?;
             out.write_all(&self.header)
                 .map_err(|e| ValidateError::io(&path, e))?;
-            if !self.header.ends_with(b"\n") {
+            if !self.header.ends_with(b"\n") && !self.header.ends_with(b"\r") {
                 out.write_all(b"\n")
                     .map_err(|e| ValidateError::io(&path, e))?;
             }
@@ -377,13 +377,16 @@ fn header_line(source: &RandomAccess) -> std::io::Result<Vec<u8>> {
     let mut header = Vec::new();
     loop {
         let start = header.len() as u64;
-        let block = source.read_range(start, start + BLOCK)?;
-        if let Some(end) = block.iter().position(|&b| b == b'\n') {
-            header.extend_from_slice(&block[..=end]);
+        let block = source.read_range(start, start + BLOCK + 1)?;
+        let body = &block[..block.len().min(BLOCK as usize)];
+        // The line ends at `\n`, `\r\n`, or a bare `\r` (classic Mac line ends).
+        if let Some(end) = body.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let crlf = body[end] == b'\r' && block.get(end + 1) == Some(&b'\n');
+            header.extend_from_slice(&block[..end + 1 + usize::from(crlf)]);
             break;
         }
-        header.extend_from_slice(&block);
-        if (block.len() as u64) < BLOCK {
+        header.extend_from_slice(body);
+        if (body.len() as u64) < BLOCK {
             break;
         }
     }
@@ -393,6 +396,8 @@ fn header_line(source: &RandomAccess) -> std::io::Result<Vec<u8>> {
 fn line_terminator(header: &[u8]) -> &'static [u8] {
     if header.ends_with(b"\r\n") {
         b"\r\n"
+    } else if header.ends_with(b"\r") {
+        b"\r"
     } else {
         b"\n"
     }
