@@ -60,6 +60,10 @@ pub struct RawConfig {
     /// this old: a writer may still be adding rows.
     #[serde(default = "default_empty_file_grace_secs")]
     pub empty_file_grace_secs: u64,
+    /// Longest line kept, in bytes: a longer one is cut there and its row rejected
+    /// (`line_too_long`), so one enormous line costs bounded memory.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: u64,
     /// Period of the inbox scan that backs up the file-system events.
     #[serde(default = "default_rescan_interval_ms")]
     pub rescan_interval_ms: u64,
@@ -204,6 +208,9 @@ fn default_utc_offset() -> String {
 const fn default_settle_ms() -> u64 {
     1_000
 }
+const fn default_max_line_bytes() -> u64 {
+    1024 * 1024
+}
 const fn default_empty_file_grace_secs() -> u64 {
     60
 }
@@ -247,6 +254,7 @@ impl Default for RawConfig {
             default_utc_offset: default_utc_offset(),
             settle_ms: default_settle_ms(),
             empty_file_grace_secs: default_empty_file_grace_secs(),
+            max_line_bytes: default_max_line_bytes(),
             rescan_interval_ms: default_rescan_interval_ms(),
             http_addr: default_http_addr(),
             claim_lease_secs: default_claim_lease_secs(),
@@ -369,6 +377,8 @@ pub struct Settings {
     pub settle: std::time::Duration,
     /// An inbox file with no data rows is taken only once it is this old.
     pub empty_file_grace: std::time::Duration,
+    /// Longest line kept, in bytes.
+    pub max_line_bytes: u64,
     /// Inbox rescan period.
     pub rescan_interval: std::time::Duration,
     /// Operator endpoints of `run`, when enabled.
@@ -444,6 +454,7 @@ impl Settings {
             default_utc_offset,
             settle: std::time::Duration::from_millis(raw.settle_ms),
             empty_file_grace: std::time::Duration::from_secs(raw.empty_file_grace_secs),
+            max_line_bytes: raw.max_line_bytes.max(MAX_HEADER_BYTES_FLOOR),
             rescan_interval: std::time::Duration::from_millis(raw.rescan_interval_ms.max(10)),
             http_addr,
             claim_lease: std::time::Duration::from_secs(raw.claim_lease_secs.max(1)),
@@ -642,6 +653,9 @@ fn build_measurement(
         max,
     })
 }
+
+/// `max_line_bytes` is never below this: a header line must fit.
+const MAX_HEADER_BYTES_FLOOR: u64 = 1024;
 
 /// The inbox, the quarantine and the processed folder must be apart: one inside another
 /// would feed the pipeline its own output.

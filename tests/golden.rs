@@ -18,6 +18,7 @@ fn quarantine_output_matches_snapshots() {
             file_name: path.file_name().unwrap().to_string_lossy().into_owned(),
             fingerprint: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
                 .to_owned(),
+            max_line_bytes: settings.max_line_bytes,
         };
         let mut writer = QuarantineWriter::new(target, true).unwrap();
         writer.record(&run.rejects).unwrap();

@@ -400,3 +400,84 @@ async fn a_file_with_bare_cr_line_ends_loads_and_quarantines_its_rows_as_they_we
         b"sensor_id;timestamp;temperature;humidity\r1;2020-01-01T00:01:00;abc;50\r"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_enormous_line_is_rejected_in_bounded_memory_and_cut_everywhere() {
+    const LINE: usize = 64 * 1024 * 1024;
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let path = workspace.path("2020-01-01_dht22_sensor_1.csv");
+    {
+        use std::io::Write;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        file.write_all(b"sensor_id;timestamp;temperature;humidity\n1;2020-01-01T00:00:00;20;50\n1;2020-01-01T00:01:00;")
+            .unwrap();
+        let block = vec![b'7'; 1024 * 1024];
+        for _ in 0..LINE / block.len() {
+            file.write_all(&block).unwrap();
+        }
+        file.write_all(b";50\n1;2020-01-01T00:02:00;21;50\n")
+            .unwrap();
+    }
+    let mut child = sensor_etl(&workspace)
+        .args(["ingest", "--database-url", &url])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(status) = std::fs::read_to_string(&status_file) {
+            if let Some(kb) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            {
+                peak_kb = peak_kb.max(kb);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let output = child.wait_with_output().unwrap();
+    let printed = output.stdout.len() + output.stderr.len();
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(printed < 10_000, "{printed} bytes printed");
+    assert!(
+        peak_kb > 0 && peak_kb < 160 * 1024,
+        "peak RSS {peak_kb} kB for a {LINE}-byte line"
+    );
+    let client = crate::support::connect(&url).await;
+    let row = client
+        .query_one(
+            "SELECT line, code, length(coalesce(value, '')) + length(message) FROM v_rejects",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 3);
+    assert_eq!(row.get::<_, String>(1), "line_too_long");
+    assert!(
+        row.get::<_, i32>(2) < 4096,
+        "the database keeps a cut value"
+    );
+    let loaded: i64 = client
+        .query_one("SELECT rows_loaded FROM v_files", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(loaded, 2, "the rows around the long line load");
+    for entry in std::fs::read_dir(workspace.path("quarantine")).unwrap() {
+        let entry = entry.unwrap();
+        let size = entry.metadata().unwrap().len();
+        assert!(size < 2 * 1024 * 1024, "{:?} is {size} bytes", entry.path());
+    }
+    let log = std::fs::read_to_string(workspace.path("logs/errors.log")).unwrap();
+    assert!(log.len() < 10_000);
+}

@@ -79,8 +79,7 @@ fn prepare(settings: &Settings, job: Job) -> Result<Prepared> {
             }
             Err(rejection) => {
                 writer.skip_rows();
-                let mut lines =
-                    RejectedLines::open(source, rejection.clone(), settings.chunk_rows)?;
+                let mut lines = RejectedLines::open(source, rejection.clone(), settings)?;
                 while let Some(chunk) = lines.next_chunk()? {
                     absorb(chunk, &mut tally, &mut writer)?;
                 }

@@ -127,6 +127,7 @@ impl Job {
             source: self.delivery.source.clone(),
             file_name: self.delivery.name.clone(),
             fingerprint: self.identity.content_sha256.clone(),
+            max_line_bytes: settings.max_line_bytes,
         }
     }
 

@@ -271,7 +271,7 @@ fn produce(
             if !send(Ok(ProducerEvent::HeaderRejected(rejection.clone()))) {
                 return Ok(());
             }
-            let mut lines = RejectedLines::open(source, rejection, settings.chunk_rows)?;
+            let mut lines = RejectedLines::open(source, rejection, settings)?;
             while let Some(chunk) = lines.next_chunk()? {
                 if !send(Ok(ProducerEvent::Chunk(Box::new(chunk), None))) {
                     return Ok(());

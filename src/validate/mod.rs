@@ -11,6 +11,7 @@
 
 pub mod format;
 pub mod keyset;
+pub mod limit;
 pub mod quarantine;
 pub mod reject;
 pub mod rules;
@@ -215,7 +216,8 @@ pub struct FileValidator<'s> {
     settings: &'s Settings,
     format: FileFormat,
     source: ByteSource,
-    reader: csv::Reader<BufReader<SourceReader>>,
+    reader: csv::Reader<BufReader<limit::LineLimiter<SourceReader>>>,
+    cuts: std::sync::Arc<limit::Cuts>,
     record: csv::ByteRecord,
     values: Vec<(u32, f64)>,
     seen_keys: KeySet,
@@ -268,7 +270,7 @@ impl<'s> FileValidator<'s> {
             Ok(format) => format,
             Err(rejection) => return Ok(Err(rejection)),
         };
-        let file = open_text(source)?;
+        let (file, cuts) = limit::LineLimiter::new(open_text(source)?, settings.max_line_bytes);
         // Records end at `\n` only: a `\r` before it stays in the last field (and is trimmed),
         // which keeps byte offsets and physical line numbers exact for CRLF files.
         let mut reader = csv::ReaderBuilder::new()
@@ -285,6 +287,7 @@ impl<'s> FileValidator<'s> {
         Ok(Ok(Self {
             settings,
             source: source.clone(),
+            cuts,
             format,
             reader,
             record,
@@ -343,9 +346,9 @@ impl<'s> FileValidator<'s> {
             let position = Position {
                 record: self.record_count,
                 line: start.line(),
-                byte: start.byte(),
+                byte: self.cuts.source_offset(start.byte()),
             };
-            let byte_end = self.reader.position().byte();
+            let byte_end = self.cuts.source_offset(self.reader.position().byte());
             chunk.rows_read += 1;
             self.check(position, byte_end, &mut chunk);
         }
@@ -356,6 +359,20 @@ impl<'s> FileValidator<'s> {
     }
 
     fn check(&mut self, position: Position, byte_end: u64, chunk: &mut ValidatedChunk) {
+        if let Some(length) = self.cuts.cut_line(position.line) {
+            chunk.rejects.push(RejectedRow {
+                position,
+                byte_end,
+                violations: vec![Violation::row(
+                    RejectReason::LineTooLong,
+                    format!(
+                        "line {} is {length} bytes long, over max_line_bytes = {}",
+                        position.line, self.settings.max_line_bytes
+                    ),
+                )],
+            });
+            return;
+        }
         let outcome = rules::check_row(&self.record, &self.format, self.settings, &mut self.values);
         let mut reject = |violations: Vec<Violation>| {
             chunk.rejects.push(RejectedRow {
@@ -511,7 +528,7 @@ pub fn dry_run(path: &Path, settings: &Settings) -> Result<DryRun> {
         Ok(validator) => validator,
         Err(rejection) => {
             return Ok(DryRun {
-                rows_read: count_data_lines(&source)?,
+                rows_read: count_data_lines(&source, settings.max_line_bytes)?,
                 rows_accepted: 0,
                 reading_count: 0,
                 rejects: Vec::new(),
@@ -570,8 +587,8 @@ pub fn whole_file_rejection(
 ///
 /// # Errors
 /// An I/O error while reading.
-pub fn count_data_lines(source: &ByteSource) -> Result<u64> {
-    let pass = open_text(source)?;
+pub fn count_data_lines(source: &ByteSource, max_line_bytes: u64) -> Result<u64> {
+    let (pass, _) = limit::LineLimiter::new(open_text(source)?, max_line_bytes);
     let mut reader = BufReader::with_capacity(256 * 1024, pass);
     let mut line = Vec::new();
     let mut count = 0u64;
@@ -600,7 +617,8 @@ pub fn count_data_lines(source: &ByteSource) -> Result<u64> {
 /// `rows_read = rows_rejected` holds in the database too.
 pub struct RejectedLines {
     source: ByteSource,
-    reader: BufReader<SourceReader>,
+    reader: BufReader<limit::LineLimiter<SourceReader>>,
+    cuts: std::sync::Arc<limit::Cuts>,
     rejection: FileRejection,
     line: u64,
     record: u64,
@@ -611,15 +629,22 @@ pub struct RejectedLines {
 }
 
 impl RejectedLines {
-    /// Opens `source`, positioned after its first line.
+    /// Opens `source`, positioned after its first line; chunks of `settings.chunk_rows`,
+    /// lines cut at `settings.max_line_bytes`.
     ///
     /// # Errors
     /// The source cannot be read.
-    pub fn open(source: &ByteSource, rejection: FileRejection, chunk_rows: usize) -> Result<Self> {
-        let pass = open_text(source)?;
+    pub fn open(
+        source: &ByteSource,
+        rejection: FileRejection,
+        settings: &Settings,
+    ) -> Result<Self> {
+        let (pass, cuts) = limit::LineLimiter::new(open_text(source)?, settings.max_line_bytes);
+        let chunk_rows = settings.chunk_rows;
         let mut lines = Self {
             source: source.clone(),
             reader: BufReader::with_capacity(256 * 1024, pass),
+            cuts,
             rejection,
             line: 0,
             record: 0,
@@ -668,9 +693,9 @@ impl RejectedLines {
                 position: Position {
                     record: self.record,
                     line: self.line,
-                    byte: start,
+                    byte: self.cuts.source_offset(start),
                 },
-                byte_end: self.byte,
+                byte_end: self.cuts.source_offset(self.byte),
                 violations: vec![Violation::row(
                     RejectReason::FileRejected,
                     format!(

@@ -32,6 +32,8 @@ pub struct QuarantineTarget {
     pub file_name: String,
     /// Hex SHA-256 of the source.
     pub fingerprint: String,
+    /// Longest row copied into `rejected.csv`: a longer one is cut there.
+    pub max_line_bytes: u64,
 }
 
 impl QuarantineTarget {
@@ -111,8 +113,15 @@ impl QuarantineWriter {
         self.open_outputs()?;
         for row in rejects {
             if let Some((path, out)) = &mut self.rows {
-                let bytes = raw_row(&self.source, row.position.byte, row.byte_end)
-                    .map_err(|e| ValidateError::read(&self.target.source, e))?;
+                let max = self.target.max_line_bytes;
+                let bytes = if row.byte_end.saturating_sub(row.position.byte) > max + 2 {
+                    // A line over the limit (rejected as line_too_long): its start only.
+                    self.source
+                        .read_range(row.position.byte, row.position.byte + max)
+                } else {
+                    raw_row(&self.source, row.position.byte, row.byte_end)
+                }
+                .map_err(|e| ValidateError::read(&self.target.source, e))?;
                 out.write_all(&bytes)
                     .map_err(|e| ValidateError::io(path.as_path(), e))?;
                 if !bytes.ends_with(b"\n") && !bytes.ends_with(b"\r") {

@@ -55,11 +55,13 @@ pub enum RejectReason {
     UnknownSensorType,
     /// The row was fine but its file was rejected as a whole.
     FileRejected,
+    /// The line is longer than `max_line_bytes`.
+    LineTooLong,
 }
 
 impl RejectReason {
     /// Every reason, for listings and metrics.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::FieldCount,
         RejectReason::MissingField,
         RejectReason::NotANumber,
@@ -70,6 +72,7 @@ impl RejectReason {
         RejectReason::InvalidUtf8,
         RejectReason::UnknownSensorType,
         RejectReason::FileRejected,
+        RejectReason::LineTooLong,
     ];
 
     /// The stable machine-readable code.
@@ -85,6 +88,7 @@ impl RejectReason {
             RejectReason::InvalidUtf8 => "invalid_utf8",
             RejectReason::UnknownSensorType => "unknown_sensor_type",
             RejectReason::FileRejected => "file_rejected",
+            RejectReason::LineTooLong => "line_too_long",
         }
     }
 }
@@ -109,13 +113,13 @@ pub struct Violation {
 }
 
 impl Violation {
-    /// A violation tied to a column and its value.
+    /// A violation tied to a column and its value (both cut to `MAX_TEXT_CHARS`).
     pub fn at(reason: RejectReason, column: &str, value: &str, message: String) -> Self {
         Self {
             reason,
-            column: Some(column.to_owned()),
-            value: Some(value.to_owned()),
-            message,
+            column: Some(cut(column)),
+            value: Some(cut(value)),
+            message: cut(&message),
         }
     }
 
@@ -125,8 +129,20 @@ impl Violation {
             reason,
             column: None,
             value: None,
-            message,
+            message: cut(&message),
         }
+    }
+}
+
+/// Longest value, column name or message kept in a violation (quarantine reasons, the
+/// database, the terminal); longer ones are cut with a note of their length.
+pub const MAX_TEXT_CHARS: usize = 1024;
+
+/// `text` cut to `MAX_TEXT_CHARS` characters, with the length it had.
+pub fn cut(text: &str) -> String {
+    match text.char_indices().nth(MAX_TEXT_CHARS) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}… ({} bytes in all)", &text[..end], text.len()),
     }
 }
 

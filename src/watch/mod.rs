@@ -449,6 +449,7 @@ fn quarantine_failed(ctx: &PipelineCtx, path: &Path, reason: &str) -> Result<()>
         source: delivery.source.clone(),
         file_name: delivery.name.clone(),
         fingerprint: identity.content_sha256.clone(),
+        max_line_bytes: ctx.settings.max_line_bytes,
     };
     let rejection = FileRejection::new("poison_file", reason);
     let copy = quarantine::quarantine_whole_file(&target, &rejection, "")?;
