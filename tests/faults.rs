@@ -829,3 +829,50 @@ async fn a_file_removed_while_it_loads_commits_without_a_failure() {
     assert!(!stderr.contains("ERROR"), "{stderr}");
     assert_exactly_once(&url, 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appender_that_closes_after_every_line_is_loaded_once_whole() {
+    use std::io::Write;
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let running = Watched::spawn(worker_command(&workspace, &url), "");
+    let path = inbox.join("appended_dht22.csv");
+    std::fs::write(
+        &path,
+        "sensor_id;sensor_type;location;lat;lon;timestamp;temperature;humidity\n",
+    )
+    .unwrap();
+    // `>> file` a line at a time: open, append, close, with short pauses.
+    for minute in 0..20 {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        writeln!(
+            file,
+            "9;DHT22;90;50.0;8.0;2021-03-01T00:{minute:02}:00;20.5;50"
+        )
+        .unwrap();
+        drop(file);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_until_empty(&inbox, LIMIT).await;
+    running.signal(Signal::SIGTERM);
+    let (status, stderr) = running.exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let client = connect(&url).await;
+    let files: Vec<(String, i64, i64)> = client
+        .query("SELECT status, rows_read, rows_loaded FROM v_files", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        files,
+        vec![("loaded".to_owned(), 20, 20)],
+        "one delivery, every line"
+    );
+}

@@ -524,7 +524,17 @@ pub fn dry_run(path: &Path, settings: &Settings) -> Result<DryRun> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut validator = match FileValidator::open(&source, &name, settings, Mode::Load)? {
+    dry_run_source(&source, &name, settings)
+}
+
+/// `dry_run` of the delivery `name` read from `source` (any bytes: the fuzz targets and
+/// their replay use this).
+///
+/// # Errors
+/// An I/O error while reading.
+pub fn dry_run_source(source: &ByteSource, name: &str, settings: &Settings) -> Result<DryRun> {
+    let source = source.clone();
+    let mut validator = match FileValidator::open(&source, name, settings, Mode::Load)? {
         Ok(validator) => validator,
         Err(rejection) => {
             return Ok(DryRun {

@@ -3,10 +3,11 @@
 //!
 //! File-system events (notify) are hints that wake the loop early; a scan of the inbox, at
 //! start-up and every `rescan_interval`, is the truth, so files that arrived while the watcher
-//! was down, or whose events were lost, are still found. A file is complete once it was closed
-//! after writing or renamed into place, or, for writers that do neither, once its size and
-//! modification time have been stable for the settle period. Temporary names are ignored.
-//! Claims (`store::claims`) are leases a heartbeat extends; a dead worker's files are taken
+//! was down, or whose events were lost, are still found. A file is complete once it was renamed
+//! into place, or closed after writing and then quiet for `CLOSE_QUIET` (an appender closes
+//! after every line), or, for writers that do neither, once its size and modification time
+//! have been stable for the settle period. Temporary names are ignored; other entries it does
+//! not take are reported once each. Claims (`store::claims`) are leases a heartbeat extends; a dead worker's files are taken
 //! over when they expire. On cancellation no new file is taken; the file in hand gets
 //! `shutdown_grace` to finish, then is rolled back. A file that keeps failing (errors other
 //! than database outages, or a crashed stage) is quarantined as poison after `poison_attempts`.
@@ -36,13 +37,27 @@ use deferral::{Deferrals, Why};
 /// Capacity of the event-hint channel; hints beyond it are dropped (the scan still runs).
 const HINT_CHANNEL_CAPACITY: usize = 16_384;
 
+/// An event that says a file may be complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Hint {
+    /// Closed after writing: complete once it also stays unchanged for `CLOSE_QUIET` (a writer
+    /// that appends in open-append-close cycles is not done at its first close).
+    Closed,
+    /// Renamed into place: complete at once.
+    Renamed,
+}
+
+/// How long a file closed after writing must stay unchanged before it is taken (at most the
+/// settle period).
+const CLOSE_QUIET: Duration = Duration::from_millis(250);
+
 /// What the watcher last saw of a file.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Observation {
     size: u64,
     modified: SystemTime,
-    /// A close-after-write or rename-into-place event was seen since this size was observed.
-    complete_hint: bool,
+    /// The strongest completion event seen since this size was observed.
+    complete_hint: Option<Hint>,
 }
 
 /// Files claimed at a time: a group-commit batch of small files.
@@ -71,15 +86,15 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
     let inbox = ctx.settings.data_dir.clone();
     std::fs::create_dir_all(&inbox).map_err(|e| Error::io(&inbox, e))?;
     quarantine::remove_stale_temporaries(&ctx.settings.quarantine_dir);
-    let (hint_tx, mut hint_rx) = mpsc::channel::<(OsString, bool)>(HINT_CHANNEL_CAPACITY);
+    let (hint_tx, mut hint_rx) = mpsc::channel::<(OsString, Option<Hint>)>(HINT_CHANNEL_CAPACITY);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         let complete = match event.kind {
-            EventKind::Access(AccessKind::Close(AccessMode::Write))
-            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => true,
-            EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
-                false
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Hint::Closed),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => {
+                Some(Hint::Renamed)
             }
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => None,
             // Opens and reads (the scans' own among them) and files leaving say nothing new.
             _ => return,
         };
@@ -109,7 +124,8 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
     ));
 
     let mut seen: HashMap<PathBuf, Observation> = HashMap::new();
-    let mut hinted: HashSet<OsString> = HashSet::new();
+    let mut hinted: HashMap<OsString, Hint> = HashMap::new();
+    let mut next_due: Option<Duration> = None;
     let mut state = WatchState::default();
     let rescan = ctx.settings.rescan_interval;
     let mut database_down = false;
@@ -120,18 +136,19 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
             () = cancel.cancelled() => break,
             hint = hint_rx.recv() => {
                 let Some((name, complete)) = hint else { break };
-                if complete {
-                    hinted.insert(name);
-                }
+                note_hint(&mut hinted, name, complete);
                 while let Ok((name, complete)) = hint_rx.try_recv() {
-                    if complete {
-                        hinted.insert(name);
-                    }
+                    note_hint(&mut hinted, name, complete);
                 }
             }
             // After a round that took files, look again at once: events for a backlog have
-            // already arrived and will not come again.
-            () = tokio::time::sleep(if busy { Duration::ZERO } else { rescan }) => {}
+            // already arrived and will not come again. A closed file is looked at again when
+            // its quiet period ends.
+            () = tokio::time::sleep(if busy {
+                Duration::ZERO
+            } else {
+                next_due.map_or(rescan, |due| due.min(rescan))
+            }) => {}
         }
         busy = false;
         let mut scan = scan(
@@ -141,6 +158,7 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
             &mut state.ignored,
             ctx.settings.settle,
         );
+        next_due = scan.next_due;
         state
             .deferrals
             .retain(|name| scan.present.iter().any(|p| p == name));
@@ -489,10 +507,20 @@ impl WatchState {
     }
 }
 
+/// Keeps the strongest completion event seen for a file.
+fn note_hint(hinted: &mut HashMap<OsString, Hint>, name: OsString, hint: Option<Hint>) {
+    if let Some(hint) = hint {
+        let kept = hinted.entry(name).or_insert(hint);
+        *kept = (*kept).max(hint);
+    }
+}
+
 /// What one scan of the inbox found (file names).
 struct Scan {
     /// Complete files, oldest first.
     ready: Vec<String>,
+    /// When a file closed after writing ends its quiet period, if one waits.
+    next_due: Option<Duration>,
     /// Every candidate file present.
     present: Vec<String>,
 }
@@ -501,17 +529,19 @@ struct Scan {
 fn scan(
     inbox: &Path,
     seen: &mut HashMap<PathBuf, Observation>,
-    hinted: &mut HashSet<OsString>,
+    hinted: &mut HashMap<OsString, Hint>,
     ignored: &mut HashSet<OsString>,
     settle: Duration,
 ) -> Scan {
     let Ok(entries) = std::fs::read_dir(inbox) else {
         return Scan {
             ready: Vec::new(),
+            next_due: None,
             present: Vec::new(),
         };
     };
     let now = SystemTime::now();
+    let mut next_due = None;
     let mut present = HashSet::new();
     let mut ready: Vec<(SystemTime, PathBuf)> = Vec::new();
     for entry in entries.flatten() {
@@ -543,14 +573,26 @@ fn scan(
         let previous = seen.insert(path.clone(), current);
         let unchanged =
             previous.is_some_and(|p| p.size == current.size && p.modified == current.modified);
-        let hinted_complete =
-            current.complete_hint || (unchanged && previous.is_some_and(|p| p.complete_hint));
-        let settled = now.duration_since(modified).unwrap_or_default() >= settle
-            && (unchanged || previous.is_none());
-        if hinted_complete || settled {
-            if let Some(observation) = seen.get_mut(&path) {
-                observation.complete_hint = hinted_complete;
+        let hint = current
+            .complete_hint
+            .max(previous.filter(|_| unchanged).and_then(|p| p.complete_hint));
+        if let Some(observation) = seen.get_mut(&path) {
+            observation.complete_hint = hint;
+        }
+        let age = now.duration_since(modified).unwrap_or_default();
+        let quiet = CLOSE_QUIET.min(settle);
+        let hinted_complete = match hint {
+            Some(Hint::Renamed) => true,
+            Some(Hint::Closed) if age >= quiet => true,
+            Some(Hint::Closed) => {
+                let due = quiet - age;
+                next_due = Some(next_due.map_or(due, |d: Duration| d.min(due)));
+                false
             }
+            None => false,
+        };
+        let settled = age >= settle && (unchanged || previous.is_none());
+        if hinted_complete || settled {
             ready.push((modified, path));
         }
     }
@@ -562,7 +604,7 @@ fn scan(
         .max()
         .unwrap_or_default();
     crate::telemetry::record_inbox(present.len(), oldest);
-    hinted.retain(|name| present.contains(&inbox.join(name)));
+    hinted.retain(|name, _| present.contains(&inbox.join(name)));
     ready.sort();
     let name = |path: &Path| {
         path.file_name()
@@ -571,6 +613,7 @@ fn scan(
     };
     Scan {
         ready: ready.iter().map(|(_, path)| name(path)).collect(),
+        next_due,
         present: present.iter().map(|path| name(path)).collect(),
     }
 }
