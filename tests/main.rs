@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 #[cfg(feature = "failpoints")]
 mod faults;
+mod fuzz_replay;
 mod golden;
 mod hostile;
 mod http;
