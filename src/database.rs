@@ -76,30 +76,16 @@ fn redact_query_password(path: &str) -> String {
 /// # Errors
 /// The embedded cluster cannot be started or its database created.
 pub async fn resolve(settings: &Settings) -> Result<DatabaseTarget> {
-    if let Some(url) = &settings.database_url {
-        return Ok(DatabaseTarget {
-            url: url.clone(),
-            embedded: None,
-        });
+    let target = find(settings, Embedded::Start).await?;
+    if let Some(cluster) = &target.embedded {
+        create_database(&cluster.url("postgres"), DATABASE_NAME).await?;
+        info!(
+            message = "Using the embedded PostgreSQL cluster.",
+            folder = %cluster.root().display(),
+            psql = %cluster.psql_command()
+        );
     }
-    let root = settings.state_dir.join("postgres");
-    let cluster = tokio::task::spawn_blocking(move || {
-        let mut cluster = EmbeddedCluster::new(&root)?;
-        cluster.start()?;
-        Ok::<_, crate::error::Error>(cluster)
-    })
-    .await
-    .expect("cluster start does not panic")?;
-    create_database(&cluster.url("postgres"), DATABASE_NAME).await?;
-    info!(
-        message = "Using the embedded PostgreSQL cluster.",
-        folder = %cluster.root().display(),
-        psql = %cluster.psql_command()
-    );
-    Ok(DatabaseTarget {
-        url: cluster.url(DATABASE_NAME),
-        embedded: Some(cluster),
-    })
+    Ok(target)
 }
 
 /// Finds the database without starting, creating or changing anything: for read-only
@@ -108,6 +94,19 @@ pub async fn resolve(settings: &Settings) -> Result<DatabaseTarget> {
 /// # Errors
 /// The embedded cluster is not running (or its server programs are missing).
 pub async fn locate(settings: &Settings) -> Result<DatabaseTarget> {
+    find(settings, Embedded::Attach).await
+}
+
+/// What to do with the embedded cluster when no database is configured.
+#[derive(Clone, Copy)]
+enum Embedded {
+    /// Start it (create it first when needed).
+    Start,
+    /// Use it only when it already runs.
+    Attach,
+}
+
+async fn find(settings: &Settings, embedded: Embedded) -> Result<DatabaseTarget> {
     if let Some(url) = &settings.database_url {
         return Ok(DatabaseTarget {
             url: url.clone(),
@@ -117,11 +116,14 @@ pub async fn locate(settings: &Settings) -> Result<DatabaseTarget> {
     let root = settings.state_dir.join("postgres");
     let cluster = tokio::task::spawn_blocking(move || {
         let mut cluster = EmbeddedCluster::new(&root)?;
-        cluster.attach()?;
+        match embedded {
+            Embedded::Start => cluster.start()?,
+            Embedded::Attach => cluster.attach()?,
+        }
         Ok::<_, crate::error::Error>(cluster)
     })
     .await
-    .expect("cluster lookup does not panic")?;
+    .expect("the cluster task does not panic")?;
     Ok(DatabaseTarget {
         url: cluster.url(DATABASE_NAME),
         embedded: Some(cluster),

@@ -7,12 +7,8 @@ use std::time::Duration;
 use crate::support::{fixture, fresh_database, wait_exit, Workspace};
 
 fn sensor_etl(workspace: &Workspace) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sensor-etl"));
-    crate::support::die_with_test(&mut command)
-        .current_dir(workspace.dir.path())
-        .env_remove("DATABASE_URL")
-        .env_remove("FAILPOINTS")
-        .env_remove("RUST_LOG");
+    let mut command = crate::support::sensor_etl_in(workspace);
+    command.env_remove("RUST_LOG");
     command
 }
 
@@ -309,12 +305,7 @@ async fn entries_run_does_not_take_are_logged_once_and_counted_like_status() {
     std::fs::write(inbox.join("notes.txt"), "hello\n").unwrap();
     let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.csv");
     std::fs::write(inbox.join(latin1), "x\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = crate::support::free_local_addr();
     let mut child = sensor_etl(&workspace)
         .args([
             "run",

@@ -9,13 +9,8 @@ use std::time::Duration;
 use crate::support::{connect, fixture, fresh_database, http_get, wait_exit, Workspace};
 
 fn sensor_etl(workspace: &Workspace) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sensor-etl"));
-    crate::support::die_with_test(&mut command)
-        .current_dir(workspace.dir.path())
-        .env_remove("DATABASE_URL")
-        .env_remove("FAILPOINTS")
-        .env_remove("SENSOR_ETL_DATA_DIR")
-        .env("RUST_LOG", "warn");
+    let mut command = crate::support::sensor_etl_in(workspace);
+    command.env("RUST_LOG", "warn");
     command
 }
 
@@ -161,12 +156,7 @@ fn sample(metrics: &str, name: &str) -> Option<f64> {
 async fn every_metric_reports_what_happened() {
     let url = fresh_database().await;
     let workspace = Workspace::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = crate::support::free_local_addr();
     let mut child = sensor_etl(&workspace)
         .args([
             "run",
@@ -267,12 +257,7 @@ async fn retries_and_the_database_gauge_follow_an_outage() {
     let url = cluster.url();
     cluster.stop();
     let workspace = Workspace::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = crate::support::free_local_addr();
     let mut child = sensor_etl(&workspace)
         .args([
             "run",

@@ -374,3 +374,33 @@ pub fn die_with_test(command: &mut std::process::Command) -> &mut std::process::
         })
     }
 }
+
+/// A free loopback address for a child's HTTP server.
+pub fn free_local_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// SIGTERM to a child, then its exit code (within 30 s).
+pub fn terminate_child(child: &mut std::process::Child) -> Option<i32> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_exit(child, std::time::Duration::from_secs(30)).code()
+}
+
+/// The binary in `workspace`, with no database, fault points or inbox from the environment;
+/// it dies with the test.
+pub fn sensor_etl_in(workspace: &Workspace) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sensor-etl"));
+    die_with_test(&mut command)
+        .current_dir(workspace.dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("FAILPOINTS")
+        .env_remove("SENSOR_ETL_DATA_DIR");
+    command
+}
