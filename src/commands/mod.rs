@@ -7,7 +7,9 @@
 //! terminal through the log's terminal layer; progress and detail go to the log file.
 
 mod db;
+mod generate;
 mod ingest;
+mod migrate;
 mod run;
 mod status;
 mod validate;
@@ -22,7 +24,7 @@ use crate::cli::{exit, Cli, Command};
 use crate::config::{RawConfig, Settings};
 use crate::database;
 use crate::pipeline::PipelineCtx;
-use crate::store::{self, Store};
+use crate::store::Store;
 
 /// Loads the configuration: defaults < file < environment < the command line's flags.
 ///
@@ -85,25 +87,9 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8
             json,
         } => ingest::run(settings, &paths, consume, follow_symlinks, json).await,
         Command::Status { json } => status::run(settings, json).await,
-        Command::Migrate => {
-            let target = database::resolve(&settings).await?;
-            let pool = store::build_pool(&target.url, 1)?;
-            let report = store::migrate(&pool).await.context("migration failed")?;
-            println!(
-                "{} migration(s) applied; database: {}",
-                report.applied_migrations().len(),
-                target.psql_command()
-            );
-            Ok(exit::OK)
-        }
+        Command::Migrate => migrate::run(&settings).await,
         Command::Db { action } => db::run(&settings, action).await,
-        Command::Generate(spec) => {
-            let written = tokio::task::spawn_blocking(move || crate::generate::generate(&spec))
-                .await?
-                .context("cannot write the generated files")?;
-            println!("{} file(s) written", written.len());
-            Ok(exit::OK)
-        }
+        Command::Generate(spec) => generate::run(spec).await,
     }
 }
 
