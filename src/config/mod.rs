@@ -13,8 +13,12 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-/// The built-in sensor catalogue, carried inside the binary.
-const BUILTIN_SENSOR_TYPES: &str = include_str!("sensor_types.toml");
+mod catalogue;
+mod folders;
+
+use catalogue::{build_catalogue, merge_sensor_types, BuiltinCatalogue, BUILTIN_SENSOR_TYPES};
+pub use catalogue::{MeasurementSpec, RawMeasurement, RawSensorType, SensorType, UnitConversion};
+use folders::check_folders_apart;
 
 /// Name of the configuration file looked up in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "sensor-etl.toml";
@@ -117,70 +121,6 @@ impl Default for RawRetry {
     }
 }
 
-/// One sensor type as written in TOML; every field but `name` may be omitted when it
-/// changes a built-in type.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawSensorType {
-    /// Type name as found in the `sensor_type` column, e.g. `SDS011`.
-    pub name: String,
-    /// Lower-case tokens that identify the type in a file name; default: the name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file_name_tokens: Option<Vec<String>>,
-    /// Columns that are known but never loaded (always empty or derived).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ignored_columns: Option<Vec<String>>,
-    /// Measurements, merged by `name` into the built-in ones.
-    #[serde(default)]
-    pub measurements: Vec<RawMeasurement>,
-}
-
-/// One measurement of a sensor type.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawMeasurement {
-    /// Canonical measurement name stored in the database.
-    pub name: String,
-    /// CSV column names carrying it (case-insensitive).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub columns: Option<Vec<String>>,
-    /// Canonical unit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-    /// Unit found in the files, when it differs from `unit`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_unit: Option<String>,
-    /// Smallest valid value, in the canonical unit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min: Option<f64>,
-    /// Largest valid value, in the canonical unit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<f64>,
-}
-
-/// A linear unit conversion: `to = from * scale + offset`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct UnitConversion {
-    /// Unit converted from.
-    pub from: String,
-    /// Unit converted to.
-    pub to: String,
-    /// Factor.
-    #[serde(default = "default_scale")]
-    pub scale: f64,
-    /// Added after scaling.
-    #[serde(default)]
-    pub offset: f64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BuiltinCatalogue {
-    sensor_types: Vec<RawSensorType>,
-    unit_conversions: Vec<UnitConversion>,
-}
-
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
 }
@@ -235,10 +175,6 @@ const fn default_retry_initial_ms() -> u64 {
 const fn default_retry_max_ms() -> u64 {
     30_000
 }
-const fn default_scale() -> f64 {
-    1.0
-}
-
 impl Default for RawConfig {
     fn default() -> Self {
         Self {
@@ -294,49 +230,6 @@ impl RawConfig {
             .extract()
             .map_err(|source| ConfigError::Invalid(Box::new(source)))
     }
-}
-
-/// A measurement of one sensor type, validated and ready for the stages.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MeasurementSpec {
-    /// Index of this spec in `Settings::catalogue` (the key carried by readings).
-    pub key: u32,
-    /// Sensor type name.
-    pub sensor_type: String,
-    /// Canonical measurement name.
-    pub name: String,
-    /// Lower-cased column names that carry it.
-    pub columns: Vec<String>,
-    /// Canonical unit.
-    pub unit: String,
-    /// `canonical = source * scale + offset`.
-    pub scale: f64,
-    /// See `scale`.
-    pub offset: f64,
-    /// Valid range in the canonical unit, inclusive.
-    pub min: f64,
-    /// See `min`.
-    pub max: f64,
-}
-
-impl MeasurementSpec {
-    /// Converts a value from the file's unit to the canonical unit.
-    pub fn to_canonical(&self, source_value: f64) -> f64 {
-        source_value * self.scale + self.offset
-    }
-}
-
-/// A sensor type, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SensorType {
-    /// Name as written in the data (`SDS011`).
-    pub name: String,
-    /// Lower-case tokens that identify the type in a file name.
-    pub file_name_tokens: Vec<String>,
-    /// Lower-cased columns that are known and never loaded.
-    pub ignored_columns: Vec<String>,
-    /// Keys into `Settings::catalogue`.
-    pub measurement_keys: Vec<u32>,
 }
 
 /// Retry policy for transient database errors.
@@ -510,199 +403,8 @@ pub fn parse_offset(text: &str) -> Option<FixedOffset> {
     FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
 }
 
-fn merge_sensor_types(builtin: Vec<RawSensorType>, user: Vec<RawSensorType>) -> Vec<RawSensorType> {
-    let mut types = builtin;
-    for added in user {
-        match types
-            .iter_mut()
-            .find(|t| t.name.eq_ignore_ascii_case(&added.name))
-        {
-            Some(existing) => {
-                if added.file_name_tokens.is_some() {
-                    existing.file_name_tokens = added.file_name_tokens;
-                }
-                if added.ignored_columns.is_some() {
-                    existing.ignored_columns = added.ignored_columns;
-                }
-                for measurement in added.measurements {
-                    merge_measurement(&mut existing.measurements, measurement);
-                }
-            }
-            None => types.push(added),
-        }
-    }
-    types
-}
-
-fn merge_measurement(measurements: &mut Vec<RawMeasurement>, added: RawMeasurement) {
-    match measurements.iter_mut().find(|m| m.name == added.name) {
-        Some(existing) => {
-            if added.columns.is_some() {
-                existing.columns = added.columns;
-            }
-            if added.unit.is_some() {
-                existing.unit = added.unit;
-            }
-            if added.source_unit.is_some() {
-                existing.source_unit = added.source_unit;
-            }
-            if added.min.is_some() {
-                existing.min = added.min;
-            }
-            if added.max.is_some() {
-                existing.max = added.max;
-            }
-        }
-        None => measurements.push(added),
-    }
-}
-
-fn build_catalogue(
-    types: Vec<RawSensorType>,
-    conversions: &[UnitConversion],
-) -> Result<(Vec<SensorType>, Vec<MeasurementSpec>), ConfigError> {
-    let mut sensor_types = Vec::with_capacity(types.len());
-    let mut catalogue = Vec::new();
-    for raw in types {
-        if raw.name.trim().is_empty() {
-            return Err(ConfigError::SensorType {
-                sensor_type: raw.name,
-                message: "a sensor type needs a name".to_owned(),
-            });
-        }
-        if raw.measurements.is_empty() {
-            return Err(ConfigError::SensorType {
-                sensor_type: raw.name,
-                message: "a sensor type needs at least one measurement".to_owned(),
-            });
-        }
-        let mut measurement_keys = Vec::with_capacity(raw.measurements.len());
-        for m in &raw.measurements {
-            let spec = build_measurement(&raw.name, m, conversions, catalogue.len())?;
-            measurement_keys.push(spec.key);
-            catalogue.push(spec);
-        }
-        let lower = |v: &Vec<String>| v.iter().map(|s| s.trim().to_lowercase()).collect();
-        sensor_types.push(SensorType {
-            file_name_tokens: raw
-                .file_name_tokens
-                .as_ref()
-                .map(lower)
-                .unwrap_or_else(|| vec![raw.name.to_lowercase()]),
-            ignored_columns: raw.ignored_columns.as_ref().map(lower).unwrap_or_default(),
-            name: raw.name,
-            measurement_keys,
-        });
-    }
-    Ok((sensor_types, catalogue))
-}
-
-fn build_measurement(
-    sensor_type: &str,
-    raw: &RawMeasurement,
-    conversions: &[UnitConversion],
-    key: usize,
-) -> Result<MeasurementSpec, ConfigError> {
-    let fail = |message: String| ConfigError::SensorType {
-        sensor_type: sensor_type.to_owned(),
-        message,
-    };
-    let unit = raw
-        .unit
-        .clone()
-        .ok_or_else(|| fail(format!("measurement `{}` needs a unit", raw.name)))?;
-    let columns: Vec<String> = raw
-        .columns
-        .clone()
-        .unwrap_or_else(|| vec![raw.name.clone()])
-        .iter()
-        .map(|c| c.trim().to_lowercase())
-        .collect();
-    let (scale, offset) = match raw.source_unit.as_deref() {
-        None => (1.0, 0.0),
-        Some(source) if source == unit => (1.0, 0.0),
-        Some(source) => conversions
-            .iter()
-            .rev()
-            .find(|c| c.from == source && c.to == unit)
-            .map(|c| (c.scale, c.offset))
-            .ok_or_else(|| {
-                fail(format!(
-                    "measurement `{}`: no unit conversion from `{source}` to `{unit}`",
-                    raw.name
-                ))
-            })?,
-    };
-    let min = raw.min.unwrap_or(f64::NEG_INFINITY);
-    let max = raw.max.unwrap_or(f64::INFINITY);
-    if min > max {
-        return Err(fail(format!(
-            "measurement `{}`: min {min} is above max {max}",
-            raw.name
-        )));
-    }
-    Ok(MeasurementSpec {
-        key: u32::try_from(key).expect("fewer than 2^32 measurements"),
-        sensor_type: sensor_type.to_owned(),
-        name: raw.name.clone(),
-        columns,
-        unit,
-        scale,
-        offset,
-        min,
-        max,
-    })
-}
-
 /// `max_line_bytes` is never below this: a header line must fit.
 const MAX_HEADER_BYTES_FLOOR: u64 = 1024;
-
-/// The inbox, the quarantine and the processed folder must be apart: one inside another
-/// would feed the pipeline its own output.
-fn check_folders_apart(raw: &RawConfig) -> Result<(), ConfigError> {
-    let folders = [
-        ("data_dir", &raw.data_dir),
-        ("quarantine_dir", &raw.quarantine_dir),
-        ("processed_dir", &raw.processed_dir),
-    ];
-    let normalized: Vec<PathBuf> = folders
-        .iter()
-        .map(|(_, dir)| lexical_absolute(dir))
-        .collect();
-    for (i, (key, dir)) in folders.iter().enumerate() {
-        for (j, (other_key, other)) in folders.iter().enumerate().skip(i + 1) {
-            let (a, b) = (&normalized[i], &normalized[j]);
-            if a.starts_with(b) || b.starts_with(a) {
-                return Err(ConfigError::Value {
-                    key,
-                    message: format!(
-                        "`{}` is the same folder as `{other_key}` (`{}`) or inside it, or holds it; \
-                         the inbox, quarantine and processed folders must be apart",
-                        dir.display(),
-                        other.display()
-                    ),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `path` made absolute with `.` and `..` resolved by name (the folders need not exist yet).
-fn lexical_absolute(path: &Path) -> PathBuf {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut normalized = PathBuf::new();
-    for component in absolute.components() {
-        match component {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                normalized.pop();
-            }
-            other => normalized.push(other),
-        }
-    }
-    normalized
-}
 
 /// Configuration problems, reported before anything runs.
 #[derive(Debug, thiserror::Error)]
@@ -732,35 +434,6 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
-}
-
-#[cfg(test)]
-mod folder_tests {
-    use super::*;
-
-    #[test]
-    fn the_inbox_quarantine_and_processed_folders_must_be_apart() {
-        for (quarantine, processed) in [
-            ("data", "processed"),
-            ("quarantine", "data"),
-            ("data/quarantine", "processed"),
-            ("quarantine", "./data/../data/done"),
-            ("out", "out"),
-            ("..", "processed"),
-        ] {
-            let raw = RawConfig {
-                quarantine_dir: quarantine.into(),
-                processed_dir: processed.into(),
-                ..RawConfig::default()
-            };
-            let error = Settings::from_raw(raw).map(|_| ()).unwrap_err();
-            assert!(
-                error.to_string().contains("must be apart"),
-                "{quarantine} {processed}: {error}"
-            );
-        }
-        assert!(Settings::from_raw(RawConfig::default()).is_ok());
-    }
 }
 
 #[cfg(test)]
