@@ -130,6 +130,23 @@ impl FileFormat {
             ));
         }
 
+        // A column named twice would leave one of its values unread: refuse the header.
+        let mut named = std::collections::HashSet::new();
+        if let Some(twice) = lower
+            .iter()
+            .filter(|c| !c.trim().is_empty() && !c.starts_with("unnamed:"))
+            .find(|c| !named.insert(c.trim()))
+        {
+            return Err(FileRejection::new(
+                "duplicate_column",
+                format!(
+                    "the header names column `{}` more than once; header was `{}`",
+                    twice.trim(),
+                    crate::validate::reject::cut(header)
+                ),
+            ));
+        }
+
         let find = |aliases: &[&str]| lower.iter().position(|c| aliases.contains(&c.as_str()));
         let missing = |what: &str, aliases: &[&str]| {
             FileRejection::new(
@@ -354,10 +371,11 @@ fn type_from_columns(
             })
         })
         .max_by_key(|plan| {
+            // A header may name a measurement column twice: more columns than measurements.
             let unfilled = settings.sensor_types[plan.sensor_type]
                 .measurement_keys
                 .len()
-                - plan.measurements.len();
+                .saturating_sub(plan.measurements.len());
             (
                 plan.measurements.len(),
                 std::cmp::Reverse(unfilled),
@@ -442,6 +460,19 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.code, "unsupported_layout");
+    }
+
+    #[test]
+    fn a_column_named_twice_is_refused() {
+        let settings = Settings::builtin();
+        let rejection =
+            FileFormat::detect(b"sensor_id;timestamp;P1;p1;P2\n", "x.csv", &settings).unwrap_err();
+        assert_eq!(rejection.code, "duplicate_column");
+        assert!(rejection.message.contains("`p1`"), "{}", rejection.message);
+        // Two index columns without a name are fine.
+        assert!(
+            FileFormat::detect(b",,sensor_id,timestamp,P1\n", "x_sds011.csv", &settings).is_ok()
+        );
     }
 
     #[test]
