@@ -556,8 +556,12 @@ async fn a_writer_that_keeps_the_file_open_and_pauses_loses_no_row() {
     command.env("SENSOR_ETL_SETTLE_MS", "1000");
     let running = Watched::spawn(command, "");
     let mut writer = std::fs::File::create(inbox.join("slow_dht22.csv")).unwrap();
+    // Half a header line, a pause past the settle period, the rest of it, another pause.
+    writer.write_all(b"sensor_id;sensor_type;loc").unwrap();
+    writer.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     writer
-        .write_all(b"sensor_id;sensor_type;location;lat;lon;timestamp;temperature;humidity\n")
+        .write_all(b"ation;lat;lon;timestamp;temperature;humidity\n")
         .unwrap();
     writer.flush().unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;

@@ -96,9 +96,7 @@ fn prepare(settings: &Settings, job: Job) -> Result<Prepared> {
                 continue;
             }
         }
-        if rejection.as_ref().is_none_or(|r| r.code == "empty_file") {
-            job.check_final(settings, tally.rows_read)?;
-        }
+        job.check_final(settings, tally.rows_read)?;
         let quarantined = settle::publish_quarantine(&target, rejection.as_ref(), &tally, writer)?;
         return Ok(Prepared {
             job,

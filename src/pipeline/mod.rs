@@ -93,8 +93,9 @@ impl Job {
         }
     }
 
-    /// An inbox file with no data rows that is younger than the grace period is not final: a
-    /// writer that keeps it open may still add rows.
+    /// An inbox file with no data rows (empty, a header alone, a header line not yet ended)
+    /// that is younger than the grace period is not final: a writer that keeps it open may
+    /// still add rows.
     fn check_final(&self, settings: &Settings, rows_read: u64) -> Result<()> {
         if rows_read > 0 || !matches!(self.delivery.origin, Origin::Inbox(_)) {
             return Ok(());

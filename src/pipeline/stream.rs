@@ -99,6 +99,7 @@ async fn load_once(
             Ok(Outcome::Duplicate(existing))
         }
         Outcome::Committed(report) => {
+            job.check_unchanged()?;
             tx.commit().await.map_err(StoreError::from)?;
             crate::faults::point("pipeline::after-commit");
             let report = settle::after_commit(ctx, job, *report)?;
@@ -193,10 +194,9 @@ async fn stage(
             return Ok(Outcome::RejectWhole(verdict));
         }
     }
-    let not_yet_data = rejection.as_ref().is_none_or(|r| r.code == "empty_file");
-    if not_yet_data {
-        job.check_final(settings, tally.rows_read)?;
-    }
+    // Before anything is published: a young inbox file with no rows may still be written, and
+    // a file that changed was not read as it is.
+    job.check_final(settings, tally.rows_read)?;
     job.check_unchanged()?;
     let quarantined = settle::publish_quarantine(&target, rejection.as_ref(), &tally, writer)?;
     let error_text = rejection.as_ref().map(ToString::to_string);
