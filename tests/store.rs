@@ -625,3 +625,50 @@ async fn many_distinct_positions_stay_in_the_rows() {
         2 * i64::from(lines)
     );
 }
+
+/// A delivery whose bytes are in memory (as a request body will be) goes through the same
+/// pipeline: readings, rejects, quarantine from the bytes, origin in the ledger; the same
+/// bytes again are a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_from_memory_loads_like_a_file() {
+    use sensor_etl::delivery::{ByteSource, Origin};
+    let h = Harness::new().await;
+    let body = "sensor_id;timestamp;temperature;humidity\n\
+                8;2020-01-01T00:00:00;20;50\n\
+                8;2020-01-01T00:01:00;abc;50\n\
+                8;2020-01-01T00:02:00;21;50\n";
+    let delivery = Delivery {
+        name: "gateway_dht22.csv".to_owned(),
+        source: ByteSource::Memory(bytes::Bytes::from_static(body.as_bytes())),
+        origin: Origin::Http("127.0.0.1".to_owned()),
+        disposition: Disposition::LeaveInPlace,
+    };
+    let report = process(&h.ctx, &delivery).await.unwrap();
+    assert_eq!(report.status, FileStatus::PartiallyLoaded);
+    assert_eq!(
+        (report.rows_read, report.rows_loaded, report.rows_rejected),
+        (3, 2, 1)
+    );
+    assert_eq!(report.path, None);
+    assert_eq!(
+        h.count("SELECT count(*) FROM v_rejects WHERE line = 3 AND code = 'not_a_number'")
+            .await,
+        1
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM file_deliveries WHERE origin = 'http:127.0.0.1'")
+            .await,
+        1
+    );
+    let rejected = report
+        .quarantine
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with(".rejected.csv"))
+        .expect("the rejected row in quarantine");
+    assert_eq!(
+        std::fs::read_to_string(rejected).unwrap(),
+        "sensor_id;timestamp;temperature;humidity\n8;2020-01-01T00:01:00;abc;50\n"
+    );
+    let again = process(&h.ctx, &delivery).await.unwrap();
+    assert_eq!(again.status, FileStatus::Duplicate);
+}
