@@ -3,8 +3,9 @@
 //! record of what it cut, so that positions map back to the source and the cut line is
 //! rejected with `line_too_long` under its own line number.
 //!
-//! Line ends are always kept, so line numbers are those of the source; byte offsets are mapped
-//! back through `Cuts::source_offset`.
+//! Line ends are always kept; byte offsets are mapped back through `Cuts::source_offset`. The
+//! limiter also notes where empty lines are: the CSV reader skips them without counting them,
+//! and `Cuts::empty_lines_before` restores the physical line numbers.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -24,6 +25,8 @@ struct CutsInner {
     lines: BTreeMap<u64, u64>,
     /// (offset in the limited stream where a cut ended, bytes removed up to there).
     shifts: Vec<(u64, u64)>,
+    /// Offsets in the limited stream of empty lines (a line end at the start of a line).
+    empty_lines: Vec<u64>,
 }
 
 impl Cuts {
@@ -35,6 +38,32 @@ impl Cuts {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let index = inner.shifts.partition_point(|(at, _)| *at <= offset);
         offset + index.checked_sub(1).map_or(0, |i| inner.shifts[i].1)
+    }
+
+    /// Empty lines before `offset` in the limited stream.
+    pub fn empty_lines_before(&self, offset: u64) -> u64 {
+        if !self.any.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.empty_lines.partition_point(|at| *at < offset) as u64
+    }
+
+    /// The first offset at or after `offset` that does not start an empty line.
+    pub fn after_empty_lines(&self, offset: u64) -> u64 {
+        if !self.any.load(Ordering::Relaxed) {
+            return offset;
+        }
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let first = inner.empty_lines.partition_point(|at| *at < offset);
+        let mut at = offset;
+        for empty in &inner.empty_lines[first..] {
+            if *empty != at {
+                break;
+            }
+            at += 1;
+        }
+        at
     }
 
     /// The full length of `line` when it was cut.
@@ -118,7 +147,12 @@ impl<R: Read> Read for LineLimiter<R> {
             let available = &self.buffer[self.start..self.end];
             let segment = memchr::memchr(b'\n', available).unwrap_or(available.len());
             if segment == 0 {
-                // A line end: always kept.
+                // A line end: always kept; an empty line is noted.
+                if self.in_line == 0 {
+                    self.cuts.any.store(true, Ordering::Relaxed);
+                    let mut inner = self.cuts.inner.lock().unwrap_or_else(|e| e.into_inner());
+                    inner.empty_lines.push(self.out);
+                }
                 self.end_line();
                 out[written] = b'\n';
                 written += 1;
@@ -181,5 +215,21 @@ mod tests {
         }
         assert_eq!(kept, text);
         assert_eq!(cuts.source_offset(15), 15);
+        assert_eq!(cuts.empty_lines_before(15), 0);
+    }
+
+    #[test]
+    fn empty_lines_are_noted() {
+        let text = b"h\n\n1\n\n\n2\n";
+        let (mut limiter, cuts) = LineLimiter::new(&text[..], 100);
+        std::io::copy(&mut limiter, &mut std::io::sink()).unwrap();
+        assert_eq!(cuts.empty_lines_before(4), 1, "before `1`");
+        assert_eq!(cuts.empty_lines_before(7), 3, "before `2`");
+        assert_eq!(cuts.after_empty_lines(4), 4);
+        assert_eq!(
+            cuts.after_empty_lines(5),
+            7,
+            "the record after two empty lines"
+        );
     }
 }

@@ -343,10 +343,14 @@ impl<'s> FileValidator<'s> {
                 .cloned()
                 .unwrap_or_else(csv::Position::new);
             self.record_count += 1;
+            // The CSV reader starts a record where it began reading, before the empty lines
+            // it skipped, and does not count them as lines.
+            let first_byte = self.cuts.after_empty_lines(start.byte());
             let position = Position {
                 record: self.record_count,
-                line: start.line(),
-                byte: self.cuts.source_offset(start.byte()),
+                line: (start.line() + self.cuts.empty_lines_before(first_byte))
+                    .saturating_sub(self.source.line_shift()),
+                byte: self.cuts.source_offset(first_byte),
             };
             let byte_end = self.cuts.source_offset(self.reader.position().byte());
             chunk.rows_read += 1;
@@ -359,7 +363,7 @@ impl<'s> FileValidator<'s> {
     }
 
     fn check(&mut self, position: Position, byte_end: u64, chunk: &mut ValidatedChunk) {
-        if let Some(length) = self.cuts.cut_line(position.line) {
+        if let Some(length) = self.cuts.cut_line(position.line + self.source.line_shift()) {
             chunk.rejects.push(RejectedRow {
                 position,
                 byte_end,
@@ -702,7 +706,7 @@ impl RejectedLines {
             chunk.rejects.push(RejectedRow {
                 position: Position {
                     record: self.record,
-                    line: self.line,
+                    line: self.line.saturating_sub(self.source.line_shift()),
                     byte: self.cuts.source_offset(start),
                 },
                 byte_end: self.cuts.source_offset(self.byte),
@@ -731,6 +735,16 @@ mod tests {
         let path = dir.path().join("2020-01-01_dht22_sensor_1.csv");
         std::fs::write(&path, bytes).unwrap();
         (dry_run(&path, &Settings::builtin()).unwrap(), dir)
+    }
+
+    #[test]
+    fn lines_after_empty_lines_keep_their_physical_numbers() {
+        let (run, _dir) = dry_run_of(
+            b"sensor_id;timestamp;temperature;humidity\n1;2020-01-01T00:00:00;20;50\n\n\n\
+              1;2020-01-01T00:01:00;abc;50\n",
+        );
+        let lines: Vec<u64> = run.rejects.iter().map(|r| r.position.line).collect();
+        assert_eq!(lines, vec![5]);
     }
 
     #[test]
