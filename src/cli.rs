@@ -63,9 +63,18 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Watch the inbox forever; SIGINT/SIGTERM finish the current file and exit 0.
+    /// Watch the inbox forever and serve the HTTP API; SIGINT/SIGTERM finish the current file
+    /// and exit 0.
     Run {
-        /// Address of /metrics, /healthz and /readyz (default 127.0.0.1:9898; "" disables).
+        /// Address of the HTTP API: ingest, /metrics, /healthz, /readyz (default
+        /// 127.0.0.1:9898; "" disables).
+        #[arg(long, value_name = "ADDR")]
+        http_addr: Option<String>,
+    },
+    /// Serve the HTTP API alone (POST /v1/ingest, /metrics, /healthz, /readyz), watching no
+    /// inbox; SIGINT/SIGTERM finish the requests in hand and exit 0.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:9898).
         #[arg(long, value_name = "ADDR")]
         http_addr: Option<String>,
     },

@@ -25,6 +25,14 @@ pub enum ByteSource {
     File(PathBuf),
     /// Bytes held in memory (a request body).
     Memory(Bytes),
+    /// A CSV rendering of a body in another format (JSON, NDJSON): its line `n + line_shift`
+    /// holds the body's line or element `n`, so positions are reported in the body's terms.
+    Rendered {
+        /// The CSV text.
+        bytes: Bytes,
+        /// Lines to subtract from a CSV line number.
+        line_shift: u64,
+    },
 }
 
 /// An open pass over a source.
@@ -38,8 +46,18 @@ impl ByteSource {
     pub fn open(&self) -> io::Result<SourceReader> {
         Ok(match self {
             ByteSource::File(path) => Box::new(File::open(path)?),
-            ByteSource::Memory(bytes) => Box::new(Cursor::new(bytes.clone())),
+            ByteSource::Memory(bytes) | ByteSource::Rendered { bytes, .. } => {
+                Box::new(Cursor::new(bytes.clone()))
+            }
         })
+    }
+
+    /// Lines to subtract from a line number read from this source (0 but for renderings).
+    pub fn line_shift(&self) -> u64 {
+        match self {
+            ByteSource::Rendered { line_shift, .. } => *line_shift,
+            _ => 0,
+        }
     }
 
     /// Opens the source for reads at any offset.
@@ -49,7 +67,9 @@ impl ByteSource {
     pub fn random_access(&self) -> io::Result<RandomAccess> {
         Ok(match self {
             ByteSource::File(path) => RandomAccess::File(File::open(path)?),
-            ByteSource::Memory(bytes) => RandomAccess::Memory(bytes.clone()),
+            ByteSource::Memory(bytes) | ByteSource::Rendered { bytes, .. } => {
+                RandomAccess::Memory(bytes.clone())
+            }
         })
     }
 
@@ -57,7 +77,7 @@ impl ByteSource {
     pub fn path(&self) -> Option<&Path> {
         match self {
             ByteSource::File(path) => Some(path),
-            ByteSource::Memory(_) => None,
+            ByteSource::Memory(_) | ByteSource::Rendered { .. } => None,
         }
     }
 }
@@ -66,7 +86,9 @@ impl fmt::Display for ByteSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ByteSource::File(path) => write!(f, "{}", path.display()),
-            ByteSource::Memory(bytes) => write!(f, "request body of {} bytes", bytes.len()),
+            ByteSource::Memory(bytes) | ByteSource::Rendered { bytes, .. } => {
+                write!(f, "request body of {} bytes", bytes.len())
+            }
         }
     }
 }

@@ -37,7 +37,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     // The long-running command narrates on the terminal; the one-shot ones show their own
     // results there, with warnings and errors, and leave the detail to the log file.
     let terminal = match cli.command {
-        Command::Run { .. } => telemetry::Terminal::Narrate,
+        Command::Run { .. } | Command::Serve { .. } => telemetry::Terminal::Narrate,
         _ => telemetry::Terminal::Problems,
     };
     let _log_guard = telemetry::init(Some(&settings.logs_dir), terminal);

@@ -40,6 +40,13 @@ pub const DATABASE_WAITING: &str = "sensor_etl_database_waiting";
 /// Files waiting out a local fault (disk full, permission denied, a source not final yet).
 pub const LOCAL_FAULTS: &str = "sensor_etl_files_local_fault";
 
+/// HTTP requests answered, label `status` (the code).
+pub const HTTP_REQUESTS_TOTAL: &str = "sensor_etl_http_requests_total";
+/// Request body bytes received (after decompression).
+pub const HTTP_RECEIVED_BYTES_TOTAL: &str = "sensor_etl_http_received_bytes_total";
+/// Time from a request to its answer, in seconds (histogram).
+pub const HTTP_REQUEST_SECONDS: &str = "sensor_etl_http_request_seconds";
+
 /// Files waiting out a local fault now, for readiness.
 static LOCAL_FAULT_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -137,6 +144,18 @@ fn describe() {
         "Per-file processing time, in seconds."
     );
     metrics::describe_gauge!(DATABASE_WAITING, "1 while work waits for the database.");
+    metrics::describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests answered, by status code."
+    );
+    metrics::describe_counter!(
+        HTTP_RECEIVED_BYTES_TOTAL,
+        "Request body bytes received, after decompression."
+    );
+    metrics::describe_histogram!(
+        HTTP_REQUEST_SECONDS,
+        "Time to answer a request, in seconds."
+    );
     metrics::describe_gauge!(
         LOCAL_FAULTS,
         "Files waiting out a local fault (disk full, permission denied, not final yet)."
@@ -215,4 +234,11 @@ pub fn record_local_faults(files: usize) {
 /// How many files wait out a local fault.
 pub fn local_faults() -> usize {
     LOCAL_FAULT_FILES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Records one answered HTTP request.
+pub fn record_http_request(status: u16, received_bytes: u64, elapsed: Duration) {
+    metrics::counter!(HTTP_REQUESTS_TOTAL, "status" => status.to_string()).increment(1);
+    metrics::counter!(HTTP_RECEIVED_BYTES_TOTAL).increment(received_bytes);
+    metrics::histogram!(HTTP_REQUEST_SECONDS).record(elapsed.as_secs_f64());
 }

@@ -20,13 +20,13 @@ async fn endpoints_report_health_metrics_and_readiness() {
     let store = Store::connect(&url, &settings).await.unwrap();
     let ctx = PipelineCtx { settings, store };
     let cancel = CancellationToken::new();
-    let (addr, server) = sensor_etl::http::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        ctx.store.pool().clone(),
-        cancel.clone(),
-    )
-    .await
-    .unwrap();
+    let state =
+        sensor_etl::http::HttpState::new(ctx.store.pool().clone(), Arc::clone(&ctx.settings));
+    let _ = state.pipeline.set(ctx.clone());
+    let (addr, server) =
+        sensor_etl::http::serve("127.0.0.1:0".parse().unwrap(), state, cancel.clone())
+            .await
+            .unwrap();
 
     let path = workspace.path("in/2020-01-01_dht22_sensor_1.csv");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

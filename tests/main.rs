@@ -9,6 +9,7 @@ mod fuzz_replay;
 mod golden;
 mod hostile;
 mod http;
+mod ingest_http;
 mod promises;
 mod realdata;
 mod store;

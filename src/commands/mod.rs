@@ -51,6 +51,9 @@ pub fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
     let mut settings = Settings::from_raw(raw)?;
     if let Command::Run {
         http_addr: Some(addr),
+    }
+    | Command::Serve {
+        http_addr: Some(addr),
     } = &cli.command
     {
         settings.http_addr = match addr.trim() {
@@ -74,10 +77,14 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8
             json,
             follow_symlinks,
         } => validate::run(&paths, json, follow_symlinks, &settings),
-        Command::Run { .. } => {
+        Command::Run { .. } | Command::Serve { .. } => {
+            let inbox = match command {
+                Command::Run { .. } => run::Inbox::Watch,
+                _ => run::Inbox::Ignore,
+            };
             let cancel = CancellationToken::new();
             tokio::spawn(shutdown_on_signal(cancel.clone()));
-            run::run(settings, cancel).await?;
+            run::run(settings, inbox, cancel).await?;
             Ok(exit::OK)
         }
         Command::Ingest {

@@ -1,24 +1,45 @@
-//! `sensor-etl run`: the operator endpoints at once, then the inbox watcher once the database
-//! answers (waiting for it with backoff instead of failing), until shutdown.
+//! `sensor-etl run` and `sensor-etl serve`: the HTTP server at once (operator endpoints, and
+//! ingest once the database answers), then, for `run`, the inbox watcher, until shutdown. The
+//! database is waited for with backoff instead of failing when it is unreachable.
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::http::HttpState;
 use crate::pipeline::PipelineCtx;
 use crate::store::{self, Store};
 use crate::{database, http, telemetry, watch};
 
-/// Serves HTTP, waits for the database, watches the inbox until `cancel` fires.
+/// Whether the inbox is watched (`run`) or only the HTTP API is served (`serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbox {
+    /// `run`: watch the inbox too.
+    Watch,
+    /// `serve`: the HTTP API alone.
+    Ignore,
+}
+
+/// Serves HTTP, waits for the database, watches the inbox (or only serves) until `cancel`.
 ///
 /// # Errors
-/// The database is unusable for a reason other than an outage, or the inbox cannot be watched.
-pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
+/// The database is unusable for a reason other than an outage, the address cannot be served,
+/// or the inbox cannot be watched.
+pub async fn run(
+    settings: Settings,
+    inbox: Inbox,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
     let target = database::resolve(&settings).await?;
     let pool = store::build_pool(&target.url, 8)?;
+    let state = HttpState::new(pool.clone(), Arc::clone(&settings));
     let server = match settings.http_addr {
-        Some(addr) => Some(http::serve(addr, pool.clone(), cancel.clone()).await?.1),
+        Some(addr) => Some(http::serve(addr, state.clone(), cancel.clone()).await?.1),
+        None if inbox == Inbox::Ignore => {
+            anyhow::bail!("`serve` needs an address: set http_addr or --http-addr")
+        }
         None => None,
     };
     let mut delay = settings
@@ -54,10 +75,16 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         eprintln!("database: {}", target.psql_command());
         telemetry::record_database_available();
         let ctx = PipelineCtx {
-            settings: Arc::new(settings),
+            settings: Arc::clone(&settings),
             store,
         };
-        watch::run(ctx, cancel.clone()).await?;
+        let _ = state.pipeline.set(ctx.clone());
+        match inbox {
+            Inbox::Watch => {
+                watch::run(ctx, cancel.clone()).await?;
+            }
+            Inbox::Ignore => cancel.cancelled().await,
+        }
     }
     cancel.cancel();
     if let Some(server) = server {

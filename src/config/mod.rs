@@ -13,8 +13,11 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod access;
 mod catalogue;
 mod folders;
+
+pub use access::{AccessToken, HttpSettings, RawHttp, RawToken, Scope};
 
 use catalogue::{build_catalogue, merge_sensor_types, BuiltinCatalogue, BUILTIN_SENSOR_TYPES};
 pub use catalogue::{MeasurementSpec, RawMeasurement, RawSensorType, SensorType, UnitConversion};
@@ -88,6 +91,9 @@ pub struct RawConfig {
     /// Retry policy for transient database errors.
     #[serde(default)]
     pub retry: RawRetry,
+    /// The HTTP API: access tokens and request limits.
+    #[serde(default)]
+    pub http: RawHttp,
     /// Added or changed sensor types, merged by name into the built-in ones.
     #[serde(default)]
     pub sensor_types: Vec<RawSensorType>,
@@ -197,6 +203,7 @@ impl Default for RawConfig {
             poison_attempts: default_poison_attempts(),
             shutdown_grace_secs: default_shutdown_grace_secs(),
             retry: RawRetry::default(),
+            http: RawHttp::default(),
             sensor_types: Vec::new(),
             unit_conversions: Vec::new(),
         }
@@ -282,6 +289,8 @@ pub struct Settings {
     pub poison_attempts: u32,
     /// Time the file in hand may take to finish after a shutdown request.
     pub shutdown_grace: std::time::Duration,
+    /// The HTTP API's access tokens and limits.
+    pub http: HttpSettings,
     /// Retry policy.
     pub retry: RetryPolicy,
     /// Sensor types in catalogue order.
@@ -353,6 +362,7 @@ impl Settings {
             claim_lease: std::time::Duration::from_secs(raw.claim_lease_secs.max(1)),
             poison_attempts: raw.poison_attempts.max(1),
             shutdown_grace: std::time::Duration::from_secs(raw.shutdown_grace_secs),
+            http: HttpSettings::from_raw(raw.http)?,
             retry: RetryPolicy {
                 initial_delay: std::time::Duration::from_millis(raw.retry.initial_delay_ms),
                 max_delay: std::time::Duration::from_millis(raw.retry.max_delay_ms),

@@ -1,36 +1,77 @@
-//! The HTTP server of `sensor-etl run`: one axum server, one module per group of endpoints.
-//! Today: the operator endpoints ([`operator`]); the ingest, query and dashboard groups join
-//! here with routes of their own.
+//! The HTTP server of `sensor-etl run` and `sensor-etl serve`: one axum server, one module per
+//! group of endpoints: [`operator`] (`/metrics`, `/healthz`, `/readyz`) and [`ingest`]
+//! (`POST /v1/ingest`), with [`access`] deciding who may call and [`body`] turning request
+//! bodies into deliveries; room for the query and dashboard groups.
 //!
-//! The server runs beside the pipeline and stops when the shutdown token fires. It imports the
-//! store and telemetry, never the commands above it.
+//! The server starts before the database answers (the operator endpoints report it); ingest
+//! requests get 503 until the pipeline is handed over (`HttpState::pipeline`). Request bodies
+//! are decompressed (gzip, zstd) before the body limit counts them, so a compression bomb is
+//! cut off at `max_body_bytes`. It refuses to listen beyond loopback without an access token.
+//! It stops when the shutdown token fires.
 
+pub mod access;
+pub mod body;
+pub mod error;
+pub mod ingest;
 pub mod operator;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
+use tower_http::decompression::RequestDecompressionLayer;
 
+use crate::config::Settings;
 use crate::error::{Error, Result};
+use crate::pipeline::PipelineCtx;
 
 /// What every handler may use.
 #[derive(Clone)]
 pub struct HttpState {
-    /// The database pool.
+    /// The database pool (readiness).
     pub pool: Pool,
+    /// Validated configuration.
+    pub settings: Arc<Settings>,
+    /// The pipeline, once the database answered and the store is ready.
+    pub pipeline: Arc<OnceLock<PipelineCtx>>,
+}
+
+impl HttpState {
+    /// A state whose pipeline is handed over later.
+    pub fn new(pool: Pool, settings: Arc<Settings>) -> Self {
+        Self {
+            pool,
+            settings,
+            pipeline: Arc::new(OnceLock::new()),
+        }
+    }
 }
 
 /// Binds `addr` and serves until `cancel` fires; returns the bound address (useful with port 0)
 /// and the server task.
 ///
 /// # Errors
-/// The address cannot be bound.
+/// The address cannot be bound, or it is not loopback while no access token is configured.
 pub async fn serve(
     addr: SocketAddr,
-    pool: Pool,
+    state: HttpState,
     cancel: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    if !addr.ip().is_loopback() && state.settings.http.tokens.is_empty() {
+        return Err(Error::Config(crate::config::ConfigError::Value {
+            key: "http_addr",
+            message: format!(
+                "refusing to listen on {addr} with no access token: anyone who reaches it could \
+                 write; add a token under [[http.tokens]] in sensor-etl.toml (name, sha256 of \
+                 the token or env, scopes) or listen on 127.0.0.1"
+            ),
+        }));
+    }
     crate::telemetry::metrics_handle();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -38,16 +79,42 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|e| Error::io(format!("http://{addr}"), e))?;
-    let app = operator::routes().with_state(HttpState { pool });
+    let body_limit = usize::try_from(state.settings.http.max_body_bytes).unwrap_or(usize::MAX);
+    let app = operator::routes()
+        .merge(ingest::routes())
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestDecompressionLayer::new())
+        .layer(axum::middleware::from_fn(known_encodings_only))
+        .with_state(state);
     let task = tokio::spawn(async move {
         let shutdown = async move { cancel.cancelled().await };
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
+        if let Err(error) = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
         {
             tracing::error!(message = "HTTP server failed.", error = %error);
         }
     });
-    tracing::info!(message = "Serving /metrics, /healthz and /readyz.", address = %bound);
+    tracing::info!(message = "Serving HTTP.", address = %bound);
     Ok((bound, task))
+}
+
+/// 415 with a JSON body for a `Content-Encoding` other than gzip and zstd.
+async fn known_encodings_only(request: Request, next: Next) -> Response {
+    let encoding = request
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|value| value.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("" | "identity" | "gzip" | "x-gzip" | "zstd") => next.run(request).await,
+        Some(other) => error::ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Encoding `{other}` is not taken: send gzip, zstd or none"),
+        )
+        .into_response(),
+    }
 }

@@ -1,6 +1,6 @@
 //! Operator endpoints: `/metrics` (Prometheus text format), `/healthz` (200 while the process
-//! runs) and `/readyz` (200 only while the database answers and every migration is applied,
-//! 503 with the reason otherwise). A readiness probe never waits more than `READY_TIMEOUT`
+//! runs) and `/readyz` (200 only while the pipeline is up, the database answers, every
+//! migration is applied and no file waits on a local fault; 503 with the reason otherwise). A readiness probe never waits more than `READY_TIMEOUT`
 //! for the database.
 
 use std::time::Duration;
@@ -54,6 +54,12 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
             Err(e) => Err(format!("cannot read the migration history: {e}")),
         }
     };
+    if state.pipeline.get().is_none() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for the database before taking deliveries\n".to_owned(),
+        );
+    }
     let faults = crate::telemetry::local_faults();
     if faults > 0 {
         return (

@@ -171,10 +171,13 @@ pub async fn process_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
         let delivery = file.job.delivery.clone();
         let report = match fate {
             Ok(file_id) => {
-                let error = file.rejection.as_ref().map(ToString::to_string);
-                let report = file
-                    .tally
-                    .report(&file.job, file_id, error, file.quarantined, false);
+                let report = file.tally.report(
+                    &file.job,
+                    file_id,
+                    file.rejection.as_ref(),
+                    file.quarantined,
+                    false,
+                );
                 settle::after_commit(ctx, &file.job, report)
             }
             Err(existing) => settle::after_duplicate(ctx, &file.job, existing),

@@ -211,7 +211,7 @@ async fn stage(
     Ok(Outcome::Committed(Box::new(tally.report(
         job,
         file_id,
-        error_text,
+        rejection.as_ref(),
         quarantined,
         false,
     ))))

@@ -18,6 +18,7 @@ use crate::pipeline::Job;
 use crate::store::ledger::{self, ExistingFile, FileRecord, FileStatus};
 use crate::telemetry::{self, FileOutcome};
 use crate::transform::aggregate::FileAggregates;
+use crate::validate::format::FileRejection;
 use crate::validate::ValidatedChunk;
 
 /// The outcome of one delivery.
@@ -45,6 +46,8 @@ pub struct DeliveryReport {
     pub reading_count: u64,
     /// Delivery-level reason when rejected whole.
     pub rejection: Option<String>,
+    /// Its code (`missing_column`, `no_valid_rows`, …).
+    pub rejection_code: Option<&'static str>,
     /// Files written to quarantine.
     pub quarantine: Vec<PathBuf>,
     /// Where a consumed file source went.
@@ -181,7 +184,7 @@ impl Tally {
         self,
         job: &Job,
         file_id: i64,
-        rejection: Option<String>,
+        rejection: Option<&FileRejection>,
         quarantine: Vec<PathBuf>,
         duplicate: bool,
     ) -> DeliveryReport {
@@ -201,7 +204,8 @@ impl Tally {
             rows_loaded: self.rows_loaded,
             rows_rejected: self.rows_rejected,
             reading_count: self.reading_count,
-            rejection,
+            rejection: rejection.map(ToString::to_string),
+            rejection_code: rejection.map(|r| r.code),
             quarantine,
             moved_to: None,
             violation_counts: self.violation_counts,

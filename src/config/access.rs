@@ -1,0 +1,171 @@
+//! The HTTP API's access configuration: tokens, each with a name and scopes, given as the
+//! SHA-256 of the token or as the name of an environment variable holding the token itself;
+//! and the request limits. Token values are never kept in plain text here nor printed: only
+//! their SHA-256 is held.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::ConfigError;
+
+/// `[http]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// Access tokens; none: loopback clients only.
+    #[serde(default)]
+    pub tokens: Vec<RawToken>,
+    /// Largest request body, counted after decompression.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// How long a request waits for an unavailable database before 503.
+    #[serde(default = "default_database_wait_secs")]
+    pub database_wait_secs: u64,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            max_body_bytes: default_max_body_bytes(),
+            database_wait_secs: default_database_wait_secs(),
+        }
+    }
+}
+
+const fn default_max_body_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+const fn default_database_wait_secs() -> u64 {
+    10
+}
+
+/// `[[http.tokens]]` as written: `sha256` or `env`, not both.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// Who holds it (logged and recorded as the client of its deliveries).
+    pub name: String,
+    /// Hex SHA-256 of the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Environment variable holding the token itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// `write` (push readings), `read` (query).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// What a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Push readings.
+    Write,
+    /// Read what was loaded.
+    Read,
+}
+
+impl Scope {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "write" => Some(Scope::Write),
+            "read" => Some(Scope::Read),
+            _ => None,
+        }
+    }
+}
+
+/// A validated token: its holder, the SHA-256 of its value, its scopes.
+#[derive(Clone, PartialEq)]
+pub struct AccessToken {
+    /// Who holds it.
+    pub name: String,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+    /// What it allows.
+    pub scopes: Vec<Scope>,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[http]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// Access tokens; empty: loopback clients only.
+    pub tokens: Vec<AccessToken>,
+    /// Largest request body, after decompression.
+    pub max_body_bytes: u64,
+    /// How long a request waits for an unavailable database.
+    pub database_wait: std::time::Duration,
+}
+
+impl HttpSettings {
+    /// Validates `[http]`: each token has exactly one of `sha256` (64 hex digits) and `env`
+    /// (set and not empty), and known scopes.
+    ///
+    /// # Errors
+    /// A token is malformed, or its environment variable is missing.
+    pub fn from_raw(raw: RawHttp) -> Result<Self, ConfigError> {
+        let invalid = |name: &str, message: String| ConfigError::Value {
+            key: "http.tokens",
+            message: format!("token `{name}`: {message}"),
+        };
+        let mut tokens = Vec::with_capacity(raw.tokens.len());
+        for token in raw.tokens {
+            let sha256 = match (&token.sha256, &token.env) {
+                (Some(hex_digest), None) => {
+                    let mut digest = [0u8; 32];
+                    hex::decode_to_slice(hex_digest.trim(), &mut digest).map_err(|_| {
+                        invalid(
+                            &token.name,
+                            "`sha256` must be 64 hexadecimal digits".to_owned(),
+                        )
+                    })?;
+                    digest
+                }
+                (None, Some(variable)) => match std::env::var(variable) {
+                    Ok(value) if !value.is_empty() => Sha256::digest(value.as_bytes()).into(),
+                    _ => {
+                        return Err(invalid(
+                            &token.name,
+                            format!("the environment variable `{variable}` is not set"),
+                        ))
+                    }
+                },
+                _ => {
+                    return Err(invalid(
+                        &token.name,
+                        "give exactly one of `sha256` and `env`".to_owned(),
+                    ))
+                }
+            };
+            let scopes = token
+                .scopes
+                .iter()
+                .map(|s| {
+                    Scope::parse(s).ok_or_else(|| {
+                        invalid(&token.name, format!("unknown scope `{s}` (write, read)"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            tokens.push(AccessToken {
+                name: token.name,
+                sha256,
+                scopes,
+            });
+        }
+        Ok(Self {
+            tokens,
+            max_body_bytes: raw.max_body_bytes,
+            database_wait: std::time::Duration::from_secs(raw.database_wait_secs),
+        })
+    }
+}

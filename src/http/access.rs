@@ -1,0 +1,71 @@
+//! Who may call the API: with tokens configured, `Authorization: Bearer <token>` with the scope
+//! the endpoint needs (tokens compared by their SHA-256, in constant time); with none, loopback
+//! clients only. Token values are never logged; a client is known by its token's name.
+
+use std::net::SocketAddr;
+
+use axum::http::{header, HeaderMap, StatusCode};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::{HttpSettings, Scope};
+use crate::http::error::ApiError;
+
+/// Checks a request's credentials for `scope`; returns the client's name (the token's, or the
+/// loopback address).
+///
+/// # Errors
+/// 401 when a token is required and missing or wrong, 403 when it lacks the scope or the
+/// client may not call without a token.
+pub fn authorize(
+    settings: &HttpSettings,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    scope: Scope,
+) -> Result<String, ApiError> {
+    if settings.tokens.is_empty() {
+        if peer.ip().is_loopback() {
+            return Ok(peer.ip().to_string());
+        }
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "no access token is configured, so only loopback clients may call; add one under \
+             [[http.tokens]] in sensor-etl.toml",
+        ));
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <token>`"))?;
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    // Every token is compared, each in constant time: the answer's timing tells nothing.
+    let mut found = None;
+    for token in &settings.tokens {
+        if bool::from(token.sha256.ct_eq(&digest)) {
+            found = Some(token);
+        }
+    }
+    let token = found.ok_or_else(|| ApiError::unauthorized("the token is not valid"))?;
+    if !token.scopes.contains(&scope) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token `{}` lacks the `{}` scope",
+                token.name,
+                scope_name(scope)
+            ),
+        ));
+    }
+    Ok(token.name.clone())
+}
+
+fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Write => "write",
+        Scope::Read => "read",
+    }
+}

@@ -1,0 +1,217 @@
+//! Request bodies as deliveries: CSV as it is; JSON (one object or an array of objects) and
+//! NDJSON (one object a line) rendered as CSV whose columns are the objects' keys (so the
+//! aliases and rules of files apply), with each object on the CSV line after the body line or
+//! array position it had: the validator reports positions in the body's own terms.
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::delivery::ByteSource;
+use crate::http::error::ApiError;
+
+/// The body formats the ingest endpoint takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// `text/csv`: any layout of a file.
+    Csv,
+    /// `application/json`: an object or an array of objects.
+    Json,
+    /// `application/x-ndjson`: one object a line.
+    Ndjson,
+}
+
+impl BodyFormat {
+    /// The format of a `Content-Type` (parameters such as `charset` ignored).
+    ///
+    /// # Errors
+    /// 415 for any other type.
+    pub fn of(content_type: Option<&str>) -> Result<Self, ApiError> {
+        let essence = content_type
+            .and_then(|t| t.split(';').next())
+            .map(|t| t.trim().to_ascii_lowercase());
+        match essence.as_deref() {
+            Some("text/csv") => Ok(BodyFormat::Csv),
+            Some("application/json") => Ok(BodyFormat::Json),
+            Some("application/x-ndjson" | "application/ndjson") => Ok(BodyFormat::Ndjson),
+            other => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "Content-Type `{}` is not taken: send text/csv, application/json or \
+                     application/x-ndjson",
+                    other.unwrap_or("(none)")
+                ),
+            )),
+        }
+    }
+}
+
+/// The delivery's bytes for a body of `format`.
+///
+/// # Errors
+/// 400 when a JSON body does not parse or is not made of flat objects.
+pub fn to_source(format: BodyFormat, body: Bytes) -> Result<ByteSource, ApiError> {
+    let objects = match format {
+        BodyFormat::Csv => return Ok(ByteSource::Memory(body)),
+        BodyFormat::Json => match serde_json::from_slice::<Value>(&body).map_err(malformed)? {
+            Value::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| object(item, i as u64 + 1))
+                .collect::<Result<Vec<_>, _>>()?,
+            item => vec![object(item, 1)?],
+        },
+        BodyFormat::Ndjson => body
+            .split(|&b| b == b'\n')
+            .enumerate()
+            .filter(|(_, line)| line.iter().any(|b| !b.is_ascii_whitespace()))
+            .map(|(i, line)| {
+                let value = serde_json::from_slice(line)
+                    .map_err(|e| bad_request(format!("line {}: not a JSON object ({e})", i + 1)))?;
+                object(value, i as u64 + 1)
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    render(&objects).map(|bytes| ByteSource::Rendered {
+        bytes,
+        line_shift: 1,
+    })
+}
+
+/// One element: a flat object, with the line or position it came from.
+fn object(value: Value, line: u64) -> Result<(u64, Map<String, Value>), ApiError> {
+    match value {
+        Value::Object(map) => Ok((line, map)),
+        other => Err(bad_request(format!(
+            "element {line} is {}, not an object of fields",
+            kind(&other)
+        ))),
+    }
+}
+
+/// CSV with the union of the keys as header (each object's keys in name order, new ones
+/// appended: columns are matched by name, so the order carries nothing); the object at body
+/// line `n` on CSV line `n + 1`.
+fn render(objects: &[(u64, Map<String, Value>)]) -> Result<Bytes, ApiError> {
+    let mut columns: Vec<&str> = Vec::new();
+    for (_, map) in objects {
+        for key in map.keys() {
+            if !columns.contains(&key.as_str()) {
+                columns.push(key);
+            }
+        }
+    }
+    let mut out: Vec<u8> = Vec::new();
+    write_row(&mut out, &columns)?;
+    let mut next_line = 1;
+    for (line, map) in objects {
+        // Blank lines keep every object on its own line number.
+        while next_line < *line {
+            out.push(b'\n');
+            next_line += 1;
+        }
+        let mut fields = Vec::with_capacity(columns.len());
+        for column in &columns {
+            fields.push(match map.get(*column) {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(text)) => text.clone(),
+                Some(Value::Number(number)) => number.to_string(),
+                Some(other) => {
+                    return Err(bad_request(format!(
+                    "element {line}: field `{column}` is {}; only numbers and strings are taken",
+                    kind(other)
+                )))
+                }
+            });
+        }
+        write_row(&mut out, &fields)?;
+        next_line += 1;
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Appends one CSV record (quoted where needed) and its line end.
+fn write_row<S: AsRef<[u8]>>(out: &mut Vec<u8>, fields: &[S]) -> Result<(), ApiError> {
+    let mut writer = csv::Writer::from_writer(out);
+    writer
+        .write_record(fields)
+        .and_then(|()| writer.flush().map_err(csv::Error::from))
+        .map_err(|e| bad_request(format!("cannot render the body: {e}")))
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn malformed(error: serde_json::Error) -> ApiError {
+    bad_request(format!("the body is not valid JSON: {error}"))
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(format: BodyFormat, body: &str) -> (String, u64) {
+        match to_source(format, Bytes::from(body.to_owned())).unwrap() {
+            ByteSource::Rendered { bytes, line_shift } => {
+                (String::from_utf8(bytes.to_vec()).unwrap(), line_shift)
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn json_objects_become_csv_rows_on_the_line_after_their_position() {
+        let (csv, shift) = rendered(
+            BodyFormat::Json,
+            r#"[{"sensor_id": 5331, "P1": 8.3, "timestamp": "2018-12-01T00:00:07"},
+                {"sensor_id": "5331", "P2": "4,9", "timestamp": "2018-12-01T00:00:09"}]"#,
+        );
+        assert_eq!(shift, 1);
+        assert_eq!(
+            csv,
+            "P1,sensor_id,timestamp,P2\n8.3,5331,2018-12-01T00:00:07,\n,5331,2018-12-01T00:00:09,\"4,9\"\n"
+        );
+    }
+
+    #[test]
+    fn ndjson_keeps_line_numbers_across_blank_lines() {
+        let (csv, _) = rendered(BodyFormat::Ndjson, "{\"a\": 1}\n\n{\"a\": 2}\n");
+        assert_eq!(csv, "a\n1\n\n2\n");
+    }
+
+    #[test]
+    fn malformed_and_nested_bodies_are_refused() {
+        for (format, body) in [
+            (BodyFormat::Json, "{\"a\": "),
+            (BodyFormat::Json, "[1, 2]"),
+            (BodyFormat::Json, "{\"a\": {\"b\": 1}}"),
+            (BodyFormat::Ndjson, "{\"a\": 1}\nnot json\n"),
+        ] {
+            let error = to_source(format, Bytes::from(body)).unwrap_err();
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST, "{body}");
+        }
+        assert_eq!(
+            BodyFormat::of(Some("application/xml"))
+                .unwrap_err()
+                .status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        assert_eq!(
+            BodyFormat::of(Some("text/csv; charset=utf-8")).unwrap(),
+            BodyFormat::Csv
+        );
+    }
+}

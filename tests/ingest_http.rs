@@ -1,0 +1,286 @@
+//! `POST /v1/ingest` as a client meets it, with curl against `sensor-etl serve`: each body
+//! type and encoding, the receipt and its line numbers, duplicates, every status code, a
+//! compression bomb, tokens (none, wrong, lacking the scope, right; never logged), the
+//! loopback rule, a database that is down, and durability of an acknowledged body.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use crate::support::{
+    connect, free_local_addr, fresh_database, terminate_child, wait_until, Workspace,
+};
+
+/// `sensor-etl serve` on a free address; waits until it is ready.
+async fn serve(workspace: &Workspace, url: &str, env: &[(&str, &str)]) -> (Child, SocketAddr) {
+    let addr = free_local_addr();
+    let mut command = crate::support::sensor_etl_in(workspace);
+    command
+        .args([
+            "serve",
+            "--database-url",
+            url,
+            "--http-addr",
+            &addr.to_string(),
+        ])
+        .env("RUST_LOG", "info");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let child = command.spawn().unwrap();
+    // Ready: the database answered and deliveries are taken.
+    wait_until(
+        "the server is ready",
+        Duration::from_secs(30),
+        || async move {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+                && crate::support::http_get(addr, "/readyz").await.0 == 200
+        },
+    )
+    .await;
+    (child, addr)
+}
+
+/// A POST with curl: (status, response headers, JSON body).
+fn post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> (u16, String, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let body_file = dir.path().join("body");
+    std::fs::write(&body_file, body).unwrap();
+    let mut command = Command::new("curl");
+    command
+        .args(["-s", "-S", "-X", "POST", "--data-binary"])
+        .arg(format!("@{}", body_file.display()))
+        .args(["-D", "-", "-o"])
+        .arg(dir.path().join("out"))
+        .arg(format!("http://{addr}{path}"));
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let head = String::from_utf8_lossy(&output.stdout).into_owned();
+    let status = head
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("HTTP/"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let text = std::fs::read(dir.path().join("out")).unwrap_or_default();
+    let json = serde_json::from_slice(&text).unwrap_or(serde_json::Value::Null);
+    (status, head, json)
+}
+
+const CSV: &str = "sensor_id;sensor_type;location;lat;lon;timestamp;temperature;humidity\n\
+                   21;DHT22;210;50.0;8.0;2021-03-01T00:00:00;20.5;50\n\
+                   21;DHT22;210;50.0;8.0;2021-03-01T00:01:00;abc;50\n\
+                   21;DHT22;210;50.0;8.0;2021-03-01T00:02:00;20.7;50\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_of_each_type_and_encoding_load_with_a_receipt_after_the_commit() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let (mut server, addr) = serve(&workspace, &url, &[]).await;
+    let csv = &["Content-Type: text/csv"];
+
+    let (status, _, receipt) = post(addr, "/v1/ingest?name=gw_dht22.csv", csv, CSV.as_bytes());
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["status"], "partially_loaded");
+    assert_eq!(
+        (
+            receipt["rows_read"].as_u64(),
+            receipt["rows_loaded"].as_u64()
+        ),
+        (Some(3), Some(2))
+    );
+    assert_eq!(receipt["rejects"][0]["line"], 3);
+    assert_eq!(receipt["rejects"][0]["code"], "not_a_number");
+    assert_eq!(receipt["rejects_truncated"], false);
+    // Durable before the answer: the rows are there.
+    let client = connect(&url).await;
+    let loaded: i64 = client
+        .query_one("SELECT count(*) FROM v_readings WHERE sensor_id = 21", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(loaded, 4);
+    let origin: String = client
+        .query_one(
+            "SELECT origin FROM file_deliveries ORDER BY delivery_id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(origin, "http:127.0.0.1");
+
+    // The same body again: a duplicate, nothing stored twice.
+    let (status, _, receipt) = post(addr, "/v1/ingest", csv, CSV.as_bytes());
+    assert_eq!(
+        (status, receipt["status"].as_str()),
+        (200, Some("duplicate"))
+    );
+
+    // JSON: lines are array positions; numbers as numbers or strings.
+    let json = r#"[{"sensor_id": 22, "sensor_type": "DHT22", "timestamp": "2021-03-01T00:00:00", "temperature": 19.5, "humidity": "40"},
+                   {"sensor_id": 22, "sensor_type": "DHT22", "timestamp": "2021-03-01T00:01:00", "temperature": 99, "humidity": 40}]"#;
+    let (status, _, receipt) = post(
+        addr,
+        "/v1/ingest",
+        &["Content-Type: application/json"],
+        json.as_bytes(),
+    );
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["rejects"][0]["line"], 2, "{receipt}");
+    assert_eq!(receipt["rejects"][0]["code"], "out_of_range");
+    let line: i64 = client
+        .query_one(
+            "SELECT line::int8 FROM v_readings WHERE sensor_id = 22 ORDER BY line LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(line, 1, "the first element is line 1");
+
+    // NDJSON with a blank line: physical lines.
+    let ndjson = "{\"sensor_id\": 23, \"sensor_type\": \"DHT22\", \"timestamp\": \"2021-03-01T00:00:00\", \"temperature\": 1, \"humidity\": 2}\n\n\
+                  {\"sensor_id\": 23, \"sensor_type\": \"DHT22\", \"timestamp\": \"bad\", \"temperature\": 1, \"humidity\": 2}\n";
+    let (status, _, receipt) = post(
+        addr,
+        "/v1/ingest",
+        &["Content-Type: application/x-ndjson"],
+        ndjson.as_bytes(),
+    );
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["rejects"][0]["line"], 3, "{receipt}");
+
+    // gzip and zstd bodies.
+    let other = CSV.replace(";21;", ";24;").replace("21;DHT22", "24;DHT22");
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(other.as_bytes()).unwrap();
+    let (status, _, receipt) = post(
+        addr,
+        "/v1/ingest",
+        &["Content-Type: text/csv", "Content-Encoding: gzip"],
+        &gzip.finish().unwrap(),
+    );
+    assert_eq!(
+        (status, receipt["rows_loaded"].as_u64()),
+        (200, Some(2)),
+        "{receipt}"
+    );
+    let third = CSV.replace("21;DHT22", "25;DHT22");
+    let zstd = zstd::encode_all(third.as_bytes(), 3).unwrap();
+    let (status, _, receipt) = post(
+        addr,
+        "/v1/ingest",
+        &["Content-Type: text/csv", "Content-Encoding: zstd"],
+        &zstd,
+    );
+    assert_eq!(
+        (status, receipt["rows_loaded"].as_u64()),
+        (200, Some(2)),
+        "{receipt}"
+    );
+    assert_eq!(terminate_child(&mut server), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_has_its_status_code_and_a_json_reason() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let (mut server, addr) = serve(
+        &workspace,
+        &url,
+        &[("SENSOR_ETL_HTTP__MAX_BODY_BYTES", "1048576")],
+    )
+    .await;
+    let csv = &["Content-Type: text/csv"];
+    let expect =
+        |(status, head, body): (u16, String, serde_json::Value), code: u16, error: &str| {
+            assert_eq!(status, code, "{head}{body}");
+            assert_eq!(body["error"]["code"], error, "{body}");
+            assert!(body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()));
+        };
+    // 400: a header that matches no sensor type; malformed JSON.
+    expect(
+        post(addr, "/v1/ingest", csv, b"what;ever\n1;2\n"),
+        400,
+        "missing_column",
+    );
+    // The same body again answers the same, as a duplicate.
+    let (status, _, receipt) = post(addr, "/v1/ingest", csv, b"what;ever\n1;2\n");
+    assert_eq!(status, 400);
+    assert_eq!(receipt["status"], "duplicate");
+    assert_eq!(receipt["error"]["code"], "missing_column");
+    expect(
+        post(
+            addr,
+            "/v1/ingest",
+            &["Content-Type: application/json"],
+            b"{\"a\": ",
+        ),
+        400,
+        "malformed_body",
+    );
+    // 415: type and encoding.
+    expect(
+        post(
+            addr,
+            "/v1/ingest",
+            &["Content-Type: application/xml"],
+            b"<a/>",
+        ),
+        415,
+        "unsupported_media_type",
+    );
+    expect(
+        post(
+            addr,
+            "/v1/ingest",
+            &["Content-Type: text/csv", "Content-Encoding: br"],
+            b"x",
+        ),
+        415,
+        "unsupported_encoding",
+    );
+    // 413: a compression bomb, 64 MiB of zeros in about 64 KiB, cut at 1 MiB.
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![b'0'; 1024 * 1024];
+    for _ in 0..64 {
+        gzip.write_all(&zeros).unwrap();
+    }
+    let bomb = gzip.finish().unwrap();
+    assert!(bomb.len() < 1024 * 1024);
+    expect(
+        post(
+            addr,
+            "/v1/ingest",
+            &["Content-Type: text/csv", "Content-Encoding: gzip"],
+            &bomb,
+        ),
+        413,
+        "body_too_large",
+    );
+    // 422: nothing loadable, with the receipt.
+    let bad = "sensor_id;sensor_type;timestamp;temperature;humidity\n31;DHT22;2021-03-01T00:00:00;abc;50\n";
+    let (status, _, receipt) = post(addr, "/v1/ingest", csv, bad.as_bytes());
+    assert_eq!(status, 422, "{receipt}");
+    assert_eq!(receipt["status"], "rejected");
+    assert_eq!(receipt["rejects"][0]["code"], "not_a_number", "{receipt}");
+    assert_eq!(receipt["error"]["code"], "no_valid_rows", "{receipt}");
+    assert_eq!(terminate_child(&mut server), Some(0));
+}
