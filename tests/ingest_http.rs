@@ -284,3 +284,143 @@ async fn every_error_has_its_status_code_and_a_json_reason() {
     assert_eq!(receipt["error"]["code"], "no_valid_rows", "{receipt}");
     assert_eq!(terminate_child(&mut server), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_decide_who_may_write_and_are_never_logged() {
+    use sha2::Digest;
+    const WRITER: &str = "writer-token-7f3a9c";
+    const READER: &str = "reader-token-1b2c3d";
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    std::fs::write(
+        workspace.path("sensor-etl.toml"),
+        format!(
+            "[[http.tokens]]\nname = \"gateway-1\"\nsha256 = \"{}\"\nscopes = [\"write\", \"read\"]\n\n\
+             [[http.tokens]]\nname = \"dashboard\"\nenv = \"READER_TOKEN\"\nscopes = [\"read\"]\n",
+            hex::encode(sha2::Sha256::digest(WRITER.as_bytes()))
+        ),
+    )
+    .unwrap();
+    let (mut server, addr) = serve(&workspace, &url, &[("READER_TOKEN", READER)]).await;
+    let csv = "Content-Type: text/csv";
+    let (status, head, body) = post(addr, "/v1/ingest", &[csv], CSV.as_bytes());
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        head.to_lowercase().contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    let (status, _, body) = post(
+        addr,
+        "/v1/ingest",
+        &[csv, "Authorization: Bearer wrong"],
+        CSV.as_bytes(),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let reader = format!("Authorization: Bearer {READER}");
+    let (status, _, body) = post(addr, "/v1/ingest", &[csv, &reader], CSV.as_bytes());
+    assert_eq!(status, 403, "a read token may not write: {body}");
+    let writer = format!("Authorization: Bearer {WRITER}");
+    let (status, _, body) = post(addr, "/v1/ingest", &[csv, &writer], CSV.as_bytes());
+    assert_eq!(status, 200, "{body}");
+    let client = connect(&url).await;
+    let origin: String = client
+        .query_one("SELECT origin FROM file_deliveries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(origin, "http:gateway-1", "the client is the token's name");
+    assert_eq!(terminate_child(&mut server), Some(0));
+    // Neither token appears in any log.
+    for entry in walkdir::WalkDir::new(workspace.path("logs"))
+        .into_iter()
+        .flatten()
+    {
+        if entry.file_type().is_file() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            assert!(
+                !text.contains(WRITER) && !text.contains(READER),
+                "{:?}",
+                entry.path()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_non_loopback_address_without_a_token_is_refused() {
+    let workspace = Workspace::new();
+    let output = crate::support::sensor_etl_in(&workspace)
+        .args([
+            "serve",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/none",
+            "--http-addr",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("[[http.tokens]]"),
+        "says how to add a token: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_answers_503_and_an_acknowledged_body_survives_kill_9() {
+    let mut cluster = crate::support::RestartableCluster::start();
+    let url = cluster.url();
+    let workspace = Workspace::new();
+    let (mut server, addr) = serve(
+        &workspace,
+        &url,
+        &[
+            ("SENSOR_ETL_HTTP__DATABASE_WAIT_SECS", "2"),
+            ("SENSOR_ETL_RETRY__INITIAL_DELAY_MS", "100"),
+        ],
+    )
+    .await;
+    let csv = &["Content-Type: text/csv"];
+    let (status, _, body) = post(addr, "/v1/ingest", csv, CSV.as_bytes());
+    assert_eq!(status, 200, "{body}");
+    // kill -9 right after the answer: the rows are there.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    crate::support::wait_exit(&mut server, Duration::from_secs(10));
+    let loaded: i64 = connect(&url)
+        .await
+        .query_one("SELECT count(*) FROM v_readings WHERE sensor_id = 21", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(loaded, 4, "acknowledged means durable");
+    // The database goes away: a request waits its bounded time, then 503 with Retry-After.
+    let (mut server, addr) = serve(
+        &workspace,
+        &url,
+        &[
+            ("SENSOR_ETL_HTTP__DATABASE_WAIT_SECS", "2"),
+            ("SENSOR_ETL_RETRY__INITIAL_DELAY_MS", "100"),
+        ],
+    )
+    .await;
+    cluster.stop();
+    let other = CSV.replace("21;DHT22", "26;DHT22");
+    let started = std::time::Instant::now();
+    let (status, head, body) = post(addr, "/v1/ingest", csv, other.as_bytes());
+    assert_eq!(status, 503, "{body}");
+    assert!(head.to_lowercase().contains("retry-after:"), "{head}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "a bounded wait"
+    );
+    cluster.restart();
+    assert_eq!(terminate_child(&mut server), Some(0));
+}
