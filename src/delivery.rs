@@ -146,14 +146,18 @@ impl FileStamp {
     /// # Errors
     /// The file cannot be looked at (`NotFound` when it is gone).
     pub fn of(path: &Path) -> io::Result<Self> {
+        Ok(Self::of_metadata(&std::fs::metadata(path)?))
+    }
+
+    /// The stamp of a file's metadata.
+    pub fn of_metadata(metadata: &std::fs::Metadata) -> Self {
         use std::os::unix::fs::MetadataExt;
-        let metadata = std::fs::metadata(path)?;
-        Ok(Self {
+        Self {
             device: metadata.dev(),
             inode: metadata.ino(),
             size: metadata.len(),
             modified: metadata.modified().ok(),
-        })
+        }
     }
 
     /// The modification time, when the file system keeps one.
@@ -238,12 +242,19 @@ impl Delivery {
         self.source.path()
     }
 
-    /// The stamp of a file source now (`None` for bytes in memory).
+    /// Takes a file source: opens it once and stamps that open file, so that its identity is
+    /// read from the same file even if the name is removed or replaced meanwhile. `None` for
+    /// bytes in memory.
     ///
     /// # Errors
-    /// The file cannot be looked at.
-    pub fn stamp(&self) -> io::Result<Option<FileStamp>> {
-        self.path().map(FileStamp::of).transpose()
+    /// The file cannot be opened.
+    pub fn take(&self) -> io::Result<Option<(File, FileStamp)>> {
+        let Some(path) = self.path() else {
+            return Ok(None);
+        };
+        let file = File::open(path)?;
+        let stamp = FileStamp::of_metadata(&file.metadata()?);
+        Ok(Some((file, stamp)))
     }
 
     /// Reads the whole source once and returns its identity.
@@ -251,7 +262,16 @@ impl Delivery {
     /// # Errors
     /// The source cannot be read.
     pub fn identify(&self) -> io::Result<Identity> {
-        let mut reader = self.source.open()?;
+        Identity::of(self.source.open()?)
+    }
+}
+
+impl Identity {
+    /// The identity of everything `reader` yields.
+    ///
+    /// # Errors
+    /// The read failed.
+    pub fn of(mut reader: impl Read) -> io::Result<Self> {
         let mut hasher = Sha256::new();
         let mut buffer = vec![0u8; 256 * 1024];
         let mut size_bytes = 0u64;

@@ -47,6 +47,9 @@ pub const HTTP_RECEIVED_BYTES_TOTAL: &str = "sensor_etl_http_received_bytes_tota
 /// Time from a request to its answer, in seconds (histogram).
 pub const HTTP_REQUEST_SECONDS: &str = "sensor_etl_http_request_seconds";
 
+/// Request body bytes held by the HTTP API now.
+pub const HTTP_IN_FLIGHT_BYTES: &str = "sensor_etl_http_in_flight_bytes";
+
 /// Files waiting out a local fault now, for readiness.
 static LOCAL_FAULT_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -241,4 +244,22 @@ pub fn record_http_request(status: u16, received_bytes: u64, elapsed: Duration) 
     metrics::counter!(HTTP_REQUESTS_TOTAL, "status" => status.to_string()).increment(1);
     metrics::counter!(HTTP_RECEIVED_BYTES_TOTAL).increment(received_bytes);
     metrics::histogram!(HTTP_REQUEST_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// Counts a request body in `sensor_etl_http_in_flight_bytes` while it lives.
+#[must_use = "the bytes count as in flight while the guard lives"]
+pub struct InFlightBytes(u64);
+
+impl InFlightBytes {
+    /// Adds `bytes` to the gauge until the guard is dropped.
+    pub fn hold(bytes: u64) -> Self {
+        metrics::gauge!(HTTP_IN_FLIGHT_BYTES).increment(bytes as f64);
+        Self(bytes)
+    }
+}
+
+impl Drop for InFlightBytes {
+    fn drop(&mut self) {
+        metrics::gauge!(HTTP_IN_FLIGHT_BYTES).decrement(self.0 as f64);
+    }
 }

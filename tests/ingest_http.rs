@@ -424,3 +424,77 @@ async fn a_database_outage_answers_503_and_an_acknowledged_body_survives_kill_9(
     cluster.restart();
     assert_eq!(terminate_child(&mut server), Some(0));
 }
+
+/// A CSV body of about `bytes` bytes for sensor `sensor`.
+#[cfg(feature = "failpoints")]
+fn body_of(sensor: u32, bytes: usize) -> Vec<u8> {
+    let mut text = String::from("sensor_id;sensor_type;timestamp;temperature;humidity\n");
+    let mut row = 0u32;
+    while text.len() < bytes {
+        text.push_str(&format!(
+            "{sensor};DHT22;2021-01-{:02}T{:02}:{:02}:{:02};20.5;50\n",
+            1 + row / 86_400,
+            (row / 3600) % 24,
+            (row / 60) % 60,
+            row % 60
+        ));
+        row += 1;
+    }
+    text.into_bytes()
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_in_flight_bound_requests_get_503_and_memory_stays_bounded() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let (mut server, addr) = serve(
+        &workspace,
+        &url,
+        &[
+            ("SENSOR_ETL_HTTP__MAX_BODY_BYTES", "1048576"),
+            ("SENSOR_ETL_HTTP__MAX_IN_FLIGHT_BYTES", "1572864"),
+            // The first body is held 3 s inside the pipeline.
+            ("FAILPOINTS", "pipeline::chunk-read=1*return(sleep:3000)"),
+        ],
+    )
+    .await;
+    let held = std::thread::spawn(move || {
+        post(
+            addr,
+            "/v1/ingest?name=a_dht22.csv",
+            &["Content-Type: text/csv"],
+            &body_of(41, 700_000),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (status, head, body) = post(
+        addr,
+        "/v1/ingest?name=b_dht22.csv",
+        &["Content-Type: text/csv"],
+        &body_of(42, 900_000),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "too_busy");
+    assert!(head.to_lowercase().contains("retry-after:"), "{head}");
+    let (status, _, body) = held.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    // Once the first is done, the second goes through.
+    let (status, _, body) = post(
+        addr,
+        "/v1/ingest?name=b_dht22.csv",
+        &["Content-Type: text/csv"],
+        &body_of(42, 900_000),
+    );
+    assert_eq!(status, 200, "{body}");
+    let metrics = crate::support::http_get(addr, "/metrics").await.1;
+    assert!(
+        metrics.contains("sensor_etl_http_requests_total{status=\"503\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sensor_etl_http_in_flight_bytes 0"),
+        "{metrics}"
+    );
+    assert_eq!(terminate_child(&mut server), Some(0));
+}

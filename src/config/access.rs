@@ -21,6 +21,10 @@ pub struct RawHttp {
     /// How long a request waits for an unavailable database before 503.
     #[serde(default = "default_database_wait_secs")]
     pub database_wait_secs: u64,
+    /// Request bodies held at once, in bytes; past it, 503 with `Retry-After` (at least
+    /// `max_body_bytes`).
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: u64,
 }
 
 impl Default for RawHttp {
@@ -29,6 +33,7 @@ impl Default for RawHttp {
             tokens: Vec::new(),
             max_body_bytes: default_max_body_bytes(),
             database_wait_secs: default_database_wait_secs(),
+            max_in_flight_bytes: default_max_in_flight_bytes(),
         }
     }
 }
@@ -38,6 +43,9 @@ const fn default_max_body_bytes() -> u64 {
 }
 const fn default_database_wait_secs() -> u64 {
     10
+}
+const fn default_max_in_flight_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 
 /// `[[http.tokens]]` as written: `sha256` or `env`, not both.
@@ -105,6 +113,8 @@ pub struct HttpSettings {
     pub max_body_bytes: u64,
     /// How long a request waits for an unavailable database.
     pub database_wait: std::time::Duration,
+    /// Request bodies held at once, in bytes.
+    pub max_in_flight_bytes: u64,
 }
 
 impl HttpSettings {
@@ -166,6 +176,7 @@ impl HttpSettings {
             tokens,
             max_body_bytes: raw.max_body_bytes,
             database_wait: std::time::Duration::from_secs(raw.database_wait_secs),
+            max_in_flight_bytes: raw.max_in_flight_bytes.max(raw.max_body_bytes),
         })
     }
 }

@@ -91,6 +91,20 @@ async fn take(
         ),
         status => ApiError::new(status, "unreadable_body", rejection.body_text()),
     })?;
+    // Back-pressure: a body is held only while the bytes in flight stay under the bound.
+    let kib = u32::try_from((body.len() as u64).div_ceil(1024)).unwrap_or(u32::MAX);
+    let _held = state
+        .in_flight
+        .clone()
+        .try_acquire_many_owned(kib)
+        .map_err(|_| {
+            ApiError::unavailable(
+                "too_busy",
+                "too many request bytes are being processed; nothing was stored",
+                RETRY_AFTER_SECS,
+            )
+        })?;
+    let _gauge = crate::telemetry::InFlightBytes::hold(body.len() as u64);
     let source = to_source(format, body)?;
     let Some(ctx) = state.pipeline.get() else {
         return Err(ApiError::unavailable(

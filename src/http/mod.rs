@@ -39,15 +39,21 @@ pub struct HttpState {
     pub settings: Arc<Settings>,
     /// The pipeline, once the database answered and the store is ready.
     pub pipeline: Arc<OnceLock<PipelineCtx>>,
+    /// Request bodies held now, in KiB permits: memory stays bounded under any load.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl HttpState {
     /// A state whose pipeline is handed over later.
     pub fn new(pool: Pool, settings: Arc<Settings>) -> Self {
+        let permits = usize::try_from(settings.http.max_in_flight_bytes.div_ceil(1024))
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
             pool,
             settings,
             pipeline: Arc::new(OnceLock::new()),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(permits)),
         }
     }
 }

@@ -124,8 +124,8 @@ pub async fn process_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
         owned
             .into_iter()
             .map(|delivery| {
-                let prepared = super::stamp_of(&delivery)
-                    .and_then(|stamp| Job::identify(delivery.clone(), stamp))
+                let prepared = super::take(&delivery)
+                    .and_then(|taken| Job::identify(delivery.clone(), taken))
                     .and_then(|job| prepare(&settings, job));
                 (delivery, prepared)
             })

@@ -56,20 +56,25 @@ struct Job {
     stamp: Option<FileStamp>,
 }
 
-/// The stamp of a delivery's file source before it is read.
-fn stamp_of(delivery: &Delivery) -> Result<Option<FileStamp>> {
+/// A file source opened and stamped before anything of it is read.
+type Taken = Option<(std::fs::File, FileStamp)>;
+
+/// Takes a delivery's file source (see `Delivery::take`).
+fn take(delivery: &Delivery) -> Result<Taken> {
     delivery
-        .stamp()
+        .take()
         .map_err(|e| Error::Read(delivery.source.to_string(), e))
 }
 
 impl Job {
-    /// Reads the delivery's identity (blocking: call from a blocking thread); `stamp` was
-    /// taken before any reading began.
-    fn identify(delivery: Delivery, stamp: Option<FileStamp>) -> Result<Self> {
-        let identity = delivery
-            .identify()
-            .map_err(|e| Error::Read(delivery.source.to_string(), e))?;
+    /// Reads the delivery's identity (blocking: call from a blocking thread), from the file
+    /// taken before any reading began when it is one.
+    fn identify(delivery: Delivery, taken: Taken) -> Result<Self> {
+        let read_error = |e| Error::Read(delivery.source.to_string(), e);
+        let (identity, stamp) = match taken {
+            Some((file, stamp)) => (Identity::of(file).map_err(read_error)?, Some(stamp)),
+            None => (delivery.identify().map_err(read_error)?, None),
+        };
         Ok(Self {
             delivery,
             identity,

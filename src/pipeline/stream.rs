@@ -41,7 +41,7 @@ const CHUNK_CHANNEL_CAPACITY: usize = 2;
 /// The source cannot be read, the database failed, or the transform failed.
 pub async fn process(ctx: &PipelineCtx, delivery: &Delivery) -> Result<DeliveryReport> {
     let started = Instant::now();
-    let stamp = super::stamp_of(delivery)?;
+    let taken = super::take(delivery)?;
     // The validator starts on the first chunks while the source is hashed: the database then
     // gets rows as soon as the ledger has been checked.
     let mut early_producer = Some(Producer::start(
@@ -50,7 +50,7 @@ pub async fn process(ctx: &PipelineCtx, delivery: &Delivery) -> Result<DeliveryR
         Mode::Load,
     ));
     let owned = delivery.clone();
-    let job = tokio::task::spawn_blocking(move || Job::identify(owned, stamp))
+    let job = tokio::task::spawn_blocking(move || Job::identify(owned, taken))
         .await
         .expect("identity task does not panic")?;
     let mut mode = Mode::Load;
