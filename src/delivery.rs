@@ -208,6 +208,9 @@ pub struct Delivery {
     pub origin: Origin,
     /// What to do with the source after the commit.
     pub disposition: Disposition,
+    /// A key the source gave the delivery (`Idempotency-Key`): the same key again with the
+    /// same bytes is a duplicate, with other bytes a refusal.
+    pub key: Option<String>,
 }
 
 impl Delivery {
@@ -234,6 +237,7 @@ impl Delivery {
             source: ByteSource::File(path.to_path_buf()),
             origin,
             disposition,
+            key: None,
         }
     }
 

@@ -37,6 +37,9 @@ pub enum Error {
     /// A file source holds no data rows yet and is young: a writer may still be at work.
     #[error("{0} holds no data rows yet and was written {1} s ago; waiting for more")]
     NotFinal(String, u64),
+    /// An `Idempotency-Key` given again with other content.
+    #[error("the idempotency key was first given with other content (delivery {0})")]
+    KeyReused(i64),
     /// A file could not be read or written.
     #[error("I/O error on {}", path.display())]
     Io {

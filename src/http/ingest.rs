@@ -3,7 +3,8 @@
 //! its commit: a 2xx means durable. The receipt says what was loaded and why rows were
 //! rejected. Status codes: 200 loaded, partially loaded, duplicate or empty; 400 not parseable
 //! as its type; 401/403 access; 413 too large (after decompression); 415 type or encoding;
-//! 422 nothing loadable; 503 with `Retry-After` when the database stays unavailable.
+//! 422 nothing loadable, or an `Idempotency-Key` given again with another body; 503 with
+//! `Retry-After` when the database stays unavailable or too much is in flight.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Scope;
 use crate::delivery::{Delivery, Disposition, Origin};
+use crate::error::Error;
 use crate::http::access::authorize;
 use crate::http::body::{to_source, BodyFormat};
 use crate::http::error::ApiError;
@@ -113,11 +115,13 @@ async fn take(
             RETRY_AFTER_SECS,
         ));
     };
+    let key = idempotency_key(headers)?;
     let delivery = Delivery {
         name: delivery_name(query.name.as_deref(), format),
         source,
         origin: Origin::Http(client),
         disposition: Disposition::LeaveInPlace,
+        key,
     };
     let wait = state.settings.http.database_wait;
     let outcome = tokio::time::timeout(
@@ -134,6 +138,16 @@ async fn take(
                     wait.as_secs()
                 ),
                 RETRY_AFTER_SECS,
+            ))
+        }
+        Ok(Err(Error::KeyReused(file_id))) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                format!(
+                    "this Idempotency-Key was first given with another body (delivery \
+                     {file_id}); use a new key for new content"
+                ),
             ))
         }
         Ok(Err(error)) if error.is_transient() || error.is_local_fault() => {
@@ -154,6 +168,25 @@ async fn take(
         Ok(Ok(report)) => report,
     };
     receipt(ctx, &report).await
+}
+
+/// Longest `Idempotency-Key` taken.
+const MAX_KEY_CHARS: usize = 200;
+
+/// The `Idempotency-Key` header, if given.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().map(str::trim).unwrap_or_default();
+    if key.is_empty() || key.chars().count() > MAX_KEY_CHARS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_idempotency_key",
+            format!("Idempotency-Key must be 1 to {MAX_KEY_CHARS} visible ASCII characters"),
+        ));
+    }
+    Ok(Some(key.to_owned()))
 }
 
 /// The delivery's name: the `name` parameter's last path component, or a default by format.

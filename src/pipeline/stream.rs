@@ -120,12 +120,26 @@ async fn stage(
     let settings = &ctx.settings;
     let received_at = Utc::now();
     let origin = job.delivery.origin.to_string();
+    let key = job.delivery.key.as_deref();
+    if let Some(key) = key {
+        if let Some(keyed) = ledger::lock_key(tx, key).await? {
+            if keyed.content_sha256 != job.fingerprint() {
+                return Err(Error::KeyReused(keyed.file_id));
+            }
+        }
+    }
     ledger::lock_content(tx, job.fingerprint()).await?;
     if let Some(existing) = ledger::find_file(tx, job.fingerprint()).await? {
+        if let Some(key) = key {
+            ledger::record_key(tx, key, job.fingerprint(), existing.file_id).await?;
+        }
         ledger::record_delivery(tx, existing.file_id, job.name(), &origin, "duplicate").await?;
         return Ok(Outcome::Duplicate(existing));
     }
     let file_id = ledger::next_file_id(tx).await?;
+    if let Some(key) = key {
+        ledger::record_key(tx, key, job.fingerprint(), file_id).await?;
+    }
 
     let whole_file = match &mode {
         Mode::Load => None,

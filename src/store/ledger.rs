@@ -116,6 +116,59 @@ pub async fn lock_content(tx: &Transaction<'_>, content_sha256: &str) -> Result<
     Ok(())
 }
 
+/// What an `Idempotency-Key` names, read under a lock held until the transaction ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyedDelivery {
+    /// The content the key was first given with.
+    pub content_sha256: String,
+    /// Its ledger id.
+    pub file_id: i64,
+}
+
+/// Locks `key` for the transaction and returns what it names, if anything.
+///
+/// # Errors
+/// The statement failed.
+pub async fn lock_key(
+    tx: &Transaction<'_>,
+    key: &str,
+) -> Result<Option<KeyedDelivery>, StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('idempotency-key:' || $1, 0))",
+        &[&key],
+    )
+    .await?;
+    Ok(tx
+        .query_opt(
+            "SELECT content_sha256, file_id FROM idempotency_keys WHERE key = $1",
+            &[&key],
+        )
+        .await?
+        .map(|row| KeyedDelivery {
+            content_sha256: row.get(0),
+            file_id: row.get(1),
+        }))
+}
+
+/// Records that `key` names the content of `file_id`.
+///
+/// # Errors
+/// The statement failed.
+pub async fn record_key(
+    tx: &Transaction<'_>,
+    key: &str,
+    content_sha256: &str,
+    file_id: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO idempotency_keys (key, content_sha256, file_id) VALUES ($1, $2, $3) \
+         ON CONFLICT (key) DO NOTHING",
+        &[&key, &content_sha256, &file_id],
+    )
+    .await?;
+    Ok(())
+}
+
 /// The ledger row of this content, if any.
 ///
 /// # Errors
