@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-postgres.sh
 cargo build --release --locked
+BIN="${CARGO_TARGET_DIR:-target}/release/sensor-etl"
 status=0
-./target/release/sensor-etl ingest sample_data || status=$?
+"$BIN" ingest sample_data || status=$?
 # Exit code 3 means "done, some rows were rejected": expected for the broken sample files.
 if [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; then exit "$status"; fi
-./target/release/sensor-etl status
+"$BIN" status
