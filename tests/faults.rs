@@ -78,6 +78,43 @@ impl Watched {
     }
 }
 
+/// A worker that took one delivered file and holds it at its first chunk for `hold_ms`.
+struct Held {
+    url: String,
+    workspace: Workspace,
+    inbox: std::path::PathBuf,
+    /// The held file, in the inbox.
+    file: std::path::PathBuf,
+    running: Watched,
+}
+
+/// Delivers one file to a worker (with `env` on top of the usual settings) and waits until it
+/// holds the file at its first chunk.
+async fn hold_one_file(hold_ms: u64, env: &[(&str, &str)]) -> Held {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    let staged = make_files(&workspace.path("staging"), 1);
+    let mut command = worker_command(&workspace, &url);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let running = Watched::spawn(
+        command,
+        &format!("pipeline::chunk-read=1*return(sleep:{hold_ms})"),
+    );
+    deliver(&staged[0], &inbox);
+    running.reached("pipeline::chunk-read").await;
+    let file = inbox.join(staged[0].file_name().unwrap());
+    Held {
+        url,
+        workspace,
+        inbox,
+        file,
+        running,
+    }
+}
+
 /// The process died on the spot at `point`, as under `kill -9`.
 fn assert_crashed_at(status: ExitStatus, stderr: &str, point: &str) {
     assert!(
@@ -220,16 +257,13 @@ async fn sigint_with_a_delivery_in_hand_finishes_it() {
 }
 
 async fn stop_with_a_delivery_in_hand_finishes_it(signal: Signal) {
-    let url = fresh_database().await;
-    let workspace = Workspace::new();
-    let inbox = workspace.path("data");
-    let staged = make_files(&workspace.path("staging"), 1);
-    let running = Watched::spawn(
-        worker_command(&workspace, &url),
-        "pipeline::chunk-read=1*return(sleep:1500)",
-    );
-    deliver(&staged[0], &inbox);
-    running.reached("pipeline::chunk-read").await;
+    let Held {
+        url,
+        workspace,
+        inbox,
+        running,
+        ..
+    } = hold_one_file(1500, &[]).await;
     running.signal(signal);
     let (status, stderr) = running.exit();
     assert_eq!(status.code(), Some(0), "{stderr}");
@@ -240,15 +274,13 @@ async fn stop_with_a_delivery_in_hand_finishes_it(signal: Signal) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_rolls_a_delivery_back_after_the_grace_period() {
-    let url = fresh_database().await;
-    let workspace = Workspace::new();
-    let inbox = workspace.path("data");
-    let staged = make_files(&workspace.path("staging"), 1);
-    let mut command = worker_command(&workspace, &url);
-    command.env("SENSOR_ETL_SHUTDOWN_GRACE_SECS", "1");
-    let running = Watched::spawn(command, "pipeline::chunk-read=1*return(sleep:8000)");
-    deliver(&staged[0], &inbox);
-    running.reached("pipeline::chunk-read").await;
+    let Held {
+        url,
+        workspace,
+        inbox,
+        running,
+        ..
+    } = hold_one_file(8000, &[("SENSOR_ETL_SHUTDOWN_GRACE_SECS", "1")]).await;
     let signalled = std::time::Instant::now();
     running.signal(Signal::SIGTERM);
     let (status, stderr) = running.exit();
@@ -268,17 +300,14 @@ async fn sigterm_rolls_a_delivery_back_after_the_grace_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_heartbeat_keeps_a_delivery_held_past_its_lease_from_being_taken_twice() {
-    let url = fresh_database().await;
-    let workspace = Workspace::new();
-    let inbox = workspace.path("data");
-    let staged = make_files(&workspace.path("staging"), 1);
     // The lease is 2 s; the first worker holds the file for 5 s.
-    let slow = Watched::spawn(
-        worker_command(&workspace, &url),
-        "pipeline::chunk-read=1*return(sleep:5000)",
-    );
-    deliver(&staged[0], &inbox);
-    slow.reached("pipeline::chunk-read").await;
+    let Held {
+        url,
+        workspace,
+        inbox,
+        running: slow,
+        ..
+    } = hold_one_file(5000, &[]).await;
     let other = worker(&workspace, &url);
     wait_until_empty(&inbox, LIMIT).await;
     terminate(other);
@@ -449,19 +478,15 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_truncated_while_it_loads_is_rolled_back_and_loaded_as_it_ends_up() {
-    let url = fresh_database().await;
-    let workspace = Workspace::new();
-    let inbox = workspace.path("data");
-    let staged = make_files(&workspace.path("staging"), 1);
-    let intact = std::fs::read(&staged[0]).unwrap();
-    let running = Watched::spawn(
-        worker_command(&workspace, &url),
-        "pipeline::chunk-read=1*return(sleep:1500)",
-    );
-    deliver(&staged[0], &inbox);
-    running.reached("pipeline::chunk-read").await;
+    let Held {
+        url,
+        workspace,
+        inbox,
+        file: in_inbox,
+        running,
+    } = hold_one_file(1500, &[]).await;
+    let intact = std::fs::read(&in_inbox).unwrap();
     // Truncated in place while the first chunk is held: the first 51 lines remain.
-    let in_inbox = inbox.join(staged[0].file_name().unwrap());
     let cut: usize = intact
         .iter()
         .enumerate()
@@ -813,17 +838,15 @@ async fn a_full_processed_disk_leaves_no_partial_copy_and_moves_the_file_later()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_removed_while_it_loads_commits_without_a_failure() {
-    let url = fresh_database().await;
-    let workspace = Workspace::new();
-    let inbox = workspace.path("data");
-    let staged = make_files(&workspace.path("staging"), 1);
-    let running = Watched::spawn(
-        worker_command(&workspace, &url),
-        "pipeline::chunk-read=1*return(sleep:1500)",
-    );
-    deliver(&staged[0], &inbox);
-    running.reached("pipeline::chunk-read").await;
-    std::fs::remove_file(inbox.join(staged[0].file_name().unwrap())).unwrap();
+    // The workspace is kept alive until the end of the test.
+    let Held {
+        url,
+        workspace: _workspace,
+        file,
+        running,
+        ..
+    } = hold_one_file(1500, &[]).await;
+    std::fs::remove_file(&file).unwrap();
     committed_at_least(&url, 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     running.signal(Signal::SIGTERM);

@@ -208,21 +208,28 @@ fn delivery_name(asked: Option<&str>, format: BodyFormat) -> String {
 /// The JSON receipt, with the status code its outcome calls for; a rejected delivery (or a
 /// duplicate of one) also carries `error`, as every error answer does.
 async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Response, ApiError> {
-    let client = ctx
-        .store
-        .pool()
-        .get()
-        .await
-        .map_err(|_| unavailable_after_commit())?;
-    // A duplicate answers as its first delivery did.
-    let (stored_status, stored_error): (String, Option<String>) = client
-        .query_one(
-            "SELECT status, error FROM v_files WHERE file_id = $1",
-            &[&report.file_id],
-        )
-        .await
-        .map(|row| (row.get(0), row.get(1)))
-        .map_err(|_| unavailable_after_commit())?;
+    let connect = || async {
+        ctx.store
+            .pool()
+            .get()
+            .await
+            .map_err(|_| unavailable_after_commit())
+    };
+    // A duplicate answers as its first delivery did; a new one as its own report says.
+    let (stored_status, stored_error): (String, Option<String>) =
+        if report.status == FileStatus::Duplicate {
+            connect()
+                .await?
+                .query_one(
+                    "SELECT status, error FROM v_files WHERE file_id = $1",
+                    &[&report.file_id],
+                )
+                .await
+                .map(|row| (row.get(0), row.get(1)))
+                .map_err(|_| unavailable_after_commit())?
+        } else {
+            (report.status.as_str().to_owned(), report.rejection.clone())
+        };
     let rejection_code = stored_error
         .as_deref()
         .and_then(|error| error.split_once(':'))
@@ -236,7 +243,8 @@ async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Response,
     };
     let mut rejects = Vec::new();
     if report.status != FileStatus::Duplicate && report.rows_rejected > 0 {
-        rejects = client
+        rejects = connect()
+            .await?
             .query(
                 "SELECT line, column_name, value, code, message FROM v_rejects \
                  WHERE file_id = $1 ORDER BY line, code LIMIT $2",

@@ -46,8 +46,6 @@ pub struct DeliveryReport {
     pub reading_count: u64,
     /// Delivery-level reason when rejected whole.
     pub rejection: Option<String>,
-    /// Its code (`missing_column`, `no_valid_rows`, …).
-    pub rejection_code: Option<&'static str>,
     /// Files written to quarantine.
     pub quarantine: Vec<PathBuf>,
     /// Where a consumed file source went.
@@ -205,7 +203,6 @@ impl Tally {
             rows_rejected: self.rows_rejected,
             reading_count: self.reading_count,
             rejection: rejection.map(ToString::to_string),
-            rejection_code: rejection.map(|r| r.code),
             quarantine,
             moved_to: None,
             violation_counts: self.violation_counts,
