@@ -50,6 +50,9 @@ pub const HTTP_REQUEST_SECONDS: &str = "sensor_etl_http_request_seconds";
 /// Request body bytes held by the HTTP API now.
 pub const HTTP_IN_FLIGHT_BYTES: &str = "sensor_etl_http_in_flight_bytes";
 
+/// Deliveries per group commit.
+const GROUP_DELIVERIES: &str = "sensor_etl_group_deliveries";
+
 /// Files waiting out a local fault now, for readiness.
 static LOCAL_FAULT_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -159,6 +162,10 @@ fn describe() {
         HTTP_REQUEST_SECONDS,
         "Time to answer a request, in seconds."
     );
+    metrics::describe_histogram!(
+        GROUP_DELIVERIES,
+        "Deliveries committed together in one transaction (group commit)."
+    );
     metrics::describe_gauge!(
         LOCAL_FAULTS,
         "Files waiting out a local fault (disk full, permission denied, not final yet)."
@@ -244,6 +251,11 @@ pub fn record_http_request(status: u16, received_bytes: u64, elapsed: Duration) 
     metrics::counter!(HTTP_REQUESTS_TOTAL, "status" => status.to_string()).increment(1);
     metrics::counter!(HTTP_RECEIVED_BYTES_TOTAL).increment(received_bytes);
     metrics::histogram!(HTTP_REQUEST_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// Records the size of a group commit.
+pub fn record_group_size(deliveries: usize) {
+    metrics::histogram!(GROUP_DELIVERIES).record(deliveries as f64);
 }
 
 /// Counts a request body in `sensor_etl_http_in_flight_bytes` while it lives.

@@ -22,7 +22,7 @@ async fn endpoints_report_health_metrics_and_readiness() {
     let cancel = CancellationToken::new();
     let state =
         sensor_etl::http::HttpState::new(ctx.store.pool().clone(), Arc::clone(&ctx.settings));
-    let _ = state.pipeline.set(ctx.clone());
+    state.hand_over(ctx.clone());
     let (addr, server) =
         sensor_etl::http::serve("127.0.0.1:0".parse().unwrap(), state, cancel.clone())
             .await

@@ -78,7 +78,7 @@ pub async fn run(
             settings: Arc::clone(&settings),
             store,
         };
-        let _ = state.pipeline.set(ctx.clone());
+        state.hand_over(ctx.clone());
         match inbox {
             Inbox::Watch => {
                 watch::run(ctx, cancel.clone()).await?;

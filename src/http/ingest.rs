@@ -8,30 +8,36 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use bytes::Bytes;
 use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Scope;
-use crate::delivery::{Delivery, Disposition, Origin};
+use crate::delivery::{ByteSource, Delivery, Disposition, Origin};
 use crate::error::Error;
 use crate::http::access::authorize;
 use crate::http::body::{to_source, BodyFormat};
 use crate::http::error::ApiError;
+use crate::http::spool::{self, Received, MEMORY_BYTES};
 use crate::http::HttpState;
+use crate::pipeline::committer::Committed;
 use crate::pipeline::{process_with_retry, DeliveryReport, PipelineCtx};
 use crate::store::ledger::FileStatus;
 
 /// Rejects listed in a receipt; the rest are in the database and quarantine.
 const RECEIPT_REJECTS: i64 = 100;
+
+/// Bodies up to this size are committed in groups with concurrent ones.
+const GROUP_BODY_MAX_BYTES: u64 = MEMORY_BYTES as u64;
 
 /// Seconds a client is told to wait when the service cannot take its request now.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -53,19 +59,15 @@ async fn ingest(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<IngestQuery>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
-    let received = body.as_ref().map_or(0, Bytes::len);
-    let response = match take(&state, peer, query, &headers, body).await {
+    let mut received = 0;
+    let response = match take(&state, peer, query, &headers, body, &mut received).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
-    crate::telemetry::record_http_request(
-        response.status().as_u16(),
-        received as u64,
-        started.elapsed(),
-    );
+    crate::telemetry::record_http_request(response.status().as_u16(), received, started.elapsed());
     response
 }
 
@@ -74,7 +76,8 @@ async fn take(
     peer: SocketAddr,
     query: IngestQuery,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
+    received: &mut u64,
 ) -> Result<Response, ApiError> {
     let client = authorize(&state.settings.http, headers, peer, Scope::Write)?;
     let format = BodyFormat::of(
@@ -82,40 +85,43 @@ async fn take(
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok()),
     )?;
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!(
-                "the body is over max_body_bytes = {} bytes (counted after decompression)",
-                state.settings.http.max_body_bytes
-            ),
-        ),
-        status => ApiError::new(status, "unreadable_body", rejection.body_text()),
-    })?;
-    // Back-pressure: a body is held only while the bytes in flight stay under the bound.
-    let kib = u32::try_from((body.len() as u64).div_ceil(1024)).unwrap_or(u32::MAX);
-    let _held = state
-        .in_flight
-        .clone()
-        .try_acquire_many_owned(kib)
-        .map_err(|_| {
-            ApiError::unavailable(
-                "too_busy",
-                "too many request bytes are being processed; nothing was stored",
-                RETRY_AFTER_SECS,
-            )
-        })?;
-    let _gauge = crate::telemetry::InFlightBytes::hold(body.len() as u64);
-    let source = to_source(format, body)?;
-    let Some(ctx) = state.pipeline.get() else {
+    let key = idempotency_key(headers)?;
+    let (Some(ctx), Some(committer)) = (state.pipeline.get(), state.committer.get()) else {
         return Err(ApiError::unavailable(
             "database_unavailable",
             "the database is not available yet; nothing was stored",
             RETRY_AFTER_SECS,
         ));
     };
-    let key = idempotency_key(headers)?;
+    // Back-pressure: the memory a body may take is reserved before it is read.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    let in_memory = declared.map_or(MEMORY_BYTES as u64, |n| n.min(MEMORY_BYTES as u64));
+    let mut held = vec![hold(state, in_memory)?];
+    let body = spool::receive(
+        body,
+        state.settings.http.max_body_bytes,
+        &spool::spool_dir(&state.settings.state_dir),
+    )
+    .await?;
+    *received = body.len();
+    let size = body.len();
+    // A spool file lives (and the pipeline reads it) until the answer.
+    let (source, _spooled) = match body {
+        Received::Memory(bytes) if format == BodyFormat::Csv => (ByteSource::Memory(bytes), None),
+        Received::Spooled { path, .. } if format == BodyFormat::Csv => {
+            (ByteSource::File(path.to_path_buf()), Some(path))
+        }
+        body => {
+            // JSON is rendered in memory: a spooled body counts whole against the bound.
+            if matches!(body, Received::Spooled { .. }) {
+                held.push(hold(state, size)?);
+            }
+            (to_source(format, body.into_bytes().await?)?, None)
+        }
+    };
+    let in_memory = !matches!(source, ByteSource::File(_));
     let delivery = Delivery {
         name: delivery_name(query.name.as_deref(), format),
         source,
@@ -123,18 +129,26 @@ async fn take(
         disposition: Disposition::LeaveInPlace,
         key,
     };
+    // Small bodies without a key are committed together with whatever else is arriving.
+    let grouped = in_memory && delivery.key.is_none() && size <= GROUP_BODY_MAX_BYTES;
     let wait = state.settings.http.database_wait;
-    let outcome = tokio::time::timeout(
-        wait,
-        process_with_retry(ctx, &delivery, &CancellationToken::new()),
-    )
+    let outcome = tokio::time::timeout(wait, async {
+        if grouped {
+            if let Committed::Report(report) = committer.commit(delivery.clone(), size).await {
+                return *report;
+            }
+        }
+        process_with_retry(ctx, &delivery, &CancellationToken::new()).await
+    })
     .await;
+    drop(held);
     let report = match outcome {
         Err(_) => {
             return Err(ApiError::unavailable(
                 "database_unavailable",
                 format!(
-                    "the database did not answer within {} s; nothing was stored",
+                    "the database did not answer within {} s; the body was not acknowledged \
+                     (sending it again is safe: a stored body is a duplicate)",
                     wait.as_secs()
                 ),
                 RETRY_AFTER_SECS,
@@ -169,6 +183,27 @@ async fn take(
     };
     receipt(ctx, &report).await
 }
+
+/// Reserves `bytes` of the in-flight bound for as long as the guard lives.
+///
+/// # Errors
+/// 503 with `Retry-After` when the bound is reached.
+fn hold(state: &HttpState, bytes: u64) -> Result<Held, ApiError> {
+    let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+    let permits = Arc::clone(&state.in_flight)
+        .try_acquire_many_owned(kib)
+        .map_err(|_| {
+            ApiError::unavailable(
+                "too_busy",
+                "too many request bytes are being processed; nothing was stored",
+                RETRY_AFTER_SECS,
+            )
+        })?;
+    Ok((permits, crate::telemetry::InFlightBytes::hold(bytes)))
+}
+
+/// A reservation of in-flight bytes and its share of the gauge.
+type Held = (OwnedSemaphorePermit, crate::telemetry::InFlightBytes);
 
 /// Longest `Idempotency-Key` taken.
 const MAX_KEY_CHARS: usize = 200;

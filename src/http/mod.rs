@@ -14,11 +14,12 @@ pub mod body;
 pub mod error;
 pub mod ingest;
 pub mod operator;
+pub mod spool;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::Request;
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -28,6 +29,7 @@ use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
+use crate::pipeline::committer::Committer;
 use crate::pipeline::PipelineCtx;
 
 /// What every handler may use.
@@ -39,6 +41,8 @@ pub struct HttpState {
     pub settings: Arc<Settings>,
     /// The pipeline, once the database answered and the store is ready.
     pub pipeline: Arc<OnceLock<PipelineCtx>>,
+    /// The group commit of request bodies, with the pipeline.
+    pub committer: Arc<OnceLock<Committer>>,
     /// Request bodies held now, in KiB permits: memory stays bounded under any load.
     pub in_flight: Arc<tokio::sync::Semaphore>,
 }
@@ -53,10 +57,25 @@ impl HttpState {
             pool,
             settings,
             pipeline: Arc::new(OnceLock::new()),
+            committer: Arc::new(OnceLock::new()),
             in_flight: Arc::new(tokio::sync::Semaphore::new(permits)),
         }
     }
 }
+
+impl HttpState {
+    /// Hands the pipeline over once the store is ready: ingest requests are taken from now on.
+    pub fn hand_over(&self, ctx: PipelineCtx) {
+        let _ = self
+            .committer
+            .set(Committer::start(ctx.clone(), GROUP_WRITERS));
+        let _ = self.pipeline.set(ctx);
+    }
+}
+
+/// Group commits of request bodies under way at once: one validates and transforms while
+/// another writes.
+const GROUP_WRITERS: usize = 2;
 
 /// Binds `addr` and serves until `cancel` fires; returns the bound address (useful with port 0)
 /// and the server task.
@@ -79,16 +98,15 @@ pub async fn serve(
         }));
     }
     crate::telemetry::metrics_handle();
+    spool::sweep(&state.settings.state_dir);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::io(format!("http://{addr}"), e))?;
     let bound = listener
         .local_addr()
         .map_err(|e| Error::io(format!("http://{addr}"), e))?;
-    let body_limit = usize::try_from(state.settings.http.max_body_bytes).unwrap_or(usize::MAX);
     let app = operator::routes()
         .merge(ingest::routes())
-        .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestDecompressionLayer::new())
         .layer(axum::middleware::from_fn(known_encodings_only))
         .with_state(state);

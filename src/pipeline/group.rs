@@ -133,16 +133,21 @@ pub async fn process_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
     })
     .await
     .expect("validation does not panic");
+    // Outcomes keep the order of `deliveries`: (position, outcome), sorted at the end.
     let mut outcomes = Vec::with_capacity(prepared.len());
     let mut ready = Vec::with_capacity(prepared.len());
-    for (delivery, result) in prepared {
+    let mut positions = Vec::with_capacity(prepared.len());
+    for (position, (delivery, result)) in prepared.into_iter().enumerate() {
         match result {
-            Ok(file) => ready.push(file),
-            Err(error) => outcomes.push((delivery, Err(error))),
+            Ok(file) => {
+                ready.push(file);
+                positions.push(position);
+            }
+            Err(error) => outcomes.push((position, (delivery, Err(error)))),
         }
     }
     if ready.is_empty() {
-        return Ok(outcomes);
+        return Ok(in_order(outcomes));
     }
     // One polars pass for the whole group: part i of the frame is delivery i of `ready`.
     let mut combined = ReadingColumns::default();
@@ -167,7 +172,7 @@ pub async fn process_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
     let fates = write_group(ctx, &ready, &frame).await?;
     crate::faults::point("pipeline::after-commit");
 
-    for (fate, file) in fates.into_iter().zip(ready) {
+    for ((fate, file), position) in fates.into_iter().zip(ready).zip(positions) {
         let delivery = file.job.delivery.clone();
         let report = match fate {
             Ok(file_id) => {
@@ -182,9 +187,15 @@ pub async fn process_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
             }
             Err(existing) => settle::after_duplicate(ctx, &file.job, existing),
         };
-        outcomes.push((delivery, report.map(|r| r.finished(started))));
+        outcomes.push((position, (delivery, report.map(|r| r.finished(started)))));
     }
-    Ok(outcomes)
+    Ok(in_order(outcomes))
+}
+
+/// The outcomes sorted back into the order the deliveries were given.
+fn in_order(mut outcomes: Vec<(usize, (Delivery, Result<DeliveryReport>))>) -> GroupOutcomes {
+    outcomes.sort_by_key(|(position, _)| *position);
+    outcomes.into_iter().map(|(_, outcome)| outcome).collect()
 }
 
 /// Each delivery of a group: new (with its id), or a duplicate of a known delivery or of an

@@ -3,6 +3,7 @@
 //!
 //! - [`stream`]: one delivery streamed in bounded chunks into one transaction (any size);
 //! - [`group`]: the group commit, several small deliveries in one transaction;
+//! - [`committer`]: the group commit for deliveries arriving concurrently (request bodies);
 //! - [`settle`]: what happens before and after a commit (quarantine published, error-log
 //!   entry, the source disposed of);
 //! - [`tally`]: what a delivery adds up to while it is read, and its report.
@@ -14,6 +15,7 @@
 //! bytes a duplicate. Transient database errors are retried with exponential backoff and
 //! jitter ([`process_with_retry`]); the source stays where it is meanwhile.
 
+pub mod committer;
 mod group;
 mod settle;
 mod stream;
