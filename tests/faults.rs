@@ -3,7 +3,8 @@
 //! the move, a worker killed while it holds claims (two others take over), a crash inside a
 //! COPY after earlier files committed, SIGTERM or SIGINT with a delivery in hand (finished; or
 //! rolled back after the grace period), a delivery held longer than its lease, a stage that
-//! panics, and database outages (mid-stream, and before the watcher starts). Each test first
+//! panics, database outages (mid-stream, and before the watcher starts), and an HTTP request
+//! in flight when the server is killed (never acknowledged; whole or nothing). Each test first
 //! asserts that the binary reported reaching its point, then asserts the outcome.
 
 use std::io::{BufRead, BufReader};
@@ -902,4 +903,130 @@ async fn an_appender_that_closes_after_every_line_is_loaded_once_whole() {
         vec![("loaded".to_owned(), 20, 20)],
         "one delivery, every line"
     );
+}
+
+/// A POST with curl that may get no answer: the final status, or `None` when the connection
+/// ended without one.
+fn post_maybe(addr: std::net::SocketAddr, body: &[u8]) -> Option<u16> {
+    let dir = tempfile::tempdir().unwrap();
+    let body_file = dir.path().join("body");
+    std::fs::write(&body_file, body).unwrap();
+    let output = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args(["-H", "Content-Type: text/csv", "--data-binary"])
+        .arg(format!("@{}", body_file.display()))
+        .arg(format!("http://{addr}/v1/ingest"))
+        .output()
+        .unwrap();
+    let code: u16 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    // 000 (no answer) or only the interim 100 Continue.
+    (code >= 200).then_some(code)
+}
+
+/// `sensor-etl serve` in `workspace` with fault points, once it takes requests.
+async fn serve_watched(
+    workspace: &Workspace,
+    url: &str,
+    failpoints: &str,
+) -> (Watched, std::net::SocketAddr) {
+    let addr = crate::support::free_local_addr();
+    let mut command = crate::support::sensor_etl_in(workspace);
+    command
+        .args([
+            "serve",
+            "--database-url",
+            url,
+            "--http-addr",
+            &addr.to_string(),
+        ])
+        .env("SENSOR_ETL_CHUNK_ROWS", "5000");
+    let server = Watched::spawn(command, failpoints);
+    wait_until("the server is ready", LIMIT, || async move {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+            && crate::support::http_get(addr, "/readyz").await.0 == 200
+    })
+    .await;
+    (server, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_request_in_flight_when_killed_is_never_acknowledged_and_commits_whole_or_not_at_all(
+) {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    // A large body streams through a spool file; a small one goes through a group commit.
+    let large = crate::ingest_http::body_of(51, 3_000_000);
+    let small = crate::ingest_http::body_of(52, 20_000);
+    let lines = |body: &[u8]| body.iter().filter(|&&b| b == b'\n').count() as i64 - 1;
+    let readings = |sensor: i64| {
+        let url = url.clone();
+        async move {
+            count(
+                &url,
+                &format!("SELECT count(*) FROM v_readings WHERE sensor_id = {sensor}"),
+            )
+            .await
+        }
+    };
+    // (where the server is killed, the body's sensor, whether its transaction had committed)
+    let cases = [
+        ("pipeline::copy-chunk", 51, false),
+        ("pipeline::chunk-read", 52, false),
+        ("pipeline::after-commit", 52, true),
+    ];
+    for (point, sensor, committed) in cases {
+        let (server, addr) =
+            serve_watched(&workspace, &url, &format!("{point}=1*return(sleep:60000)")).await;
+        let body = if sensor == 51 {
+            large.clone()
+        } else {
+            small.clone()
+        };
+        let rows = lines(&body);
+        let client = std::thread::spawn(move || post_maybe(addr, &body));
+        server.reached(point).await;
+        if point == "pipeline::copy-chunk" {
+            let spooled = walkdir::WalkDir::new(workspace.path(".sensor-etl/spool"))
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|entry| entry.file_type().is_file())
+                .count();
+            assert_eq!(spooled, 1, "the large body streams through a spool file");
+        }
+        server.signal(Signal::SIGKILL);
+        let _ = server.exit();
+        assert_eq!(
+            client.join().unwrap(),
+            None,
+            "{point}: no answer, so no 2xx"
+        );
+        // Two readings (temperature, humidity) a line.
+        let expected = if committed { rows * 2 } else { 0 };
+        assert_eq!(
+            readings(sensor).await,
+            expected,
+            "{point}: whole or nothing"
+        );
+    }
+    // Sent again, each body is stored whole, once (the committed one is a duplicate).
+    let (server, addr) = serve_watched(&workspace, &url, "").await;
+    assert_eq!(post_maybe(addr, &large), Some(200));
+    assert_eq!(post_maybe(addr, &small), Some(200));
+    assert_eq!(readings(51).await, lines(&large) * 2);
+    assert_eq!(readings(52).await, lines(&small) * 2);
+    let left = walkdir::WalkDir::new(workspace.path(".sensor-etl/spool"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_file())
+        .count();
+    assert_eq!(
+        left, 0,
+        "spool files of a killed server are swept, answered ones removed"
+    );
+    server.signal(Signal::SIGTERM);
+    let (status, _) = server.exit();
+    assert!(status.success());
 }

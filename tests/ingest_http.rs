@@ -427,7 +427,7 @@ async fn a_database_outage_answers_503_and_an_acknowledged_body_survives_kill_9(
 
 /// A CSV body of about `bytes` bytes for sensor `sensor`.
 #[cfg(feature = "failpoints")]
-fn body_of(sensor: u32, bytes: usize) -> Vec<u8> {
+pub fn body_of(sensor: u32, bytes: usize) -> Vec<u8> {
     let mut text = String::from("sensor_id;sensor_type;timestamp;temperature;humidity\n");
     let mut row = 0u32;
     while text.len() < bytes {

@@ -75,7 +75,7 @@ impl HttpState {
 
 /// Group commits of request bodies under way at once: one validates and transforms while
 /// another writes.
-const GROUP_WRITERS: usize = 2;
+const GROUP_WRITERS: usize = 4;
 
 /// Binds `addr` and serves until `cancel` fires; returns the bound address (useful with port 0)
 /// and the server task.

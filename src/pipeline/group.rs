@@ -8,7 +8,6 @@
 //! and left out; a database error fails the whole group, nothing committed, and the caller
 //! then processes the deliveries one by one.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -215,15 +214,14 @@ async fn write_group(
         .iter()
         .map(|f| f.job.fingerprint().to_owned())
         .collect();
-    ledger::lock_contents(&tx, &hashes).await?;
-    let mut known = ledger::find_files(&tx, &hashes).await?;
-    let new_count = hashes
-        .iter()
-        .collect::<HashSet<_>>()
-        .iter()
-        .filter(|h| !known.contains_key(h.as_str()))
-        .count();
-    let mut ids = ledger::next_file_ids(&tx, new_count).await?.into_iter();
+    // Sent together (one round trip), run in this order: the locks, then the ledger read. An
+    // id is drawn for every delivery; those of duplicates are left unused.
+    let ((), mut known, ids) = futures_util::try_join!(
+        ledger::lock_contents(&tx, &hashes),
+        ledger::find_files(&tx, &hashes),
+        ledger::next_file_ids(&tx, hashes.len()),
+    )?;
+    let mut ids = ids.into_iter();
     let mut fates: Vec<Fate> = Vec::with_capacity(ready.len());
     for file in ready {
         match known.get(file.job.fingerprint()) {
@@ -283,23 +281,40 @@ async fn write_group(
         .map(|(id, rows)| (*id, rows.as_slice()))
         .collect();
     copy::copy_aggregates(&tx, &ctx.store, &aggregate_refs).await?;
-    for (fate, file) in fates.iter().zip(ready) {
-        if let Err(existing) = fate {
-            let origin = file.job.delivery.origin.to_string();
-            ledger::record_delivery(&tx, existing.file_id, file.job.name(), &origin, "duplicate")
-                .await?;
-        }
-    }
+    let tx_ref = &tx;
+    let duplicates = futures_util::future::try_join_all(
+        fates
+            .iter()
+            .zip(ready)
+            .filter_map(|(fate, file)| fate.as_ref().err().map(|existing| (existing, file)))
+            .map(|(existing, file)| {
+                let origin = file.job.delivery.origin.to_string();
+                async move {
+                    ledger::record_delivery(
+                        tx_ref,
+                        existing.file_id,
+                        file.job.name(),
+                        &origin,
+                        "duplicate",
+                    )
+                    .await
+                }
+            }),
+    );
     let sensors: Vec<(i64, String, i64)> = new_files
         .iter()
         .flat_map(|(id, file)| file.tally.sensors_of(*id))
         .collect();
-    ledger::upsert_sensors(&tx, &sensors).await?;
     let locations: Vec<ledger::LocationSeen> = new_files
         .iter()
         .flat_map(|(id, file)| file.tally.locations_of(*id))
         .collect();
-    ledger::upsert_locations(&tx, &locations).await?;
+    // Sent together, after the ledger rows they refer to.
+    futures_util::try_join!(
+        duplicates,
+        ledger::upsert_sensors(&tx, &sensors),
+        ledger::upsert_locations(&tx, &locations),
+    )?;
     // The group commits only if none of its files changed while it was read.
     for file in ready {
         file.job.check_unchanged()?;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
+use deadpool_postgres::Transaction;
 use tokio::sync::mpsc;
-use tokio_postgres::Transaction;
 use tracing::info;
 
 use crate::config::Settings;

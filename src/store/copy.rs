@@ -5,8 +5,9 @@
 //! count live side by side here; rows are encoded by `encode::CopyEncoder` in that order.
 //! Text is stripped of NUL bytes, which PostgreSQL text cannot hold.
 
+use deadpool_postgres::Transaction;
 use futures_util::SinkExt;
-use tokio_postgres::{CopyInSink, Transaction};
+use tokio_postgres::CopyInSink;
 
 use crate::store::dictionary::Position;
 use crate::store::encode::CopyEncoder;
@@ -44,7 +45,11 @@ struct CopyStream {
 
 impl CopyStream {
     async fn start(tx: &Transaction<'_>, statement: &str) -> Result<Self> {
-        let sink = tx.copy_in(statement).await.map_err(StoreError::from)?;
+        let statement = tx
+            .prepare_cached(statement)
+            .await
+            .map_err(StoreError::from)?;
+        let sink = tx.copy_in(&statement).await.map_err(StoreError::from)?;
         Ok(Self {
             sink: Box::pin(sink),
             encoder: CopyEncoder::new(),

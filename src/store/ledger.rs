@@ -6,8 +6,8 @@
 //! claim a file whose rows did not commit, nor miss one whose rows did.
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
 use serde::Serialize;
-use tokio_postgres::Transaction;
 
 use crate::store::StoreError;
 
@@ -109,7 +109,8 @@ fn as_i64(value: u64) -> i64 {
 /// The statement failed.
 pub async fn lock_content(tx: &Transaction<'_>, content_sha256: &str) -> Result<(), StoreError> {
     tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .await?,
         &[&content_sha256],
     )
     .await?;
@@ -134,13 +135,19 @@ pub async fn lock_key(
     key: &str,
 ) -> Result<Option<KeyedDelivery>, StoreError> {
     tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('idempotency-key:' || $1, 0))",
+        &tx.prepare_cached(
+            "SELECT pg_advisory_xact_lock(hashtextextended('idempotency-key:' || $1, 0))",
+        )
+        .await?,
         &[&key],
     )
     .await?;
     Ok(tx
         .query_opt(
-            "SELECT content_sha256, file_id FROM idempotency_keys WHERE key = $1",
+            &tx.prepare_cached(
+                "SELECT content_sha256, file_id FROM idempotency_keys WHERE key = $1",
+            )
+            .await?,
             &[&key],
         )
         .await?
@@ -161,8 +168,11 @@ pub async fn record_key(
     file_id: i64,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO idempotency_keys (key, content_sha256, file_id) VALUES ($1, $2, $3) \
+        &tx.prepare_cached(
+            "INSERT INTO idempotency_keys (key, content_sha256, file_id) VALUES ($1, $2, $3) \
          ON CONFLICT (key) DO NOTHING",
+        )
+        .await?,
         &[&key, &content_sha256, &file_id],
     )
     .await?;
@@ -179,7 +189,10 @@ pub async fn find_file(
 ) -> Result<Option<ExistingFile>, StoreError> {
     let row = tx
         .query_opt(
-            "SELECT file_id, status, file_name FROM files WHERE content_sha256 = $1",
+            &tx.prepare_cached(
+                "SELECT file_id, status, file_name FROM files WHERE content_sha256 = $1",
+            )
+            .await?,
             &[&content_sha256],
         )
         .await?;
@@ -197,7 +210,8 @@ pub async fn find_file(
 pub async fn next_file_id(tx: &Transaction<'_>) -> Result<i64, StoreError> {
     let row = tx
         .query_one(
-            "SELECT nextval(pg_get_serial_sequence('files', 'file_id'))",
+            &tx.prepare_cached("SELECT nextval(pg_get_serial_sequence('files', 'file_id'))")
+                .await?,
             &[],
         )
         .await?;
@@ -210,9 +224,9 @@ pub async fn next_file_id(tx: &Transaction<'_>) -> Result<i64, StoreError> {
 /// The statement failed.
 pub async fn insert_file(tx: &Transaction<'_>, record: &FileRecord<'_>) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO files (file_id, content_sha256, file_name, size_bytes, status, rows_read, \
+        &tx.prepare_cached("INSERT INTO files (file_id, content_sha256, file_name, size_bytes, status, rows_read, \
          rows_loaded, rows_rejected, reading_count, received_at, error) \
-         OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)").await?,
         &[
             &record.file_id,
             &record.content_sha256,
@@ -256,17 +270,20 @@ pub async fn insert_files(
     let received: Vec<DateTime<Utc>> = records.iter().map(|r| r.received_at).collect();
     let errors: Vec<Option<&str>> = records.iter().map(|r| r.error).collect();
     tx.execute(
-        "INSERT INTO files (file_id, content_sha256, file_name, size_bytes, status, rows_read, \
+        &tx.prepare_cached("INSERT INTO files (file_id, content_sha256, file_name, size_bytes, status, rows_read, \
          rows_loaded, rows_rejected, reading_count, received_at, error) OVERRIDING SYSTEM VALUE \
          SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[], \
-         $7::int8[], $8::int8[], $9::int8[], $10::timestamptz[], $11::text[])",
+         $7::int8[], $8::int8[], $9::int8[], $10::timestamptz[], $11::text[])").await?,
         &[&ids, &hashes, &names, &sizes, &statuses, &read, &loaded, &rejected, &readings, &received, &errors],
     )
     .await?;
     tx.execute(
-        "INSERT INTO file_deliveries (file_id, file_name, origin, outcome) \
+        &tx.prepare_cached(
+            "INSERT INTO file_deliveries (file_id, file_name, origin, outcome) \
          SELECT id, name, origin, 'new' FROM unnest($1::int8[], $2::text[], $3::text[]) \
          AS d(id, name, origin)",
+        )
+        .await?,
         &[&ids, &names, &origins],
     )
     .await?;
@@ -285,7 +302,7 @@ pub async fn record_delivery(
     outcome: &str,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO file_deliveries (file_id, file_name, origin, outcome) VALUES ($1, $2, $3, $4)",
+        &tx.prepare_cached("INSERT INTO file_deliveries (file_id, file_name, origin, outcome) VALUES ($1, $2, $3, $4)").await?,
         &[&file_id, &file_name, &origin, &outcome],
     )
     .await?;
@@ -311,9 +328,12 @@ pub async fn upsert_sensors(
     let types: Vec<&str> = sorted.iter().map(|(_, t, _)| t.as_str()).collect();
     let files: Vec<i64> = sorted.iter().map(|(_, _, f)| *f).collect();
     tx.execute(
-        "INSERT INTO sensors (sensor_id, sensor_type, first_file_id) \
+        &tx.prepare_cached(
+            "INSERT INTO sensors (sensor_id, sensor_type, first_file_id) \
          SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[]) \
          ON CONFLICT (sensor_id) DO NOTHING",
+        )
+        .await?,
         &[&ids, &types, &files],
     )
     .await?;
@@ -342,9 +362,12 @@ pub async fn upsert_locations(
     let lons: Vec<Option<f64>> = sorted.iter().map(|(_, _, lon, _)| *lon).collect();
     let files: Vec<i64> = sorted.iter().map(|(_, _, _, f)| *f).collect();
     tx.execute(
-        "INSERT INTO locations (location_id, lat, lon, first_file_id) \
+        &tx.prepare_cached(
+            "INSERT INTO locations (location_id, lat, lon, first_file_id) \
          SELECT * FROM unnest($1::int8[], $2::float8[], $3::float8[], $4::int8[]) \
          ON CONFLICT (location_id) DO NOTHING",
+        )
+        .await?,
         &[&ids, &lats, &lons, &files],
     )
     .await?;
@@ -357,8 +380,11 @@ pub async fn upsert_locations(
 /// The statement failed.
 pub async fn lock_contents(tx: &Transaction<'_>, hashes: &[String]) -> Result<(), StoreError> {
     tx.execute(
-        "SELECT count(pg_advisory_xact_lock(hashtextextended(h, 0))) \
+        &tx.prepare_cached(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(h, 0))) \
          FROM (SELECT DISTINCT unnest($1::text[]) AS h ORDER BY 1) s",
+        )
+        .await?,
         &[&hashes],
     )
     .await?;
@@ -375,7 +401,7 @@ pub async fn find_files(
 ) -> Result<std::collections::HashMap<String, ExistingFile>, StoreError> {
     let rows = tx
         .query(
-            "SELECT content_sha256, file_id, status, file_name FROM files WHERE content_sha256 = ANY($1)",
+            &tx.prepare_cached("SELECT content_sha256, file_id, status, file_name FROM files WHERE content_sha256 = ANY($1)").await?,
             &[&hashes],
         )
         .await?;
@@ -402,7 +428,7 @@ pub async fn next_file_ids(tx: &Transaction<'_>, count: usize) -> Result<Vec<i64
     let count = i32::try_from(count).unwrap_or(i32::MAX);
     let rows = tx
         .query(
-            "SELECT nextval(pg_get_serial_sequence('files', 'file_id')) FROM generate_series(1, $1)",
+            &tx.prepare_cached("SELECT nextval(pg_get_serial_sequence('files', 'file_id')) FROM generate_series(1, $1)").await?,
             &[&count],
         )
         .await?;

@@ -6,7 +6,10 @@
 //! rows of each kind (bad number, out of range, bad timestamp, truncated line, duplicate key,
 //! empty row). Files are written under a temporary name and renamed into place, so a watcher
 //! never sees half a file; scenarios pace the drops (steady, burst, variable rate). Output is
-//! deterministic for a given seed.
+//! deterministic for a given seed. With `--http URL`, the same bodies are posted to
+//! `POST /v1/ingest` instead ([`http`], the load generator of the HTTP API).
+
+pub mod http;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -33,12 +36,12 @@ pub enum Kind {
     Dht22,
 }
 
-/// How files are dropped.
+/// How files are dropped (or requests sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
-    /// All files as fast as possible.
+    /// All files (requests) as fast as they are taken.
     Burst,
-    /// `rate` files per second.
+    /// `rate` files (requests) per second.
     Steady,
     /// A rate that swings between 0.2 and 1.8 times `rate`.
     Variable,
@@ -48,12 +51,16 @@ pub enum Scenario {
 #[derive(Debug, Clone, clap::Args)]
 pub struct GenerateSpec {
     /// Output folder (e.g. the inbox of a running `sensor-etl run`).
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "http")]
+    pub out: Option<PathBuf>,
+    /// Post the bodies to this ingest endpoint instead of writing files, e.g.
+    /// `http://127.0.0.1:9898/v1/ingest`, and print what the server answered.
+    #[arg(long, value_name = "URL", conflicts_with = "out")]
+    pub http: Option<String>,
     /// Number of files.
     #[arg(long, default_value_t = 1)]
     pub files: usize,
-    /// Data rows per file.
+    /// Data rows per file (per request body with `--http`).
     #[arg(long, default_value_t = 1000)]
     pub rows: usize,
     /// Sensors per file.
@@ -71,9 +78,18 @@ pub struct GenerateSpec {
     /// How files are dropped.
     #[arg(long, value_enum, default_value = "burst")]
     pub scenario: Scenario,
-    /// Files per second for the steady and variable scenarios.
+    /// Files (requests) per second for the steady and variable scenarios.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
+    /// Seconds to send requests for (`--http`).
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// Requests under way at once (`--http`).
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Bearer token for the endpoint (`--http`), from the environment.
+    #[arg(long, env = "SENSOR_ETL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -105,13 +121,14 @@ impl Rng {
 /// # Errors
 /// The output folder cannot be written.
 pub fn generate(spec: &GenerateSpec) -> std::io::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(&spec.out)?;
+    let out = spec.out.as_deref().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(out)?;
     let mut rng = Rng(spec.seed);
     let mut paths = Vec::with_capacity(spec.files);
     for index in 0..spec.files {
         let name = file_name(spec, index);
-        let text = file_text(spec, index, &mut rng);
-        paths.push(write_atomically(&spec.out, &name, text.as_bytes())?);
+        let text = file_text(spec, Placement::of_file(spec, index), &mut rng);
+        paths.push(write_atomically(out, &name, text.as_bytes())?);
         if let Some(pause) = pause(spec, index) {
             std::thread::sleep(pause);
         }
@@ -119,6 +136,7 @@ pub fn generate(spec: &GenerateSpec) -> std::io::Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
+/// The pause after file (request) `index` that the scenario asks for.
 fn pause(spec: &GenerateSpec, index: usize) -> Option<Duration> {
     let rate = spec.rate.max(0.001);
     match spec.scenario {
@@ -127,6 +145,41 @@ fn pause(spec: &GenerateSpec, index: usize) -> Option<Duration> {
         Scenario::Variable => {
             let phase = (index as f64 / 20.0).sin();
             Some(Duration::from_secs_f64(1.0 / (rate * (1.0 + 0.8 * phase))))
+        }
+    }
+}
+
+/// Which sensors a file or body carries and when its readings start.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    first_sensor: u64,
+    start: i64,
+}
+
+/// 2019-01-01T00:00:00Z, where generated time starts.
+const EPOCH: i64 = 1_546_300_800;
+
+/// Seconds between two readings of a sensor.
+const INTERVAL: i64 = 150;
+
+impl Placement {
+    /// File `index`: sensors of its own, its time after the previous file's.
+    fn of_file(spec: &GenerateSpec, index: usize) -> Self {
+        let sensors = spec.sensors.max(1);
+        Self {
+            first_sensor: 1_000 + (index * sensors) as u64,
+            start: EPOCH + (index as i64) * ((spec.rows / sensors) as i64 + 1) * INTERVAL,
+        }
+    }
+
+    /// Body `index` of a stream: the sensors of `groups` groups take turns, so a long run
+    /// keeps a fixed fleet (`groups` x `sensors`) whose time moves on, every reading unique.
+    fn of_body(spec: &GenerateSpec, index: usize, groups: usize) -> Self {
+        let sensors = spec.sensors.max(1);
+        let round = (index / groups) as i64;
+        Self {
+            first_sensor: 1_000 + ((index % groups) * sensors) as u64,
+            start: EPOCH + round * ((spec.rows / sensors) as i64 + 1) * INTERVAL,
         }
     }
 }
@@ -164,7 +217,7 @@ fn header(spec: &GenerateSpec) -> String {
     }
 }
 
-fn file_text(spec: &GenerateSpec, index: usize, rng: &mut Rng) -> String {
+fn file_text(spec: &GenerateSpec, placement: Placement, rng: &mut Rng) -> String {
     let (type_name, _) = kind_name(spec.kind);
     let sep = match spec.layout {
         Layout::Archive => ';',
@@ -172,12 +225,9 @@ fn file_text(spec: &GenerateSpec, index: usize, rng: &mut Rng) -> String {
     };
     let mut text = header(spec).replace(';', &sep.to_string());
     let sensors = spec.sensors.max(1);
-    let base_sensor = 1_000 + (index * sensors) as u64;
-    // Each sensor reports every 150 s; files of one run follow each other in time.
-    let start = 1_546_300_800i64 + (index as i64) * ((spec.rows / sensors) as i64 + 1) * 150;
     for row in 0..spec.rows {
-        let sensor = base_sensor + (row % sensors) as u64;
-        let ts = start + (row / sensors) as i64 * 150;
+        let sensor = placement.first_sensor + (row % sensors) as u64;
+        let ts = placement.start + (row / sensors) as i64 * INTERVAL;
         let timestamp = chrono::DateTime::from_timestamp(ts, 0)
             .unwrap_or_default()
             .format("%Y-%m-%dT%H:%M:%S")
@@ -211,7 +261,7 @@ fn file_text(spec: &GenerateSpec, index: usize, rng: &mut Rng) -> String {
                 2 => timestamp_field = timestamp_field.replace('T', "/"),
                 3 => truncated = true,
                 4 => {
-                    timestamp_field = chrono::DateTime::from_timestamp(ts - 150, 0)
+                    timestamp_field = chrono::DateTime::from_timestamp(ts - INTERVAL, 0)
                         .unwrap_or_default()
                         .format("%Y-%m-%dT%H:%M:%S")
                         .to_string()
@@ -263,7 +313,8 @@ mod tests {
 
     fn spec(dir: &Path, layout: Layout, kind: Kind, bad_share: f64) -> GenerateSpec {
         GenerateSpec {
-            out: dir.to_path_buf(),
+            out: Some(dir.to_path_buf()),
+            http: None,
             files: 2,
             rows: 500,
             sensors: 5,
@@ -272,6 +323,9 @@ mod tests {
             bad_share,
             scenario: Scenario::Burst,
             rate: 1.0,
+            duration: 1.0,
+            concurrency: 1,
+            token: None,
             seed: 7,
         }
     }
