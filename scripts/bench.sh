@@ -5,6 +5,7 @@
 #   scripts/bench.sh [ROWS] [SMALL_FILES] [REPEAT]
 #       ROWS: rows of the big file, or several sizes separated by commas (default 1000000);
 #       SMALL_FILES: files in the burst (default 2000); REPEAT: paired runs per size (default 1).
+#   HTTP_SECONDS=30 scripts/bench.sh ...   (length of each HTTP scenario; 0 skips the HTTP phase)
 #   COMPARE_BIN=/path/to/other/sensor-etl scripts/bench.sh ...
 #       also loads each big file with another build (into a database of its own) right after
 #       this one, and prints its time and ratio: a before/after comparison in one run.
@@ -15,7 +16,11 @@
 # aggregates, indexed readings, ledger), one right after the other; printed: both times,
 # rows/s, the time ratio and peak RSS. Then files/s for a burst of SMALL_FILES 100-row files
 # renamed into the inbox of `sensor-etl run`, and the latency (rename -> file committed and
-# moved) of 30 single files.
+# moved) of 30 single files. Then the HTTP API (`sensor-etl serve`, its load generator on the
+# same machine): unique 100-row CSV bodies from 32 connections as fast as answered (burst), then
+# steady and variable rates, with the server's RSS sampled every second (first minute against
+# the end) and the acknowledged rows checked against the database; and one POST of the big file
+# against `ingest` of the same file (time and peak RSS side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${1:-1000000}"
@@ -115,3 +120,60 @@ echo "each, in order: $(awk '{printf "%.0f ", $1}' latency.txt)"
 sort -n latency.txt | awk '{a[NR]=$1} END {printf "latency ms: median %.0f, p90 %.0f, max %.0f\n", a[int((NR+1)/2)], a[int(NR*0.9)], a[NR]}'
 kill -TERM "$RUN_PID"
 wait "$RUN_PID"
+
+HTTP_SECONDS="${HTTP_SECONDS:-30}"
+if [ "$HTTP_SECONDS" -gt 0 ]; then
+  echo "== HTTP: POST /v1/ingest, unique 100-row CSV bodies (server, database and load generator on this machine)"
+  psql -q -d postgres -c "CREATE DATABASE bench_http"
+  HTTP_URL="postgres://postgres@127.0.0.1:$PORT/bench_http"
+  "$BIN" --database-url "$HTTP_URL" migrate >/dev/null 2>&1
+  HTTP_ADDR="127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  RUST_LOG=warn "$BIN" --database-url "$HTTP_URL" serve --http-addr "$HTTP_ADDR" >serve.log 2>&1 &
+  SERVE_PID=$!
+  until curl -sf "http://$HTTP_ADDR/readyz" >/dev/null 2>&1; do sleep 0.2; done
+  (while kill -0 "$SERVE_PID" 2>/dev/null; do
+     awk '/VmRSS/ {print $2}' "/proc/$SERVE_PID/status" 2>/dev/null; sleep 1; done) >rss_http.txt &
+  SAMPLER_PID=$!
+  acknowledged=0
+  seed=100
+  for scenario in "burst" "steady --rate 500" "variable --rate 500"; do
+    seed=$((seed + 1))
+    psql -q -d bench_http -c "CHECKPOINT"
+    # shellcheck disable=SC2086
+    "$BIN" generate --http "http://$HTTP_ADDR/v1/ingest" --scenario $scenario --concurrency 32 \
+      --rows 100 --sensors 10 --duration "$HTTP_SECONDS" --seed "$seed" | tee gen.txt
+    rows="$(awk '/^rows loaded:/ {print $3}' gen.txt)"
+    acknowledged=$((acknowledged + rows))
+  done
+  stored="$(psql -d bench_http -Atc "SELECT coalesce(sum(rows_loaded), 0) FROM v_files")"
+  echo "rows acknowledged (200): $acknowledged; rows in the database: $stored"
+  awk 'NR <= 60 && $1 > first {first = $1} {last = $1} END {printf "server RSS: first minute max %.0f MB, end %.0f MB (end / first minute %.2f)\n", first / 1024, last / 1024, last / first}' rss_http.txt
+  kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || true
+  kill "$SAMPLER_PID" 2>/dev/null || true
+
+  first_rows="${ROWS%%,*}"
+  echo "== one POST of a $first_rows-row CSV body against ingest of the same file"
+  "$BIN" generate --out bigpost --files 1 --rows "$first_rows" --sensors 500 --kind bme280 --seed 999 >/dev/null 2>&1
+  FILE="$(ls bigpost/*.csv)"
+  psql -q -d postgres -c "CREATE DATABASE bench_post" -c "CREATE DATABASE bench_post_file"
+  "$BIN" --database-url "postgres://postgres@127.0.0.1:$PORT/bench_post" migrate >/dev/null 2>&1
+  "$BIN" --database-url "postgres://postgres@127.0.0.1:$PORT/bench_post_file" migrate >/dev/null 2>&1
+  RUST_LOG=warn SENSOR_ETL_HTTP__MAX_BODY_BYTES=1000000000 \
+    "$BIN" --database-url "postgres://postgres@127.0.0.1:$PORT/bench_post" serve --http-addr "$HTTP_ADDR" >serve.log 2>&1 &
+  SERVE_PID=$!
+  until curl -sf "http://$HTTP_ADDR/readyz" >/dev/null 2>&1; do sleep 0.2; done
+  psql -q -d bench_post -c "CHECKPOINT"
+  start="$(now)"
+  status="$(curl -s -o post.json -w '%{http_code}' -H 'Content-Type: text/csv' -H 'Expect:' \
+    --data-binary "@$FILE" "http://$HTTP_ADDR/v1/ingest?name=$(basename "$FILE")")"
+  post_s="$(echo "$(now) - $start" | bc -l)"
+  post_rss="$(awk '/VmHWM/ {print $2}' "/proc/$SERVE_PID/status")"
+  kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || true
+  psql -q -d bench_post_file -c "CHECKPOINT"
+  start="$(now)"
+  /usr/bin/time -f "%M" -o rss.txt "$BIN" --database-url "postgres://postgres@127.0.0.1:$PORT/bench_post_file" ingest "$FILE" >/dev/null 2>&1 || true
+  file_s="$(echo "$(now) - $start" | bc -l)"
+  printf "%-28s %8.2f s   server peak RSS %.0f MB   status %s   rows loaded %s\n" "POST /v1/ingest" "$post_s" "$(echo "$post_rss / 1024" | bc -l)" "$status" "$(python3 -c 'import json; print(json.load(open("post.json"))["rows_loaded"])')"
+  printf "%-28s %8.2f s   peak RSS %.0f MB\n" "sensor-etl ingest (file)" "$file_s" "$(echo "$(cat rss.txt) / 1024" | bc -l)"
+  printf "ratio POST / file: time %.2f, peak RSS %.2f\n" "$(echo "$post_s / $file_s" | bc -l)" "$(echo "$post_rss / $(cat rss.txt)" | bc -l)"
+fi

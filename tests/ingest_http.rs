@@ -13,7 +13,7 @@ use crate::support::{
 };
 
 /// `sensor-etl serve` on a free address; waits until it is ready.
-async fn serve(workspace: &Workspace, url: &str, env: &[(&str, &str)]) -> (Child, SocketAddr) {
+pub async fn serve(workspace: &Workspace, url: &str, env: &[(&str, &str)]) -> (Child, SocketAddr) {
     let addr = free_local_addr();
     let mut command = crate::support::sensor_etl_in(workspace);
     command
@@ -43,7 +43,7 @@ async fn serve(workspace: &Workspace, url: &str, env: &[(&str, &str)]) -> (Child
 }
 
 /// A POST with curl: (status, response headers, JSON body).
-fn post(
+pub fn post(
     addr: SocketAddr,
     path: &str,
     headers: &[&str],

@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod device_push;
 #[cfg(feature = "failpoints")]
 mod faults;
 mod fuzz_replay;

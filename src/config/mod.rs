@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 
 mod access;
 mod catalogue;
+mod devices;
 mod folders;
 
 pub use access::{AccessToken, HttpSettings, RawHttp, RawToken, Scope};
+pub use devices::{DeviceSettings, RawDevices, RawValueTarget, ValueTarget};
 
 use catalogue::{build_catalogue, merge_sensor_types, BuiltinCatalogue, BUILTIN_SENSOR_TYPES};
 pub use catalogue::{MeasurementSpec, RawMeasurement, RawSensorType, SensorType, UnitConversion};
@@ -94,6 +96,9 @@ pub struct RawConfig {
     /// The HTTP API: access tokens and request limits.
     #[serde(default)]
     pub http: RawHttp,
+    /// sensor.community devices pushing over HTTP: value types, pins, sensor ids.
+    #[serde(default)]
+    pub devices: RawDevices,
     /// Added or changed sensor types, merged by name into the built-in ones.
     #[serde(default)]
     pub sensor_types: Vec<RawSensorType>,
@@ -204,6 +209,7 @@ impl Default for RawConfig {
             shutdown_grace_secs: default_shutdown_grace_secs(),
             retry: RawRetry::default(),
             http: RawHttp::default(),
+            devices: RawDevices::default(),
             sensor_types: Vec::new(),
             unit_conversions: Vec::new(),
         }
@@ -293,6 +299,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// How device pushes map to the catalogue.
+    pub devices: DeviceSettings,
     /// Sensor types in catalogue order.
     pub sensor_types: Vec<SensorType>,
     /// Every measurement of every type; `MeasurementSpec::key` indexes it.
@@ -342,6 +350,7 @@ impl Settings {
         conversions.extend(raw.unit_conversions);
         let types = merge_sensor_types(builtin.sensor_types, raw.sensor_types);
         let (sensor_types, catalogue) = build_catalogue(types, &conversions)?;
+        let devices = DeviceSettings::build(raw.devices, &sensor_types, &catalogue)?;
 
         Ok(Self {
             database_url: raw.database_url.filter(|url| !url.trim().is_empty()),
@@ -368,6 +377,7 @@ impl Settings {
                 max_delay: std::time::Duration::from_millis(raw.retry.max_delay_ms),
                 max_attempts: (raw.retry.max_attempts > 0).then_some(raw.retry.max_attempts),
             },
+            devices,
             sensor_types,
             catalogue,
         })
@@ -500,14 +510,14 @@ mod tests {
             measurements = [{ name = "temperature", max = 60.0 }]
 
             [[sensor_types]]
-            name = "SCD30"
-            measurements = [{ name = "co2", columns = ["co2"], unit = "ppm", min = 0.0, max = 10000.0 }]
+            name = "CCS811"
+            measurements = [{ name = "eco2", columns = ["eco2"], unit = "ppm", min = 400.0, max = 8192.0 }]
             "#,
         )
         .unwrap();
         let settings = Settings::from_raw(raw).unwrap();
         let names = measurement_names(&settings);
-        assert_eq!(names["SCD30"], vec!["co2"]);
+        assert_eq!(names["CCS811"], vec!["eco2"]);
         let dht = &settings.sensor_types[settings.sensor_type_index("DHT22").unwrap()];
         let temperature = &settings.catalogue[dht.measurement_keys[0] as usize];
         assert_eq!((temperature.min, temperature.max), (-50.0, 60.0));

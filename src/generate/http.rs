@@ -99,13 +99,17 @@ pub async fn run(spec: &GenerateSpec, url: &str) -> anyhow::Result<LoadReport> {
     let pacer = {
         let spec = spec.clone();
         tokio::spawn(async move {
+            // Request i is due at the sum of the pauses before it (an absolute schedule: the
+            // timer's granularity does not slow the rate down).
             let mut index = 0;
+            let mut due = tokio::time::Instant::now();
             while Instant::now() < deadline {
+                tokio::time::sleep_until(due).await;
                 if ticks.send(index).await.is_err() {
                     return;
                 }
                 if let Some(pause) = pause(&spec, index) {
-                    tokio::time::sleep(pause).await;
+                    due += pause;
                 }
                 index += 1;
             }

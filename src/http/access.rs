@@ -1,10 +1,13 @@
-//! Who may call the API: with tokens configured, `Authorization: Bearer <token>` with the scope
-//! the endpoint needs (tokens compared by their SHA-256, in constant time); with none, loopback
-//! clients only. Token values are never logged; a client is known by its token's name.
+//! Who may call the API: with tokens configured, `Authorization: Bearer <token>`, or HTTP Basic
+//! authentication whose password is a token (what the airRohr firmware can send), with the
+//! scope the endpoint needs (tokens compared by their SHA-256, in constant time); with none,
+//! loopback clients only. Token values are never logged; a client is known by its token's
+//! name, or by the Basic user name when one is given.
 
 use std::net::SocketAddr;
 
 use axum::http::{header, HeaderMap, StatusCode};
+use base64::prelude::{Engine, BASE64_STANDARD};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -34,13 +37,17 @@ pub fn authorize(
              [[http.tokens]] in sensor-etl.toml",
         ));
     }
-    let presented = headers
+    let credentials = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <token>`"))?;
-    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        .and_then(Credentials::parse)
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "send `Authorization: Bearer <token>`, or Basic authentication with the token \
+                 as password",
+            )
+        })?;
+    let digest: [u8; 32] = Sha256::digest(credentials.token.as_bytes()).into();
     // Every token is compared, each in constant time: the answer's timing tells nothing.
     let mut found = None;
     for token in &settings.tokens {
@@ -60,7 +67,37 @@ pub fn authorize(
             ),
         ));
     }
-    Ok(token.name.clone())
+    Ok(credentials.user.unwrap_or_else(|| token.name.clone()))
+}
+
+/// What an `Authorization` header presents.
+struct Credentials {
+    /// The Basic user name, when given.
+    user: Option<String>,
+    token: String,
+}
+
+impl Credentials {
+    fn parse(value: &str) -> Option<Self> {
+        let (scheme, rest) = value.trim().split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Some(Self {
+                user: None,
+                token: rest.trim().to_owned(),
+            });
+        }
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = BASE64_STANDARD.decode(rest.trim()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (user, password) = text.split_once(':')?;
+        let user = user.trim();
+        Some(Self {
+            user: (!user.is_empty()).then(|| user.chars().take(64).collect()),
+            token: password.to_owned(),
+        })
+    }
 }
 
 fn scope_name(scope: Scope) -> &'static str {

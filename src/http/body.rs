@@ -93,7 +93,7 @@ fn object(value: Value, line: u64) -> Result<(u64, Map<String, Value>), ApiError
 /// CSV with the union of the keys as header (each object's keys in name order, new ones
 /// appended: columns are matched by name, so the order carries nothing); the object at body
 /// line `n` on CSV line `n + 1`.
-fn render(objects: &[(u64, Map<String, Value>)]) -> Result<Bytes, ApiError> {
+pub(crate) fn render(objects: &[(u64, Map<String, Value>)]) -> Result<Bytes, ApiError> {
     let mut columns: Vec<&str> = Vec::new();
     for (_, map) in objects {
         for key in map.keys() {

@@ -61,7 +61,7 @@ impl IntoResponse for ApiError {
         if self.www_authenticate {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"sensor-etl\""),
+                HeaderValue::from_static("Bearer realm=\"sensor-etl\", Basic realm=\"sensor-etl\""),
             );
         }
         response

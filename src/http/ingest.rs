@@ -17,6 +17,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use chrono::Utc;
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -26,12 +27,14 @@ use crate::delivery::{ByteSource, Delivery, Disposition, Origin};
 use crate::error::Error;
 use crate::http::access::authorize;
 use crate::http::body::{to_source, BodyFormat};
+use crate::http::device;
 use crate::http::error::ApiError;
 use crate::http::spool::{self, Received, MEMORY_BYTES};
 use crate::http::HttpState;
 use crate::pipeline::committer::Committed;
 use crate::pipeline::{process_with_retry, DeliveryReport, PipelineCtx};
-use crate::store::ledger::FileStatus;
+use crate::store::ledger::{self, FileStatus};
+use crate::store::StoreError;
 
 /// Rejects listed in a receipt; the rest are in the database and quarantine.
 const RECEIPT_REJECTS: i64 = 100;
@@ -42,9 +45,21 @@ const GROUP_BODY_MAX_BYTES: u64 = MEMORY_BYTES as u64;
 /// Seconds a client is told to wait when the service cannot take its request now.
 const RETRY_AFTER_SECS: u64 = 5;
 
-/// The ingest route.
+/// The ingest routes: `/v1/ingest`, and the sensor.community push API.
 pub fn routes() -> Router<HttpState> {
-    Router::new().route("/v1/ingest", post(ingest))
+    Router::new()
+        .route("/v1/ingest", post(ingest))
+        .route("/v1/push-sensor-data/", post(push_sensor_data))
+        .route("/v1/push-sensor-data", post(push_sensor_data))
+}
+
+/// Which endpoint a body came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// `POST /v1/ingest`: CSV, JSON, NDJSON, or a device's own-API body.
+    Ingest,
+    /// `POST /v1/push-sensor-data/`: one sensor of a device, named by `X-Pin`.
+    Push,
 }
 
 /// Query parameters of `POST /v1/ingest`.
@@ -61,9 +76,31 @@ async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    answer(&state, peer, query, &headers, body, Endpoint::Ingest).await
+}
+
+async fn push_sensor_data(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let query = IngestQuery { name: None };
+    answer(&state, peer, query, &headers, body, Endpoint::Push).await
+}
+
+async fn answer(
+    state: &HttpState,
+    peer: SocketAddr,
+    query: IngestQuery,
+    headers: &HeaderMap,
+    body: Body,
+    endpoint: Endpoint,
+) -> Response {
     let started = Instant::now();
     let mut received = 0;
-    let response = match take(&state, peer, query, &headers, body, &mut received).await {
+    let taken = take(state, peer, query, headers, body, endpoint, &mut received).await;
+    let response = match taken {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
@@ -77,6 +114,7 @@ async fn take(
     query: IngestQuery,
     headers: &HeaderMap,
     body: Body,
+    endpoint: Endpoint,
     received: &mut u64,
 ) -> Result<Response, ApiError> {
     let client = authorize(&state.settings.http, headers, peer, Scope::Write)?;
@@ -85,6 +123,13 @@ async fn take(
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok()),
     )?;
+    if endpoint == Endpoint::Push && format != BodyFormat::Json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the push API takes application/json",
+        ));
+    }
     let key = idempotency_key(headers)?;
     let (Some(ctx), Some(committer)) = (state.pipeline.get(), state.committer.get()) else {
         return Err(ApiError::unavailable(
@@ -107,6 +152,8 @@ async fn take(
     .await?;
     *received = body.len();
     let size = body.len();
+    let received_at = Utc::now();
+    let mut device = None;
     // A spool file lives (and the pipeline reads it) until the answer.
     let (source, _spooled) = match body {
         Received::Memory(bytes) if format == BodyFormat::Csv => (ByteSource::Memory(bytes), None),
@@ -118,12 +165,48 @@ async fn take(
             if matches!(body, Received::Spooled { .. }) {
                 held.push(hold(state, size)?);
             }
-            (to_source(format, body.into_bytes().await?)?, None)
+            let bytes = body.into_bytes().await?;
+            let settings = &state.settings;
+            let pushed = match endpoint {
+                Endpoint::Push => Some(device::push_api(&bytes, headers, received_at, settings)?),
+                Endpoint::Ingest
+                    if format == BodyFormat::Json && device::is_device_body(&bytes) =>
+                {
+                    Some(device::own_api(&bytes, headers, received_at, settings)?)
+                }
+                Endpoint::Ingest => None,
+            };
+            match pushed {
+                Some(push) => {
+                    let source = push.source.clone();
+                    device = Some(push);
+                    (source, None)
+                }
+                None => (to_source(format, bytes)?, None),
+            }
         }
     };
+    if let Some(push) = &device {
+        // The (device, sensor) pairs are deterministic: recording them first is idempotent.
+        let stored = async {
+            let client = ctx.store.pool().get().await.map_err(StoreError::from)?;
+            ledger::record_device_sensors(&client, &push.device, &push.sensors).await
+        };
+        stored.await.map_err(|error| {
+            ApiError::unavailable(
+                "database_unavailable",
+                format!("{}; nothing was stored", crate::telemetry::chain(&error)),
+                RETRY_AFTER_SECS,
+            )
+        })?;
+    }
     let in_memory = !matches!(source, ByteSource::File(_));
+    let name = match &device {
+        Some(push) => format!("{}.json", push.device),
+        None => delivery_name(query.name.as_deref(), format),
+    };
     let delivery = Delivery {
-        name: delivery_name(query.name.as_deref(), format),
+        name,
         source,
         origin: Origin::Http(client),
         disposition: Disposition::LeaveInPlace,
@@ -181,7 +264,18 @@ async fn take(
         }
         Ok(Ok(report)) => report,
     };
-    receipt(ctx, &report).await
+    let mut response = receipt(ctx, &report).await?;
+    if let Some(push) = device {
+        response.device = Some(serde_json::json!({
+            "device": push.device,
+            "sensors": push.sensors.iter().map(|(id, sensor_type)| {
+                serde_json::json!({"sensor_id": id, "sensor_type": sensor_type})
+            }).collect::<Vec<_>>(),
+            "unknown_value_types": push.unknown_value_types,
+            "ignored_value_types": push.ignored_value_types,
+        }));
+    }
+    Ok(response.into_response())
 }
 
 /// Reserves `bytes` of the in-flight bound for as long as the guard lives.
@@ -242,7 +336,7 @@ fn delivery_name(asked: Option<&str>, format: BodyFormat) -> String {
 
 /// The JSON receipt, with the status code its outcome calls for; a rejected delivery (or a
 /// duplicate of one) also carries `error`, as every error answer does.
-async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Response, ApiError> {
+async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Receipt, ApiError> {
     let connect = || async {
         ctx.store
             .pool()
@@ -317,7 +411,29 @@ async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Response,
             .unwrap_or(("rejected", "the delivery was rejected"));
         body["error"] = serde_json::json!({"code": code, "message": message});
     }
-    Ok((status, Json(body)).into_response())
+    Ok(Receipt {
+        status,
+        body,
+        device: None,
+    })
+}
+
+/// A receipt and its status code; a device push adds what became of its values.
+struct Receipt {
+    status: StatusCode,
+    body: serde_json::Value,
+    device: Option<serde_json::Value>,
+}
+
+impl IntoResponse for Receipt {
+    fn into_response(mut self) -> Response {
+        if let (Some(device), Some(body)) = (self.device, self.body.as_object_mut()) {
+            if let Some(fields) = device.as_object() {
+                body.extend(fields.clone());
+            }
+        }
+        (self.status, Json(self.body)).into_response()
+    }
 }
 
 /// The delivery committed but its rejects could not be read back for the receipt.

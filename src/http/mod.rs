@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod body;
+pub mod device;
 pub mod error;
 pub mod ingest;
 pub mod operator;

@@ -555,3 +555,29 @@ pub async fn summary(
         recent_problems,
     })
 }
+
+/// Records which device each of `sensors` (id, sensor type) belongs to (`v_sensors.device`).
+/// A sensor id keeps its first device.
+///
+/// # Errors
+/// The statement failed.
+pub async fn record_device_sensors(
+    client: &deadpool_postgres::Client,
+    device: &str,
+    sensors: &[(i64, String)],
+) -> Result<(), StoreError> {
+    if sensors.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = sensors.iter().map(|(id, _)| *id).collect();
+    let types: Vec<&str> = sensors.iter().map(|(_, t)| t.as_str()).collect();
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO device_sensors (sensor_id, device, sensor_type) \
+             SELECT id, $1, t FROM unnest($2::bigint[], $3::text[]) AS u(id, t) \
+             ON CONFLICT (sensor_id) DO NOTHING",
+        )
+        .await?;
+    client.execute(&statement, &[&device, &ids, &types]).await?;
+    Ok(())
+}

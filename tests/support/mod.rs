@@ -404,3 +404,13 @@ pub fn sensor_etl_in(workspace: &Workspace) -> std::process::Command {
         .env_remove("SENSOR_ETL_DATA_DIR");
     command
 }
+
+/// Everything written under a logs folder (every file, concatenated).
+pub fn log_text(dir: &Path) -> String {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry.file_type().is_file())
+        .map(|entry| std::fs::read_to_string(entry.path()).unwrap_or_default())
+        .collect()
+}
