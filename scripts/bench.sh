@@ -143,8 +143,26 @@ if [ "$HTTP_SECONDS" -gt 0 ]; then
     "$BIN" generate --http "http://$HTTP_ADDR/v1/ingest" --scenario $scenario --concurrency 32 \
       --rows 100 --sensors 10 --duration "$HTTP_SECONDS" --seed "$seed" | tee gen.txt
     rows="$(awk '/^rows loaded:/ {print $3}' gen.txt)"
+    [ "$scenario" = "burst" ] && cp gen.txt burst.txt
     acknowledged=$((acknowledged + rows))
   done
+  if [ -n "$COMPARE_BIN" ]; then
+    # The same burst against the other build's server (a database of its own), right after.
+    psql -q -d postgres -c "CREATE DATABASE bench_http_cmp"
+    CMP_HTTP_URL="postgres://postgres@127.0.0.1:$PORT/bench_http_cmp"
+    "$COMPARE_BIN" --database-url "$CMP_HTTP_URL" migrate >/dev/null 2>&1
+    CMP_ADDR="127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    RUST_LOG=warn "$COMPARE_BIN" --database-url "$CMP_HTTP_URL" serve --http-addr "$CMP_ADDR" >serve_cmp.log 2>&1 &
+    CMP_PID=$!
+    until curl -sf "http://$CMP_ADDR/readyz" >/dev/null 2>&1; do sleep 0.2; done
+    echo "-- the burst again, against the other build (COMPARE_BIN)"
+    "$BIN" generate --http "http://$CMP_ADDR/v1/ingest" --scenario burst --concurrency 32 \
+      --rows 100 --sensors 10 --duration "$HTTP_SECONDS" --seed 101 | tee gen_cmp.txt
+    kill -TERM "$CMP_PID"; wait "$CMP_PID" || true
+    this_rps="$(awk '/^requests:/ {print $7; exit}' burst.txt)"
+    other_rps="$(awk '/^requests:/ {print $7; exit}' gen_cmp.txt)"
+    printf "burst requests/s: this build %s, other build %s, ratio %.2f\n" "$this_rps" "$other_rps" "$(echo "$this_rps / $other_rps" | bc -l)"
+  fi
   stored="$(psql -d bench_http -Atc "SELECT coalesce(sum(rows_loaded), 0) FROM v_files")"
   echo "rows acknowledged (200): $acknowledged; rows in the database: $stored"
   awk 'NR <= 60 && $1 > first {first = $1} {last = $1} END {printf "server RSS: first minute max %.0f MB, end %.0f MB (end / first minute %.2f)\n", first / 1024, last / 1024, last / first}' rss_http.txt

@@ -153,6 +153,24 @@ async fn airrohr_bodies_load_under_the_devices_sensors() {
         2
     );
 
+    // A retry (the same body again within the same second) is a duplicate, not a new reading.
+    let into_next_second = 1_050 - i64::from(chrono::Utc::now().timestamp_subsec_millis());
+    tokio::time::sleep(Duration::from_millis(into_next_second as u64)).await;
+    let retry = FIRMWARE_BODY.replace("7.42", "7.55");
+    let (status, _, first) = post(addr, "/v1/ingest", &[json, device, &auth], retry.as_bytes());
+    assert_eq!(
+        (status, first["status"].as_str()),
+        (200, Some("loaded")),
+        "{first}"
+    );
+    let (status, _, again) = post(addr, "/v1/ingest", &[json, device, &auth], retry.as_bytes());
+    assert_eq!(
+        (status, again["status"].as_str(), &again["file_id"]),
+        (200, Some("duplicate"), &first["file_id"]),
+        "{again}"
+    );
+    assert_eq!(count("SELECT count(*) FROM v_readings").await, 27);
+
     // The push API: pin 1 (particulate matter) and pin 7 (DHT22), one sensor a body.
     let push = |pin: &'static str, values: &'static str| {
         let auth = auth.clone();

@@ -498,3 +498,54 @@ async fn past_the_in_flight_bound_requests_get_503_and_memory_stays_bounded() {
     );
     assert_eq!(terminate_child(&mut server), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_concurrent_deliveries_than_connections_all_commit() {
+    // Keyed bodies are each their own transaction; every one brings positions the store has
+    // not seen, so each registers dictionary entries while its transaction holds a connection.
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let (mut server, addr) = serve(
+        &workspace,
+        &url,
+        &[("SENSOR_ETL_HTTP__DATABASE_WAIT_SECS", "8")],
+    )
+    .await;
+    let clients: Vec<_> = (0..24u32)
+        .map(|n| {
+            std::thread::spawn(move || {
+                let mut body = String::from("sensor_id;sensor_type;lat;lon;timestamp;P1;P2\n");
+                for row in 0..50u32 {
+                    body.push_str(&format!(
+                        "{};SDS011;{}.5;8.{n:03};2021-05-01T00:{:02}:{:02};5.0;2.0\n",
+                        700 + n,
+                        40 + n,
+                        row / 60,
+                        row % 60
+                    ));
+                }
+                post(
+                    addr,
+                    "/v1/ingest",
+                    &[
+                        "Content-Type: text/csv",
+                        &format!("Idempotency-Key: body-{n}"),
+                    ],
+                    body.as_bytes(),
+                )
+            })
+        })
+        .collect();
+    for client in clients {
+        let (status, _, body) = client.join().unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let stored: i64 = connect(&url)
+        .await
+        .query_one("SELECT count(*) FROM v_readings", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 24 * 50 * 2);
+    assert_eq!(terminate_child(&mut server), Some(0));
+}

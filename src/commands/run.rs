@@ -47,7 +47,7 @@ pub async fn run(
         .initial_delay
         .max(std::time::Duration::from_millis(50));
     let store = loop {
-        match Store::from_pool(pool.clone(), &settings).await {
+        match Store::from_pool(pool.clone(), &target.url, &settings).await {
             Ok(store) => break Some(store),
             Err(error) if error.is_transient() => {
                 tracing::warn!(

@@ -191,12 +191,14 @@ impl ReadingsCopy {
             }
         }
         let dictionaries = store.dictionaries();
-        let set_ids = dictionaries.set_ids(store.pool(), &sets.items).await?;
+        let set_ids = dictionaries
+            .set_ids(store.dictionary_pool(), &sets.items)
+            .await?;
         let position_ids = if inline_positions {
             Vec::new()
         } else {
             dictionaries
-                .position_ids(store.pool(), &positions.items)
+                .position_ids(store.dictionary_pool(), &positions.items)
                 .await?
         };
 

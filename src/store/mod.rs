@@ -119,10 +119,18 @@ fn postgres_is_transient(error: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// Connections for dictionary registrations (short, committed at once).
+const DICTIONARY_CONNECTIONS: usize = 2;
+
 /// The connection pool plus what the writers need to know about the schema.
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// Connections of their own for registering dictionary entries while a delivery's
+    /// transaction holds a connection of `pool`: however many transactions are open at once,
+    /// a registration never waits for one of them to end (it would wait forever when every
+    /// connection is held by a transaction waiting on a registration).
+    dictionary_pool: Pool,
     /// Database id of each catalogue entry, indexed by `MeasurementSpec::key`.
     measurement_ids: Arc<Vec<i16>>,
     /// Measurement sets and positions the readings point into.
@@ -135,19 +143,20 @@ impl Store {
     /// # Errors
     /// A bad URL, an unreachable database (transient) or a failed migration.
     pub async fn connect(url: &str, settings: &Settings) -> Result<Self, StoreError> {
-        Self::from_pool(build_pool(url, 8)?, settings).await
+        Self::from_pool(build_pool(url, 8)?, url, settings).await
     }
 
-    /// Like `connect`, on an existing pool.
+    /// Like `connect`, on an existing pool of connections to `url`.
     ///
     /// # Errors
-    /// An unreachable database (transient) or a failed migration.
-    pub async fn from_pool(pool: Pool, settings: &Settings) -> Result<Self, StoreError> {
+    /// A bad URL, an unreachable database (transient) or a failed migration.
+    pub async fn from_pool(pool: Pool, url: &str, settings: &Settings) -> Result<Self, StoreError> {
         migrate(&pool).await?;
         let measurement_ids = sync_measurements(&pool, settings).await?;
         let dictionaries = Dictionaries::load(&pool).await?;
         Ok(Self {
             pool,
+            dictionary_pool: build_pool(url, DICTIONARY_CONNECTIONS)?,
             measurement_ids: Arc::new(measurement_ids),
             dictionaries,
         })
@@ -156,6 +165,11 @@ impl Store {
     /// The pool.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The pool for dictionary registrations (see `Store::dictionary_pool`).
+    pub fn dictionary_pool(&self) -> &Pool {
+        &self.dictionary_pool
     }
 
     /// Database id of a catalogue key.
