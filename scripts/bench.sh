@@ -18,7 +18,8 @@
 # renamed into the inbox of `sensor-etl run`, and the latency (rename -> file committed and
 # moved) of 30 single files. Then the HTTP API (`sensor-etl serve`, its load generator on the
 # same machine): unique 100-row CSV bodies from 32 connections as fast as answered (burst), then
-# steady and variable rates, with the server's RSS sampled every second (first minute against
+# steady and variable rates, then the burst again with one transaction per request (the ratio
+# is what the group commit gains), with the server's RSS sampled every second (first minute against
 # the end) and the acknowledged rows checked against the database; and one POST of the big file
 # against `ingest` of the same file (time and peak RSS side by side).
 set -euo pipefail
@@ -146,23 +147,17 @@ if [ "$HTTP_SECONDS" -gt 0 ]; then
     [ "$scenario" = "burst" ] && cp gen.txt burst.txt
     acknowledged=$((acknowledged + rows))
   done
-  if [ -n "$COMPARE_BIN" ]; then
-    # The same burst against the other build's server (a database of its own), right after.
-    psql -q -d postgres -c "CREATE DATABASE bench_http_cmp"
-    CMP_HTTP_URL="postgres://postgres@127.0.0.1:$PORT/bench_http_cmp"
-    "$COMPARE_BIN" --database-url "$CMP_HTTP_URL" migrate >/dev/null 2>&1
-    CMP_ADDR="127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    RUST_LOG=warn "$COMPARE_BIN" --database-url "$CMP_HTTP_URL" serve --http-addr "$CMP_ADDR" >serve_cmp.log 2>&1 &
-    CMP_PID=$!
-    until curl -sf "http://$CMP_ADDR/readyz" >/dev/null 2>&1; do sleep 0.2; done
-    echo "-- the burst again, against the other build (COMPARE_BIN)"
-    "$BIN" generate --http "http://$CMP_ADDR/v1/ingest" --scenario burst --concurrency 32 \
-      --rows 100 --sensors 10 --duration "$HTTP_SECONDS" --seed 101 | tee gen_cmp.txt
-    kill -TERM "$CMP_PID"; wait "$CMP_PID" || true
-    this_rps="$(awk '/^requests:/ {print $7; exit}' burst.txt)"
-    other_rps="$(awk '/^requests:/ {print $7; exit}' gen_cmp.txt)"
-    printf "burst requests/s: this build %s, other build %s, ratio %.2f\n" "$this_rps" "$other_rps" "$(echo "$this_rps / $other_rps" | bc -l)"
-  fi
+  # The same burst with an Idempotency-Key on every request: each body then commits in a
+  # transaction of its own (no group commit), the way a server answering after its commit
+  # would go without it.
+  psql -q -d bench_http -c "CHECKPOINT"
+  echo "-- the burst again, one transaction per request (Idempotency-Key on each)"
+  "$BIN" generate --http "http://$HTTP_ADDR/v1/ingest" --scenario burst --concurrency 32 \
+    --rows 100 --sensors 10 --duration "$HTTP_SECONDS" --seed 200 --idempotency-keys | tee gen_keyed.txt
+  acknowledged=$((acknowledged + $(awk '/^rows loaded:/ {print $3}' gen_keyed.txt)))
+  grouped_rps="$(awk '/^requests:/ {print $7; exit}' burst.txt)"
+  single_rps="$(awk '/^requests:/ {print $7; exit}' gen_keyed.txt)"
+  printf "burst requests/s: group commit %s, one transaction each %s, ratio %.2f\n" "$grouped_rps" "$single_rps" "$(echo "$grouped_rps / $single_rps" | bc -l)"
   stored="$(psql -d bench_http -Atc "SELECT coalesce(sum(rows_loaded), 0) FROM v_files")"
   echo "rows acknowledged (200): $acknowledged; rows in the database: $stored"
   awk 'NR <= 60 && $1 > first {first = $1} {last = $1} END {printf "server RSS: first minute max %.0f MB, end %.0f MB (end / first minute %.2f)\n", first / 1024, last / 1024, last / first}' rss_http.txt

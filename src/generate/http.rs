@@ -141,6 +141,10 @@ pub async fn run(spec: &GenerateSpec, url: &str) -> anyhow::Result<LoadReport> {
                     .query(&[("name", file_name(&spec, index))])
                     .header(reqwest::header::CONTENT_TYPE, "text/csv")
                     .body(body);
+                if spec.idempotency_keys {
+                    let key = format!("generate-{}-{index}", spec.seed);
+                    request = request.header("idempotency-key", key);
+                }
                 if let Some(token) = &spec.token {
                     request = request.bearer_auth(token);
                 }

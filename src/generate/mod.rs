@@ -87,6 +87,10 @@ pub struct GenerateSpec {
     /// Requests under way at once (`--http`).
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Send an `Idempotency-Key` with every request (`--http`): each body is then committed
+    /// in a transaction of its own instead of with concurrent ones.
+    #[arg(long)]
+    pub idempotency_keys: bool,
     /// Bearer token for the endpoint (`--http`), from the environment.
     #[arg(long, env = "SENSOR_ETL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -325,6 +329,7 @@ mod tests {
             rate: 1.0,
             duration: 1.0,
             concurrency: 1,
+            idempotency_keys: false,
             token: None,
             seed: 7,
         }
