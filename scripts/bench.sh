@@ -145,8 +145,12 @@ if [ "$HTTP_SECONDS" -gt 0 ]; then
       --rows 100 --sensors 10 --duration "$HTTP_SECONDS" --seed "$seed" | tee gen.txt
     rows="$(awk '/^rows loaded:/ {print $3}' gen.txt)"
     [ "$scenario" = "burst" ] && cp gen.txt burst.txt
+    awk '/VmRSS/ {printf "server RSS after this scenario: %.0f MB\n", $2 / 1024}' "/proc/$SERVE_PID/status"
     acknowledged=$((acknowledged + rows))
   done
+  # RSS flatness over the three scenarios: the first minute against their end.
+  cp rss_http.txt rss_scenarios.txt
+  awk 'NR <= 60 && $1 > first {first = $1} {last = $1} END {printf "server RSS over the scenarios: first minute max %.0f MB, end %.0f MB (end / first minute %.2f)\n", first / 1024, last / 1024, last / first}' rss_scenarios.txt
   # The same burst with an Idempotency-Key on every request: each body then commits in a
   # transaction of its own (no group commit), the way a server answering after its commit
   # would go without it.
@@ -160,7 +164,7 @@ if [ "$HTTP_SECONDS" -gt 0 ]; then
   printf "burst requests/s: group commit %s, one transaction each %s, ratio %.2f\n" "$grouped_rps" "$single_rps" "$(echo "$grouped_rps / $single_rps" | bc -l)"
   stored="$(psql -d bench_http -Atc "SELECT coalesce(sum(rows_loaded), 0) FROM v_files")"
   echo "rows acknowledged (200): $acknowledged; rows in the database: $stored"
-  awk 'NR <= 60 && $1 > first {first = $1} {last = $1} END {printf "server RSS: first minute max %.0f MB, end %.0f MB (end / first minute %.2f)\n", first / 1024, last / 1024, last / first}' rss_http.txt
+  awk '{ if ($1 > peak) peak = $1 } END {printf "server RSS peak over the whole HTTP phase: %.0f MB\n", peak / 1024}' rss_http.txt
   kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || true
   kill "$SAMPLER_PID" 2>/dev/null || true
 
