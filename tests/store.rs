@@ -673,3 +673,140 @@ async fn a_delivery_from_memory_loads_like_a_file() {
     let again = process(&h.ctx, &delivery).await.unwrap();
     assert_eq!(again.status, FileStatus::Duplicate);
 }
+
+/// `v_latest` and `v_sensors` against the same questions asked of `v_readings`.
+async fn assert_sensor_state_matches_the_readings(client: &tokio_postgres::Client) {
+    let count = |sql: &'static str| async move {
+        client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
+    };
+    assert!(count("SELECT count(*) FROM v_latest").await > 0);
+    let latest_mismatches = count(
+        "SELECT count(*) FROM ( \
+           SELECT DISTINCT ON (sensor_id, measurement) sensor_id, measurement, ts, value, \
+                  location_id, lat, lon \
+           FROM v_readings ORDER BY sensor_id, measurement, ts DESC, file_id, line) e \
+         FULL JOIN v_latest l USING (sensor_id, measurement) \
+         WHERE l.ts IS DISTINCT FROM e.ts OR l.value IS DISTINCT FROM e.value \
+            OR l.location_id IS DISTINCT FROM e.location_id \
+            OR l.lat IS DISTINCT FROM e.lat OR l.lon IS DISTINCT FROM e.lon",
+    )
+    .await;
+    assert_eq!(
+        latest_mismatches, 0,
+        "v_latest is the last reading of each measurement"
+    );
+    let span_mismatches = count(
+        "SELECT count(*) FROM ( \
+           SELECT sensor_id, min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS readings \
+           FROM v_readings GROUP BY sensor_id) e \
+         FULL JOIN v_sensors s USING (sensor_id) \
+         WHERE s.first_ts IS DISTINCT FROM e.first_ts OR s.last_ts IS DISTINCT FROM e.last_ts \
+            OR s.readings IS DISTINCT FROM e.readings",
+    )
+    .await;
+    assert_eq!(
+        span_mismatches, 0,
+        "v_sensors spans and counts its readings"
+    );
+    let position_mismatches = count(
+        "SELECT count(*) FROM v_sensors s JOIN LATERAL ( \
+           SELECT location_id, lat, lon FROM v_readings r WHERE r.sensor_id = s.sensor_id \
+           ORDER BY ts DESC, file_id, line LIMIT 1) e ON true \
+         WHERE s.location_id IS DISTINCT FROM e.location_id \
+            OR s.lat IS DISTINCT FROM e.lat OR s.lon IS DISTINCT FROM e.lon",
+    )
+    .await;
+    assert_eq!(position_mismatches, 0, "v_sensors has the latest position");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_values_and_sensor_spans_follow_every_delivery() {
+    // Small chunks: the streamed file's latest values are merged across chunks.
+    let h = Harness::with_config(|raw| raw.chunk_rows = 7).await;
+    let dir = h.workspace.path("in");
+    let streamed = dir.join("a_dht22.csv");
+    let mut text = String::from("sensor_id;location;lat;lon;timestamp;temperature;humidity\n");
+    for minute in 0..30 {
+        // Sensor 1 moves from location 10 to 11 half-way; sensor 2 has no humidity at the end.
+        let (location, lat) = if minute < 15 { (10, 50.0) } else { (11, 51.0) };
+        text.push_str(&format!(
+            "1;{location};{lat};8.0;2020-03-01T00:{minute:02}:00;{}.5;{}\n",
+            minute,
+            40 + minute
+        ));
+        let humidity = if minute < 25 {
+            format!("{}", 60 + minute)
+        } else {
+            String::new()
+        };
+        text.push_str(&format!(
+            "2;20;52.0;9.0;2020-03-01T00:{minute:02}:30;{}.25;{humidity}\n",
+            minute
+        ));
+    }
+    write(&streamed, &text);
+    let report = process(
+        &h.ctx,
+        &Delivery::input_file(&streamed, Disposition::LeaveInPlace),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.rows_loaded, 60);
+    assert_sensor_state_matches_the_readings(&h.client).await;
+
+    // A group: older readings of sensor 1 (nothing latest changes), newer ones of sensor 2,
+    // sensor 2 again at its latest time with another value (the first stored stays), and a
+    // new sensor 3 in two files of the group.
+    let older = dir.join("b_dht22.csv");
+    write(&older, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n1;10;50.0;8.0;2020-02-01T00:00:00;1;2\n");
+    let newer = dir.join("c_dht22.csv");
+    write(&newer, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n2;21;52.5;9.5;2020-03-02T00:00:00;7;70\n3;30;53.0;10.0;2020-03-01T00:00:00;3;30\n");
+    let tie = dir.join("d_dht22.csv");
+    write(&tie, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n2;21;52.5;9.5;2020-03-02T00:00:00;8;80\n3;30;53.0;10.0;2020-03-01T00:05:00;4;\n");
+    let deliveries: Vec<Delivery> = [&older, &newer, &tie]
+        .into_iter()
+        .map(|path| Delivery::input_file(path, Disposition::LeaveInPlace))
+        .collect();
+    let outcomes = sensor_etl::pipeline::process_group(&h.ctx, &deliveries)
+        .await
+        .unwrap();
+    assert!(outcomes.iter().all(|(_, outcome)| outcome.is_ok()));
+    assert_sensor_state_matches_the_readings(&h.client).await;
+    let latest: (f64, i64) = {
+        let row = h
+            .client
+            .query_one(
+                "SELECT value, readings FROM v_latest JOIN v_sensors USING (sensor_id) \
+                 WHERE sensor_id = 2 AND measurement = 'temperature'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(
+        latest,
+        (7.0, 55 + 2 + 2),
+        "the first value at the latest time stays"
+    );
+
+    // The state of readings loaded before it existed is filled by its migration.
+    let pool = sensor_etl::store::build_pool(&h.url, 1).unwrap();
+    let client = &h.client;
+    client
+        .batch_execute("TRUNCATE sensor_spans, latest_values")
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "DELETE FROM refinery_schema_history WHERE version = 10; \
+             DROP VIEW v_latest; DROP VIEW v_sensors; DROP TABLE sensor_spans, latest_values; \
+             CREATE VIEW v_sensors AS SELECT s.sensor_id, s.sensor_type, d.device, \
+               s.first_file_id, s.first_seen_at FROM sensors s \
+               LEFT JOIN device_sensors d USING (sensor_id);",
+        )
+        .await
+        .unwrap();
+    sensor_etl::store::migrate(&pool).await.unwrap();
+    assert_sensor_state_matches_the_readings(client).await;
+}

@@ -18,6 +18,7 @@ use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{self, ExistingFile, FileRecord};
+use crate::store::state::SensorState;
 use crate::store::{copy, StoreError};
 use crate::transform::aggregate::AggregateRow;
 use crate::transform::transform_group;
@@ -309,11 +310,16 @@ async fn write_group(
         .iter()
         .flat_map(|(id, file)| file.tally.locations_of(*id))
         .collect();
+    let mut state = SensorState::default();
+    for (id, file) in &new_files {
+        state.add(*id, &file.tally.aggregates);
+    }
     // Sent together, after the ledger rows they refer to.
     futures_util::try_join!(
         duplicates,
         ledger::upsert_sensors(&tx, &sensors),
         ledger::upsert_locations(&tx, &locations),
+        state.write(&tx, &ctx.store),
     )?;
     // The group commits only if none of its files changed while it was read.
     for file in ready {

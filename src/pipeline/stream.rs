@@ -23,6 +23,7 @@ use crate::delivery::{ByteSource, Delivery};
 use crate::error::{Error, Result};
 use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{self, ExistingFile};
+use crate::store::state::SensorState;
 use crate::store::{copy, StoreError};
 use crate::transform::{transform_chunk, NormalizedBatch};
 use crate::validate::format::FileRejection;
@@ -222,6 +223,9 @@ async fn stage(
     ledger::upsert_sensors(tx, &tally.sensors_of(file_id).collect::<Vec<_>>()).await?;
     ledger::upsert_locations(tx, &tally.locations_of(file_id).collect::<Vec<_>>()).await?;
     copy::copy_aggregates(tx, &ctx.store, &[(file_id, &tally.aggregates.rows())]).await?;
+    let mut state = SensorState::default();
+    state.add(file_id, &tally.aggregates);
+    state.write(tx, &ctx.store).await?;
     Ok(Outcome::Committed(Box::new(tally.report(
         job,
         file_id,

@@ -4,7 +4,9 @@
 //! polars computes each chunk's partial statistics; `FileAggregates` merges partials exactly
 //! (Chan et al.'s parallel variance: counts, means and M2 combine without revisiting rows), so
 //! a file read in any number of chunks gets the same result as one pass. The standard
-//! deviation is null below two readings. Pure: no I/O.
+//! deviation is null below two readings. Beside them, the latest value of each (sensor,
+//! measurement) with its position ([`Latest`]), merged the same way (the later time wins).
+//! Pure: no I/O.
 
 use std::collections::HashMap;
 
@@ -84,6 +86,34 @@ pub enum GroupKey {
 pub struct PartialAggregates {
     /// Groups and their statistics.
     pub groups: Vec<(GroupKey, Stats)>,
+    /// The latest value of each (sensor, measurement) in the chunk.
+    pub latest: Vec<Latest>,
+}
+
+/// The latest value of one measurement of one sensor, and where it was measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latest {
+    /// Sensor id.
+    pub sensor_id: i64,
+    /// Catalogue key.
+    pub key: u32,
+    /// Reading time, µs since the epoch.
+    pub ts: i64,
+    /// Value in the canonical unit.
+    pub value: f64,
+    /// Location id.
+    pub location_id: Option<i64>,
+    /// Latitude.
+    pub lat: Option<f64>,
+    /// Longitude.
+    pub lon: Option<f64>,
+}
+
+impl Latest {
+    /// Whether `self` replaces `other` (a later time; the first one seen keeps a tie).
+    pub fn supersedes(&self, other: &Latest) -> bool {
+        self.ts > other.ts
+    }
 }
 
 /// Computes a chunk's statistics with polars (a chunk of one file: part 0).
@@ -144,7 +174,55 @@ pub fn partial_aggregates_by_part(
             ));
         }
     }
+    for (part, latest) in latest_by_part(&normalized.frame, keys)? {
+        parts.entry(part).or_default().latest = latest;
+    }
     Ok(parts)
+}
+
+/// The latest value of each (part, sensor, key): the frame is sorted by part, sensor and time,
+/// so it is the last row of a sensor's run that has a value for the key.
+fn latest_by_part(frame: &DataFrame, keys: &[u32]) -> PolarsResult<HashMap<u32, Vec<Latest>>> {
+    let part = frame.column("part")?.u32()?;
+    let sensor = frame.column("sensor_id")?.i64()?;
+    let ts = frame.column("ts")?.i64()?;
+    let location = frame.column("location_id")?.i64()?;
+    let lat = frame.column("lat")?.f64()?;
+    let lon = frame.column("lon")?.f64()?;
+    let values = keys
+        .iter()
+        .map(|key| Ok((*key, frame.column(value_column(*key).as_str())?.f64()?)))
+        .collect::<PolarsResult<Vec<_>>>()?;
+    let mut latest: HashMap<u32, Vec<Latest>> = HashMap::new();
+    let height = frame.height();
+    let mut start = 0;
+    while start < height {
+        let run = (part.get(start), sensor.get(start));
+        let mut end = start + 1;
+        while end < height && (part.get(end), sensor.get(end)) == run {
+            end += 1;
+        }
+        let (Some(run_part), Some(sensor_id)) = run else {
+            start = end;
+            continue;
+        };
+        for (key, column) in &values {
+            let Some(row) = (start..end).rev().find(|&row| column.get(row).is_some()) else {
+                continue;
+            };
+            latest.entry(run_part).or_default().push(Latest {
+                sensor_id,
+                key: *key,
+                ts: ts.get(row).unwrap_or(0),
+                value: column.get(row).unwrap_or(f64::NAN),
+                location_id: location.get(row),
+                lat: lat.get(row),
+                lon: lon.get(row),
+            });
+        }
+        start = end;
+    }
+    Ok(latest)
 }
 
 /// Name of one statistic of one value column in a grouped frame.
@@ -224,6 +302,7 @@ fn stats_rows(frame: &DataFrame, key: u32) -> PolarsResult<Vec<(usize, Stats)>> 
 #[derive(Debug, Clone, Default)]
 pub struct FileAggregates {
     groups: Vec<(GroupKey, Stats)>,
+    latest: HashMap<(i64, u32), Latest>,
 }
 
 /// One output row, ready for the database.
@@ -244,6 +323,16 @@ pub struct AggregateRow {
 impl FileAggregates {
     /// Merges one chunk's partials.
     pub fn merge(&mut self, partials: PartialAggregates) {
+        for latest in partials.latest {
+            self.latest
+                .entry((latest.sensor_id, latest.key))
+                .and_modify(|kept| {
+                    if latest.supersedes(kept) {
+                        *kept = latest;
+                    }
+                })
+                .or_insert(latest);
+        }
         let mut incoming = partials.groups;
         // polars hands each scope's groups over sorted: the adaptive sort then costs about
         // one pass.
@@ -266,6 +355,11 @@ impl FileAggregates {
             }
         }
         self.groups = merged;
+    }
+
+    /// The latest value of each (sensor, measurement) of the file, in no particular order.
+    pub fn latest(&self) -> impl Iterator<Item = &Latest> + '_ {
+        self.latest.values()
     }
 
     /// The output rows in a stable order.
