@@ -1,10 +1,7 @@
 //! What the store keeps per sensor beside its readings, written in each delivery's
-//! transaction: the span and count of its readings (`sensor_spans`, behind `v_sensors`), the
+//! transaction: the span and count of its readings (`sensor_spans`, behind `v_sensors`) and the
 //! latest value of each of its measurements with its position (`latest_values`, behind
-//! `v_latest`), and the statistics of each measurement in each hour of data time
-//! (`hourly_stats`, behind `v_hourly` and `v_daily`: count, mean, M2, min, max, merged with
-//! the stored ones by Chan's formula, so they stay exact). The views so never lag the readings
-//! and never rescan them.
+//! `v_latest`). The views so never lag the readings and never rescan them.
 //!
 //! A delivery (or a group of them) brings its merged statistics; rows are merged per key
 //! first (one row per key in a statement) and written in key order, so concurrent
@@ -17,7 +14,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 
 use crate::store::{Store, StoreError};
-use crate::transform::aggregate::{FileAggregates, Latest, Stats};
+use crate::transform::aggregate::{FileAggregates, Latest};
 
 /// Per-sensor state of one or more deliveries, merged, ready to be written.
 #[derive(Debug, Default)]
@@ -26,8 +23,6 @@ pub struct SensorState {
     spans: BTreeMap<i64, (i64, i64, i64)>,
     /// (sensor id, catalogue key) -> latest value and the delivery it came from.
     latest: BTreeMap<(i64, u32), (Latest, i64)>,
-    /// (sensor id, catalogue key, hour µs) -> statistics.
-    hourly: BTreeMap<(i64, u32, i64), Stats>,
 }
 
 impl SensorState {
@@ -46,12 +41,6 @@ impl SensorState {
                     *count += n;
                 })
                 .or_insert((row.stats.first_ts, row.stats.last_ts, n));
-        }
-        for (group, stats) in aggregates.hourly() {
-            self.hourly
-                .entry(group)
-                .and_modify(|kept| *kept = kept.merge(stats))
-                .or_insert(stats);
         }
         for latest in aggregates.latest() {
             self.latest
@@ -131,59 +120,6 @@ impl SensorState {
             )
             .await?;
         }
-        self.write_hourly(tx, store).await
-    }
-
-    async fn write_hourly(&self, tx: &Transaction<'_>, store: &Store) -> Result<(), StoreError> {
-        if self.hourly.is_empty() {
-            return Ok(());
-        }
-        let time = |micros: i64| DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_default();
-        let ids: Vec<i64> = self.hourly.keys().map(|(sensor, _, _)| *sensor).collect();
-        let measurements: Vec<i16> = self
-            .hourly
-            .keys()
-            .map(|(_, key, _)| store.measurement_id(*key))
-            .collect();
-        let hours: Vec<DateTime<Utc>> = self.hourly.keys().map(|(_, _, h)| time(*h)).collect();
-        let stats: Vec<&Stats> = self.hourly.values().collect();
-        let counts: Vec<i64> = stats
-            .iter()
-            .map(|s| i64::try_from(s.n).unwrap_or(i64::MAX))
-            .collect();
-        let means: Vec<f64> = stats.iter().map(|s| s.mean).collect();
-        let m2s: Vec<f64> = stats.iter().map(|s| s.m2).collect();
-        let mins: Vec<f64> = stats.iter().map(|s| s.min).collect();
-        let maxes: Vec<f64> = stats.iter().map(|s| s.max).collect();
-        // Chan et al.: the stored group (h) and the delivery's (excluded) combine exactly.
-        let statement = tx
-            .prepare_cached(
-                "INSERT INTO hourly_stats AS h (sensor_id, measurement_id, hour, n, mean, m2, min, max) \
-                 SELECT * FROM unnest($1::int8[], $2::int2[], $3::timestamptz[], $4::int8[], \
-                   $5::float8[], $6::float8[], $7::float8[], $8::float8[]) \
-                 ON CONFLICT (sensor_id, measurement_id, hour) DO UPDATE SET \
-                   n = h.n + excluded.n, \
-                   mean = h.mean + (excluded.mean - h.mean) * excluded.n / (h.n + excluded.n), \
-                   m2 = h.m2 + excluded.m2 + (excluded.mean - h.mean) * (excluded.mean - h.mean) \
-                        * h.n * excluded.n / (h.n + excluded.n), \
-                   min = least(h.min, excluded.min), \
-                   max = greatest(h.max, excluded.max)",
-            )
-            .await?;
-        tx.execute(
-            &statement,
-            &[
-                &ids,
-                &measurements,
-                &hours,
-                &counts,
-                &means,
-                &m2s,
-                &mins,
-                &maxes,
-            ],
-        )
-        .await?;
         Ok(())
     }
 }

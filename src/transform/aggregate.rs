@@ -79,20 +79,7 @@ pub enum GroupKey {
         /// Location id, if the file has one.
         location_id: Option<i64>,
     },
-    /// Readings of one sensor for one measurement in one hour of data time (UTC): kept
-    /// across deliveries (`v_hourly`, `v_daily`), not in the per-file aggregates.
-    Hourly {
-        /// Catalogue key.
-        key: u32,
-        /// Sensor id.
-        sensor_id: i64,
-        /// Start of the hour, µs since the epoch.
-        hour: i64,
-    },
 }
-
-/// Microseconds in an hour.
-const HOUR_MICROS: i64 = 3_600_000_000;
 
 /// One chunk's statistics at both scopes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -187,33 +174,6 @@ pub fn partial_aggregates_by_part(
             ));
         }
     }
-    let by_hour = grouped_lazy(
-        normalized.frame.clone().lazy().with_column(
-            // The start of the hour, also before 1970: ts minus its floored remainder.
-            (col("ts") - ((col("ts") % lit(HOUR_MICROS) + lit(HOUR_MICROS)) % lit(HOUR_MICROS)))
-                .alias("hour"),
-        ),
-        &["part", "sensor_id", "hour"],
-        keys,
-    )?;
-    let part = by_hour.column("part")?.u32()?;
-    let sensors = by_hour.column("sensor_id")?.i64()?;
-    let hours = by_hour.column("hour")?.i64()?;
-    for key in keys {
-        for (i, stats) in stats_rows(&by_hour, *key)? {
-            let entry = parts
-                .entry(part.get(i).expect("parts are not null"))
-                .or_default();
-            entry.groups.push((
-                GroupKey::Hourly {
-                    key: *key,
-                    sensor_id: sensors.get(i).expect("sensor ids are not null"),
-                    hour: hours.get(i).expect("hours are not null"),
-                },
-                stats,
-            ));
-        }
-    }
     for (part, latest) in latest_by_part(&normalized.frame, keys)? {
         parts.entry(part).or_default().latest = latest;
     }
@@ -271,10 +231,6 @@ fn stat_column(key: u32, stat: &str) -> String {
 }
 
 fn grouped(frame: &DataFrame, by: &[&str], keys: &[u32]) -> PolarsResult<DataFrame> {
-    grouped_lazy(frame.clone().lazy(), by, keys)
-}
-
-fn grouped_lazy(frame: LazyFrame, by: &[&str], keys: &[u32]) -> PolarsResult<DataFrame> {
     let by: Vec<Expr> = by.iter().map(|c| col(*c)).collect();
     let mut aggregations = Vec::with_capacity(keys.len() * 7);
     for key in keys {
@@ -303,6 +259,8 @@ fn grouped_lazy(frame: LazyFrame, by: &[&str], keys: &[u32]) -> PolarsResult<Dat
     }
     // Sorted by group: the order `FileAggregates::merge` keeps.
     frame
+        .clone()
+        .lazy()
         .group_by(by.clone())
         .agg(aggregations)
         .sort_by_exprs(by, SortMultipleOptions::default())
@@ -404,28 +362,13 @@ impl FileAggregates {
         self.latest.values()
     }
 
-    /// The statistics of each (sensor, catalogue key, hour): `((sensor, key, hour µs), stats)`.
-    pub fn hourly(&self) -> impl Iterator<Item = ((i64, u32, i64), Stats)> + '_ {
-        self.groups
-            .iter()
-            .filter_map(|(group, stats)| match *group {
-                GroupKey::Hourly {
-                    key,
-                    sensor_id,
-                    hour,
-                } => Some(((sensor_id, key, hour), *stats)),
-                _ => None,
-            })
-    }
-
-    /// The output rows (the per-file aggregates) in a stable order.
+    /// The output rows in a stable order.
     pub fn rows(&self) -> Vec<AggregateRow> {
         self.groups
             .iter()
-            .filter_map(|(group, stats)| {
+            .map(|(group, stats)| {
                 let stats = *stats;
-                Some(match *group {
-                    GroupKey::Hourly { .. } => return None,
+                match *group {
                     GroupKey::SensorType { key } => AggregateRow {
                         scope: "sensor_type",
                         key,
@@ -444,7 +387,7 @@ impl FileAggregates {
                         location_id,
                         stats,
                     },
-                })
+                }
             })
             .collect()
     }
