@@ -20,10 +20,12 @@
 # same machine): unique 100-row CSV bodies from 32 connections as fast as answered (burst), then
 # steady and variable rates, then the burst again with one transaction per request (the ratio
 # is what the group commit gains), with the server's RSS sampled every second (first minute against
-# the end) and the acknowledged rows checked against the database; and one POST of the big file
+# the end) and the acknowledged rows checked against the database, the burst again from wrk when
+# it is installed (scripts/ingest.lua); and one POST of the big file
 # against `ingest` of the same file (time and peak RSS side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REPO="$PWD"
 ROWS="${1:-1000000}"
 SMALL_FILES="${2:-2000}"
 REPEAT="${3:-1}"
@@ -164,6 +166,16 @@ if [ "$HTTP_SECONDS" -gt 0 ]; then
   printf "burst requests/s: group commit %s, one transaction each %s, ratio %.2f\n" "$grouped_rps" "$single_rps" "$(echo "$grouped_rps / $single_rps" | bc -l)"
   stored="$(psql -d bench_http -Atc "SELECT coalesce(sum(rows_loaded), 0) FROM v_files")"
   echo "rows acknowledged (200): $acknowledged; rows in the database: $stored"
+  if command -v wrk >/dev/null 2>&1; then
+    # The burst from an independent load generator (wrk, scripts/ingest.lua: its own unique
+    # bodies). Requests still in flight when wrk stops may commit unanswered, so the database
+    # may hold a few more bodies than wrk counted.
+    psql -q -d bench_http -c "CHECKPOINT"
+    before="$(psql -d bench_http -Atc "SELECT count(*) FROM v_files")"
+    echo "-- the burst from wrk (2 threads, 32 connections)"
+    wrk -t2 -c32 -d"${HTTP_SECONDS}s" -s "$REPO/scripts/ingest.lua" "http://$HTTP_ADDR/v1/ingest" | tail -3
+    echo "bodies stored during the wrk run: $(( $(psql -d bench_http -Atc "SELECT count(*) FROM v_files") - before ))"
+  fi
   awk '{ if ($1 > peak) peak = $1 } END {printf "server RSS peak over the whole HTTP phase: %.0f MB\n", peak / 1024}' rss_http.txt
   kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || true
   kill "$SAMPLER_PID" 2>/dev/null || true
