@@ -344,12 +344,14 @@ impl<'s> FileValidator<'s> {
                 .unwrap_or_else(csv::Position::new);
             self.record_count += 1;
             // The CSV reader starts a record where it began reading, before the empty lines
-            // it skipped, and does not count them as lines.
+            // it skipped there, and does not count those as lines (it counts the ones it
+            // skipped before earlier records).
             let first_byte = self.cuts.after_empty_lines(start.byte());
+            let skipped_here = self.cuts.empty_lines_before(first_byte)
+                - self.cuts.empty_lines_before(start.byte());
             let position = Position {
                 record: self.record_count,
-                line: (start.line() + self.cuts.empty_lines_before(first_byte))
-                    .saturating_sub(self.source.line_shift()),
+                line: (start.line() + skipped_here).saturating_sub(self.source.line_shift()),
                 byte: self.cuts.source_offset(first_byte),
             };
             let byte_end = self.cuts.source_offset(self.reader.position().byte());
@@ -745,6 +747,14 @@ mod tests {
         );
         let lines: Vec<u64> = run.rejects.iter().map(|r| r.position.line).collect();
         assert_eq!(lines, vec![5]);
+        // Rows further on keep theirs too: the empty lines are counted once.
+        let (run, _dir) = dry_run_of(
+            b"sensor_id;timestamp;temperature;humidity\n1;2020-01-01T00:00:00;20;50\n\n\
+              1;2020-01-01T00:00:30;20;50\n1;2020-01-01T00:00:40;x;50\n\n\n\
+              1;2020-01-01T00:00:50;20;50\n1;2020-01-01T00:01:00;y;50\n",
+        );
+        let lines: Vec<u64> = run.rejects.iter().map(|r| r.position.line).collect();
+        assert_eq!(lines, vec![5, 9]);
     }
 
     #[test]
