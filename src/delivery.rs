@@ -33,6 +33,13 @@ pub enum ByteSource {
         /// Lines to subtract from a CSV line number.
         line_shift: u64,
     },
+    /// Such a rendering of a large body, in a file.
+    RenderedFile {
+        /// The CSV file.
+        path: PathBuf,
+        /// Lines to subtract from a CSV line number.
+        line_shift: u64,
+    },
 }
 
 /// An open pass over a source.
@@ -45,7 +52,9 @@ impl ByteSource {
     /// The file cannot be opened.
     pub fn open(&self) -> io::Result<SourceReader> {
         Ok(match self {
-            ByteSource::File(path) => Box::new(File::open(path)?),
+            ByteSource::File(path) | ByteSource::RenderedFile { path, .. } => {
+                Box::new(File::open(path)?)
+            }
             ByteSource::Memory(bytes) | ByteSource::Rendered { bytes, .. } => {
                 Box::new(Cursor::new(bytes.clone()))
             }
@@ -55,7 +64,8 @@ impl ByteSource {
     /// Lines to subtract from a line number read from this source (0 but for renderings).
     pub fn line_shift(&self) -> u64 {
         match self {
-            ByteSource::Rendered { line_shift, .. } => *line_shift,
+            ByteSource::Rendered { line_shift, .. }
+            | ByteSource::RenderedFile { line_shift, .. } => *line_shift,
             _ => 0,
         }
     }
@@ -66,7 +76,9 @@ impl ByteSource {
     /// The file cannot be opened.
     pub fn random_access(&self) -> io::Result<RandomAccess> {
         Ok(match self {
-            ByteSource::File(path) => RandomAccess::File(File::open(path)?),
+            ByteSource::File(path) | ByteSource::RenderedFile { path, .. } => {
+                RandomAccess::File(File::open(path)?)
+            }
             ByteSource::Memory(bytes) | ByteSource::Rendered { bytes, .. } => {
                 RandomAccess::Memory(bytes.clone())
             }
@@ -76,7 +88,7 @@ impl ByteSource {
     /// The file behind the source, if it is one.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            ByteSource::File(path) => Some(path),
+            ByteSource::File(path) | ByteSource::RenderedFile { path, .. } => Some(path),
             ByteSource::Memory(_) | ByteSource::Rendered { .. } => None,
         }
     }
@@ -86,6 +98,9 @@ impl fmt::Display for ByteSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ByteSource::File(path) => write!(f, "{}", path.display()),
+            ByteSource::RenderedFile { path, .. } => {
+                write!(f, "request body rendered as {}", path.display())
+            }
             ByteSource::Memory(bytes) | ByteSource::Rendered { bytes, .. } => {
                 write!(f, "request body of {} bytes", bytes.len())
             }

@@ -549,3 +549,88 @@ async fn more_concurrent_deliveries_than_connections_all_commit() {
     assert_eq!(stored, 24 * 50 * 2);
     assert_eq!(terminate_child(&mut server), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_json_and_ndjson_bodies_stream_with_their_own_line_numbers() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let (mut server, addr) = serve(&workspace, &url, &[]).await;
+    let object = |sensor: u32, n: u32, temperature: &str| {
+        format!(
+            r#"{{"sensor_id": {sensor}, "sensor_type": "DHT22", "timestamp": "2021-02-{:02}T{:02}:{:02}:{:02}", "temperature": {temperature}, "humidity": 50}}"#,
+            1 + n / 86_400,
+            (n / 3600) % 24,
+            (n / 60) % 60,
+            n % 60
+        )
+    };
+    // Over 1 MiB each: spooled, then rendered from the spool file.
+    let rows = 15_000u32;
+    let mut ndjson = String::new();
+    for n in 0..rows {
+        let temperature = if n == 9_999 { "\"warm\"" } else { "20.5" };
+        ndjson.push_str(&object(61, n, temperature));
+        ndjson.push('\n');
+        if n == 5_000 {
+            ndjson.push('\n');
+        }
+    }
+    assert!(ndjson.len() > 1_100_000);
+    let (status, _, receipt) = post(
+        addr,
+        "/v1/ingest",
+        &["Content-Type: application/x-ndjson"],
+        ndjson.as_bytes(),
+    );
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["rows_read"], rows);
+    assert_eq!(receipt["rows_rejected"], 1);
+    // Line 10,000 of the objects, after one blank line: physical line 10,001.
+    assert_eq!(receipt["rejects"][0]["line"], 10_001, "{receipt}");
+
+    let elements: Vec<String> = (0..rows)
+        .map(|n| object(62, n, if n == 12_344 { "999" } else { "21.5" }))
+        .collect();
+    let json = format!("[{}]", elements.join(",\n"));
+    let (status, _, receipt) = post(
+        addr,
+        "/v1/ingest",
+        &["Content-Type: application/json"],
+        json.as_bytes(),
+    );
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["rows_rejected"], 1);
+    assert_eq!(
+        receipt["rejects"][0]["line"], 12_345,
+        "position in the array: {receipt}"
+    );
+    let stored: i64 = connect(&url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM v_readings WHERE sensor_id IN (61, 62)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, i64::from(rows - 1) * 2 * 2);
+    // A body that is not JSON after its first megabyte is still a 400.
+    let broken = format!("{}{{broken", &ndjson[..1_200_000]);
+    let (status, _, receipt) = post(
+        addr,
+        "/v1/ingest",
+        &["Content-Type: application/x-ndjson"],
+        broken.as_bytes(),
+    );
+    assert_eq!(status, 400, "{receipt}");
+    assert_eq!(terminate_child(&mut server), Some(0));
+    let left = walkdir::WalkDir::new(workspace.path(".sensor-etl/spool"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_file())
+        .count();
+    assert_eq!(
+        left, 0,
+        "spool and rendering files are removed after the answer"
+    );
+}

@@ -2,9 +2,18 @@
 //! NDJSON (one object a line) rendered as CSV whose columns are the objects' keys (so the
 //! aliases and rules of files apply), with each object on the CSV line after the body line or
 //! array position it had: the validator reports positions in the body's own terms.
+//!
+//! A large body (spooled to a file) is rendered by [`render_file`] in two streaming passes, the
+//! keys and then the rows, into a CSV file: memory holds one object at a time, whatever the
+//! body's size.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
 
 use axum::http::StatusCode;
 use bytes::Bytes;
+use serde::de::{MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::delivery::ByteSource;
@@ -111,24 +120,175 @@ pub(crate) fn render(objects: &[(u64, Map<String, Value>)]) -> Result<Bytes, Api
             out.push(b'\n');
             next_line += 1;
         }
-        let mut fields = Vec::with_capacity(columns.len());
-        for column in &columns {
-            fields.push(match map.get(*column) {
-                None | Some(Value::Null) => String::new(),
-                Some(Value::String(text)) => text.clone(),
-                Some(Value::Number(number)) => number.to_string(),
-                Some(other) => {
-                    return Err(bad_request(format!(
-                    "element {line}: field `{column}` is {}; only numbers and strings are taken",
-                    kind(other)
-                )))
-                }
-            });
-        }
-        write_row(&mut out, &fields)?;
+        write_row(&mut out, &fields_of(*line, map, &columns)?)?;
         next_line += 1;
     }
     Ok(Bytes::from(out))
+}
+
+/// An object's fields in column order.
+fn fields_of<S: AsRef<str>>(
+    line: u64,
+    map: &Map<String, Value>,
+    columns: &[S],
+) -> Result<Vec<String>, ApiError> {
+    let mut fields = Vec::with_capacity(columns.len());
+    for column in columns {
+        let column = column.as_ref();
+        fields.push(match map.get(column) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(text)) => text.clone(),
+            Some(Value::Number(number)) => number.to_string(),
+            Some(other) => {
+                return Err(bad_request(format!(
+                    "element {line}: field `{column}` is {}; only numbers and strings are taken",
+                    kind(other)
+                )))
+            }
+        });
+    }
+    Ok(fields)
+}
+
+/// Renders a large JSON or NDJSON body held in the file `body` as a CSV file in `dir` (see the
+/// module header). Blocking: call from a blocking thread.
+///
+/// # Errors
+/// 400 when the body does not parse or is not made of flat objects; 503 when the rendering
+/// cannot be written.
+pub fn render_file(
+    format: BodyFormat,
+    body: &Path,
+    dir: &Path,
+) -> Result<(tempfile::TempPath, ByteSource), ApiError> {
+    let mut columns: Vec<String> = Vec::new();
+    for_each_object(format, body, &mut |_, map| {
+        for key in map.keys() {
+            if !columns.iter().any(|c| c == key) {
+                columns.push(key.clone());
+            }
+        }
+        Ok(())
+    })?;
+    let unwritable = |e: std::io::Error| {
+        ApiError::unavailable(
+            "spool_unavailable",
+            format!("the body could not be rendered to disk ({e}); nothing was stored"),
+            30,
+        )
+    };
+    let named = tempfile::Builder::new()
+        .prefix("rendered-")
+        .suffix(".csv")
+        .tempfile_in(dir)
+        .map_err(unwritable)?;
+    let (file, path) = named.into_parts();
+    let mut out = std::io::BufWriter::new(file);
+    let mut row = Vec::new();
+    write_row(&mut row, &columns)?;
+    out.write_all(&row).map_err(unwritable)?;
+    let mut next_line = 1;
+    for_each_object(format, body, &mut |line, map| {
+        row.clear();
+        while next_line < line {
+            row.push(b'\n');
+            next_line += 1;
+        }
+        write_row(&mut row, &fields_of(line, &map, &columns)?)?;
+        next_line += 1;
+        out.write_all(&row).map_err(unwritable)
+    })?;
+    out.flush().map_err(unwritable)?;
+    let source = ByteSource::RenderedFile {
+        path: path.to_path_buf(),
+        line_shift: 1,
+    };
+    Ok((path, source))
+}
+
+/// Calls `each` with every object of a JSON (an object or an array of them) or NDJSON body
+/// file and its line (NDJSON) or position (JSON), one object in memory at a time.
+fn for_each_object(
+    format: BodyFormat,
+    body: &Path,
+    each: &mut dyn FnMut(u64, Map<String, Value>) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    let file = std::fs::File::open(body).map_err(|e| {
+        ApiError::unavailable(
+            "spool_unavailable",
+            format!("the spooled body could not be read ({e}); nothing was stored"),
+            30,
+        )
+    })?;
+    let mut reader = std::io::BufReader::new(file);
+    if format == BodyFormat::Ndjson {
+        let mut line = Vec::new();
+        let mut number = 0;
+        loop {
+            line.clear();
+            let read = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| bad_request(format!("the body could not be read: {e}")))?;
+            if read == 0 {
+                return Ok(());
+            }
+            number += 1;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let value = serde_json::from_slice(&line)
+                .map_err(|e| bad_request(format!("line {number}: not a JSON object ({e})")))?;
+            let (at, map) = object(value, number)?;
+            each(at, map)?;
+        }
+    }
+    let mut failure = None;
+    let mut deserializer = serde_json::Deserializer::from_reader(reader);
+    let walked = deserializer.deserialize_any(Objects {
+        each,
+        failure: &mut failure,
+    });
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    walked.and_then(|()| deserializer.end()).map_err(malformed)
+}
+
+/// Visits a JSON body's objects one by one (an array's elements, or the one object).
+struct Objects<'a> {
+    each: &'a mut dyn FnMut(u64, Map<String, Value>) -> Result<(), ApiError>,
+    /// The first refusal of `each` (a serde error carries only text).
+    failure: &'a mut Option<ApiError>,
+}
+
+impl<'de> Visitor<'de> for Objects<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object or an array of objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut position = 0;
+        while let Some(value) = seq.next_element::<Value>()? {
+            position += 1;
+            let taken = object(value, position).and_then(|(at, map)| (self.each)(at, map));
+            if let Err(error) = taken {
+                *self.failure = Some(error);
+                return Err(serde::de::Error::custom("refused"));
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let map = Map::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        if let Err(error) = (self.each)(1, map) {
+            *self.failure = Some(error);
+            return Err(serde::de::Error::custom("refused"));
+        }
+        Ok(())
+    }
 }
 
 /// Appends one CSV record (quoted where needed) and its line end.

@@ -26,7 +26,7 @@ use crate::config::Scope;
 use crate::delivery::{ByteSource, Delivery, Disposition, Origin};
 use crate::error::Error;
 use crate::http::access::authorize;
-use crate::http::body::{to_source, BodyFormat};
+use crate::http::body::{self, to_source, BodyFormat};
 use crate::http::device;
 use crate::http::error::ApiError;
 use crate::http::spool::{self, Received, MEMORY_BYTES};
@@ -143,7 +143,7 @@ async fn take(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
     let in_memory = declared.map_or(MEMORY_BYTES as u64, |n| n.min(MEMORY_BYTES as u64));
-    let mut held = vec![hold(state, in_memory)?];
+    let held = hold(state, in_memory)?;
     let body = spool::receive(
         body,
         state.settings.http.max_body_bytes,
@@ -160,12 +160,31 @@ async fn take(
         Received::Spooled { path, .. } if format == BodyFormat::Csv => {
             (ByteSource::File(path.to_path_buf()), Some(path))
         }
-        body => {
-            // JSON is rendered in memory: a spooled body counts whole against the bound.
-            if matches!(body, Received::Spooled { .. }) {
-                held.push(hold(state, size)?);
-            }
-            let bytes = body.into_bytes().await?;
+        Received::Spooled { .. } if endpoint == Endpoint::Push => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("a push-API body is one sensor's values: at most {MEMORY_BYTES} bytes"),
+            ));
+        }
+        Received::Spooled { path, .. } => {
+            // A large JSON or NDJSON body is rendered from its spool file into another one,
+            // one object in memory at a time.
+            let dir = spool::spool_dir(&state.settings.state_dir);
+            let rendered =
+                tokio::task::spawn_blocking(move || body::render_file(format, &path, &dir))
+                    .await
+                    .map_err(|_| {
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal_error",
+                            "the body could not be rendered; see the server log",
+                        )
+                    })??;
+            let (rendered_path, source) = rendered;
+            (source, Some(rendered_path))
+        }
+        Received::Memory(bytes) => {
             let settings = &state.settings;
             let pushed = match endpoint {
                 Endpoint::Push => Some(device::push_api(&bytes, headers, received_at, settings)?),
@@ -200,7 +219,7 @@ async fn take(
             )
         })?;
     }
-    let in_memory = !matches!(source, ByteSource::File(_));
+    let in_memory = matches!(source, ByteSource::Memory(_) | ByteSource::Rendered { .. });
     let name = match &device {
         Some(push) => format!("{}.json", push.device),
         None => delivery_name(query.name.as_deref(), format),

@@ -47,20 +47,6 @@ impl Received {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// The whole body in memory (reads a spool file back).
-    ///
-    /// # Errors
-    /// The spool file cannot be read.
-    pub async fn into_bytes(self) -> Result<Bytes, ApiError> {
-        match self {
-            Received::Memory(bytes) => Ok(bytes),
-            Received::Spooled { path, .. } => tokio::fs::read(&path)
-                .await
-                .map(Bytes::from)
-                .map_err(|e| spool_failed(&path, &e)),
-        }
-    }
 }
 
 /// The spool folder of this process under `state_dir`.
