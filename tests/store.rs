@@ -789,24 +789,113 @@ async fn latest_values_and_sensor_spans_follow_every_delivery() {
         (7.0, 55 + 2 + 2),
         "the first value at the latest time stays"
     );
+}
 
-    // The state of readings loaded before it existed is filled by its migration.
-    let pool = sensor_etl::store::build_pool(&h.url, 1).unwrap();
-    let client = &h.client;
-    client
-        .batch_execute("TRUNCATE sensor_spans, latest_values")
-        .await
-        .unwrap();
+/// Readings loaded before the per-sensor state existed get theirs from its migration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_fills_the_per_sensor_state_from_the_readings() {
+    let url = crate::support::fresh_database().await;
+    let pool = sensor_etl::store::build_pool(&url, 2).unwrap();
+    sensor_etl::store::migrate_to(&pool, 9).await.unwrap();
+    let client = crate::support::connect(&url).await;
     client
         .batch_execute(
-            "DELETE FROM refinery_schema_history WHERE version = 10; \
-             DROP VIEW v_latest; DROP VIEW v_sensors; DROP TABLE sensor_spans, latest_values; \
-             CREATE VIEW v_sensors AS SELECT s.sensor_id, s.sensor_type, d.device, \
-               s.first_file_id, s.first_seen_at FROM sensors s \
-               LEFT JOIN device_sensors d USING (sensor_id);",
+            "INSERT INTO files (content_sha256, file_name, size_bytes, status, rows_read, rows_loaded, \
+                                rows_rejected, reading_count, received_at) \
+             VALUES ('abc', 'old_dht22.csv', 100, 'loaded', 4, 4, 0, 7, now()), \
+                    ('def', 'older_dht22.csv', 100, 'loaded', 1, 1, 0, 2, now());
+             INSERT INTO measurements (sensor_type, name, unit) \
+             VALUES ('DHT22', 'temperature', '°C'), ('DHT22', 'humidity', '%RH');
+             INSERT INTO measurement_sets (measurement_ids) VALUES ('{1,2}'), ('{1}');
+             INSERT INTO positions (location_id, lat, lon) VALUES (11, 42.5, 23.25), (12, 43.0, 24.0);
+             INSERT INTO sensors (sensor_id, sensor_type, first_file_id) VALUES (7, 'DHT22', 1), (8, 'DHT22', 1);
+             INSERT INTO readings (ts, file_id, sensor_id, line, set_id, position_id, \"values\", location_id, lat, lon)
+             VALUES ('2020-01-01 00:00:00Z', 1, 7, 2, 1, 1, '{20.5,55}', NULL, NULL, NULL),
+                    ('2020-01-01 00:10:00Z', 1, 7, 3, 2, 2, '{21.5}', NULL, NULL, NULL),
+                    ('2020-01-01 00:05:00Z', 1, 8, 4, 1, NULL, '{19,60}', 13, 44.0, 25.0),
+                    ('2020-01-01 00:07:00Z', 1, 8, 5, 1, 1, '{18,61}', NULL, NULL, NULL),
+                    ('2019-12-31 00:00:00Z', 2, 7, 2, 1, 1, '{1,2}', NULL, NULL, NULL);",
         )
         .await
         .unwrap();
     sensor_etl::store::migrate(&pool).await.unwrap();
-    assert_sensor_state_matches_the_readings(client).await;
+    assert_sensor_state_matches_the_readings(&client).await;
+    let sensor_7: (f64, i64) = {
+        let row = client
+            .query_one(
+                "SELECT s.lat, s.readings FROM v_sensors s WHERE sensor_id = 7",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(
+        sensor_7,
+        (43.0, 5),
+        "the position of its latest reading; 5 readings"
+    );
+}
+
+/// The analyst's search path holds the views and nothing else of sensor-etl's: the tables and
+/// partitions live in the schema `sensor_etl`, and the views answer a plain connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_schema_holds_only_the_views() {
+    let h = Harness::new().await;
+    let path = h.workspace.path("in/station_dht22.csv");
+    write(
+        &path,
+        "sensor_id,timestamp,temperature,humidity\n7,2020-05-01T10:00:00,20.5,50\n\
+         7,2020-05-01T10:01:00,abc,50\n",
+    );
+    process(
+        &h.ctx,
+        &Delivery::input_file(&path, Disposition::LeaveInPlace),
+    )
+    .await
+    .unwrap();
+    let (plain, connection) = tokio_postgres::connect(&h.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let tables: Vec<String> = plain
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(tables, Vec::<String>::new(), "no table in public");
+    let internal: i64 = plain
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'sensor_etl'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        internal > 50,
+        "tables and partitions in sensor_etl: {internal}"
+    );
+    for view in [
+        "v_files",
+        "v_readings",
+        "v_aggregates",
+        "v_rejects",
+        "v_sensors",
+        "v_latest",
+        "v_hourly",
+        "v_deliveries",
+    ] {
+        let rows: i64 = plain
+            .query_one(&format!("SELECT count(*) FROM {view}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(rows > 0, "{view} answers a plain connection");
+    }
 }

@@ -487,7 +487,7 @@ pub struct LedgerSummary {
 /// The statement failed.
 pub async fn exists(client: &tokio_postgres::Client) -> Result<bool, StoreError> {
     Ok(client
-        .query_one("SELECT to_regclass('files') IS NOT NULL", &[])
+        .query_one("SELECT to_regclass('v_files') IS NOT NULL", &[])
         .await?
         .get(0))
 }
@@ -504,7 +504,7 @@ pub async fn summary(
         .query(
             "SELECT status, count(*), coalesce(sum(rows_read), 0)::int8, \
              coalesce(sum(rows_loaded), 0)::int8, coalesce(sum(rows_rejected), 0)::int8 \
-             FROM files GROUP BY status ORDER BY status",
+             FROM v_files GROUP BY status ORDER BY status",
             &[],
         )
         .await?
@@ -519,21 +519,21 @@ pub async fn summary(
         .collect();
     let duplicate_deliveries: i64 = client
         .query_one(
-            "SELECT count(*) FROM file_deliveries WHERE outcome = 'duplicate'",
+            "SELECT count(*) FROM v_deliveries WHERE outcome = 'duplicate'",
             &[],
         )
         .await?
         .get(0);
     let reading_count: i64 = client
         .query_one(
-            "SELECT coalesce(sum(reading_count), 0)::int8 FROM files",
+            "SELECT coalesce(sum(reading_count), 0)::int8 FROM v_files",
             &[],
         )
         .await?
         .get(0);
     let recent_problems = client
         .query(
-            "SELECT file_id, file_name, status, rows_rejected, error, finished_at FROM files \
+            "SELECT file_id, file_name, status, rows_rejected, error, finished_at FROM v_files \
              WHERE rows_rejected > 0 OR status = 'rejected' ORDER BY finished_at DESC, file_id DESC LIMIT $1",
             &[&recent],
         )

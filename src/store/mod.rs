@@ -184,6 +184,9 @@ impl Store {
     }
 }
 
+/// The search path of sensor-etl's connections: its tables first, then the public views.
+pub const SEARCH_PATH_OPTION: &str = "-c search_path=sensor_etl,public";
+
 /// Builds a pool with explicit timeouts.
 ///
 /// # Errors
@@ -194,6 +197,12 @@ pub fn build_pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
         config.connect_timeout(Duration::from_secs(5));
     }
     config.application_name("sensor-etl");
+    // The tables live in the schema `sensor_etl`, the public views in `public`.
+    let options = match config.get_options() {
+        Some(given) => format!("{given} {SEARCH_PATH_OPTION}"),
+        None => SEARCH_PATH_OPTION.to_owned(),
+    };
+    config.options(&options);
     let manager = Manager::from_config(
         config,
         NoTls,

@@ -223,10 +223,12 @@ impl Harness {
     }
 }
 
+/// A connection that, like sensor-etl's own, sees its tables (schema `sensor_etl`) beside the
+/// public views.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
+    let mut config: tokio_postgres::Config = url.parse().unwrap();
+    config.options(sensor_etl::store::SEARCH_PATH_OPTION);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     client
 }
