@@ -6,6 +6,8 @@
 #       ROWS: rows of the big file, or several sizes separated by commas (default 1000000);
 #       SMALL_FILES: files in the burst (default 2000); REPEAT: paired runs per size (default 1).
 #   HTTP_SECONDS=30 scripts/bench.sh ...   (length of each HTTP scenario; 0 skips the HTTP phase)
+#   QUERY_ROWS=4000000 scripts/bench.sh ... (the query phase on that many BME280 rows from 1,000
+#                                            interleaved sensors; 0, the default, skips it)
 #   COMPARE_BIN=/path/to/other/sensor-etl scripts/bench.sh ...
 #       also loads each big file with another build (into a database of its own) right after
 #       this one, and prints its time and ratio: a before/after comparison in one run.
@@ -205,4 +207,40 @@ if [ "$HTTP_SECONDS" -gt 0 ]; then
   printf "%-28s %8.2f s   server peak RSS %.0f MB   status %s   rows loaded %s\n" "POST /v1/ingest" "$post_s" "$(echo "$post_rss / 1024" | bc -l)" "$status" "$(python3 -c 'import json; print(json.load(open("post.json"))["rows_loaded"])')"
   printf "%-28s %8.2f s   peak RSS %.0f MB\n" "sensor-etl ingest (file)" "$file_s" "$(echo "$(cat rss.txt) / 1024" | bc -l)"
   printf "ratio POST / file: time %.2f, peak RSS %.2f\n" "$(echo "$post_s / $file_s" | bc -l)" "$(echo "$post_rss / $(cat rss.txt)" | bc -l)"
+fi
+
+QUERY_ROWS="${QUERY_ROWS:-0}"
+if [ "$QUERY_ROWS" -gt 0 ]; then
+  echo "== queries over $QUERY_ROWS BME280 rows from 1,000 interleaved sensors"
+  "$BIN" generate --out query --files 1 --rows "$QUERY_ROWS" --sensors 1000 --kind bme280 --seed 4242 >/dev/null 2>&1
+  FILE="$(ls query/*.csv)"
+  psql -q -d postgres -c "CREATE DATABASE bench_query"
+  Q_URL="postgres://postgres@127.0.0.1:$PORT/bench_query"
+  "$BIN" --database-url "$Q_URL" migrate >/dev/null 2>&1
+  psql -q -d bench -c "TRUNCATE baseline" -c "CHECKPOINT"
+  start="$(now)"
+  psql -q -d bench -c "\\copy baseline FROM '$FILE' WITH (FORMAT csv, HEADER true, DELIMITER ';')"
+  copy_s="$(echo "$(now) - $start" | bc -l)"
+  psql -q -d bench_query -c "CHECKPOINT"
+  start="$(now)"
+  "$BIN" --database-url "$Q_URL" ingest "$FILE" >/dev/null 2>&1 || true
+  etl_s="$(echo "$(now) - $start" | bc -l)"
+  printf "load: %s %.2f s, sensor-etl ingest %.2f s, ratio %.2f\n" 'psql \copy' "$copy_s" "$etl_s" "$(echo "$etl_s / $copy_s" | bc -l)"
+  # The same readings as a plain long table, the baseline of the scan question.
+  psql -q -d bench_query -c "CREATE TABLE plain_long AS SELECT sensor_id, ts, measurement, value FROM v_readings" -c "ANALYZE plain_long" -c "ANALYZE"
+  day="$(psql -d bench_query -Atc "SELECT date_trunc('day', min(ts), 'UTC') + interval '1 day' FROM v_readings")"
+  # Median of 5 runs, in ms.
+  timed() {
+    for _ in 1 2 3 4 5; do
+      psql -X -q -d bench_query -o /dev/null -c '\timing on' -c "$1" | awk '/^Time:/ {print $2}'
+    done | sort -n | awk '{a[NR]=$1} END {print a[3]}'
+  }
+  printf "%-62s %8s ms\n" "one sensor, one day, from v_readings" "$(timed "SELECT ts, measurement, value FROM v_readings WHERE sensor_id = 1500 AND ts >= '$day' AND ts < timestamptz '$day' + interval '1 day'")"
+  printf "%-62s %8s ms\n" "v_latest, all sensors" "$(timed "SELECT * FROM v_latest")"
+  printf "%-62s %8s ms\n" "v_sensors, all sensors" "$(timed "SELECT * FROM v_sensors")"
+  printf "%-62s %8s ms\n" "daily mean per sensor, from v_readings" "$(timed "SELECT sensor_id, date_trunc('day', ts, 'UTC'), avg(value) FROM v_readings WHERE measurement = 'temperature' GROUP BY 1, 2")"
+  view_ms="$(timed "SELECT sensor_id, avg(value) FROM v_readings WHERE measurement = 'temperature' GROUP BY 1")"
+  long_ms="$(timed "SELECT sensor_id, avg(value) FROM plain_long WHERE measurement = 'temperature' GROUP BY 1")"
+  printf "%-62s %8s ms\n" "avg(value) by sensor, one measurement, from v_readings" "$view_ms"
+  printf "%-62s %8s ms   (ratio %.2f)\n" "the same from a plain long table" "$long_ms" "$(echo "$view_ms / $long_ms" | bc -l)"
 fi
