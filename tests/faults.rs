@@ -989,11 +989,7 @@ async fn an_http_request_in_flight_when_killed_is_never_acknowledged_and_commits
         let client = std::thread::spawn(move || post_maybe(addr, &body));
         server.reached(point).await;
         if point == "pipeline::copy-chunk" {
-            let spooled = walkdir::WalkDir::new(workspace.path(".sensor-etl/spool"))
-                .into_iter()
-                .filter_map(Result::ok)
-                .filter(|entry| entry.file_type().is_file())
-                .count();
+            let spooled = crate::support::spool_files(&workspace);
             assert_eq!(spooled, 1, "the large body streams through a spool file");
         }
         server.signal(Signal::SIGKILL);
@@ -1017,11 +1013,7 @@ async fn an_http_request_in_flight_when_killed_is_never_acknowledged_and_commits
     assert_eq!(post_maybe(addr, &small), Some(200));
     assert_eq!(readings(51).await, lines(&large) * 2);
     assert_eq!(readings(52).await, lines(&small) * 2);
-    let left = walkdir::WalkDir::new(workspace.path(".sensor-etl/spool"))
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_type().is_file())
-        .count();
+    let left = crate::support::spool_files(&workspace);
     assert_eq!(
         left, 0,
         "spool files of a killed server are swept, answered ones removed"

@@ -624,11 +624,7 @@ async fn large_json_and_ndjson_bodies_stream_with_their_own_line_numbers() {
     );
     assert_eq!(status, 400, "{receipt}");
     assert_eq!(terminate_child(&mut server), Some(0));
-    let left = walkdir::WalkDir::new(workspace.path(".sensor-etl/spool"))
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_type().is_file())
-        .count();
+    let left = crate::support::spool_files(&workspace);
     assert_eq!(
         left, 0,
         "spool and rendering files are removed after the answer"

@@ -121,6 +121,19 @@ pub struct SensorType {
     pub measurement_keys: Vec<u32>,
 }
 
+impl SensorType {
+    /// Every column the type knows, lower-cased: its measurements' and its ignored ones.
+    pub fn columns<'a>(
+        &'a self,
+        catalogue: &'a [MeasurementSpec],
+    ) -> impl Iterator<Item = &'a String> {
+        self.measurement_keys
+            .iter()
+            .flat_map(|key| &catalogue[*key as usize].columns)
+            .chain(&self.ignored_columns)
+    }
+}
+
 pub(super) fn merge_sensor_types(
     builtin: Vec<RawSensorType>,
     user: Vec<RawSensorType>,

@@ -91,14 +91,7 @@ impl DeviceSettings {
         for (value_type, target) in targets {
             let index = type_index("devices.value_types", &target.sensor_type)?;
             let column = target.column.to_ascii_lowercase();
-            let sensor_type = &sensor_types[index];
-            let known = sensor_type
-                .measurement_keys
-                .iter()
-                .flat_map(|key| &catalogue[*key as usize].columns)
-                .chain(&sensor_type.ignored_columns)
-                .any(|c| *c == column);
-            if !known {
+            if !sensor_types[index].columns(catalogue).any(|c| *c == column) {
                 return Err(ConfigError::Value {
                     key: "devices.value_types",
                     message: format!(

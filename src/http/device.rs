@@ -146,12 +146,8 @@ pub fn push_api(
                 ),
             )
         })?;
-    let sensor_type = &settings.sensor_types[type_index];
-    let columns: Vec<&String> = sensor_type
-        .measurement_keys
-        .iter()
-        .flat_map(|key| &settings.catalogue[*key as usize].columns)
-        .chain(&sensor_type.ignored_columns)
+    let columns: Vec<&String> = settings.sensor_types[type_index]
+        .columns(&settings.catalogue)
         .collect();
     let meaning = |value_type: &str| {
         let lower = value_type.to_ascii_lowercase();

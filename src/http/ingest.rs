@@ -131,7 +131,7 @@ async fn take(
         ));
     }
     let key = idempotency_key(headers)?;
-    let (Some(ctx), Some(committer)) = (state.pipeline.get(), state.committer.get()) else {
+    let Some((ctx, committer)) = state.pipeline.get() else {
         return Err(ApiError::unavailable(
             "database_unavailable",
             "the database is not available yet; nothing was stored",

@@ -40,10 +40,9 @@ pub struct HttpState {
     pub pool: Pool,
     /// Validated configuration.
     pub settings: Arc<Settings>,
-    /// The pipeline, once the database answered and the store is ready.
-    pub pipeline: Arc<OnceLock<PipelineCtx>>,
-    /// The group commit of request bodies, with the pipeline.
-    pub committer: Arc<OnceLock<Committer>>,
+    /// The pipeline and the group commit of request bodies, once the database answered and
+    /// the store is ready.
+    pub pipeline: Arc<OnceLock<(PipelineCtx, Committer)>>,
     /// Request bodies held now, in KiB permits: memory stays bounded under any load.
     pub in_flight: Arc<tokio::sync::Semaphore>,
 }
@@ -58,7 +57,6 @@ impl HttpState {
             pool,
             settings,
             pipeline: Arc::new(OnceLock::new()),
-            committer: Arc::new(OnceLock::new()),
             in_flight: Arc::new(tokio::sync::Semaphore::new(permits)),
         }
     }
@@ -67,15 +65,13 @@ impl HttpState {
 impl HttpState {
     /// Hands the pipeline over once the store is ready: ingest requests are taken from now on.
     pub fn hand_over(&self, ctx: PipelineCtx) {
-        let _ = self
-            .committer
-            .set(Committer::start(ctx.clone(), GROUP_WRITERS));
-        let _ = self.pipeline.set(ctx);
+        let committer = Committer::start(ctx.clone(), GROUP_WRITERS);
+        let _ = self.pipeline.set((ctx, committer));
     }
 }
 
-/// Group commits of request bodies under way at once: one validates and transforms while
-/// another writes.
+/// Group commits of request bodies under way at once: while some validate and transform,
+/// others write.
 const GROUP_WRITERS: usize = 4;
 
 /// Binds `addr` and serves until `cancel` fires; returns the bound address (useful with port 0)

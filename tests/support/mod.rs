@@ -416,3 +416,12 @@ pub fn log_text(dir: &Path) -> String {
         .map(|entry| std::fs::read_to_string(entry.path()).unwrap_or_default())
         .collect()
 }
+
+/// Files in the HTTP spool of a workspace's server (request bodies being received or loaded).
+pub fn spool_files(workspace: &Workspace) -> usize {
+    walkdir::WalkDir::new(workspace.path(".sensor-etl/spool"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_file())
+        .count()
+}
