@@ -12,6 +12,7 @@ mod hostile;
 mod http;
 mod ingest_http;
 mod promises;
+mod read_api;
 mod realdata;
 mod store;
 mod support;

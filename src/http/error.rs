@@ -1,5 +1,6 @@
-//! Errors of the HTTP API: a status code and `{"error": {"code", "message"}}`, with
-//! `Retry-After` on 503. A client retries only on 429 and 5xx.
+//! Errors of the HTTP API: a status code and `{"error": {"code", "message"}}` (plus
+//! `parameter` when one query parameter is at fault), with `Retry-After` on 503. A client
+//! retries only on 429 and 5xx.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,26 @@ pub struct ApiError {
     message: String,
     retry_after_secs: Option<u64>,
     www_authenticate: bool,
+    parameter: Option<&'static str>,
+}
+
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for programs (`code`) and people (`message`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code, e.g. `invalid_parameter`, `not_found`, `unauthorized`.
+    pub code: String,
+    /// For people: what happened and what to do.
+    pub message: String,
+    /// The query parameter at fault, for `invalid_parameter`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<String>,
 }
 
 impl ApiError {
@@ -24,7 +45,39 @@ impl ApiError {
             message: message.into(),
             retry_after_secs: None,
             www_authenticate: false,
+            parameter: None,
         }
+    }
+
+    /// 400: query parameter `name` is missing or wrong; `message` says how to write it.
+    pub fn bad_parameter(name: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            parameter: Some(name),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_parameter", message)
+        }
+    }
+
+    /// 404: `what` does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// The answer when the store failed a read: 503 for an outage (the client may retry),
+    /// 500 otherwise (logged with its cause; the answer gives no internals).
+    pub fn from_store(error: &crate::store::StoreError) -> Self {
+        if error.is_transient() {
+            return Self::unavailable(
+                "database_unavailable",
+                "the database is unavailable; try again shortly",
+                5,
+            );
+        }
+        tracing::error!(message = "A read failed.", error = %crate::telemetry::chain(error));
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the read failed; the server log says why",
+        )
     }
 
     /// 503: try again after `seconds`.
@@ -51,7 +104,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                parameter: self.parameter.map(str::to_owned),
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after_secs {
             response

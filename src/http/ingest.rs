@@ -16,11 +16,14 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::Scope;
 use crate::delivery::{ByteSource, Delivery, Disposition, Origin};
@@ -28,12 +31,13 @@ use crate::error::Error;
 use crate::http::access::authorize;
 use crate::http::body::{self, to_source, BodyFormat};
 use crate::http::device;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::http::spool::{self, Received, MEMORY_BYTES};
 use crate::http::HttpState;
 use crate::pipeline::committer::Committed;
 use crate::pipeline::{process_with_retry, DeliveryReport, PipelineCtx};
 use crate::store::ledger::{self, FileStatus};
+use crate::store::query::{self, RejectEntry};
 use crate::store::StoreError;
 
 /// Rejects listed in a receipt; the rest are in the database and quarantine.
@@ -45,11 +49,12 @@ const GROUP_BODY_MAX_BYTES: u64 = MEMORY_BYTES as u64;
 /// Seconds a client is told to wait when the service cannot take its request now.
 const RETRY_AFTER_SECS: u64 = 5;
 
-/// The ingest routes: `/v1/ingest`, and the sensor.community push API.
-pub fn routes() -> Router<HttpState> {
-    Router::new()
-        .route("/v1/ingest", post(ingest))
-        .route("/v1/push-sensor-data/", post(push_sensor_data))
+/// The ingest routes: `/v1/ingest`, and the sensor.community push API (with and without the
+/// trailing slash the firmware sends), each with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<HttpState> {
+    OpenApiRouter::new()
+        .routes(routes!(ingest))
+        .routes(routes!(push_sensor_data))
         .route("/v1/push-sensor-data", post(push_sensor_data))
 }
 
@@ -63,12 +68,38 @@ enum Endpoint {
 }
 
 /// Query parameters of `POST /v1/ingest`.
-#[derive(Debug, Deserialize)]
-struct IngestQuery {
-    /// The delivery's file name (the sensor type may follow from it).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IngestQuery {
+    /// The delivery's file name (the sensor type may follow from it, as from a file name).
     name: Option<String>,
 }
 
+/// A delivery: CSV (any layout the inbox takes), a JSON object or array of objects keyed by
+/// the CSV header's column names, NDJSON, or an airRohr firmware body. Answered after the
+/// commit: a 2xx means durable.
+#[utoipa::path(
+    post, path = "/v1/ingest", tag = "ingest", params(
+        IngestQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "The delivery's identity instead of its content's SHA-256"),
+    ),
+    request_body(description = "Readings", content(
+        (String = "text/csv"),
+        (serde_json::Value = "application/json"),
+        (String = "application/x-ndjson"),
+    )),
+    responses(
+        (status = 200, description = "Loaded, partially loaded, duplicate or empty", body = ReceiptBody),
+        (status = 400, description = "Not parseable as its content type (recorded as a rejected delivery)", body = ErrorBody),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 403, description = "The token lacks the write scope, or the client is not allowed", body = ErrorBody),
+        (status = 413, description = "Over max_body_bytes (after decompression)", body = ErrorBody),
+        (status = 415, description = "Unsupported content type or encoding", body = ErrorBody),
+        (status = 422, description = "Nothing loadable, or an Idempotency-Key reused with another body", body = ErrorBody),
+        (status = 503, description = "The database is unavailable or too much is in flight; see Retry-After", body = ErrorBody),
+    ),
+    security((), ("token" = []))
+)]
 async fn ingest(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -79,6 +110,26 @@ async fn ingest(
     answer(&state, peer, query, &headers, body, Endpoint::Ingest).await
 }
 
+/// The sensor.community push API: one sensor of a device, named by `X-Pin`.
+#[utoipa::path(
+    post, path = "/v1/push-sensor-data/", tag = "ingest", params(
+        ("X-Sensor" = String, Header, description = "The device, e.g. esp8266-3654427"),
+        ("X-Pin" = String, Header, description = "Which sensor, as the firmware numbers them (1, 3, 5, 7, 9, 11, 13, 17)"),
+    ),
+    request_body(description = "`{\"software_version\": …, \"sensordatavalues\": [{\"value_type\", \"value\"}, …]}`",
+        content((serde_json::Value = "application/json"))),
+    responses(
+        (status = 200, description = "Loaded, partially loaded, duplicate or empty", body = ReceiptBody),
+        (status = 400, description = "Not a push-API body, or an unknown pin", body = ErrorBody),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 403, description = "Not allowed", body = ErrorBody),
+        (status = 413, description = "Too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Nothing loadable", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; see Retry-After", body = ErrorBody),
+    ),
+    security((), ("token" = []))
+)]
 async fn push_sensor_data(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -285,14 +336,19 @@ async fn take(
     };
     let mut response = receipt(ctx, &report).await?;
     if let Some(push) = device {
-        response.device = Some(serde_json::json!({
-            "device": push.device,
-            "sensors": push.sensors.iter().map(|(id, sensor_type)| {
-                serde_json::json!({"sensor_id": id, "sensor_type": sensor_type})
-            }).collect::<Vec<_>>(),
-            "unknown_value_types": push.unknown_value_types,
-            "ignored_value_types": push.ignored_value_types,
-        }));
+        let body = &mut response.body;
+        body.sensors = Some(
+            push.sensors
+                .iter()
+                .map(|(sensor_id, sensor_type)| DeviceSensor {
+                    sensor_id: *sensor_id,
+                    sensor_type: sensor_type.clone(),
+                })
+                .collect(),
+        );
+        body.device = Some(push.device);
+        body.unknown_value_types = Some(push.unknown_value_types.into_iter().collect());
+        body.ignored_value_types = Some(push.ignored_value_types.into_iter().collect());
     }
     Ok(response.into_response())
 }
@@ -391,66 +447,94 @@ async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Receipt, 
     };
     let mut rejects = Vec::new();
     if report.status != FileStatus::Duplicate && report.rows_rejected > 0 {
-        rejects = connect()
-            .await?
-            .query(
-                "SELECT line, column_name, value, code, message FROM v_rejects \
-                 WHERE file_id = $1 ORDER BY line, code LIMIT $2",
-                &[&report.file_id, &(RECEIPT_REJECTS + 1)],
-            )
+        let client = connect().await?;
+        rejects = query::rejects(&client, report.file_id, None, RECEIPT_REJECTS + 1)
             .await
-            .map_err(|_| unavailable_after_commit())?
-            .iter()
-            .map(|row| {
-                serde_json::json!({
-                    "line": row.get::<_, i64>(0),
-                    "column": row.get::<_, Option<String>>(1),
-                    "value": row.get::<_, Option<String>>(2),
-                    "code": row.get::<_, String>(3),
-                    "message": row.get::<_, String>(4),
-                })
-            })
-            .collect();
+            .map_err(|_| unavailable_after_commit())?;
     }
     let truncated = rejects.len() as i64 > RECEIPT_REJECTS;
     rejects.truncate(RECEIPT_REJECTS as usize);
-    let mut body = serde_json::json!({
-        "file_id": report.file_id,
-        "status": report.status.as_str(),
-        "rows_read": report.rows_read,
-        "rows_loaded": report.rows_loaded,
-        "rows_rejected": report.rows_rejected,
-        "rejects": rejects,
-        "rejects_truncated": truncated,
-    });
-    if status != StatusCode::OK {
+    let error = (status != StatusCode::OK).then(|| {
         let (code, message) = stored_error
             .as_deref()
             .and_then(|error| error.split_once(": "))
             .unwrap_or(("rejected", "the delivery was rejected"));
-        body["error"] = serde_json::json!({"code": code, "message": message});
-    }
+        ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+            parameter: None,
+        }
+    });
     Ok(Receipt {
         status,
-        body,
-        device: None,
+        body: ReceiptBody {
+            file_id: report.file_id,
+            status: report.status.as_str().to_owned(),
+            rows_read: report.rows_read,
+            rows_loaded: report.rows_loaded,
+            rows_rejected: report.rows_rejected,
+            rejects,
+            rejects_truncated: truncated,
+            error,
+            device: None,
+            sensors: None,
+            unknown_value_types: None,
+            ignored_value_types: None,
+        },
     })
 }
 
-/// A receipt and its status code; a device push adds what became of its values.
+/// What became of a delivery; sent after its commit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptBody {
+    /// The delivery (file or request body) in the ledger.
+    pub file_id: i64,
+    /// `loaded`, `partially_loaded`, `rejected`, `empty` or `duplicate`.
+    pub status: String,
+    /// Rows read (data lines or objects).
+    pub rows_read: u64,
+    /// Rows stored.
+    pub rows_loaded: u64,
+    /// Rows rejected, each with its line and reason.
+    pub rows_rejected: u64,
+    /// The first 100 rejected rows, by line.
+    pub rejects: Vec<RejectEntry>,
+    /// Whether more rows were rejected than listed (all are in `/v1/files/{id}/rejects`).
+    pub rejects_truncated: bool,
+    /// Why the delivery was rejected (400, 422).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+    /// A device push: the device (`X-Sensor`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// A device push: the sensors its values went to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensors: Option<Vec<DeviceSensor>>,
+    /// A device push: value types with no mapping (reported, not stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_value_types: Option<Vec<String>>,
+    /// A device push: value types configured as ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored_value_types: Option<Vec<String>>,
+}
+
+/// One sensor of a device.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceSensor {
+    /// Sensor id (sensor.community `sensor_id`, or derived for a device).
+    pub sensor_id: i64,
+    /// Sensor type of the catalogue (e.g. `SDS011`, `BME280`).
+    pub sensor_type: String,
+}
+
+/// A receipt and its status code.
 struct Receipt {
     status: StatusCode,
-    body: serde_json::Value,
-    device: Option<serde_json::Value>,
+    body: ReceiptBody,
 }
 
 impl IntoResponse for Receipt {
-    fn into_response(mut self) -> Response {
-        if let (Some(device), Some(body)) = (self.device, self.body.as_object_mut()) {
-            if let Some(fields) = device.as_object() {
-                body.extend(fields.clone());
-            }
-        }
+    fn into_response(self) -> Response {
         (self.status, Json(self.body)).into_response()
     }
 }

@@ -1,7 +1,9 @@
 //! The HTTP server of `sensor-etl run` and `sensor-etl serve`: one axum server, one module per
-//! group of endpoints: [`operator`] (`/metrics`, `/healthz`, `/readyz`) and [`ingest`]
-//! (`POST /v1/ingest`), with [`access`] deciding who may call and [`body`] turning request
-//! bodies into deliveries; room for the query and dashboard groups.
+//! group of endpoints: [`operator`] (`/metrics`, `/healthz`, `/readyz`), [`ingest`]
+//! (`POST /v1/ingest`, the push API), [`read`] (`/v1/sensors`, `/v1/latest`, `/v1/readings`,
+//! `/v1/series`, `/v1/files`, `/v1/summary`), [`docs`] (`/openapi.json`, `/docs`) and
+//! [`dashboard`] (`/`), with [`access`] deciding who may call, [`params`] reading query
+//! parameters and [`body`] turning request bodies into deliveries.
 //!
 //! The server starts before the database answers (the operator endpoints report it); ingest
 //! requests get 503 until the pipeline is handed over (`HttpState::pipeline`). Request bodies
@@ -11,10 +13,14 @@
 
 pub mod access;
 pub mod body;
+pub mod dashboard;
 pub mod device;
+pub mod docs;
 pub mod error;
 pub mod ingest;
 pub mod operator;
+pub mod params;
+pub mod read;
 pub mod spool;
 
 use std::net::SocketAddr;
@@ -27,6 +33,8 @@ use axum::response::{IntoResponse, Response};
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 use tower_http::decompression::RequestDecompressionLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
@@ -102,8 +110,14 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|e| Error::io(format!("http://{addr}"), e))?;
-    let app = operator::routes()
+    let (api, document) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(ingest::routes())
+        .merge(read::routes())
+        .split_for_parts();
+    let app = operator::routes()
+        .merge(api)
+        .merge(docs::routes(document))
+        .merge(dashboard::routes())
         .layer(RequestDecompressionLayer::new())
         .layer(axum::middleware::from_fn(known_encodings_only))
         .with_state(state);

@@ -436,7 +436,7 @@ pub async fn next_file_ids(tx: &Transaction<'_>, count: usize) -> Result<Vec<i64
 }
 
 /// Files per status and their row counts, for `sensor-etl status`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct StatusCount {
     /// Status.
     pub status: String,
@@ -451,7 +451,7 @@ pub struct StatusCount {
 }
 
 /// A recent file with a problem.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RecentProblem {
     /// File id.
     pub file_id: i64,

@@ -13,6 +13,7 @@ pub mod copy;
 pub mod dictionary;
 pub mod encode;
 pub mod ledger;
+pub mod query;
 pub mod state;
 
 use std::sync::Arc;

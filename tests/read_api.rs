@@ -1,0 +1,531 @@
+//! The read API as a client meets it (curl against `sensor-etl serve`), every answer compared
+//! with the same question asked of the public views in SQL: sensors, latest values, every page
+//! of a paged read (JSON, CSV, NDJSON), each bucket's n/min/max/mean/stddev and the rolling
+//! mean, the sensor-type scope, files, aggregates and rejects; the error codes; the `read`
+//! scope; the OpenAPI document and `/docs`.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::Value;
+
+use crate::ingest_http::{post, serve};
+use crate::support::{connect, fresh_database, terminate_child, Workspace};
+
+/// A GET with curl: (status, response headers, body).
+pub fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> (u16, String, Vec<u8>) {
+    let mut command = Command::new("curl");
+    command
+        .args(["-s", "-S", "-g", "-D", "/dev/stderr", "-o", "-"])
+        .arg(format!("http://{addr}{path}"));
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let output = command.output().unwrap();
+    let head = String::from_utf8_lossy(&output.stderr).into_owned();
+    let status = head
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("HTTP/"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no answer from {path}: {head}"));
+    (status, head, output.stdout)
+}
+
+/// A GET whose answer is JSON: (status, body).
+pub fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let (status, _, body) = get(addr, path, &[]);
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
+    (status, json)
+}
+
+/// The time of reading `i` of the fixture: every 10 minutes from 2024-03-01T00:00Z.
+fn fixture_ts(i: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap() + Duration::minutes(10 * i)
+}
+
+/// Three days of two SDS011 sensors (101 at location 11, 102 at 12), a reading every 10
+/// minutes, with 2 rows out of range and 1 bad time; returns the CSV.
+pub fn fixture_csv() -> String {
+    let mut csv = String::from(
+        "sensor_id;sensor_type;location;lat;lon;timestamp;P1;durP1;ratioP1;P2;durP2;ratioP2\n",
+    );
+    for i in 0..432 {
+        for (sensor, location) in [(101, 11), (102, 12)] {
+            let ts = fixture_ts(i).format("%Y-%m-%dT%H:%M:%S");
+            let p1 = ((i * 7 + sensor) % 53) as f64 + 0.25;
+            let p2 = ((i * 3 + sensor) % 29) as f64 / 2.0;
+            let p1 = if i % 150 == 149 && sensor == 101 {
+                -5.0
+            } else {
+                p1
+            };
+            let ts = if i == 200 && sensor == 102 {
+                "2024-13-45T99:00:00".to_owned()
+            } else {
+                ts.to_string()
+            };
+            csv.push_str(&format!(
+                "{sensor};SDS011;{location};50.{location};8.{location};{ts};{p1};;;{p2};;\n"
+            ));
+        }
+    }
+    csv
+}
+
+/// A server with the fixture loaded, and a second delivery that repeats sensor 101's first
+/// hour (same times, other values: readings tie on time across files).
+async fn loaded_server(workspace: &Workspace, env: &[(&str, &str)]) -> (String, Child, SocketAddr) {
+    let url = fresh_database().await;
+    let (server, addr) = serve(workspace, &url, env).await;
+    let auth: Vec<String> = env
+        .iter()
+        .filter(|(key, _)| *key == "WRITER_TOKEN")
+        .map(|(_, token)| format!("Authorization: Bearer {token}"))
+        .collect();
+    let mut headers = vec!["Content-Type: text/csv"];
+    headers.extend(auth.iter().map(String::as_str));
+    let (status, _, receipt) = post(
+        addr,
+        "/v1/ingest?name=sds011_fixture.csv",
+        &headers,
+        fixture_csv().as_bytes(),
+    );
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["rows_rejected"], 3, "{receipt}");
+    let repeat =
+        "sensor_id;sensor_type;location;lat;lon;timestamp;P1;durP1;ratioP1;P2;durP2;ratioP2\n\
+                  101;SDS011;11;50.11;8.11;2024-03-01T00:00:00;99.5;;;9.5;;\n\
+                  101;SDS011;11;50.11;8.11;2024-03-01T00:10:00;98.5;;;9.0;;\n";
+    let (status, _, receipt) = post(
+        addr,
+        "/v1/ingest?name=sds011_repeat.csv",
+        &headers,
+        repeat.as_bytes(),
+    );
+    assert_eq!(status, 200, "{receipt}");
+    (url, server, addr)
+}
+
+fn ts_of(value: &Value) -> DateTime<Utc> {
+    value.as_str().unwrap().parse().unwrap()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_matches_the_same_question_asked_of_the_views() {
+    let workspace = Workspace::new();
+    let (url, mut server, addr) = loaded_server(&workspace, &[]).await;
+    let db = connect(&url).await;
+
+    // Sensors: as many as v_sensors, with what they measure.
+    let (status, sensors) = get_json(addr, "/v1/sensors");
+    assert_eq!(status, 200, "{sensors}");
+    let ids: Vec<i64> = sensors
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sensor_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![101, 102]);
+    assert_eq!(
+        sensors[0]["measurements"],
+        serde_json::json!(["pm10", "pm2_5"])
+    );
+    assert_eq!(sensors[1]["location_id"], 12);
+    let (_, at_12) = get_json(addr, "/v1/sensors?location_id=12&sensor_type=sds011");
+    assert_eq!(at_12.as_array().unwrap().len(), 1, "{at_12}");
+
+    // Latest: the last reading of each (sensor, measurement) in v_readings.
+    let (status, latest) = get_json(addr, "/v1/latest?sensor_type=SDS011");
+    assert_eq!(status, 200, "{latest}");
+    let expected = db
+        .query(
+            "SELECT DISTINCT ON (sensor_id, measurement) sensor_id, measurement, ts, value \
+             FROM v_readings ORDER BY sensor_id, measurement, ts DESC, file_id, line",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(latest.as_array().unwrap().len(), expected.len());
+    for (got, row) in latest.as_array().unwrap().iter().zip(&expected) {
+        assert_eq!(got["sensor_id"].as_i64().unwrap(), row.get::<_, i64>(0));
+        assert_eq!(
+            got["measurement"].as_str().unwrap(),
+            row.get::<_, String>(1)
+        );
+        assert_eq!(ts_of(&got["ts"]), row.get::<_, DateTime<Utc>>(2));
+        assert_eq!(got["value"].as_f64().unwrap(), row.get::<_, f64>(3));
+    }
+    let (_, one) = get_json(addr, "/v1/latest?sensor_id=102&measurement=pm2_5");
+    assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
+    assert_eq!(one[0]["unit"], "µg/m³");
+
+    // Readings, 7 a page: every page in order, together exactly the SQL answer.
+    let (start, end) = ("2024-03-01T00:00:00Z", "2024-03-01T06:00:00Z");
+    let expected = db
+        .query(
+            "SELECT ts, value, file_id, line FROM v_readings WHERE sensor_id = 101 \
+             AND measurement = 'pm10' AND ts >= $1 AND ts < $2 ORDER BY ts, file_id, line",
+            &[&fixture_ts(0), &fixture_ts(36)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(expected.len(), 38, "36 times and two repeated");
+    let mut path =
+        format!("/v1/readings?sensor_id=101&measurement=pm10&start={start}&end={end}&limit=7");
+    let mut read = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (status, page) = get_json(addr, &path);
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        read.extend(page["readings"].as_array().unwrap().iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => path = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 6, "38 readings in pages of 7");
+    assert_eq!(read.len(), expected.len());
+    for (got, row) in read.iter().zip(&expected) {
+        assert_eq!(ts_of(&got["ts"]), row.get::<_, DateTime<Utc>>(0));
+        assert_eq!(got["value"].as_f64().unwrap(), row.get::<_, f64>(1));
+        assert_eq!(got["file_id"].as_i64().unwrap(), row.get::<_, i64>(2));
+        assert_eq!(
+            got["line"].as_i64().unwrap(),
+            i64::from(row.get::<_, i32>(3))
+        );
+    }
+
+    // The same rows as CSV and NDJSON, the next page in a Link header.
+    let base = format!("/v1/readings?sensor_id=101&measurement=pm10&start={start}&end={end}");
+    let (status, head, body) = get(addr, &format!("{base}&format=csv&limit=30"), &[]);
+    assert_eq!(status, 200);
+    assert!(
+        head.to_lowercase().contains("content-type: text/csv"),
+        "{head}"
+    );
+    assert!(head.contains("rel=\"next\""), "{head}");
+    let text = String::from_utf8(body).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("ts,value,unit,location_id,lat,lon,file_id,line")
+    );
+    assert_eq!(lines.count(), 30);
+    let (_, head, body) = get(addr, &format!("{base}&format=ndjson"), &[]);
+    assert!(
+        !head.contains("rel=\"next\""),
+        "one page holds them all: {head}"
+    );
+    let objects: Vec<Value> = String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objects.len(), 38);
+    assert_eq!(
+        objects[0]["value"].as_f64().unwrap(),
+        expected[0].get::<_, f64>(1)
+    );
+
+    // Series: hourly buckets over a day with a 3-hour trailing mean, bucket by bucket
+    // against SQL; the range starts mid-bucket.
+    let (s, e) = (fixture_ts(3), fixture_ts(3 + 144));
+    let (status, series) = get_json(
+        addr,
+        &format!(
+            "/v1/series?sensor_id=101&measurement=pm10&start={}&end={}&bucket=1h&rolling=3h",
+            s.to_rfc3339(),
+            e.to_rfc3339()
+        ),
+    );
+    assert_eq!(status, 200, "{series}");
+    let mut by_bucket: Vec<(DateTime<Utc>, i64, f64, f64, f64, f64)> = Vec::new();
+    let full = db
+        .query(
+            "SELECT date_bin('1 hour', ts, timestamptz 'epoch') AS b, count(*), min(value), \
+                    max(value), avg(value), coalesce(stddev_samp(value), 'NaN') \
+             FROM v_readings WHERE sensor_id = 101 AND measurement = 'pm10' \
+               AND ts >= $1 AND ts < $2 GROUP BY 1 ORDER BY 1",
+            &[&s, &e],
+        )
+        .await
+        .unwrap();
+    for row in &full {
+        by_bucket.push((
+            row.get(0),
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.get(4),
+            row.get(5),
+        ));
+    }
+    let buckets = series["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), by_bucket.len());
+    assert_eq!(
+        buckets.len(),
+        25,
+        "a day from 00:30 spans 25 hourly buckets"
+    );
+    for (got, want) in buckets.iter().zip(&by_bucket) {
+        assert_eq!(ts_of(&got["start"]), want.0);
+        assert_eq!(got["n"].as_i64().unwrap(), want.1);
+        assert!(close(got["min"].as_f64().unwrap(), want.2));
+        assert!(close(got["max"].as_f64().unwrap(), want.3));
+        assert!(
+            close(got["mean"].as_f64().unwrap(), want.4),
+            "{got} vs {want:?}"
+        );
+        match got["stddev"].as_f64() {
+            Some(sd) => assert!(close(sd, want.5), "{got} vs {want:?}"),
+            None => assert!(want.5.is_nan()),
+        }
+        // The trailing 3 hours that end at the bucket's end, readings before `start` included.
+        let rolling: f64 = db
+            .query_one(
+                "SELECT avg(value) FROM v_readings WHERE sensor_id = 101 AND measurement = 'pm10' \
+                 AND ts >= $1::timestamptz - interval '2 hours' AND ts < $1::timestamptz + interval '1 hour'",
+                &[&want.0],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            close(got["rolling_mean"].as_f64().unwrap(), rolling),
+            "{got} vs {rolling}"
+        );
+    }
+
+    // The sensor-type scope: both sensors in one series, counts as SQL has them.
+    let (_, typed) = get_json(
+        addr,
+        "/v1/series?sensor_type=SDS011&measurement=pm2_5&start=2024-03-01T00:00:00Z&end=2024-03-04T00:00:00Z&bucket=1d",
+    );
+    let counts: Vec<i64> = typed["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["n"].as_i64().unwrap())
+        .collect();
+    let sql_counts: Vec<i64> = db
+        .query(
+            "SELECT count(*) FROM v_readings WHERE sensor_type = 'SDS011' \
+             AND measurement = 'pm2_5' GROUP BY date_trunc('day', ts) ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut sql_sorted = sql_counts.clone();
+    sql_sorted.sort_unstable();
+    let mut got_sorted = counts.clone();
+    got_sorted.sort_unstable();
+    assert_eq!(got_sorted, sql_sorted);
+    assert!(typed["buckets"][0].get("rolling_mean").is_none());
+
+    // Files: the ledger, one file's aggregates and its rejects page by page.
+    let (_, files) = get_json(addr, "/v1/files");
+    assert_eq!(files.as_array().unwrap().len(), 2);
+    let fixture_id = files[1]["file_id"].as_i64().unwrap();
+    assert_eq!(files[1]["status"], "partially_loaded");
+    assert_eq!(files[1]["rows_rejected"], 3);
+    let (_, loaded) = get_json(addr, "/v1/files?status=loaded");
+    assert_eq!(loaded.as_array().unwrap().len(), 1);
+    let (status, detail) = get_json(addr, &format!("/v1/files/{fixture_id}"));
+    assert_eq!(status, 200);
+    let aggregates: i64 = db
+        .query_one(
+            "SELECT count(*) FROM v_aggregates WHERE file_id = $1",
+            &[&fixture_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        detail["aggregates"].as_array().unwrap().len() as i64,
+        aggregates
+    );
+    assert_eq!(detail["deliveries"][0]["origin"], "http:127.0.0.1");
+    let (_, first) = get_json(addr, &format!("/v1/files/{fixture_id}/rejects?limit=2"));
+    let next = first["next"].as_str().unwrap().to_owned();
+    let (_, second) = get_json(addr, &next);
+    assert!(second["next"].is_null());
+    let mut lines: Vec<i64> = first["rejects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["rejects"].as_array().unwrap())
+        .map(|r| r["line"].as_i64().unwrap())
+        .collect();
+    let sql_lines: Vec<i64> = db
+        .query(
+            "SELECT line FROM v_rejects WHERE file_id = $1 ORDER BY line",
+            &[&fixture_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    lines.dedup();
+    assert_eq!(lines, sql_lines);
+    assert_eq!(second["rejects"][0]["code"], "out_of_range", "{second}");
+
+    // The summary: files, rows and rejects by reason as the ledger has them.
+    let (_, summary) = get_json(addr, "/v1/summary");
+    assert_eq!(summary["database"]["up"], true);
+    assert_eq!(
+        summary["reading_count"],
+        db.query_one("SELECT sum(reading_count)::int8 FROM v_files", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    );
+    let reasons = summary["rejects_by_reason"].as_array().unwrap();
+    assert_eq!(reasons[0]["code"], "out_of_range");
+    assert_eq!(reasons[0]["rows"], 2);
+    assert_eq!(summary["throughput"]["files_last_hour"], 2);
+
+    assert_eq!(terminate_child(&mut server), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_parameters_are_400_naming_them_and_unknown_things_404() {
+    let workspace = Workspace::new();
+    let (_url, mut server, addr) = loaded_server(&workspace, &[]).await;
+    let range = "start=2024-03-01T00:00:00Z&end=2024-03-02T00:00:00Z";
+    let cases: &[(&str, u16, Option<&str>)] = &[
+        ("/v1/readings?sensor_id=101&measurement=pm10", 400, Some("start")),
+        (&format!("/v1/readings?sensor_id=abc&measurement=pm10&{range}"), 400, Some("sensor_id")),
+        ("/v1/readings?sensor_id=101&measurement=pm10&start=yesterday&end=2024-03-02T00:00:00Z", 400, Some("start")),
+        ("/v1/readings?sensor_id=101&measurement=pm10&start=2024-03-02T00:00:00Z&end=2024-03-01T00:00:00Z", 400, Some("end")),
+        (&format!("/v1/readings?sensor_id=101&measurement=humidity&{range}"), 400, Some("measurement")),
+        (&format!("/v1/readings?sensor_id=101&measurement=pm10&{range}&limit=0"), 400, Some("limit")),
+        (&format!("/v1/readings?sensor_id=101&measurement=pm10&{range}&limit=100001"), 400, Some("limit")),
+        (&format!("/v1/readings?sensor_id=101&measurement=pm10&{range}&after=zzz"), 400, Some("after")),
+        (&format!("/v1/readings?sensor_id=101&measurement=pm10&{range}&format=xml"), 400, Some("format")),
+        (&format!("/v1/readings?sensor_id=999&measurement=pm10&{range}"), 404, None),
+        (&format!("/v1/series?measurement=pm10&{range}&bucket=10s"), 400, Some("bucket")),
+        (&format!("/v1/series?measurement=pm10&{range}&bucket=1x"), 400, Some("bucket")),
+        (&format!("/v1/series?measurement=pm10&{range}&bucket=1h&rolling=90m"), 400, Some("rolling")),
+        (&format!("/v1/series?measurement=pm10&{range}&bucket=1h&sensor_id=101&sensor_type=SDS011"), 400, Some("sensor_type")),
+        (&format!("/v1/series?measurement=pm10&{range}&bucket=1h&sensor_id=999"), 404, None),
+        (&format!("/v1/series?measurement=nothing&{range}&bucket=1h"), 400, Some("measurement")),
+        ("/v1/series?measurement=pm10&start=2000-01-01T00:00:00Z&end=2024-01-01T00:00:00Z&bucket=1h", 400, Some("bucket")),
+        ("/v1/sensors?sensor_type=NOPE", 400, Some("sensor_type")),
+        ("/v1/sensors?location_id=1.5", 400, Some("location_id")),
+        ("/v1/latest?sensor_id=999", 404, None),
+        ("/v1/files?status=lost", 400, Some("status")),
+        ("/v1/files/abc", 400, Some("file_id")),
+        ("/v1/files/999", 404, None),
+        ("/v1/files/999/rejects", 404, None),
+    ];
+    for (path, status, parameter) in cases {
+        let (got, body) = get_json(addr, path);
+        assert_eq!(got, *status, "{path}: {body}");
+        assert!(body["error"]["message"].is_string(), "{path}: {body}");
+        if let Some(parameter) = parameter {
+            assert_eq!(body["error"]["parameter"], *parameter, "{path}: {body}");
+            assert_eq!(body["error"]["code"], "invalid_parameter", "{path}: {body}");
+        } else {
+            assert_eq!(body["error"]["code"], "not_found", "{path}: {body}");
+        }
+    }
+    // Too many buckets: the message suggests one that fits.
+    let (_, body) = get_json(
+        addr,
+        "/v1/series?measurement=pm10&start=2000-01-01T00:00:00Z&end=2024-01-01T00:00:00Z&bucket=1h",
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("1d"),
+        "{body}"
+    );
+    assert_eq!(terminate_child(&mut server), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_needs_the_read_scope_and_the_api_describes_itself() {
+    use sha2::Digest;
+    const WRITER: &str = "writer-only-5e6f";
+    const VIEWER: &str = "viewer-7a8b";
+    let workspace = Workspace::new();
+    std::fs::write(
+        workspace.path("sensor-etl.toml"),
+        format!(
+            "[[http.tokens]]\nname = \"gateway\"\nsha256 = \"{}\"\nscopes = [\"write\"]\n\n\
+             [[http.tokens]]\nname = \"viewer\"\nenv = \"VIEWER_TOKEN\"\nscopes = [\"read\"]\n",
+            hex::encode(sha2::Sha256::digest(WRITER.as_bytes()))
+        ),
+    )
+    .unwrap();
+    let (_url, mut server, addr) = loaded_server(
+        &workspace,
+        &[("VIEWER_TOKEN", VIEWER), ("WRITER_TOKEN", WRITER)],
+    )
+    .await;
+    let (status, _, _) = get(addr, "/v1/sensors", &[]);
+    assert_eq!(status, 401);
+    let (status, _, body) = get(
+        addr,
+        "/v1/sensors",
+        &[&format!("Authorization: Bearer {WRITER}")],
+    );
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let (status, _, body) = get(
+        addr,
+        "/v1/sensors",
+        &[&format!("Authorization: Bearer {VIEWER}")],
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, _, _) = get(addr, "/v1/summary", &[]);
+    assert_eq!(status, 401, "the summary is data too");
+
+    // The document: OpenAPI 3.1, every endpoint, served without a token; /docs renders it
+    // from files in the binary.
+    let (status, document) = get_json(addr, "/openapi.json");
+    assert_eq!(status, 200);
+    assert!(
+        document["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        document["openapi"]
+    );
+    for path in [
+        "/v1/ingest",
+        "/v1/push-sensor-data/",
+        "/v1/sensors",
+        "/v1/latest",
+        "/v1/readings",
+        "/v1/series",
+        "/v1/files",
+        "/v1/files/{file_id}",
+        "/v1/files/{file_id}/rejects",
+        "/v1/summary",
+    ] {
+        assert!(
+            document["paths"].get(path).is_some(),
+            "{path} is documented"
+        );
+    }
+    let (status, _, page) = get(addr, "/docs/", &[]);
+    assert_eq!(status, 200);
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        !page.contains("https://"),
+        "/docs loads nothing from elsewhere: {page}"
+    );
+    let (status, _, script) = get(addr, "/docs/swagger-ui-bundle.js", &[]);
+    assert_eq!(status, 200);
+    assert!(script.len() > 100_000);
+    assert_eq!(terminate_child(&mut server), Some(0));
+}
