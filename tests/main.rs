@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod dashboard;
 mod device_push;
 #[cfg(feature = "failpoints")]
 mod faults;

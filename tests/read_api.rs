@@ -78,7 +78,7 @@ pub fn fixture_csv() -> String {
 
 /// A server with the fixture loaded, and a second delivery that repeats sensor 101's first
 /// hour (same times, other values: readings tie on time across files).
-async fn loaded_server(workspace: &Workspace, env: &[(&str, &str)]) -> (String, Child, SocketAddr) {
+pub async fn loaded_server(workspace: &Workspace, env: &[(&str, &str)]) -> (String, Child, SocketAddr) {
     let url = fresh_database().await;
     let (server, addr) = serve(workspace, &url, env).await;
     let auth: Vec<String> = env

@@ -139,13 +139,14 @@ async function drawChart() {
   const box = $("chart");
   const options = {
     width: Math.max(box.clientWidth, 300), height: 300,
+    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
     series: [
       {},
       { label: "min", stroke: "rgba(40,100,200,0.35)" },
       { label: `mean ${unit}`, stroke: "rgb(20,70,170)", width: 2 },
       { label: "max", stroke: "rgba(40,100,200,0.35)" },
     ],
-    bands: [{ series: [3, 1], fill: "rgba(40,100,200,0.15)" }],
+    bands: [{ series: [3, 1], fill: "rgba(40,100,200,0.22)" }],
     axes: [{}, { label: unit }],
   };
   if (chart) chart.destroy();
