@@ -6,8 +6,10 @@
 #       ROWS: rows of the big file, or several sizes separated by commas (default 1000000);
 #       SMALL_FILES: files in the burst (default 2000); REPEAT: paired runs per size (default 1).
 #   HTTP_SECONDS=30 scripts/bench.sh ...   (length of each HTTP scenario; 0 skips the HTTP phase)
-#   QUERY_ROWS=4000000 scripts/bench.sh ... (the query phase on that many BME280 rows from 1,000
-#                                            interleaved sensors; 0, the default, skips it)
+#   QUERY_ROWS=1000000 scripts/bench.sh ... (the query phase on that many BME280 rows from 1,000
+#                                            interleaved sensors: SQL over the views, then the
+#                                            read API under 4 concurrent clients with wrk;
+#                                            0, the default, skips it)
 #   COMPARE_BIN=/path/to/other/sensor-etl scripts/bench.sh ...
 #       also loads each big file with another build (into a database of its own) right after
 #       this one, and prints its time and ratio: a before/after comparison in one run.
@@ -243,4 +245,34 @@ if [ "$QUERY_ROWS" -gt 0 ]; then
   long_ms="$(timed "SELECT sensor_id, avg(value) FROM plain_long WHERE measurement = 'temperature' GROUP BY 1")"
   printf "%-62s %8s ms\n" "avg(value) by sensor, one measurement, from v_readings" "$view_ms"
   printf "%-62s %8s ms   (ratio %.2f)\n" "the same from a plain long table" "$long_ms" "$(echo "$view_ms / $long_ms" | bc -l)"
+  # The read API over the same data: 4 concurrent clients (wrk), median and p99 latency.
+  if command -v wrk >/dev/null 2>&1; then
+    Q_ADDR=127.0.0.1:19898
+    RUST_LOG=warn "$BIN" --database-url "$Q_URL" serve --http-addr "$Q_ADDR" >serve_query.log 2>&1 &
+    Q_PID=$!
+    for _ in $(seq 100); do curl -sf "http://$Q_ADDR/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+    sensor="$(psql -d bench_query -Atc "SELECT sensor_id FROM v_sensors ORDER BY sensor_id LIMIT 1 OFFSET 500")"
+    from="$(psql -d bench_query -Atc "SELECT to_char(date_trunc('day', first_ts, 'UTC') + interval '1 day', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM v_sensors WHERE sensor_id = $sensor")"
+    to="$(psql -d bench_query -Atc "SELECT to_char(timestamptz '$from' + interval '2 days', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")"
+    api() {
+      local label="$1" path="$2"
+      local n
+      n="$(curl -s "http://$Q_ADDR$path" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d.get("buckets", d.get("readings", []))) if isinstance(d, dict) else len(d))')"
+      wrk -t2 -c4 -d10s --latency "http://$Q_ADDR$path" >wrk_query.txt 2>&1
+      printf "%-62s median %8s   p99 %8s   %8s req/s   (%s items)\n" "$label" \
+        "$(awk '$1 == "50%" {print $2}' wrk_query.txt)" "$(awk '$1 == "99%" {print $2}' wrk_query.txt)" \
+        "$(awk '/^Requests\/sec/ {print $2}' wrk_query.txt)" "$n"
+    }
+    api "GET /v1/latest?sensor_type=BME280 (4 clients)" "/v1/latest?sensor_type=BME280"
+    api "GET /v1/series one sensor, 2 days, 1h buckets (4 clients)" \
+      "/v1/series?sensor_id=$sensor&measurement=temperature&start=$from&end=$to&bucket=1h"
+    api "GET /v1/series the same with rolling=6h (4 clients)" \
+      "/v1/series?sensor_id=$sensor&measurement=temperature&start=$from&end=$to&bucket=1h&rolling=6h"
+    api "GET /v1/readings one sensor, 2 days (4 clients)" \
+      "/v1/readings?sensor_id=$sensor&measurement=temperature&start=$from&end=$to"
+    api "GET /v1/sensors (4 clients)" "/v1/sensors"
+    kill -TERM "$Q_PID"; wait "$Q_PID" || true
+  else
+    echo "(wrk not installed: the read API latency is skipped; apt-get install wrk)"
+  fi
 fi

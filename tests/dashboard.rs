@@ -76,7 +76,10 @@ fn attribute_of<'a>(dom: &'a str, id: &str, name: &str) -> &'a str {
     let tag_start = dom[..at].rfind('<').unwrap();
     let tag = &dom[tag_start..tag_start + dom[tag_start..].find('>').unwrap()];
     let key = format!("{name}=\"");
-    let value = &tag[tag.find(&key).unwrap_or_else(|| panic!("no {name} on #{id}: {tag}")) + key.len()..];
+    let value = &tag[tag
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} on #{id}: {tag}"))
+        + key.len()..];
     &value[..value.find('"').unwrap()]
 }
 
@@ -109,7 +112,12 @@ async fn the_dashboard_shows_the_ledger_a_reject_reason_and_a_drawn_chart() {
     let (url, mut server, addr) = loaded_server(&workspace, &[]).await;
     // And a body rejected whole, so every kind of count is there to see.
     let bad = "sensor_id;sensor_type;location;lat;lon;timestamp;P1;P2\n7;SDS011;1;50;8;nope;1;1\n";
-    let (status, _, _) = post(addr, "/v1/ingest?name=bad.csv", &["Content-Type: text/csv"], bad.as_bytes());
+    let (status, _, _) = post(
+        addr,
+        "/v1/ingest?name=bad.csv",
+        &["Content-Type: text/csv"],
+        bad.as_bytes(),
+    );
     assert_eq!(status, 422);
     let db = connect(&url).await;
     let count = |sql: &'static str| {
@@ -124,7 +132,7 @@ async fn the_dashboard_shows_the_ledger_a_reject_reason_and_a_drawn_chart() {
         let digits = n.to_string();
         let mut out = String::new();
         for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(c);
@@ -135,7 +143,13 @@ async fn the_dashboard_shows_the_ledger_a_reject_reason_and_a_drawn_chart() {
     let scratch = tempfile::tempdir().unwrap();
     let net_log = scratch.path().join("net.json");
     let page = format!("http://{addr}/");
-    let dom = headless(&chromium, &scratch.path().join("profile"), &net_log, "--dump-dom", &page);
+    let dom = headless(
+        &chromium,
+        &scratch.path().join("profile"),
+        &net_log,
+        "--dump-dom",
+        &page,
+    );
 
     assert_eq!(text_of(&dom, "db-state"), "database up");
     assert_eq!(text_of(&dom, "files-loaded"), "1");
@@ -146,12 +160,20 @@ async fn the_dashboard_shows_the_ledger_a_reject_reason_and_a_drawn_chart() {
     assert_eq!(text_of(&dom, "readings"), with(readings));
     assert_eq!(text_of(&dom, "files-waiting"), "0");
     // Rejects by reason, and the rejects of the latest file with any: a reason a person reads.
-    assert!(dom.contains("<td>out_of_range</td>"), "a reject reason is shown");
-    assert!(dom.contains("is not an ISO 8601 timestamp"), "a reject's message is shown");
+    assert!(
+        dom.contains("<td>out_of_range</td>"),
+        "a reject reason is shown"
+    );
+    assert!(
+        dom.contains("is not an ISO 8601 timestamp"),
+        "a reject's message is shown"
+    );
     // The chart: buckets from /v1/series, drawn on a canvas.
     let buckets: usize = attribute_of(&dom, "chart", "data-buckets").parse().unwrap();
     assert!(buckets > 10, "{buckets} buckets");
-    let drawn: usize = attribute_of(&dom, "chart", "data-drawn-pixels").parse().unwrap();
+    let drawn: usize = attribute_of(&dom, "chart", "data-drawn-pixels")
+        .parse()
+        .unwrap();
     assert!(drawn > 2_000, "the chart painted {drawn} pixels");
     assert!(dom.contains("class=\"uplot"), "uPlot drew it");
     assert!(text_of(&dom, "problem").is_empty(), "no error shown");
@@ -180,7 +202,11 @@ async fn the_dashboard_shows_the_ledger_a_reject_reason_and_a_drawn_chart() {
         &page,
     );
     let png = std::fs::read(&shot).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
     if let Ok(keep) = std::env::var("DASHBOARD_SCREENSHOT") {
         std::fs::copy(&shot, keep).unwrap();
     }

@@ -1,6 +1,7 @@
 //! Integration tests, one binary with a module per area. Each test that needs PostgreSQL gets
 //! its own database on a private cluster that the harness starts (see `support`).
 
+mod api_schema;
 mod cli;
 mod crash;
 mod dashboard;

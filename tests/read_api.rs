@@ -78,7 +78,10 @@ pub fn fixture_csv() -> String {
 
 /// A server with the fixture loaded, and a second delivery that repeats sensor 101's first
 /// hour (same times, other values: readings tie on time across files).
-pub async fn loaded_server(workspace: &Workspace, env: &[(&str, &str)]) -> (String, Child, SocketAddr) {
+pub async fn loaded_server(
+    workspace: &Workspace,
+    env: &[(&str, &str)],
+) -> (String, Child, SocketAddr) {
     let url = fresh_database().await;
     let (server, addr) = serve(workspace, &url, env).await;
     let auth: Vec<String> = env
@@ -333,6 +336,25 @@ async fn every_answer_matches_the_same_question_asked_of_the_views() {
     got_sorted.sort_unstable();
     assert_eq!(got_sorted, sql_sorted);
     assert!(typed["buckets"][0].get("rolling_mean").is_none());
+    // The location scope: sensor 102's location only, the mean of each day as SQL has it.
+    let (_, at_location) = get_json(
+        addr,
+        "/v1/series?location_id=12&measurement=pm10&start=2024-03-01T00:00:00Z&end=2024-03-04T00:00:00Z&bucket=1d",
+    );
+    let sql_days = db
+        .query(
+            "SELECT count(*), avg(value) FROM v_readings WHERE location_id = 12 \
+             AND measurement = 'pm10' GROUP BY date_trunc('day', ts) ORDER BY date_trunc('day', ts)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let days = at_location["buckets"].as_array().unwrap();
+    assert_eq!(days.len(), sql_days.len(), "{at_location}");
+    for (got, row) in days.iter().zip(&sql_days) {
+        assert_eq!(got["n"].as_i64().unwrap(), row.get::<_, i64>(0));
+        assert!(close(got["mean"].as_f64().unwrap(), row.get::<_, f64>(1)));
+    }
 
     // Files: the ledger, one file's aggregates and its rejects page by page.
     let (_, files) = get_json(addr, "/v1/files");
@@ -527,5 +549,130 @@ async fn reading_needs_the_read_scope_and_the_api_describes_itself() {
     let (status, _, script) = get(addr, "/docs/swagger-ui-bundle.js", &[]);
     assert_eq!(status, 200);
     assert!(script.len() > 100_000);
+    assert_eq!(terminate_child(&mut server), Some(0));
+}
+
+async fn plan_text(db: &tokio_postgres::Client, sensor_id: i64) -> String {
+    db.simple_query(&format!(
+        "EXPLAIN (ANALYZE, BUFFERS) SELECT ts, value FROM v_readings \
+         WHERE sensor_id = {sensor_id} AND measurement = 'temperature'"
+    ))
+    .await
+    .unwrap()
+    .iter()
+    .filter_map(|message| match message {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    })
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
+/// Pages a one-sensor read of `v_readings` visits, and the pages of the readings; with fresh
+/// planner statistics (ANALYZE does not summarize index ranges; VACUUM would).
+async fn pages_read_for_one_sensor(db: &tokio_postgres::Client, sensor_id: i64) -> (i64, i64) {
+    db.batch_execute("ANALYZE").await.unwrap();
+    let explained = db
+        .simple_query(&format!(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT ts, value FROM v_readings \
+             WHERE sensor_id = {sensor_id} AND measurement = 'temperature'"
+        ))
+        .await
+        .unwrap();
+    let plan: Value = explained
+        .iter()
+        .find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .map(|text| serde_json::from_str(&text).unwrap())
+        .unwrap();
+    // Every page the read touched, the small dictionaries included.
+    let top = &plan[0]["Plan"];
+    let read =
+        top["Shared Hit Blocks"].as_i64().unwrap() + top["Shared Read Blocks"].as_i64().unwrap();
+    let pages: i64 = db
+        .query_one(
+            "SELECT sum(pg_relation_size(c.oid) / 8192)::int8 FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'sensor_etl' AND c.relname LIKE 'readings_y%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (read, pages)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_sensor_read_right_after_a_load_visits_only_that_sensors_pages() {
+    // 60,000 rows of 200 interleaved sensors: without the index ranges summarized, the read of
+    // one sensor visits every page of the partition.
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let generated = crate::support::sensor_etl_in(&workspace)
+        .args([
+            "generate", "--out", "gen", "--files", "1", "--rows", "60000",
+        ])
+        .args(["--sensors", "200", "--kind", "bme280", "--seed", "7"])
+        .output()
+        .unwrap();
+    assert!(generated.status.success());
+    let file = std::fs::read_dir(workspace.path("gen"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let output = crate::support::sensor_etl_in(&workspace)
+        .args(["ingest", "--database-url", &url])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let db = connect(&url).await;
+    let sensor: i64 = db
+        .query_one("SELECT min(sensor_id) FROM v_sensors", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (read, pages) = pages_read_for_one_sensor(&db, sensor).await;
+    assert!(pages > 200, "the load spans {pages} pages");
+    assert!(
+        read * 5 < pages,
+        "`ingest` returned and a one-sensor read visits {read} of {pages} pages: {}",
+        plan_text(&db, sensor).await
+    );
+
+    // The same through the HTTP API: within seconds of the answer, without anyone else
+    // touching the index.
+    let (mut server, addr) = serve(&workspace, &url, &[]).await;
+    let body = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("2019-", "2021-");
+    let (status, _, receipt) = post(
+        addr,
+        "/v1/ingest?name=again.csv",
+        &["Content-Type: text/csv"],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 200, "{receipt}");
+    let started = std::time::Instant::now();
+    loop {
+        let (read, pages) = pages_read_for_one_sensor(&db, sensor).await;
+        if read * 5 < pages {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "10 s after the answer a one-sensor read still visits {read} of {pages} pages"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(terminate_child(&mut server), Some(0));
 }

@@ -79,6 +79,15 @@ pub async fn run(
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
+    // Reads of what was just loaded use the index at once (see `store::summarize`).
+    if summary.loaded + summary.partially_loaded > 0 {
+        if let Err(error) = ctx.store.summarize_readings_index().await {
+            tracing::warn!(
+                message = "The readings index was not summarized; reads stay correct and the next load or autovacuum does it.",
+                error = %telemetry::chain(&error)
+            );
+        }
+    }
     if json {
         println!(
             "{}",

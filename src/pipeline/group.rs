@@ -326,5 +326,6 @@ async fn write_group(
         file.job.check_unchanged()?;
     }
     tx.commit().await.map_err(StoreError::from)?;
+    ctx.store.readings_committed();
     Ok(fates)
 }

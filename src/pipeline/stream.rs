@@ -102,6 +102,7 @@ async fn load_once(
         Outcome::Committed(report) => {
             job.check_unchanged()?;
             tx.commit().await.map_err(StoreError::from)?;
+            ctx.store.readings_committed();
             crate::faults::point("pipeline::after-commit");
             let report = settle::after_commit(ctx, job, *report)?;
             Ok(Outcome::Committed(Box::new(report)))

@@ -15,6 +15,7 @@ pub mod encode;
 pub mod ledger;
 pub mod query;
 pub mod state;
+pub mod summarize;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,6 +138,8 @@ pub struct Store {
     measurement_ids: Arc<Vec<i16>>,
     /// Measurement sets and positions the readings point into.
     dictionaries: Dictionaries,
+    /// Summarizes the index ranges of new readings in the background.
+    summarizer: summarize::RangeSummarizer,
 }
 
 impl Store {
@@ -157,6 +160,7 @@ impl Store {
         let measurement_ids = sync_measurements(&pool, settings).await?;
         let dictionaries = Dictionaries::load(&pool).await?;
         Ok(Self {
+            summarizer: summarize::RangeSummarizer::start(pool.clone()),
             pool,
             dictionary_pool: build_pool(url, DICTIONARY_CONNECTIONS)?,
             measurement_ids: Arc::new(measurement_ids),
@@ -167,6 +171,21 @@ impl Store {
     /// The pool.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// A transaction that wrote readings committed: their index ranges are summarized soon,
+    /// in the background (see `summarize`).
+    pub fn readings_committed(&self) {
+        self.summarizer.readings_written();
+    }
+
+    /// Summarizes the index ranges of every reading committed so far, now.
+    ///
+    /// # Errors
+    /// The database failed, or the index stayed locked by another summarizer.
+    pub async fn summarize_readings_index(&self) -> Result<i64, StoreError> {
+        let mut client = self.pool.get().await?;
+        summarize::summarize_new_ranges(&mut client).await
     }
 
     /// The pool for dictionary registrations (see `Store::dictionary_pool`).
