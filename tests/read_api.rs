@@ -676,3 +676,46 @@ async fn a_one_sensor_read_right_after_a_load_visits_only_that_sensors_pages() {
     }
     assert_eq!(terminate_child(&mut server), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_question_sees_every_commit_of_any_process() {
+    let workspace = Workspace::new();
+    let (url, mut server, addr) = loaded_server(&workspace, &[]).await;
+    let path = "/v1/latest?sensor_id=101&measurement=pm10";
+    let (_, first) = get_json(addr, path);
+    let (_, again) = get_json(addr, path);
+    assert_eq!(first, again);
+    assert_ne!(first[0]["value"], 77.5);
+    // A newer reading over HTTP: the same question now answers it.
+    let newer = "sensor_id;sensor_type;location;lat;lon;timestamp;P1;P2\n\
+                 101;SDS011;11;50.11;8.11;2024-03-05T00:00:00;77.5;1.5\n";
+    let (status, _, _) = post(
+        addr,
+        "/v1/ingest?name=newer.csv",
+        &["Content-Type: text/csv"],
+        newer.as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let (_, after_post) = get_json(addr, path);
+    assert_eq!(after_post[0]["value"], 77.5, "{after_post}");
+    assert_eq!(after_post[0]["ts"], "2024-03-05T00:00:00Z");
+    // A newer one loaded by another process (`sensor-etl ingest`): seen at once too.
+    let file = workspace.path("newest.csv");
+    std::fs::write(
+        &file,
+        "sensor_id;sensor_type;location;lat;lon;timestamp;P1;P2\n\
+         101;SDS011;11;50.11;8.11;2024-03-06T00:00:00;66.25;1.5\n",
+    )
+    .unwrap();
+    let output = crate::support::sensor_etl_in(&workspace)
+        .args(["ingest", "--database-url", &url])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let (_, after_ingest) = get_json(addr, path);
+    assert_eq!(after_ingest[0]["value"], 66.25, "{after_ingest}");
+    let (_, sensors) = get_json(addr, "/v1/sensors?sensor_type=SDS011");
+    assert_eq!(sensors[0]["last_ts"], "2024-03-06T00:00:00Z", "{sensors}");
+    assert_eq!(terminate_child(&mut server), Some(0));
+}

@@ -25,6 +25,9 @@ pub struct RawHttp {
     /// `max_body_bytes`).
     #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: u64,
+    /// Read answers kept until the database changes, in bytes; 0 turns the cache off.
+    #[serde(default = "default_answer_cache_bytes")]
+    pub answer_cache_bytes: u64,
 }
 
 impl Default for RawHttp {
@@ -34,6 +37,7 @@ impl Default for RawHttp {
             max_body_bytes: default_max_body_bytes(),
             database_wait_secs: default_database_wait_secs(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
+            answer_cache_bytes: default_answer_cache_bytes(),
         }
     }
 }
@@ -46,6 +50,9 @@ const fn default_database_wait_secs() -> u64 {
 }
 const fn default_max_in_flight_bytes() -> u64 {
     256 * 1024 * 1024
+}
+const fn default_answer_cache_bytes() -> u64 {
+    32 * 1024 * 1024
 }
 
 /// `[[http.tokens]]` as written: `sha256` or `env`, not both.
@@ -115,6 +122,8 @@ pub struct HttpSettings {
     pub database_wait: std::time::Duration,
     /// Request bodies held at once, in bytes.
     pub max_in_flight_bytes: u64,
+    /// Read answers kept until the database changes, in bytes (0: none).
+    pub answer_cache_bytes: u64,
 }
 
 impl HttpSettings {
@@ -177,6 +186,7 @@ impl HttpSettings {
             max_body_bytes: raw.max_body_bytes,
             database_wait: std::time::Duration::from_secs(raw.database_wait_secs),
             max_in_flight_bytes: raw.max_in_flight_bytes.max(raw.max_body_bytes),
+            answer_cache_bytes: raw.answer_cache_bytes,
         })
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod body;
+pub mod cache;
 pub mod dashboard;
 pub mod device;
 pub mod docs;
@@ -53,6 +54,8 @@ pub struct HttpState {
     pub pipeline: Arc<OnceLock<(PipelineCtx, Committer)>>,
     /// Request bodies held now, in KiB permits: memory stays bounded under any load.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Read answers kept until the database changes.
+    pub answers: Arc<cache::AnswerCache>,
 }
 
 impl HttpState {
@@ -63,6 +66,7 @@ impl HttpState {
             .min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
             pool,
+            answers: Arc::new(cache::AnswerCache::new(settings.http.answer_cache_bytes)),
             settings,
             pipeline: Arc::new(OnceLock::new()),
             in_flight: Arc::new(tokio::sync::Semaphore::new(permits)),

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::prelude::{Engine, BASE64_URL_SAFE_NO_PAD};
@@ -23,7 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::Scope;
+use crate::config::{Scope, Settings};
 use crate::http::access::authorize;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::params::{self, optional, required};
@@ -92,24 +92,41 @@ async fn begin<T>(
 
 /// A JSON answer written into one buffer sized for it up front (a list of 3,000 latest values
 /// is 400 kB: grown step by step, the copies showed in the profile).
-fn json_body<T: Serialize>(value: &T, size_hint: usize) -> Result<Response, ApiError> {
+fn to_json<T: Serialize>(value: &T, size_hint: usize) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::with_capacity(size_hint.max(256));
     serde_json::to_writer(&mut body, value).map_err(internal)?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(body)
+}
+
+fn json_body<T: Serialize>(value: &T, size_hint: usize) -> Result<Response, ApiError> {
+    Ok(json_response(to_json(value, size_hint)?.into()))
+}
+
+fn json_response(body: bytes::Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn store_error(error: crate::store::StoreError) -> ApiError {
     ApiError::from_store(&error)
 }
 
-/// The canonical sensor type named by `sensor_type`, or 400.
+/// The canonical sensor type named by `sensor_type`, or 400: from the configured catalogue,
+/// else from the database (types of data loaded under an older configuration).
 async fn known_sensor_type(
-    client: &deadpool_postgres::ClientWrapper,
+    settings: &Settings,
+    client: &deadpool_postgres::Client,
     asked: Option<&str>,
 ) -> Result<Option<String>, ApiError> {
     let Some(asked) = optional(asked) else {
         return Ok(None);
     };
+    if let Some(known) = settings
+        .sensor_types
+        .iter()
+        .find(|t| t.name.eq_ignore_ascii_case(asked))
+    {
+        return Ok(Some(known.name.clone()));
+    }
     match query::sensor_type(client, asked)
         .await
         .map_err(store_error)?
@@ -124,7 +141,7 @@ async fn known_sensor_type(
 
 /// The type of the sensor named by `sensor_id`, or 400 (not a number) or 404 (unknown).
 async fn known_sensor(
-    client: &deadpool_postgres::ClientWrapper,
+    client: &deadpool_postgres::Client,
     text: &str,
 ) -> Result<(i64, String), ApiError> {
     let sensor_id = params::integer("sensor_id", text)?;
@@ -137,12 +154,21 @@ async fn known_sensor(
     }
 }
 
-/// `measurement` when some sensor type (of `sensor_type`, if given) has it, or 400.
+/// `measurement` when some sensor type (of `sensor_type`, if given) has it, or 400: from the
+/// configured catalogue, else from the database.
 async fn known_measurement(
-    client: &deadpool_postgres::ClientWrapper,
+    settings: &Settings,
+    client: &deadpool_postgres::Client,
     name: &str,
     sensor_type: Option<&str>,
 ) -> Result<(), ApiError> {
+    let configured = settings
+        .catalogue
+        .iter()
+        .any(|m| m.name == name && sensor_type.is_none_or(|t| m.sensor_type == t));
+    if configured {
+        return Ok(());
+    }
     if query::measurement_exists(client, name, sensor_type)
         .await
         .map_err(store_error)?
@@ -185,17 +211,23 @@ async fn sensors(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    uri: Uri,
     query: Result<Query<SensorsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Read { params, client } = begin(&state, &headers, peer, query).await?;
-    let sensor_type = known_sensor_type(&client, params.sensor_type.as_deref()).await?;
+    let Read { params, mut client } = begin(&state, &headers, peer, query).await?;
+    let sensor_type =
+        known_sensor_type(&state.settings, &client, params.sensor_type.as_deref()).await?;
     let location_id = optional(params.location_id.as_deref())
         .map(|text| params::integer("location_id", text))
         .transpose()?;
-    let found = query::sensors(&client, sensor_type.as_deref(), location_id)
-        .await
-        .map_err(store_error)?;
-    json_body(&found, found.len() * 260)
+    let body = state
+        .answers
+        .answer(&mut client, &uri.to_string(), async |tx| {
+            let found = query::sensors(tx, sensor_type.as_deref(), location_id).await?;
+            to_json(&found, found.len() * 260)
+        })
+        .await?;
+    Ok(json_response(body))
 }
 
 /// Filters of `GET /v1/latest`.
@@ -228,22 +260,28 @@ async fn latest(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    uri: Uri,
     query: Result<Query<LatestParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Read { params, client } = begin(&state, &headers, peer, query).await?;
-    let sensor_type = known_sensor_type(&client, params.sensor_type.as_deref()).await?;
+    let Read { params, mut client } = begin(&state, &headers, peer, query).await?;
+    let sensor_type =
+        known_sensor_type(&state.settings, &client, params.sensor_type.as_deref()).await?;
     let sensor_id = match optional(params.sensor_id.as_deref()) {
         Some(text) => Some(known_sensor(&client, text).await?.0),
         None => None,
     };
     let measurement = optional(params.measurement.as_deref());
     if let Some(name) = measurement {
-        known_measurement(&client, name, sensor_type.as_deref()).await?;
+        known_measurement(&state.settings, &client, name, sensor_type.as_deref()).await?;
     }
-    let found = query::latest(&client, sensor_id, sensor_type.as_deref(), measurement)
-        .await
-        .map_err(store_error)?;
-    json_body(&found, found.len() * 200)
+    let body = state
+        .answers
+        .answer(&mut client, &uri.to_string(), async |tx| {
+            let found = query::latest(tx, sensor_id, sensor_type.as_deref(), measurement).await?;
+            to_json(&found, found.len() * 200)
+        })
+        .await?;
+    Ok(json_response(body))
 }
 
 /// How rows are written.
@@ -370,7 +408,7 @@ async fn readings(
     let after = optional(params.after.as_deref())
         .map(decode_cursor)
         .transpose()?;
-    known_measurement(&client, measurement, Some(&sensor_type)).await?;
+    known_measurement(&state.settings, &client, measurement, Some(&sensor_type)).await?;
     let mut page = query::readings(
         &client,
         (sensor_id, &sensor_type),
@@ -542,9 +580,10 @@ async fn series(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    uri: Uri,
     query: Result<Query<SeriesParams>, QueryRejection>,
-) -> Result<Json<Series>, ApiError> {
-    let Read { params, client } = begin(&state, &headers, peer, query).await?;
+) -> Result<Response, ApiError> {
+    let Read { params, mut client } = begin(&state, &headers, peer, query).await?;
     let measurement = required("measurement", params.measurement.as_deref())?;
     let (start, end) = params::range(params.start.as_deref(), params.end.as_deref())?;
     let bucket_secs =
@@ -577,36 +616,39 @@ async fn series(
             ));
         }
     }
-    let scope = series_scope(&client, &params).await?;
-    let type_of_scope = match &scope {
-        SeriesScope::SensorType(name) => Some(name.clone()),
-        SeriesScope::Sensor(id) => query::type_of_sensor(&client, *id)
-            .await
-            .map_err(store_error)?,
-        _ => None,
-    };
-    known_measurement(&client, measurement, type_of_scope.as_deref()).await?;
-    let buckets = query::series(
+    let (scope, type_of_scope) = series_scope(&state.settings, &client, &params).await?;
+    known_measurement(
+        &state.settings,
         &client,
-        &SeriesQuery {
-            measurement: measurement.to_owned(),
-            start,
-            end,
-            bucket_secs,
-            rolling_secs,
-            scope,
-        },
+        measurement,
+        type_of_scope.as_deref(),
     )
-    .await
-    .map_err(store_error)?;
-    Ok(Json(Series { buckets }))
+    .await?;
+    let asked = SeriesQuery {
+        measurement: measurement.to_owned(),
+        start,
+        end,
+        bucket_secs,
+        rolling_secs,
+        scope,
+    };
+    let body = state
+        .answers
+        .answer(&mut client, &uri.to_string(), async |tx| {
+            let buckets = query::series(tx, &asked).await?;
+            let size = buckets.len() * 200;
+            to_json(&Series { buckets }, size)
+        })
+        .await?;
+    Ok(json_response(body))
 }
 
 /// The sensors a series covers; at most one of the three scopes.
 async fn series_scope(
-    client: &deadpool_postgres::ClientWrapper,
+    settings: &Settings,
+    client: &deadpool_postgres::Client,
     params: &SeriesParams,
-) -> Result<SeriesScope, ApiError> {
+) -> Result<(SeriesScope, Option<String>), ApiError> {
     let sensor_id = optional(params.sensor_id.as_deref());
     let sensor_type = optional(params.sensor_type.as_deref());
     let location_id = optional(params.location_id.as_deref());
@@ -622,15 +664,17 @@ async fn series_scope(
         ));
     }
     if let Some(text) = sensor_id {
-        return Ok(SeriesScope::Sensor(known_sensor(client, text).await?.0));
+        let (id, sensor_type) = known_sensor(client, text).await?;
+        return Ok((SeriesScope::Sensor(id), Some(sensor_type)));
     }
-    if let Some(name) = known_sensor_type(client, sensor_type).await? {
-        return Ok(SeriesScope::SensorType(name));
+    if let Some(name) = known_sensor_type(settings, client, sensor_type).await? {
+        return Ok((SeriesScope::SensorType(name.clone()), Some(name)));
     }
     if let Some(text) = location_id {
-        return Ok(SeriesScope::Location(params::integer("location_id", text)?));
+        let id = params::integer("location_id", text)?;
+        return Ok((SeriesScope::Location(id), None));
     }
-    Ok(SeriesScope::All)
+    Ok((SeriesScope::All, None))
 }
 
 /// The smallest of the usual buckets giving at most `MAX_BUCKETS` over `span`.
@@ -711,10 +755,7 @@ fn file_id(text: &str) -> Result<i64, ApiError> {
     params::integer("file_id", text)
 }
 
-async fn known_file(
-    client: &deadpool_postgres::ClientWrapper,
-    id: i64,
-) -> Result<FileEntry, ApiError> {
+async fn known_file(client: &deadpool_postgres::Client, id: i64) -> Result<FileEntry, ApiError> {
     query::file(client, id)
         .await
         .map_err(store_error)?

@@ -10,7 +10,7 @@
 //! here are what the HTTP API returns (their JSON schema is derived from them).
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::ClientWrapper as Client;
+use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -280,7 +280,7 @@ pub struct SeriesQuery {
 
 /// The rows of `sql`.
 async fn query(
-    client: &Client,
+    client: &impl GenericClient,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Row>, StoreError> {
@@ -289,7 +289,7 @@ async fn query(
 
 /// The one row of `sql`.
 async fn query_one(
-    client: &Client,
+    client: &impl GenericClient,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Row, StoreError> {
@@ -298,7 +298,7 @@ async fn query_one(
 
 /// The row of `sql`, if any.
 async fn query_opt(
-    client: &Client,
+    client: &impl GenericClient,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Option<Row>, StoreError> {
@@ -310,7 +310,10 @@ async fn query_opt(
 ///
 /// # Errors
 /// The statement failed.
-pub async fn sensor_type(client: &Client, asked: &str) -> Result<Option<String>, StoreError> {
+pub async fn sensor_type(
+    client: &impl GenericClient,
+    asked: &str,
+) -> Result<Option<String>, StoreError> {
     Ok(query_opt(
         client,
         "SELECT sensor_type FROM measurements WHERE upper(sensor_type) = upper($1) LIMIT 1",
@@ -325,7 +328,7 @@ pub async fn sensor_type(client: &Client, asked: &str) -> Result<Option<String>,
 /// # Errors
 /// The statement failed.
 pub async fn measurement_exists(
-    client: &Client,
+    client: &impl GenericClient,
     name: &str,
     sensor_type: Option<&str>,
 ) -> Result<bool, StoreError> {
@@ -343,7 +346,10 @@ pub async fn measurement_exists(
 ///
 /// # Errors
 /// The statement failed.
-pub async fn type_of_sensor(client: &Client, sensor_id: i64) -> Result<Option<String>, StoreError> {
+pub async fn type_of_sensor(
+    client: &impl GenericClient,
+    sensor_id: i64,
+) -> Result<Option<String>, StoreError> {
     Ok(query_opt(
         client,
         "SELECT sensor_type FROM v_sensors WHERE sensor_id = $1",
@@ -358,7 +364,7 @@ pub async fn type_of_sensor(client: &Client, sensor_id: i64) -> Result<Option<St
 /// # Errors
 /// The statement failed.
 pub async fn sensors(
-    client: &Client,
+    client: &impl GenericClient,
     sensor_type: Option<&str>,
     location_id: Option<i64>,
 ) -> Result<Vec<SensorInfo>, StoreError> {
@@ -399,7 +405,7 @@ pub async fn sensors(
 /// # Errors
 /// The statement failed.
 pub async fn latest(
-    client: &Client,
+    client: &impl GenericClient,
     sensor_id: Option<i64>,
     sensor_type: Option<&str>,
     measurement: Option<&str>,
@@ -459,7 +465,7 @@ const POSITION: &str =
 /// # Errors
 /// The statement failed.
 pub async fn readings(
-    client: &Client,
+    client: &impl GenericClient,
     (sensor_id, sensor_type): (i64, &str),
     measurement: &str,
     (start, end): (DateTime<Utc>, DateTime<Utc>),
@@ -550,7 +556,10 @@ pub fn bucket_count(start: DateTime<Utc>, end: DateTime<Utc>, bucket_secs: i64) 
 ///
 /// # Errors
 /// The statement failed.
-pub async fn series(client: &Client, asked: &SeriesQuery) -> Result<Vec<Bucket>, StoreError> {
+pub async fn series(
+    client: &impl GenericClient,
+    asked: &SeriesQuery,
+) -> Result<Vec<Bucket>, StoreError> {
     let bucket = asked.bucket_secs;
     let first = bucket_floor(asked.start, bucket);
     let after_last = first + bucket_count(asked.start, asked.end, bucket) * bucket;
@@ -695,7 +704,7 @@ fn file_entry(row: &Row) -> FileEntry {
 /// # Errors
 /// The statement failed.
 pub async fn files(
-    client: &Client,
+    client: &impl GenericClient,
     status: Option<&str>,
     limit: i64,
 ) -> Result<Vec<FileEntry>, StoreError> {
@@ -715,7 +724,10 @@ pub async fn files(
 ///
 /// # Errors
 /// The statement failed.
-pub async fn file(client: &Client, file_id: i64) -> Result<Option<FileEntry>, StoreError> {
+pub async fn file(
+    client: &impl GenericClient,
+    file_id: i64,
+) -> Result<Option<FileEntry>, StoreError> {
     Ok(query_opt(
         client,
         &format!("SELECT {FILE_COLUMNS} FROM v_files WHERE file_id = $1"),
@@ -731,7 +743,7 @@ pub async fn file(client: &Client, file_id: i64) -> Result<Option<FileEntry>, St
 /// # Errors
 /// The statement failed.
 pub async fn file_aggregates(
-    client: &Client,
+    client: &impl GenericClient,
     file_id: i64,
 ) -> Result<Vec<FileAggregate>, StoreError> {
     let rows = query(
@@ -768,7 +780,7 @@ pub async fn file_aggregates(
 /// # Errors
 /// The statement failed.
 pub async fn file_deliveries(
-    client: &Client,
+    client: &impl GenericClient,
     file_id: i64,
 ) -> Result<Vec<DeliveryEntry>, StoreError> {
     let rows = query(
@@ -795,7 +807,7 @@ pub async fn file_deliveries(
 /// # Errors
 /// The statement failed.
 pub async fn rejects(
-    client: &Client,
+    client: &impl GenericClient,
     file_id: i64,
     after: Option<i64>,
     limit: i64,
@@ -823,7 +835,9 @@ pub async fn rejects(
 ///
 /// # Errors
 /// The statement failed.
-pub async fn rejects_by_reason(client: &Client) -> Result<Vec<ReasonCount>, StoreError> {
+pub async fn rejects_by_reason(
+    client: &impl GenericClient,
+) -> Result<Vec<ReasonCount>, StoreError> {
     let rows = query(
         client,
         "SELECT code, count(*) FROM v_rejects GROUP BY code ORDER BY count(*) DESC, code",
@@ -843,7 +857,7 @@ pub async fn rejects_by_reason(client: &Client) -> Result<Vec<ReasonCount>, Stor
 ///
 /// # Errors
 /// The statement failed.
-pub async fn throughput(client: &Client) -> Result<Throughput, StoreError> {
+pub async fn throughput(client: &impl GenericClient) -> Result<Throughput, StoreError> {
     let row = query_one(client,
             "SELECT count(*) FILTER (WHERE finished_at > now() - interval '1 minute'), \
                     coalesce(sum(rows_loaded) FILTER (WHERE finished_at > now() - interval '1 minute'), 0)::int8, \
