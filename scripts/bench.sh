@@ -247,31 +247,37 @@ if [ "$QUERY_ROWS" -gt 0 ]; then
   printf "%-62s %8s ms   (ratio %.2f)\n" "the same from a plain long table" "$long_ms" "$(echo "$view_ms / $long_ms" | bc -l)"
   # The read API over the same data: 4 concurrent clients (wrk), median and p99 latency.
   if command -v wrk >/dev/null 2>&1; then
-    Q_ADDR=127.0.0.1:19898
-    RUST_LOG=warn "$BIN" --database-url "$Q_URL" serve --http-addr "$Q_ADDR" >serve_query.log 2>&1 &
-    Q_PID=$!
-    for _ in $(seq 100); do curl -sf "http://$Q_ADDR/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
     sensor="$(psql -d bench_query -Atc "SELECT sensor_id FROM v_sensors ORDER BY sensor_id LIMIT 1 OFFSET 500")"
-    from="$(psql -d bench_query -Atc "SELECT to_char(date_trunc('day', first_ts, 'UTC') + interval '1 day', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM v_sensors WHERE sensor_id = $sensor")"
+    from="$(psql -d bench_query -Atc "SELECT to_char(date_trunc('day', first_ts, 'UTC'), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM v_sensors WHERE sensor_id = $sensor")"
     to="$(psql -d bench_query -Atc "SELECT to_char(timestamptz '$from' + interval '2 days', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")"
+    Q_ADDR=127.0.0.1:19898
     api() {
       local label="$1" path="$2"
       local n
       n="$(curl -s "http://$Q_ADDR$path" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d.get("buckets", d.get("readings", []))) if isinstance(d, dict) else len(d))')"
       wrk -t2 -c4 -d10s --latency "http://$Q_ADDR$path" >wrk_query.txt 2>&1
-      printf "%-62s median %8s   p99 %8s   %8s req/s   (%s items)\n" "$label" \
+      printf "%-58s median %8s   p99 %8s   %8s req/s   (%s items)\n" "$label" \
         "$(awk '$1 == "50%" {print $2}' wrk_query.txt)" "$(awk '$1 == "99%" {print $2}' wrk_query.txt)" \
         "$(awk '/^Requests\/sec/ {print $2}' wrk_query.txt)" "$n"
     }
-    api "GET /v1/latest?sensor_type=BME280 (4 clients)" "/v1/latest?sensor_type=BME280"
-    api "GET /v1/series one sensor, 2 days, 1h buckets (4 clients)" \
-      "/v1/series?sensor_id=$sensor&measurement=temperature&start=$from&end=$to&bucket=1h"
-    api "GET /v1/series the same with rolling=6h (4 clients)" \
-      "/v1/series?sensor_id=$sensor&measurement=temperature&start=$from&end=$to&bucket=1h&rolling=6h"
-    api "GET /v1/readings one sensor, 2 days (4 clients)" \
-      "/v1/readings?sensor_id=$sensor&measurement=temperature&start=$from&end=$to"
-    api "GET /v1/sensors (4 clients)" "/v1/sensors"
-    kill -TERM "$Q_PID"; wait "$Q_PID" || true
+    # Each question asked over and over by 4 clients: first with the answer cache off (every
+    # request reads the database), then as served (an answer is kept until the database
+    # changes).
+    for cache in 0 33554432; do
+      if [ "$cache" = 0 ]; then echo "-- read API, answer cache off (each request reads the database)"; else echo "-- read API as served (answers kept until the database changes)"; fi
+      SENSOR_ETL_HTTP__ANSWER_CACHE_BYTES="$cache" RUST_LOG=warn "$BIN" --database-url "$Q_URL" serve --http-addr "$Q_ADDR" >serve_query.log 2>&1 &
+      Q_PID=$!
+      for _ in $(seq 100); do curl -sf "http://$Q_ADDR/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+      api "GET /v1/latest?sensor_type=BME280 (4 clients)" "/v1/latest?sensor_type=BME280"
+      api "GET /v1/series one sensor, 2 days, 1h buckets (4 clients)" \
+        "/v1/series?sensor_id=$sensor&measurement=temperature&start=$from&end=$to&bucket=1h"
+      api "GET /v1/series the same with rolling=6h (4 clients)" \
+        "/v1/series?sensor_id=$sensor&measurement=temperature&start=$from&end=$to&bucket=1h&rolling=6h"
+      api "GET /v1/readings one sensor, 2 days (4 clients)" \
+        "/v1/readings?sensor_id=$sensor&measurement=temperature&start=$from&end=$to"
+      api "GET /v1/sensors (4 clients)" "/v1/sensors"
+      kill -TERM "$Q_PID"; wait "$Q_PID" || true
+    done
   else
     echo "(wrk not installed: the read API latency is skipped; apt-get install wrk)"
   fi
