@@ -719,3 +719,40 @@ async fn a_repeated_question_sees_every_commit_of_any_process() {
     assert_eq!(sensors[0]["last_ts"], "2024-03-06T00:00:00Z", "{sensors}");
     assert_eq!(terminate_child(&mut server), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_down_reads_are_503_and_the_summary_says_so() {
+    let mut cluster = crate::support::RestartableCluster::start();
+    let url = cluster.url();
+    let workspace = Workspace::new();
+    let (mut server, addr) = serve(&workspace, &url, &[]).await;
+    let (status, _, _) = post(
+        addr,
+        "/v1/ingest?name=fixture.csv",
+        &["Content-Type: text/csv"],
+        fixture_csv().as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let (_, up) = get_json(addr, "/v1/summary");
+    assert_eq!(up["database"]["up"], true);
+
+    cluster.stop();
+    let (status, down) = get_json(addr, "/v1/summary");
+    assert_eq!(status, 200, "the dashboard's summary answers: {down}");
+    assert_eq!(down["database"]["up"], false, "{down}");
+    assert!(down["database"]["message"].is_string());
+    let (status, head, body) = get(addr, "/v1/latest?sensor_type=SDS011", &[]);
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(head.to_lowercase().contains("retry-after:"), "{head}");
+
+    cluster.restart();
+    crate::support::wait_until(
+        "reads answer again",
+        std::time::Duration::from_secs(30),
+        || async move { get(addr, "/v1/latest?sensor_type=SDS011", &[]).0 == 200 },
+    )
+    .await;
+    let (_, latest) = get_json(addr, "/v1/latest?sensor_type=SDS011");
+    assert_eq!(latest.as_array().unwrap().len(), 4, "{latest}");
+    assert_eq!(terminate_child(&mut server), Some(0));
+}
