@@ -42,6 +42,15 @@ pub async fn serve(workspace: &Workspace, url: &str, env: &[(&str, &str)]) -> (C
     (child, addr)
 }
 
+/// The status code of the last response in curl's dumped headers (after any `100 Continue`).
+pub fn status_of(head: &str) -> Option<u16> {
+    head.lines()
+        .rev()
+        .find(|l| l.starts_with("HTTP/"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+}
+
 /// A POST with curl: (status, response headers, JSON body).
 pub fn post(
     addr: SocketAddr,
@@ -69,13 +78,7 @@ pub fn post(
         String::from_utf8_lossy(&output.stderr)
     );
     let head = String::from_utf8_lossy(&output.stdout).into_owned();
-    let status = head
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("HTTP/"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap();
+    let status = status_of(&head).unwrap();
     let text = std::fs::read(dir.path().join("out")).unwrap_or_default();
     let json = serde_json::from_slice(&text).unwrap_or(serde_json::Value::Null);
     (status, head, json)

@@ -10,7 +10,7 @@ use std::process::{Child, Command};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::Value;
 
-use crate::ingest_http::{post, serve};
+use crate::ingest_http::{post, serve, status_of};
 use crate::support::{connect, fresh_database, terminate_child, Workspace};
 
 /// A GET with curl: (status, response headers, body).
@@ -24,13 +24,7 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> (u16, String, Vec<
     }
     let output = command.output().unwrap();
     let head = String::from_utf8_lossy(&output.stderr).into_owned();
-    let status = head
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("HTTP/"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no answer from {path}: {head}"));
+    let status = status_of(&head).unwrap_or_else(|| panic!("no answer from {path}: {head}"));
     (status, head, output.stdout)
 }
 

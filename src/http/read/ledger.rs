@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{begin, page_url, store_error, Read};
+use super::{begin, page_url, Read};
 use crate::config::Scope;
 use crate::http::access::authorize;
 use crate::http::error::ApiError;
@@ -73,9 +73,7 @@ pub(super) async fn files(
         }
     }
     let limit = params::limit(params.limit.as_deref(), FILES_PAGE, FILES_PAGE_MAX)?;
-    let found = query::files(&client, status, limit)
-        .await
-        .map_err(store_error)?;
+    let found = query::files(&client, status, limit).await?;
     Ok(Json(found))
 }
 
@@ -96,8 +94,7 @@ fn file_id(text: &str) -> Result<i64, ApiError> {
 
 async fn known_file(client: &deadpool_postgres::Client, id: i64) -> Result<FileEntry, ApiError> {
     query::file(client, id)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no file {id}")))
 }
 
@@ -124,12 +121,8 @@ pub(super) async fn file(
     let Read { client, .. } = begin::<()>(&state, &headers, peer, Ok(Query(()))).await?;
     let id = file_id(&id)?;
     let file = known_file(&client, id).await?;
-    let deliveries = query::file_deliveries(&client, id)
-        .await
-        .map_err(store_error)?;
-    let aggregates = query::file_aggregates(&client, id)
-        .await
-        .map_err(store_error)?;
+    let deliveries = query::file_deliveries(&client, id).await?;
+    let aggregates = query::file_aggregates(&client, id).await?;
     Ok(Json(FileDetail {
         file,
         deliveries,
@@ -186,9 +179,7 @@ pub(super) async fn file_rejects(
         .map(|text| params::integer("after", text))
         .transpose()?;
     known_file(&client, id).await?;
-    let mut rejects = query::rejects(&client, id, after, limit + 1)
-        .await
-        .map_err(store_error)?;
+    let mut rejects = query::rejects(&client, id, after, limit + 1).await?;
     let more = rejects.len() as i64 > limit;
     rejects.truncate(limit as usize);
     let next = match (more, rejects.last()) {

@@ -90,10 +90,6 @@ fn json_response(body: bytes::Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn store_error(error: crate::store::StoreError) -> ApiError {
-    ApiError::from_store(&error)
-}
-
 /// The canonical sensor type named by `sensor_type`, or 400: from the configured catalogue,
 /// else from the database (types of data loaded under an older configuration).
 async fn known_sensor_type(
@@ -111,10 +107,7 @@ async fn known_sensor_type(
     {
         return Ok(Some(known.name.clone()));
     }
-    match query::sensor_type(client, asked)
-        .await
-        .map_err(store_error)?
-    {
+    match query::sensor_type(client, asked).await? {
         Some(name) => Ok(Some(name)),
         None => Err(ApiError::bad_parameter(
             "sensor_type",
@@ -129,10 +122,7 @@ async fn known_sensor(
     text: &str,
 ) -> Result<(i64, String), ApiError> {
     let sensor_id = params::integer("sensor_id", text)?;
-    match query::type_of_sensor(client, sensor_id)
-        .await
-        .map_err(store_error)?
-    {
+    match query::type_of_sensor(client, sensor_id).await? {
         Some(sensor_type) => Ok((sensor_id, sensor_type)),
         None => Err(ApiError::not_found(format!("no sensor {sensor_id}"))),
     }
@@ -153,10 +143,7 @@ async fn known_measurement(
     if configured {
         return Ok(());
     }
-    if query::measurement_exists(client, name, sensor_type)
-        .await
-        .map_err(store_error)?
-    {
+    if query::measurement_exists(client, name, sensor_type).await? {
         return Ok(());
     }
     Err(ApiError::bad_parameter(

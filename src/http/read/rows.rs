@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     begin, internal, json_body, json_response, known_measurement, known_sensor, known_sensor_type,
-    page_url, rows_response, store_error, to_json, Read,
+    page_url, rows_response, to_json, Read,
 };
 use crate::config::Settings;
 use crate::http::error::ApiError;
@@ -166,8 +166,7 @@ pub(super) async fn readings(
         after,
         limit + 1,
     )
-    .await
-    .map_err(store_error)?;
+    .await?;
     let more = page.len() as i64 > limit;
     page.truncate(limit as usize);
     let next = match (more, page.last()) {
