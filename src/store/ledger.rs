@@ -205,17 +205,13 @@ pub async fn find_file(
 
 /// Allocates the id of a new file (its rows are copied before its ledger row is inserted).
 ///
+/// The transaction holds the ledger's ROW EXCLUSIVE lock from here to its end, as the insert
+/// of its ledger row would, so a lake export's horizon (`export::horizon`) waits for it.
+///
 /// # Errors
 /// The query failed.
 pub async fn next_file_id(tx: &Transaction<'_>) -> Result<i64, StoreError> {
-    let row = tx
-        .query_one(
-            &tx.prepare_cached("SELECT nextval(pg_get_serial_sequence('files', 'file_id'))")
-                .await?,
-            &[],
-        )
-        .await?;
-    Ok(row.get(0))
+    Ok(allocate_file_ids(tx, 1).await?[0])
 }
 
 /// Inserts the ledger row and the delivery of a new file.
@@ -420,19 +416,36 @@ pub async fn find_files(
         .collect())
 }
 
-/// Allocates `count` file ids.
+/// Allocates `count` file ids, holding the ledger's lock as `next_file_id` does.
 ///
 /// # Errors
 /// The query failed.
 pub async fn next_file_ids(tx: &Transaction<'_>, count: usize) -> Result<Vec<i64>, StoreError> {
-    let count = i32::try_from(count).unwrap_or(i32::MAX);
-    let rows = tx
-        .query(
-            &tx.prepare_cached("SELECT nextval(pg_get_serial_sequence('files', 'file_id')) FROM generate_series(1, $1)").await?,
-            &[&count],
-        )
+    allocate_file_ids(tx, count).await
+}
+
+/// The lock and the ids in one round trip (the simple protocol runs both statements).
+async fn allocate_file_ids(tx: &Transaction<'_>, count: usize) -> Result<Vec<i64>, StoreError> {
+    let messages = tx
+        .simple_query(&format!(
+            "LOCK TABLE files IN ROW EXCLUSIVE MODE; \
+             SELECT nextval(pg_get_serial_sequence('files', 'file_id')) FROM generate_series(1, {count})"
+        ))
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    let ids: Vec<i64> = messages
+        .iter()
+        .filter_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+            _ => None,
+        })
+        .collect();
+    if ids.len() != count {
+        return Err(StoreError::Allocation(format!(
+            "asked for {count} file ids, got {}",
+            ids.len()
+        )));
+    }
+    Ok(ids)
 }
 
 /// Files per status and their row counts, for `sensor-etl status`.

@@ -12,6 +12,7 @@ pub mod claims;
 pub mod copy;
 pub mod dictionary;
 pub mod encode;
+pub mod export;
 pub mod ledger;
 pub mod query;
 pub mod state;
@@ -55,6 +56,9 @@ pub enum StoreError {
     /// A dictionary lookup came back incomplete.
     #[error("dictionary registration failed: {0}")]
     Dictionary(String),
+    /// Ledger ids came back fewer than asked for.
+    #[error("allocating ledger ids failed: {0}")]
+    Allocation(String),
     /// A normalized frame lacks a column or has another type (a bug of the transform stage).
     #[error("normalized readings are not in the expected shape")]
     Frame(#[from] polars::error::PolarsError),
