@@ -111,6 +111,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Add what was loaded since the previous export to the Delta Lake tables under a folder.
+    Export {
+        /// The lake folder (tables `readings`, `files`, `aggregates`); default: `lake_dir`.
+        #[arg(long, value_name = "DIR")]
+        to: Option<std::path::PathBuf>,
+    },
     /// Apply the database migrations and exit.
     Migrate,
     /// Write realistic test files (load tests, benchmarks), renamed into place one by one.

@@ -51,6 +51,7 @@ pub mod faults;
 pub mod generate;
 pub mod http;
 pub mod ingest;
+pub mod lake;
 pub mod pipeline;
 pub mod store;
 pub mod telemetry;

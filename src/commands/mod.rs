@@ -7,6 +7,7 @@
 //! terminal through the log's terminal layer; progress and detail go to the log file.
 
 mod db;
+mod export;
 mod generate;
 mod ingest;
 mod migrate;
@@ -94,6 +95,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8
             json,
         } => ingest::run(settings, &paths, consume, follow_symlinks, json).await,
         Command::Status { json } => status::run(settings, json).await,
+        Command::Export { to } => export::run(&settings, to.as_deref()).await,
         Command::Migrate => migrate::run(&settings).await,
         Command::Db { action } => db::run(&settings, action).await,
         Command::Generate(spec) => generate::run(spec).await,

@@ -1,6 +1,7 @@
 //! `sensor-etl run` and `sensor-etl serve`: the HTTP server at once (operator endpoints, and
-//! ingest once the database answers), then, for `run`, the inbox watcher, until shutdown. The
-//! database is waited for with backoff instead of failing when it is unreachable.
+//! ingest once the database answers), then, for `run`, the inbox watcher and, with `lake_dir`,
+//! the lake kept up to date, until shutdown. The database is waited for with backoff instead
+//! of failing when it is unreachable.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use crate::config::Settings;
 use crate::http::HttpState;
 use crate::pipeline::PipelineCtx;
 use crate::store::{self, Store};
-use crate::{database, http, telemetry, watch};
+use crate::{database, http, lake, telemetry, watch};
 
 /// Whether the inbox is watched (`run`) or only the HTTP API is served (`serve`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,14 @@ pub async fn run(
             store,
         };
         state.hand_over(ctx.clone());
+        if let Some(dir) = settings.lake_dir.clone() {
+            tokio::spawn(lake::keep_up_to_date(
+                pool.clone(),
+                dir,
+                settings.lake_interval,
+                cancel.clone(),
+            ));
+        }
         match inbox {
             Inbox::Watch => {
                 watch::run(ctx, cancel.clone()).await?;

@@ -5,14 +5,17 @@ use std::path::{Path, PathBuf};
 
 use super::{ConfigError, RawConfig};
 
-/// The inbox, the quarantine and the processed folder must be apart: one inside another
-/// would feed the pipeline its own output.
+/// The inbox, the quarantine, the processed folder and the lake must be apart: one inside
+/// another would feed the pipeline its own output.
 pub(super) fn check_folders_apart(raw: &RawConfig) -> Result<(), ConfigError> {
-    let folders = [
+    let mut folders = vec![
         ("data_dir", &raw.data_dir),
         ("quarantine_dir", &raw.quarantine_dir),
         ("processed_dir", &raw.processed_dir),
     ];
+    if let Some(lake) = &raw.lake_dir {
+        folders.push(("lake_dir", lake));
+    }
     let normalized: Vec<PathBuf> = folders
         .iter()
         .map(|(_, dir)| lexical_absolute(dir))
@@ -25,7 +28,7 @@ pub(super) fn check_folders_apart(raw: &RawConfig) -> Result<(), ConfigError> {
                     key,
                     message: format!(
                         "`{}` is the same folder as `{other_key}` (`{}`) or inside it, or holds it; \
-                         the inbox, quarantine and processed folders must be apart",
+                         the inbox, quarantine, processed and lake folders must be apart",
                         dir.display(),
                         other.display()
                     ),

@@ -90,6 +90,12 @@ pub struct RawConfig {
     /// On SIGINT/SIGTERM, how long the file in hand may take to finish before it is rolled back.
     #[serde(default = "default_shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// The lake `run` keeps up to date (Delta tables, as `export --to` writes); unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lake_dir: Option<PathBuf>,
+    /// How often `run` exports to `lake_dir` what was delivered since the last export.
+    #[serde(default = "default_lake_interval_secs")]
+    pub lake_interval_secs: u64,
     /// Retry policy for transient database errors.
     #[serde(default)]
     pub retry: RawRetry,
@@ -177,6 +183,9 @@ const fn default_poison_attempts() -> u32 {
 const fn default_shutdown_grace_secs() -> u64 {
     30
 }
+const fn default_lake_interval_secs() -> u64 {
+    60
+}
 fn default_http_addr() -> String {
     "127.0.0.1:9898".to_owned()
 }
@@ -207,6 +216,8 @@ impl Default for RawConfig {
             claim_lease_secs: default_claim_lease_secs(),
             poison_attempts: default_poison_attempts(),
             shutdown_grace_secs: default_shutdown_grace_secs(),
+            lake_dir: None,
+            lake_interval_secs: default_lake_interval_secs(),
             retry: RawRetry::default(),
             http: RawHttp::default(),
             devices: RawDevices::default(),
@@ -295,6 +306,10 @@ pub struct Settings {
     pub poison_attempts: u32,
     /// Time the file in hand may take to finish after a shutdown request.
     pub shutdown_grace: std::time::Duration,
+    /// The lake `run` keeps up to date, if any.
+    pub lake_dir: Option<PathBuf>,
+    /// How often `run` updates the lake.
+    pub lake_interval: std::time::Duration,
     /// The HTTP API's access tokens and limits.
     pub http: HttpSettings,
     /// Retry policy.
@@ -371,6 +386,8 @@ impl Settings {
             claim_lease: std::time::Duration::from_secs(raw.claim_lease_secs.max(1)),
             poison_attempts: raw.poison_attempts.max(1),
             shutdown_grace: std::time::Duration::from_secs(raw.shutdown_grace_secs),
+            lake_dir: raw.lake_dir.filter(|dir| !dir.as_os_str().is_empty()),
+            lake_interval: std::time::Duration::from_secs(raw.lake_interval_secs.max(1)),
             http: HttpSettings::from_raw(raw.http)?,
             retry: RetryPolicy {
                 initial_delay: std::time::Duration::from_millis(raw.retry.initial_delay_ms),

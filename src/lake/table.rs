@@ -1,0 +1,183 @@
+//! One Delta table of the lake: opened (or created with its schema), asked how far it got, and
+//! appended to in one commit that also records the new horizon as Delta's
+//! application-transaction marker (`txn`, app id `sensor-etl`). The Parquet files of an append
+//! are written before the commit and are invisible until it; files of an append that never
+//! committed stay unreferenced and are never read.
+
+use std::path::{Path, PathBuf};
+
+use delta_kernel::expressions::Scalar;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::parquet::basic::{Compression, Encoding, ZstdLevel};
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::schema::types::ColumnPath;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use deltalake::{DeltaOps, DeltaTable, DeltaTableError};
+
+use super::columns::{self, Column, Kind};
+use super::LakeError;
+
+/// The application id of sensor-etl's markers in the Delta log.
+const APP_ID: &str = "sensor-etl";
+/// zstd's level for the Parquet pages: 3 is its default, the knee of size against time.
+const ZSTD_LEVEL: i32 = 3;
+
+/// An open lake table.
+pub struct LakeTable {
+    path: PathBuf,
+    table: DeltaTable,
+    partition: Option<&'static str>,
+}
+
+impl LakeTable {
+    /// Opens the table at `path`, creating it with `columns` (partitioned by `partition`) when
+    /// there is none yet.
+    ///
+    /// # Errors
+    /// The folder cannot be made or read, or holds something that is not a Delta table.
+    pub async fn open(
+        path: PathBuf,
+        columns: &[Column],
+        partition: Option<&'static str>,
+    ) -> Result<LakeTable, LakeError> {
+        std::fs::create_dir_all(&path).map_err(|source| LakeError::Folder {
+            path: path.clone(),
+            source,
+        })?;
+        let absolute = path.canonicalize().map_err(|source| LakeError::Folder {
+            path: path.clone(),
+            source,
+        })?;
+        let url = url::Url::from_directory_path(&absolute).map_err(|()| LakeError::Delta {
+            path: path.clone(),
+            source: DeltaTableError::Generic("not an absolute folder".into()),
+        })?;
+        let table = match deltalake::open_table(url.clone()).await {
+            Ok(table) => table,
+            Err(DeltaTableError::NotATable(_)) => DeltaOps::try_from_uri(url)
+                .await
+                .map_err(delta_error(&path))?
+                .create()
+                .with_columns(columns::delta_fields(columns))
+                .with_partition_columns(partition)
+                .await
+                .map_err(delta_error(&path))?,
+            Err(other) => return Err(delta_error(&path)(other)),
+        };
+        Ok(LakeTable {
+            path,
+            table,
+            partition,
+        })
+    }
+
+    /// The horizon of the last committed append (0 for a new table).
+    ///
+    /// # Errors
+    /// The Delta log cannot be read.
+    pub async fn horizon(&self) -> Result<i64, LakeError> {
+        Ok(self
+            .table
+            .snapshot()
+            .map_err(delta_error(&self.path))?
+            .transaction_version(self.table.log_store().as_ref(), APP_ID)
+            .await
+            .map_err(delta_error(&self.path))?
+            .unwrap_or(0))
+    }
+
+    /// A writer of this table's Parquet files: zstd, delta encoding for the columns that
+    /// ascend (times, line numbers), a dictionary for measured values.
+    ///
+    /// # Errors
+    /// The table's schema cannot be read.
+    pub fn writer(&self, columns: &[Column]) -> Result<RecordBatchWriter, LakeError> {
+        let level = ZstdLevel::try_new(ZSTD_LEVEL).unwrap_or_default();
+        let mut properties = WriterProperties::builder().set_compression(Compression::ZSTD(level));
+        for column in columns {
+            let path = ColumnPath::from(column.name);
+            properties = match (column.kind, column.name) {
+                // Sorted times and ascending line numbers: small deltas.
+                (Kind::Timestamp, _) | (Kind::Int, "line") => properties
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED),
+                _ => properties,
+            };
+        }
+        Ok(RecordBatchWriter::for_table(&self.table)
+            .map_err(delta_error(&self.path))?
+            .with_writer_properties(properties.build()))
+    }
+
+    /// Writes `batch` through `writer`, into the files of the partitions its rows belong to.
+    ///
+    /// # Errors
+    /// The batch does not fit the table, or a file cannot be written.
+    pub async fn write(
+        &self,
+        writer: &mut RecordBatchWriter,
+        batch: RecordBatch,
+    ) -> Result<(), LakeError> {
+        writer.write(batch).await.map_err(delta_error(&self.path))
+    }
+
+    /// Writes `batch`, all of whose rows have `date`, into that date's file: no sorting out.
+    ///
+    /// # Errors
+    /// The batch does not fit the table, or a file cannot be written.
+    pub async fn write_date(
+        &self,
+        writer: &mut RecordBatchWriter,
+        batch: RecordBatch,
+        date: i32,
+    ) -> Result<(), LakeError> {
+        let partition = self.partition.unwrap_or("date");
+        let values = indexmap::IndexMap::from([(partition.to_owned(), Scalar::Date(date))]);
+        writer
+            .write_partition(batch, &values, WriteMode::Default)
+            .await
+            .map(|_| ())
+            .map_err(delta_error(&self.path))
+    }
+
+    /// Closes the files `writer` has open, returning them for the commit.
+    ///
+    /// # Errors
+    /// A file cannot be written.
+    pub async fn close_files(&self, writer: &mut RecordBatchWriter) -> Result<Vec<Add>, LakeError> {
+        writer.flush().await.map_err(delta_error(&self.path))
+    }
+
+    /// Makes `files` visible and records `horizon`, in one commit.
+    ///
+    /// # Errors
+    /// The commit failed; nothing of it is visible then.
+    pub async fn commit(&mut self, files: Vec<Add>, horizon: i64) -> Result<(), LakeError> {
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: self.partition.map(|p| vec![p.to_owned()]),
+            predicate: None,
+        };
+        let marker = Transaction::new(APP_ID, horizon);
+        CommitBuilder::from(CommitProperties::default().with_application_transaction(marker))
+            .with_actions(files.into_iter().map(Action::Add).collect())
+            .build(
+                Some(self.table.snapshot().map_err(delta_error(&self.path))?),
+                self.table.log_store(),
+                operation,
+            )
+            .await
+            .map_err(delta_error(&self.path))?;
+        self.table.update().await.map_err(delta_error(&self.path))
+    }
+}
+
+fn delta_error(path: &Path) -> impl Fn(DeltaTableError) -> LakeError + '_ {
+    move |source| LakeError::Delta {
+        path: path.to_path_buf(),
+        source,
+    }
+}
