@@ -2,7 +2,8 @@
 # Runs every test: unit, golden, integration (against private PostgreSQL clusters the tests
 # start themselves), the fault-point tests (feature `failpoints`), the HTTP tests (curl is the
 # client), the dashboard in headless Chromium, the API against its OpenAPI document
-# (schemathesis) and the end-to-end test over ../shared/realdata (required under CI=true).
+# (schemathesis), the lake read back by DuckDB and the end-to-end test over
+# ../shared/realdata (required under CI=true).
 # What the tests need and the machine lacks is installed first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,5 +25,13 @@ if ! schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
   python3 -m pip install -q --user "schemathesis==$SCHEMATHESIS_VERSION" 2>/dev/null \
     || python3 -m pip install -q "schemathesis==$SCHEMATHESIS_VERSION"
   export PATH="$HOME/.local/bin:$PATH"
+fi
+# The independent engine the lake is read back with: DuckDB and its Delta extension from PyPI
+# (the extension is a file in the package: no download at test time). Pinned.
+if ! python3 -c "import duckdb, duckdb_ext, pytz; assert duckdb.__version__ == '1.4.4'" 2>/dev/null; then
+  echo "Installing DuckDB 1.4.4 and its Delta extension for the lake tests." >&2
+  lake_packages=(duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205 pytz)
+  python3 -m pip install -q --user "${lake_packages[@]}" 2>/dev/null \
+    || python3 -m pip install -q "${lake_packages[@]}"
 fi
 cargo test --locked --features failpoints "$@"

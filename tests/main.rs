@@ -13,6 +13,7 @@ mod golden;
 mod hostile;
 mod http;
 mod ingest_http;
+mod lake;
 mod promises;
 mod read_api;
 mod realdata;
