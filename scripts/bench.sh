@@ -18,7 +18,9 @@
 # loaded by `psql \copy` into an unindexed table of plain columns (the baseline, emptied
 # first) and by `sensor-etl ingest` doing everything (validation, quarantine, normalization,
 # aggregates, indexed readings, ledger), one right after the other; printed: both times,
-# rows/s, the time ratio and peak RSS. Then files/s for a burst of SMALL_FILES 100-row files
+# rows/s, the time ratio and peak RSS; then `sensor-etl export` of the same readings to a Delta
+# lake (incremental: each run adds its file), its time against the ingest's, peak RSS and the
+# CSV's bytes against the lake's. Then files/s for a burst of SMALL_FILES 100-row files
 # renamed into the inbox of `sensor-etl run`, and the latency (rename -> file committed and
 # moved) of 30 single files. Then the HTTP API (`sensor-etl serve`, its load generator on the
 # same machine): unique 100-row CSV bodies from 32 connections as fast as answered (burst), then
@@ -82,6 +84,14 @@ for rows in ${ROWS//,/ }; do
     printf "%-28s %8.2f s %12.0f rows/s\n" "psql \\copy (baseline)" "$copy_s" "$(echo "$rows / $copy_s" | bc -l)"
     printf "%-28s %8.2f s %12.0f rows/s   peak RSS %.0f MB   rows loaded %s\n" "sensor-etl ingest" "$etl_s" "$(echo "$rows / $etl_s" | bc -l)" "$rss_mb" "$loaded"
     printf "ratio sensor-etl / \\copy: %.2f\n" "$(echo "$etl_s / $copy_s" | bc -l)"
+    # The lake: the same readings exported (incremental: only this file's are new).
+    lake_before="$(du -sb lake/readings 2>/dev/null | cut -f1 || echo 0)"
+    start="$(now)"
+    /usr/bin/time -f "%M" -o rss.txt "$BIN" --database-url "$BENCH_URL" export --to lake >export.txt 2>&1 || cat export.txt
+    export_s="$(echo "$(now) - $start" | bc -l)"
+    lake_bytes="$(( $(du -sb lake/readings | cut -f1) - ${lake_before:-0} ))"
+    printf "%-28s %8.2f s   peak RSS %.0f MB   %s\n" "sensor-etl export (lake)" "$export_s" "$(echo "$(cat rss.txt) / 1024" | bc -l)" "$(grep '^readings' export.txt)"
+    printf "ratio export / ingest: %.2f   CSV / lake readings bytes: %.2f (%s / %s)\n" "$(echo "$export_s / $etl_s" | bc -l)" "$(echo "$(stat -c %s "$FILE") / $lake_bytes" | bc -l)" "$(stat -c %s "$FILE")" "$lake_bytes"
     if [ -n "$COMPARE_BIN" ]; then
       psql -q -d bench -c "CHECKPOINT"
       start="$(now)"
