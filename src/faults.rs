@@ -17,6 +17,7 @@
 //! | `pipeline::chunk-read` | the producer read a chunk of a delivery (holds it in processing) |
 //! | `pipeline::copy-chunk` | a chunk's readings went into the open COPY, before the commit |
 //! | `pipeline::after-commit` | the delivery committed, its source not yet disposed of |
+//! | `lake::before-commit` | an export wrote a table's Parquet files, its Delta commit not yet made |
 
 /// Acts when `name` is configured; does nothing otherwise (and nothing at all in a normal
 /// build).

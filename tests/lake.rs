@@ -393,6 +393,81 @@ async fn an_export_killed_at_random_moments_is_completed_by_the_next() {
     }
     export(&workspace, &url, &lake);
     assert_lake_matches(&lake, &truth(&url).await);
+    // Whatever the killed exports wrote and never committed is gone.
+    for table in ["readings", "files", "aggregates"] {
+        assert_eq!(
+            parquet_files(&lake.join(table)),
+            added_files(&lake.join(table)),
+            "{table}"
+        );
+    }
+}
+
+fn parquet_files(table: &Path) -> usize {
+    walkdir::WalkDir::new(table)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        .count()
+}
+
+/// The data files a Delta table's log adds (the table never removes any).
+fn added_files(table: &Path) -> usize {
+    std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|line| {
+            serde_json::from_str::<Value>(line)
+                .unwrap()
+                .get("add")
+                .is_some()
+        })
+        .count()
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test]
+async fn an_export_that_dies_before_its_commit_shows_nothing_and_the_next_deletes_its_files() {
+    let workspace = Workspace::new();
+    let url = fresh_database().await;
+    let generated = generate(&workspace, "generated", 1, 5_000, 41);
+    ingest(&workspace, &url, &csv_files(&generated)[0]);
+    let lake = workspace.path("lake");
+    let output = sensor_etl_in(&workspace)
+        .args(["--database-url", &url, "export", "--to"])
+        .arg(&lake)
+        .env("FAILPOINTS", "lake::before-commit=return(abort)")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("fault point lake::before-commit reached"),
+        "{stderr}"
+    );
+    // The files were written, the table shows none of them.
+    let readings = lake.join("readings");
+    assert!(bytes_under(&readings, "parquet") > 0);
+    assert_eq!(added_files(&readings), 0);
+    assert_eq!(duckdb_number(&lake, "SELECT count(*) FROM readings"), 0.0);
+
+    export(&workspace, &url, &lake);
+    assert_lake_matches(&lake, &truth(&url).await);
+    for table in ["readings", "files", "aggregates"] {
+        assert_eq!(
+            parquet_files(&lake.join(table)),
+            added_files(&lake.join(table)),
+            "{table}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -12,7 +12,8 @@
 //!   commit that records the new horizon as Delta's application-transaction marker. A table's
 //!   rows and its marker become visible together or not at all, so a crash at any moment
 //!   leaves each table at its previous export or the new one, and the next export completes
-//!   whatever is missing. Running it again adds nothing.
+//!   whatever is missing (and deletes the files the interrupted one left). Running it again
+//!   adds nothing.
 //! - One export at a time per database: an export holds a session advisory lock on a
 //!   connection of its own, released when it ends or its process dies.
 //! - Bounded memory: readings stream from PostgreSQL and at most a fixed number wait to be
@@ -187,7 +188,15 @@ pub async fn export(pool: &Pool, dir: &Path) -> Result<ExportReport, LakeError> 
         tables: Vec::new(),
     };
     for kind in Table::ALL {
-        let table = kind.open(dir).await?;
+        let mut table = kind.open(dir).await?;
+        let orphans = table.delete_uncommitted().await?;
+        if orphans > 0 {
+            tracing::info!(
+                message = "Deleted the files of an export that did not commit.",
+                table = %dir.join(kind.name()).display(),
+                files = orphans
+            );
+        }
         let after = table.horizon().await?;
         if after > horizon {
             return Err(LakeError::Ahead {

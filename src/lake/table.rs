@@ -2,7 +2,7 @@
 //! appended to in one commit that also records the new horizon as Delta's
 //! application-transaction marker (`txn`, app id `sensor-etl`). The Parquet files of an append
 //! are written before the commit and are invisible until it; files of an append that never
-//! committed stay unreferenced and are never read.
+//! committed are never read, and the next export deletes them.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,7 @@ use delta_kernel::expressions::Scalar;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::operations::vacuum::VacuumMode;
 use deltalake::parquet::basic::{Compression, Encoding, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::parquet::schema::types::ColumnPath;
@@ -72,6 +73,38 @@ impl LakeTable {
             table,
             partition,
         })
+    }
+
+    /// Deletes the files of appends that never committed (an export killed or failed before
+    /// its commit): Delta's full vacuum, which removes every data file the log does not
+    /// reference. Nothing is ever removed from the log, so those are exactly the orphans.
+    /// Call only under the export lock, when no other export can be writing files. Returns
+    /// how many were deleted.
+    ///
+    /// # Errors
+    /// The folder cannot be listed or a file cannot be deleted.
+    pub async fn delete_uncommitted(&mut self) -> Result<usize, LakeError> {
+        let vacuum = |table: DeltaTable, dry_run: bool| {
+            DeltaOps::from(table)
+                .vacuum()
+                .with_mode(VacuumMode::Full)
+                .with_retention_period(chrono::Duration::zero())
+                .with_enforce_retention_duration(false)
+                .with_dry_run(dry_run)
+        };
+        // A dry run first: a vacuum that deletes nothing would still add a version.
+        let (table, found) = vacuum(self.table.clone(), true)
+            .await
+            .map_err(delta_error(&self.path))?;
+        if found.files_deleted.is_empty() {
+            self.table = table;
+            return Ok(0);
+        }
+        let (table, deleted) = vacuum(table, false)
+            .await
+            .map_err(delta_error(&self.path))?;
+        self.table = table;
+        Ok(deleted.files_deleted.len())
     }
 
     /// The horizon of the last committed append (0 for a new table).
@@ -161,6 +194,7 @@ impl LakeTable {
             partition_by: self.partition.map(|p| vec![p.to_owned()]),
             predicate: None,
         };
+        crate::faults::point("lake::before-commit");
         let marker = Transaction::new(APP_ID, horizon);
         CommitBuilder::from(CommitProperties::default().with_application_transaction(marker))
             .with_actions(files.into_iter().map(Action::Add).collect())
