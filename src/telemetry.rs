@@ -52,6 +52,12 @@ pub const HTTP_IN_FLIGHT_BYTES: &str = "sensor_etl_http_in_flight_bytes";
 
 /// Deliveries per group commit.
 const GROUP_DELIVERIES: &str = "sensor_etl_group_deliveries";
+/// Lake exports of `run`, by outcome (`ok`, `failed`).
+pub const LAKE_EXPORTS_TOTAL: &str = "sensor_etl_lake_exports_total";
+/// Rows added to the lake by `run`, by table.
+pub const LAKE_ROWS_TOTAL: &str = "sensor_etl_lake_rows_exported_total";
+/// The highest delivery in the lake.
+pub const LAKE_HORIZON: &str = "sensor_etl_lake_horizon";
 
 /// Files waiting out a local fault now, for readiness.
 static LOCAL_FAULT_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -170,6 +176,23 @@ fn describe() {
         LOCAL_FAULTS,
         "Files waiting out a local fault (disk full, permission denied, not final yet)."
     );
+    metrics::describe_counter!(LAKE_EXPORTS_TOTAL, "Lake exports, by outcome.");
+    metrics::describe_counter!(LAKE_ROWS_TOTAL, "Rows added to the lake, by table.");
+    metrics::describe_gauge!(LAKE_HORIZON, "The highest delivery in the lake.");
+}
+
+/// A lake export that succeeded: rows added per table, and the delivery it reached.
+pub fn record_lake_export(added: impl IntoIterator<Item = (&'static str, u64)>, horizon: i64) {
+    metrics::counter!(LAKE_EXPORTS_TOTAL, "outcome" => "ok").increment(1);
+    for (table, rows) in added {
+        metrics::counter!(LAKE_ROWS_TOTAL, "table" => table).increment(rows);
+    }
+    metrics::gauge!(LAKE_HORIZON).set(horizon as f64);
+}
+
+/// A lake export that failed.
+pub fn record_lake_export_failed() {
+    metrics::counter!(LAKE_EXPORTS_TOTAL, "outcome" => "failed").increment(1);
 }
 
 /// An error and all its causes, `outer: inner: innermost`.

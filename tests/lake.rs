@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    connect, fresh_database, realdata_dir, sensor_etl_in, terminate_child, wait_until, Workspace,
+    connect, free_local_addr, fresh_database, http_get, realdata_dir, sensor_etl_in,
+    terminate_child, wait_until, Workspace,
 };
 
 /// Rows of `sql` as DuckDB answers it over the lake at `lake`.
@@ -476,10 +477,11 @@ async fn run_keeps_the_lake_up_to_date_while_files_arrive() {
     let url = fresh_database().await;
     let staged = generate(&workspace, "staged", 8, 1_000, 31);
     let lake = workspace.path("lake");
+    let addr = free_local_addr();
     std::fs::create_dir_all(workspace.path("data")).unwrap();
     let mut run = sensor_etl_in(&workspace)
         .args(["--database-url", &url, "run"])
-        .env("SENSOR_ETL_HTTP_ADDR", "")
+        .env("SENSOR_ETL_HTTP_ADDR", addr.to_string())
         .env("SENSOR_ETL_SETTLE_MS", "100")
         .env("SENSOR_ETL_RESCAN_INTERVAL_MS", "100")
         .env("SENSOR_ETL_LAKE_DIR", &lake)
@@ -507,6 +509,24 @@ async fn run_keeps_the_lake_up_to_date_while_files_arrive() {
             && duckdb_number(&lake, "SELECT count(*) FROM files") as i64 == expected.files
             && duckdb_number(&lake, "SELECT count(*) FROM readings") as i64 == expected.readings
     })
+    .await;
+    // What /metrics says of it.
+    let horizon: i64 = client
+        .query_one("SELECT max(file_id) FROM v_files", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_until(
+        "the metrics show the export",
+        Duration::from_secs(10),
+        || async {
+            let (_, metrics) = http_get(addr, "/metrics").await;
+            metrics.contains(&format!(
+                "sensor_etl_lake_rows_exported_total{{table=\"readings\"}} {}",
+                expected.readings
+            )) && metrics.contains(&format!("sensor_etl_lake_horizon {horizon}"))
+        },
+    )
     .await;
     assert_eq!(terminate_child(&mut run), Some(0));
     assert_lake_matches(&lake, &expected);

@@ -257,6 +257,10 @@ pub async fn keep_up_to_date(
         match outcome {
             Ok(report) => {
                 exported = Some(report.horizon);
+                crate::telemetry::record_lake_export(
+                    report.tables.iter().map(|t| (t.table, t.added)),
+                    report.horizon,
+                );
                 let added = |name: &str| {
                     report
                         .tables
@@ -273,11 +277,14 @@ pub async fn keep_up_to_date(
                     aggregates = added("aggregates")
                 );
             }
-            Err(error) => tracing::warn!(
-                message = "Lake export failed; trying again at the next interval.",
-                lake = %dir.display(),
-                error = %crate::telemetry::chain(&error)
-            ),
+            Err(error) => {
+                crate::telemetry::record_lake_export_failed();
+                tracing::warn!(
+                    message = "Lake export failed; trying again at the next interval.",
+                    lake = %dir.display(),
+                    error = %crate::telemetry::chain(&error)
+                );
+            }
         }
     }
 }
