@@ -27,8 +27,10 @@ use super::table::LakeTable;
 use super::LakeError;
 use crate::store::export::{self, MeasurementName, Position, StoredLine};
 
-/// Readings per chunk (48 bytes each).
-const CHUNK_READINGS: usize = 1_000_000;
+/// Readings per chunk (48 bytes each). Smaller chunks overlap the reader and the writer
+/// better (the first chunk is read, and the last written, alone) but make more, smaller files:
+/// at 250,000 an export of 3M readings writes a dozen.
+const CHUNK_READINGS: usize = 250_000;
 /// Chunks going round between the reader and the writer.
 const CHUNKS: usize = 2;
 /// Room for the readings of the line that fills a chunk (a line has at most 256).
