@@ -123,7 +123,7 @@ impl LakeTable {
     }
 
     /// A writer of this table's Parquet files: zstd, delta encoding for the columns that
-    /// ascend (times, line numbers), a dictionary for measured values.
+    /// ascend (times, line numbers), a dictionary for measured values only.
     ///
     /// # Errors
     /// The table's schema cannot be read.
@@ -137,7 +137,12 @@ impl LakeTable {
                 (Kind::Timestamp, _) | (Kind::Int, "line") => properties
                     .set_column_dictionary_enabled(path.clone(), false)
                     .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED),
-                _ => properties,
+                // Measured values repeat (a sensor's resolution): a dictionary pays.
+                (_, "value") => properties,
+                // The rest comes in runs (one sensor, its type, place, delivery; the three
+                // measurements of a line in turn), which zstd takes as well as a dictionary
+                // would, for less than a dictionary costs to build.
+                _ => properties.set_column_dictionary_enabled(path, false),
             };
         }
         Ok(RecordBatchWriter::for_table(&self.table)
