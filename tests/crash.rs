@@ -77,7 +77,8 @@ pub(crate) fn sensor_etl_command(workspace: &Workspace) -> Command {
     command
 }
 
-fn pseudo_random(bound: u64) -> u64 {
+/// A number below `bound` from the clock's nanoseconds: a moment chosen at random.
+pub(crate) fn pseudo_random(bound: u64) -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::crash::pseudo_random;
 use crate::support::{
     connect, free_local_addr, fresh_database, http_get, realdata_dir, sensor_etl_in,
     terminate_child, wait_until, Workspace,
@@ -337,14 +338,6 @@ async fn duckdb_reads_what_was_loaded_and_a_second_export_adds_nothing() {
         .get::<_, i64>(0);
     assert_eq!(truth.readings - before, added);
     assert_eq!(added, 6_000);
-}
-
-fn pseudo_random(bound: u64) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    u64::from(nanos.wrapping_mul(2_654_435_761)) % bound
 }
 
 #[tokio::test]

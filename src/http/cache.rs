@@ -63,13 +63,9 @@ impl AnswerCache {
                 return Ok(body);
             }
         }
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
+        let tx = crate::store::snapshot_transaction(client)
             .await
-            .map_err(|e| E::from(StoreError::from(e)))?;
+            .map_err(E::from)?;
         // The transaction's snapshot is taken by its first statement: this one.
         let seen: String = tx
             .query_one("SELECT pg_current_snapshot()::text", &[])

@@ -176,13 +176,7 @@ pub async fn export(pool: &Pool, dir: &Path) -> Result<ExportReport, LakeError> 
         .map_err(StoreError::from)?;
     let horizon = source::horizon(pool).await?;
     let mut client = pool.get().await.map_err(StoreError::from)?;
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(StoreError::from)?;
+    let tx = crate::store::snapshot_transaction(&mut client).await?;
     let mut report = ExportReport {
         horizon,
         tables: Vec::new(),

@@ -244,6 +244,22 @@ pub fn build_pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
         .map_err(|e| StoreError::PoolBuild(e.to_string()))
 }
 
+/// A read-only REPEATABLE READ transaction: every statement in it sees one snapshot, taken by
+/// its first statement.
+///
+/// # Errors
+/// The transaction could not be started.
+pub async fn snapshot_transaction(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
 /// Applies the migrations carried in the binary.
 ///
 /// # Errors
