@@ -71,13 +71,20 @@ pub enum Terminal {
     Problems,
 }
 
+/// Libraries whose warnings are about their own workings, not the user's data: the Delta
+/// kernel warns each time it stops reading a table's log early, as it is meant to.
+const QUIET_LIBRARIES: &str = "delta_kernel=error";
+
 /// Installs the global subscriber. Keep the guard alive until exit so the file log is flushed.
 /// Without a writable `logs_dir`, only the terminal output is installed.
 pub fn init(logs_dir: Option<&Path>, terminal: Terminal) -> Option<WorkerGuard> {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET_LIBRARIES}")))
+    };
     let terminal_filter = match terminal {
         Terminal::Narrate => filter(),
-        Terminal::Problems => EnvFilter::new("warn"),
+        Terminal::Problems => EnvFilter::new(format!("warn,{QUIET_LIBRARIES}")),
     };
     let terminal = fmt::layer()
         .with_writer(std::io::stderr)
