@@ -34,6 +34,11 @@ pub enum Error {
     /// it was committed, and it is taken again later.
     #[error("{0} changed while it was read; rolled back, to be taken again")]
     SourceChanged(String),
+    /// A file of a group conflicts with a stored reading or another file of the group: the
+    /// group goes file by file, where each conflict is settled in delivery order (and a
+    /// rejected line reaches quarantine).
+    #[error("a reading of the group conflicts with another ({0}); loading the files one by one")]
+    GroupConflict(String),
     /// A file source holds no data rows yet and is young: a writer may still be at work.
     #[error("{0} holds no data rows yet and was written {1} s ago; waiting for more")]
     NotFinal(String, u64),

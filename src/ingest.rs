@@ -161,6 +161,8 @@ pub struct IngestSummary {
     pub rows_loaded: u64,
     /// Rows rejected.
     pub rows_rejected: u64,
+    /// Rows whose readings were already stored.
+    pub rows_duplicate: u64,
 }
 
 impl IngestSummary {
@@ -176,6 +178,7 @@ impl IngestSummary {
         self.rows_read += report.rows_read;
         self.rows_loaded += report.rows_loaded;
         self.rows_rejected += report.rows_rejected;
+        self.rows_duplicate += report.rows_duplicate;
     }
 
     /// Whether anything was rejected (rows or whole files).

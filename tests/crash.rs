@@ -137,7 +137,7 @@ pub(crate) async fn assert_exactly_once(url: &str, files: usize) {
         "one ledger row per file"
     );
     assert_eq!(
-        count("SELECT count(*) FROM v_files WHERE rows_read <> rows_loaded + rows_rejected").await,
+        count("SELECT count(*) FROM v_files WHERE rows_read <> rows_loaded + rows_rejected + rows_duplicate").await,
         0
     );
     assert_eq!(

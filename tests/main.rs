@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod dashboard;
 mod device_push;
+mod exactly_once;
 #[cfg(feature = "failpoints")]
 mod faults;
 mod fuzz_replay;

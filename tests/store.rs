@@ -675,7 +675,7 @@ async fn a_delivery_from_memory_loads_like_a_file() {
 }
 
 /// `v_latest` and `v_sensors` against the same questions asked of `v_readings`.
-async fn assert_sensor_state_matches_the_readings(client: &tokio_postgres::Client) {
+pub(crate) async fn assert_sensor_state_matches_the_readings(client: &tokio_postgres::Client) {
     let count = |sql: &'static str| async move {
         client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
     };
@@ -755,14 +755,14 @@ async fn latest_values_and_sensor_spans_follow_every_delivery() {
     assert_sensor_state_matches_the_readings(&h.client).await;
 
     // A group: older readings of sensor 1 (nothing latest changes), newer ones of sensor 2,
-    // sensor 2 again at its latest time with another value (the first stored stays), and a
-    // new sensor 3 in two files of the group.
+    // sensor 2's newest reading again in another file (a duplicate, stored once), and a new
+    // sensor 3 in two files of the group.
     let older = dir.join("b_dht22.csv");
     write(&older, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n1;10;50.0;8.0;2020-02-01T00:00:00;1;2\n");
     let newer = dir.join("c_dht22.csv");
     write(&newer, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n2;21;52.5;9.5;2020-03-02T00:00:00;7;70\n3;30;53.0;10.0;2020-03-01T00:00:00;3;30\n");
     let tie = dir.join("d_dht22.csv");
-    write(&tie, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n2;21;52.5;9.5;2020-03-02T00:00:00;8;80\n3;30;53.0;10.0;2020-03-01T00:05:00;4;\n");
+    write(&tie, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n2;21;52.5;9.5;2020-03-02T00:00:00;7;70\n3;30;53.0;10.0;2020-03-01T00:05:00;4;\n");
     let deliveries: Vec<Delivery> = [&older, &newer, &tie]
         .into_iter()
         .map(|path| Delivery::input_file(path, Disposition::LeaveInPlace))
@@ -784,11 +784,34 @@ async fn latest_values_and_sensor_spans_follow_every_delivery() {
             .unwrap();
         (row.get(0), row.get(1))
     };
-    assert_eq!(
-        latest,
-        (7.0, 55 + 2 + 2),
-        "the first value at the latest time stays"
+    assert_eq!(latest, (7.0, 55 + 2), "the repeated reading is stored once");
+
+    // Another value for that reading in a group: the group goes file by file (where the line
+    // is rejected with its reason), nothing of it committed.
+    let conflicting = dir.join("e_dht22.csv");
+    write(&conflicting, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n2;21;52.5;9.5;2020-03-02T00:00:00;8;80\n");
+    let files = h.count("SELECT count(*) FROM v_files").await;
+    let failed = sensor_etl::pipeline::process_group(
+        &h.ctx,
+        &[Delivery::input_file(
+            &conflicting,
+            Disposition::LeaveInPlace,
+        )],
+    )
+    .await;
+    assert!(
+        matches!(failed, Err(sensor_etl::error::Error::GroupConflict(_))),
+        "{failed:?}"
     );
+    assert_eq!(h.count("SELECT count(*) FROM v_files").await, files);
+    let alone = process(
+        &h.ctx,
+        &Delivery::input_file(&conflicting, Disposition::LeaveInPlace),
+    )
+    .await
+    .unwrap();
+    assert_eq!((alone.rows_loaded, alone.rows_rejected), (0, 1));
+    assert_sensor_state_matches_the_readings(&h.client).await;
 }
 
 /// Readings loaded before the per-sensor state existed get theirs from its migration.

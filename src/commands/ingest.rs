@@ -120,6 +120,9 @@ fn report_line(report: &DeliveryReport) -> String {
         report.rows_loaded,
         report.rows_rejected
     );
+    if report.rows_duplicate > 0 {
+        line.push_str(&format!(", already stored {}", report.rows_duplicate));
+    }
     if let Some(reason) = &report.rejection {
         line.push_str(&format!("  ({reason})"));
     }
@@ -129,7 +132,7 @@ fn report_line(report: &DeliveryReport) -> String {
 fn print_summary(summary: &IngestSummary) {
     println!(
         "files: {} loaded, {} partially loaded, {} rejected, {} empty, {} duplicate, {} failed\n\
-         rows: {} read, {} loaded, {} rejected",
+         rows: {} read, {} loaded, {} rejected, {} already stored",
         summary.loaded,
         summary.partially_loaded,
         summary.rejected,
@@ -138,6 +141,7 @@ fn print_summary(summary: &IngestSummary) {
         summary.failed,
         summary.rows_read,
         summary.rows_loaded,
-        summary.rows_rejected
+        summary.rows_rejected,
+        summary.rows_duplicate
     );
 }

@@ -96,6 +96,11 @@ pub struct RawConfig {
     /// How often `run` exports to `lake_dir` what was delivered since the last export.
     #[serde(default = "default_lake_interval_secs")]
     pub lake_interval_secs: u64,
+    /// A reading whose sensor and time are already stored with other values:
+    /// `keep_first` (the line is rejected as `conflicting_reading`) or `replace` (the new
+    /// value wins, the old one is kept in `v_replaced`).
+    #[serde(default = "default_on_conflict")]
+    pub on_conflict: String,
     /// Retry policy for transient database errors.
     #[serde(default)]
     pub retry: RawRetry,
@@ -183,6 +188,10 @@ const fn default_poison_attempts() -> u32 {
 const fn default_shutdown_grace_secs() -> u64 {
     30
 }
+fn default_on_conflict() -> String {
+    "keep_first".to_owned()
+}
+
 const fn default_lake_interval_secs() -> u64 {
     60
 }
@@ -218,6 +227,7 @@ impl Default for RawConfig {
             shutdown_grace_secs: default_shutdown_grace_secs(),
             lake_dir: None,
             lake_interval_secs: default_lake_interval_secs(),
+            on_conflict: default_on_conflict(),
             retry: RawRetry::default(),
             http: RawHttp::default(),
             devices: RawDevices::default(),
@@ -310,6 +320,8 @@ pub struct Settings {
     pub lake_dir: Option<PathBuf>,
     /// How often `run` updates the lake.
     pub lake_interval: std::time::Duration,
+    /// What a reading with other values for a stored (sensor, time) does.
+    pub on_conflict: OnConflict,
     /// The HTTP API's access tokens and limits.
     pub http: HttpSettings,
     /// Retry policy.
@@ -320,6 +332,15 @@ pub struct Settings {
     pub sensor_types: Vec<SensorType>,
     /// Every measurement of every type; `MeasurementSpec::key` indexes it.
     pub catalogue: Vec<MeasurementSpec>,
+}
+
+/// What a reading does whose sensor and time are already stored with other values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// The stored value stays; the line is rejected as `conflicting_reading`.
+    KeepFirst,
+    /// The new value replaces the stored one, which is kept in the audit table.
+    Replace,
 }
 
 impl Settings {
@@ -361,6 +382,16 @@ impl Settings {
                 message: format!("`{text}` is not an address like 127.0.0.1:9898"),
             })?),
         };
+        let on_conflict = match raw.on_conflict.trim() {
+            "keep_first" => OnConflict::KeepFirst,
+            "replace" => OnConflict::Replace,
+            other => {
+                return Err(ConfigError::Value {
+                    key: "on_conflict",
+                    message: format!("must be \"keep_first\" or \"replace\", got `{other}`"),
+                })
+            }
+        };
         let mut conversions = builtin.unit_conversions;
         conversions.extend(raw.unit_conversions);
         let types = merge_sensor_types(builtin.sensor_types, raw.sensor_types);
@@ -388,6 +419,7 @@ impl Settings {
             shutdown_grace: std::time::Duration::from_secs(raw.shutdown_grace_secs),
             lake_dir: raw.lake_dir.filter(|dir| !dir.as_os_str().is_empty()),
             lake_interval: std::time::Duration::from_secs(raw.lake_interval_secs.max(1)),
+            on_conflict,
             http: HttpSettings::from_raw(raw.http)?,
             retry: RetryPolicy {
                 initial_delay: std::time::Duration::from_millis(raw.retry.initial_delay_ms),

@@ -160,11 +160,20 @@ struct Placement {
     start: i64,
 }
 
-/// 2019-01-01T00:00:00Z, where generated time starts.
+/// 2019-01-01T00:00:00Z, where generated time starts (for seed 0).
 const EPOCH: i64 = 1_546_300_800;
 
 /// Seconds between two readings of a sensor.
 const INTERVAL: i64 = 150;
+
+/// Where the readings of a seed start: each seed (modulo 100) has a span of time of its own as
+/// long as all the files of the spec, so files of other seeds hold other readings (a reading
+/// is stored once per sensor and time).
+fn seed_start(spec: &GenerateSpec) -> i64 {
+    let sensors = spec.sensors.max(1);
+    let span = spec.files.max(1) as i64 * ((spec.rows / sensors) as i64 + 1) * INTERVAL;
+    EPOCH + (spec.seed % 100) as i64 * span
+}
 
 impl Placement {
     /// File `index`: sensors of its own, its time after the previous file's.
@@ -172,7 +181,8 @@ impl Placement {
         let sensors = spec.sensors.max(1);
         Self {
             first_sensor: 1_000 + (index * sensors) as u64,
-            start: EPOCH + (index as i64) * ((spec.rows / sensors) as i64 + 1) * INTERVAL,
+            start: seed_start(spec)
+                + (index as i64) * ((spec.rows / sensors) as i64 + 1) * INTERVAL,
         }
     }
 
@@ -183,7 +193,7 @@ impl Placement {
         let round = (index / groups) as i64;
         Self {
             first_sensor: 1_000 + ((index % groups) * sensors) as u64,
-            start: EPOCH + round * ((spec.rows / sensors) as i64 + 1) * INTERVAL,
+            start: seed_start(spec) + round * ((spec.rows / sensors) as i64 + 1) * INTERVAL,
         }
     }
 }

@@ -473,6 +473,7 @@ async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Receipt, 
             rows_read: report.rows_read,
             rows_loaded: report.rows_loaded,
             rows_rejected: report.rows_rejected,
+            rows_duplicate: report.rows_duplicate,
             rejects,
             rejects_truncated: truncated,
             error,
@@ -497,6 +498,9 @@ pub struct ReceiptBody {
     pub rows_loaded: u64,
     /// Rows rejected, each with its line and reason.
     pub rows_rejected: u64,
+    /// Rows whose readings (sensor and time) were already stored with the same values: not
+    /// stored again. Rows read = loaded + rejected + duplicate.
+    pub rows_duplicate: u64,
     /// The first 100 rejected rows, by line.
     pub rejects: Vec<RejectEntry>,
     /// Whether more rows were rejected than listed (all are in `/v1/files/{id}/rejects`).

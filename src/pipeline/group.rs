@@ -8,6 +8,7 @@
 //! and left out; a database error fails the whole group, nothing committed, and the caller
 //! then processes the deliveries one by one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,8 +20,9 @@ use crate::error::{Error, Result};
 use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{self, ExistingFile, FileRecord};
 use crate::store::state::SensorState;
-use crate::store::{copy, StoreError};
-use crate::transform::aggregate::AggregateRow;
+use crate::store::{copy, once, StoreError};
+use crate::transform::aggregate::{AggregateRow, PartialAggregates};
+use crate::transform::normalize::NormalizedFrame;
 use crate::transform::transform_group;
 use crate::validate::format::FileRejection;
 use crate::validate::quarantine::QuarantineWriter;
@@ -29,6 +31,7 @@ use crate::validate::{
     whole_file_rejection, FileValidator, Mode, ReadingColumns, RejectedLines, ValidatedChunk,
 };
 
+use super::sift::Sifter;
 use super::tally::Tally;
 
 /// A small delivery read, validated and quarantined in memory, ready to be written.
@@ -158,18 +161,12 @@ pub async fn process_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
         );
     }
     let settings = Arc::clone(&ctx.settings);
-    let (frame, mut partials) =
+    let (frame, partials) =
         tokio::task::spawn_blocking(move || transform_group(combined, &settings))
             .await
             .expect("transform does not panic")
             .map_err(Error::Transform)?;
-    for (part, file) in ready.iter_mut().enumerate() {
-        if let Some(file_partials) = partials.remove(&(part as u32)) {
-            file.tally.aggregates.merge(file_partials);
-        }
-    }
-
-    let fates = write_group(ctx, &ready, &frame).await?;
+    let fates = write_group(ctx, &mut ready, frame, partials).await?;
     crate::faults::point("pipeline::after-commit");
 
     for ((fate, file), position) in fates.into_iter().zip(ready).zip(positions) {
@@ -205,8 +202,9 @@ type Fate = std::result::Result<i64, ExistingFile>;
 /// Writes a prepared group in one transaction and commits it.
 async fn write_group(
     ctx: &PipelineCtx,
-    ready: &[Prepared],
-    frame: &crate::transform::normalize::NormalizedFrame,
+    ready: &mut [Prepared],
+    frame: NormalizedFrame,
+    mut partials: HashMap<u32, PartialAggregates>,
 ) -> Result<Vec<Fate>> {
     let received_at = Utc::now();
     let mut client = ctx.store.pool().get().await.map_err(StoreError::from)?;
@@ -224,7 +222,7 @@ async fn write_group(
     )?;
     let mut ids = ids.into_iter();
     let mut fates: Vec<Fate> = Vec::with_capacity(ready.len());
-    for file in ready {
+    for file in ready.iter() {
         match known.get(file.job.fingerprint()) {
             Some(existing) => fates.push(Err(existing.clone())),
             None => {
@@ -241,16 +239,47 @@ async fn write_group(
             }
         }
     }
+    let file_ids: Vec<Option<i64>> = fates
+        .iter()
+        .map(|fate| fate.as_ref().ok().copied())
+        .collect();
+    // Readings already stored are sifted out; a conflict sends the group file by file, where
+    // the rejected line reaches quarantine with its reason.
+    let names: Vec<String> = ready.iter().map(|f| f.job.name().to_owned()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut sifter = Sifter::new(&ctx.settings, &ctx.store);
+    let mut sifted = sifter
+        .sift(&tx, &ctx.store, &frame, &file_ids, &names, &mut None)
+        .await?;
+    if let Some((_, _, message)) = sifted.conflicts.first() {
+        return Err(Error::GroupConflict(message.clone()));
+    }
+    for (part, file) in ready.iter_mut().enumerate() {
+        let part = part as u32;
+        file.tally.sifted(sifted.duplicates_of(part), 0);
+        if let Some(readings) = sifted.readings_of(part) {
+            file.tally.reading_count = readings;
+        }
+    }
+    let frame = match sifted.kept.take() {
+        Some((kept, kept_partials)) => {
+            partials = kept_partials;
+            kept
+        }
+        None => frame,
+    };
+    for (part, file) in ready.iter_mut().enumerate() {
+        if let Some(file_partials) = partials.remove(&(part as u32)) {
+            file.tally.aggregates.merge(file_partials);
+        }
+    }
+    let ready: &[Prepared] = ready;
     let new_files: Vec<(i64, &Prepared)> = fates
         .iter()
         .zip(ready)
         .filter_map(|(fate, file)| fate.as_ref().ok().map(|id| (*id, file)))
         .collect();
-    let file_ids: Vec<Option<i64>> = fates
-        .iter()
-        .map(|fate| fate.as_ref().ok().copied())
-        .collect();
-    copy::copy_readings(&tx, &ctx.store, frame, &file_ids).await?;
+    copy::copy_readings(&tx, &ctx.store, &frame, &file_ids).await?;
     let rejects: Vec<(i64, &[RejectedRow])> = new_files
         .iter()
         .map(|(id, file)| (*id, file.rejects.as_slice()))
@@ -321,6 +350,7 @@ async fn write_group(
         ledger::upsert_locations(&tx, &locations),
         state.write(&tx, &ctx.store),
     )?;
+    once::drop_empty_placeholders(&tx, &state.uncovered(sifter.placeholders())).await?;
     // The group commits only if none of its files changed while it was read.
     for file in ready {
         file.job.check_unchanged()?;

@@ -18,6 +18,7 @@
 pub mod committer;
 mod group;
 mod settle;
+mod sift;
 mod stream;
 mod tally;
 

@@ -4,7 +4,8 @@
 //! each with polars and sends it through a channel of capacity `CHUNK_CHANNEL_CAPACITY`, so a
 //! slow database slows reading and memory stays bounded whatever the size. The writer
 //! (`stage`) streams every chunk's readings into one COPY and the rejects beside it, then
-//! writes the aggregates, sensors and the ledger row; `load_once` commits. A delivery whose
+//! writes the aggregates, sensors and the ledger row; `load_once` commits. Before a chunk is
+//! written, lines whose readings are already stored are sifted out (`sift`). A delivery whose
 //! reject ratio is over the limit is rolled back and read again as a whole rejection.
 //!
 //! The transaction boundary is `load_once`: nothing of a delivery is visible before its
@@ -24,14 +25,32 @@ use crate::error::{Error, Result};
 use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{self, ExistingFile};
 use crate::store::state::SensorState;
-use crate::store::{copy, StoreError};
+use crate::store::{copy, once, StoreError};
 use crate::transform::{transform_chunk, NormalizedBatch};
 use crate::validate::format::FileRejection;
 use crate::validate::quarantine::QuarantineWriter;
-use crate::validate::reject::RejectedRow;
+use crate::validate::reject::{RejectReason, RejectedRow, Violation};
 use crate::validate::{whole_file_rejection, FileValidator, Mode, RejectedLines, ValidatedChunk};
 
+use super::sift::{Conflict, Sifter};
 use super::tally::Tally;
+
+/// Rejected rows for the lines sifted out as conflicts, located in the source.
+pub(super) fn conflict_rows(
+    writer: &QuarantineWriter,
+    conflicts: Vec<Conflict>,
+) -> Result<Vec<RejectedRow>> {
+    let lines = conflicts
+        .into_iter()
+        .map(|(_, line, message)| {
+            (
+                u64::from(line),
+                Violation::row(RejectReason::ConflictingReading, message),
+            )
+        })
+        .collect();
+    Ok(writer.rows_at_lines(lines)?)
+}
 
 /// Chunks in flight between the validator thread and the writer.
 const CHUNK_CHANNEL_CAPACITY: usize = 2;
@@ -155,6 +174,7 @@ async fn stage(
     let mut writer = QuarantineWriter::new(target.clone(), whole_file.is_none())?;
     let mut header_rejection = None;
     let mut tally = Tally::default();
+    let mut sifter = Sifter::new(settings, &ctx.store);
 
     // The chunks' readings stream into one COPY; rejects wait in `pending_rejects` (at most
     // `chunk_rows` of them) and are copied when the readings COPY pauses or ends.
@@ -170,16 +190,39 @@ async fn stage(
             ProducerEvent::Chunk(chunk, batch) => {
                 tally.absorb(&chunk, settings);
                 if let Some(batch) = batch {
-                    if readings_copy.is_none() {
-                        readings_copy = Some(copy::ReadingsCopy::start(tx).await?);
+                    let mut sifted = sifter
+                        .sift(
+                            tx,
+                            &ctx.store,
+                            &batch.frame,
+                            &[Some(file_id)],
+                            &[job.name()],
+                            &mut readings_copy,
+                        )
+                        .await?;
+                    let (frame, partials) = match sifted.kept.take() {
+                        Some((frame, mut partials)) => {
+                            (frame, partials.remove(&0).unwrap_or_default())
+                        }
+                        None => (batch.frame, batch.partials),
+                    };
+                    tally.sifted(sifted.duplicates_of(0), sifted.conflicts_of(0));
+                    if !sifted.conflicts.is_empty() {
+                        let conflicts = conflict_rows(&writer, sifted.conflicts)?;
+                        writer.record(&conflicts)?;
+                        pending_rejects.extend(conflicts);
                     }
-                    if let Some(copy) = readings_copy.as_mut() {
-                        tally.reading_count += copy
-                            .write(&ctx.store, &batch.frame, &[Some(file_id)])
-                            .await?;
-                        crate::faults::point("pipeline::copy-chunk");
+                    if frame.frame.height() > 0 {
+                        if readings_copy.is_none() {
+                            readings_copy = Some(copy::ReadingsCopy::start(tx).await?);
+                        }
+                        if let Some(copy) = readings_copy.as_mut() {
+                            tally.reading_count +=
+                                copy.write(&ctx.store, &frame, &[Some(file_id)]).await?;
+                            crate::faults::point("pipeline::copy-chunk");
+                        }
                     }
-                    tally.aggregates.merge(batch.partials);
+                    tally.aggregates.merge(partials);
                 }
                 if !chunk.rejects.is_empty() {
                     writer.record(&chunk.rejects)?;
@@ -203,7 +246,7 @@ async fn stage(
 
     let rejection = header_rejection.or(whole_file);
     if rejection.is_none() {
-        if let Some(verdict) = whole_file_rejection(tally.rows_read, tally.rows_rejected, settings)
+        if let Some(verdict) = whole_file_rejection(tally.rows_read, tally.rows_invalid(), settings)
         {
             // Roll back (by dropping the transaction) and go again, rejecting every row.
             writer.abort();
@@ -227,6 +270,7 @@ async fn stage(
     let mut state = SensorState::default();
     state.add(file_id, &tally.aggregates);
     state.write(tx, &ctx.store).await?;
+    once::drop_empty_placeholders(tx, &state.uncovered(sifter.placeholders())).await?;
     Ok(Outcome::Committed(Box::new(tally.report(
         job,
         file_id,

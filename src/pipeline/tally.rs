@@ -3,7 +3,8 @@
 //! both write the same ledger row for the same bytes.
 //!
 //! Conservation holds by construction: every chunk adds its rows read, accepted and rejected,
-//! and the validator guarantees `rows_read = rows_accepted + rejects` per chunk.
+//! and the validator guarantees `rows_read = rows_accepted + rejects` per chunk; lines sifted
+//! out before the write (`sifted`) move from loaded to duplicate or rejected.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ pub struct DeliveryReport {
     pub rows_loaded: u64,
     /// Rows rejected.
     pub rows_rejected: u64,
+    /// Rows whose readings were already stored with the same values (not loaded again).
+    pub rows_duplicate: u64,
     /// Readings loaded.
     pub reading_count: u64,
     /// Delivery-level reason when rejected whole.
@@ -90,6 +93,7 @@ impl DeliveryReport {
             rows_read = report.rows_read,
             rows_loaded = report.rows_loaded,
             rows_rejected = report.rows_rejected,
+            rows_duplicate = report.rows_duplicate,
             elapsed_ms = report.elapsed_ms
         );
         report
@@ -102,6 +106,9 @@ pub(super) struct Tally {
     pub rows_read: u64,
     pub rows_loaded: u64,
     pub rows_rejected: u64,
+    pub rows_duplicate: u64,
+    /// Rejected rows among `rows_rejected` that conflict with stored readings.
+    pub rows_conflicting: u64,
     pub reading_count: u64,
     sensors: Vec<(i64, String)>,
     locations: Vec<(i64, Option<f64>, Option<f64>)>,
@@ -126,6 +133,26 @@ impl Tally {
                 .push((*sensor_id, settings.sensor_types[*type_index].name.clone()));
         }
         self.locations.extend(chunk.locations.iter().copied());
+    }
+
+    /// Takes the lines sifted out of the loaded ones: `duplicates` already stored with the
+    /// same values, `conflicts` rejected for other values.
+    pub fn sifted(&mut self, duplicates: u64, conflicts: u64) {
+        self.rows_loaded = self.rows_loaded.saturating_sub(duplicates + conflicts);
+        self.rows_duplicate += duplicates;
+        self.rows_rejected += conflicts;
+        self.rows_conflicting += conflicts;
+        if conflicts > 0 {
+            *self
+                .violation_counts
+                .entry(crate::validate::reject::RejectReason::ConflictingReading.code())
+                .or_default() += conflicts;
+        }
+    }
+
+    /// Rows rejected by the row rules (the ratio that can reject a delivery as a whole).
+    pub fn rows_invalid(&self) -> u64 {
+        self.rows_rejected - self.rows_conflicting
     }
 
     /// The ledger status: `rejected_whole` when the delivery got a delivery-level rejection.
@@ -171,6 +198,7 @@ impl Tally {
             rows_read: self.rows_read,
             rows_loaded: self.rows_loaded,
             rows_rejected: self.rows_rejected,
+            rows_duplicate: self.rows_duplicate,
             reading_count: self.reading_count,
             received_at,
             error: rejection,
@@ -201,6 +229,7 @@ impl Tally {
             rows_read: self.rows_read,
             rows_loaded: self.rows_loaded,
             rows_rejected: self.rows_rejected,
+            rows_duplicate: self.rows_duplicate,
             reading_count: self.reading_count,
             rejection: rejection.map(ToString::to_string),
             quarantine,

@@ -91,6 +91,8 @@ pub struct FileRecord<'a> {
     pub rows_loaded: u64,
     /// Rows rejected.
     pub rows_rejected: u64,
+    /// Rows whose readings were already stored with the same values.
+    pub rows_duplicate: u64,
     /// Readings loaded.
     pub reading_count: u64,
     /// When processing started.
@@ -221,8 +223,8 @@ pub async fn next_file_id(tx: &Transaction<'_>) -> Result<i64, StoreError> {
 pub async fn insert_file(tx: &Transaction<'_>, record: &FileRecord<'_>) -> Result<(), StoreError> {
     tx.execute(
         &tx.prepare_cached("INSERT INTO files (file_id, content_sha256, file_name, size_bytes, status, rows_read, \
-         rows_loaded, rows_rejected, reading_count, received_at, error) \
-         OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)").await?,
+         rows_loaded, rows_rejected, reading_count, received_at, error, rows_duplicate) \
+         OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)").await?,
         &[
             &record.file_id,
             &record.content_sha256,
@@ -235,6 +237,7 @@ pub async fn insert_file(tx: &Transaction<'_>, record: &FileRecord<'_>) -> Resul
             &as_i64(record.reading_count),
             &record.received_at,
             &record.error,
+            &as_i64(record.rows_duplicate),
         ],
     )
     .await?;
@@ -263,14 +266,15 @@ pub async fn insert_files(
     let loaded = column(|r| as_i64(r.rows_loaded));
     let rejected = column(|r| as_i64(r.rows_rejected));
     let readings = column(|r| as_i64(r.reading_count));
+    let duplicate = column(|r| as_i64(r.rows_duplicate));
     let received: Vec<DateTime<Utc>> = records.iter().map(|r| r.received_at).collect();
     let errors: Vec<Option<&str>> = records.iter().map(|r| r.error).collect();
     tx.execute(
         &tx.prepare_cached("INSERT INTO files (file_id, content_sha256, file_name, size_bytes, status, rows_read, \
-         rows_loaded, rows_rejected, reading_count, received_at, error) OVERRIDING SYSTEM VALUE \
+         rows_loaded, rows_rejected, reading_count, received_at, error, rows_duplicate) OVERRIDING SYSTEM VALUE \
          SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[], \
-         $7::int8[], $8::int8[], $9::int8[], $10::timestamptz[], $11::text[])").await?,
-        &[&ids, &hashes, &names, &sizes, &statuses, &read, &loaded, &rejected, &readings, &received, &errors],
+         $7::int8[], $8::int8[], $9::int8[], $10::timestamptz[], $11::text[], $12::int8[])").await?,
+        &[&ids, &hashes, &names, &sizes, &statuses, &read, &loaded, &rejected, &readings, &received, &errors, &duplicate],
     )
     .await?;
     tx.execute(

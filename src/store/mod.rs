@@ -14,6 +14,7 @@ pub mod dictionary;
 pub mod encode;
 pub mod export;
 pub mod ledger;
+pub mod once;
 pub mod query;
 pub mod state;
 pub mod summarize;

@@ -55,6 +55,15 @@ impl SensorState {
         }
     }
 
+    /// Those of `sensors` this state has no span for.
+    pub fn uncovered(&self, sensors: &[i64]) -> Vec<i64> {
+        sensors
+            .iter()
+            .copied()
+            .filter(|s| !self.spans.contains_key(s))
+            .collect()
+    }
+
     /// Writes the state into the transaction.
     ///
     /// # Errors

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::delivery::{ByteSource, RandomAccess};
 use crate::validate::format::FileRejection;
-use crate::validate::reject::{RejectedRow, ViolationRecord};
+use crate::validate::reject::{Position, RejectedRow, Violation, ViolationRecord};
 use crate::validate::{Result, ValidateError};
 
 /// Version of the JSON objects in `…errors.jsonl`.
@@ -100,6 +100,32 @@ impl QuarantineWriter {
         if self.rows.is_none() {
             self.write_rows = false;
         }
+    }
+
+    /// Rejected rows for lines found rejectable after validation (a conflict with a stored
+    /// reading): each line's byte span is found by reading the source up to it. `lines`
+    /// holds (1-based line, violation); the record index is counted in lines.
+    ///
+    /// # Errors
+    /// Reading the source failed.
+    pub fn rows_at_lines(&self, mut lines: Vec<(u64, Violation)>) -> Result<Vec<RejectedRow>> {
+        lines.sort_by_key(|(line, _)| *line);
+        let wanted: Vec<u64> = lines.iter().map(|(line, _)| *line).collect();
+        let spans = line_spans(&self.source, &wanted)
+            .map_err(|e| ValidateError::read(&self.target.source, e))?;
+        Ok(lines
+            .into_iter()
+            .zip(spans)
+            .map(|((line, violation), (byte, byte_end))| RejectedRow {
+                position: Position {
+                    record: line.saturating_sub(1),
+                    line,
+                    byte,
+                },
+                byte_end,
+                violations: vec![violation],
+            })
+            .collect())
     }
 
     /// Appends rejected rows (verbatim) and their violations.
@@ -361,6 +387,65 @@ fn publish(temp: PathBuf, out: BufWriter<File>, final_path: &Path) -> Result<Pat
         }
     }
     Ok(final_path.to_path_buf())
+}
+
+/// The (first byte, byte past the terminator) of each of `lines` (1-based, ascending): line
+/// ends are `\n`, `\r\n` or a bare `\r`. A line past the end is empty at the end.
+fn line_spans(source: &RandomAccess, lines: &[u64]) -> std::io::Result<Vec<(u64, u64)>> {
+    const BLOCK: u64 = 1 << 16;
+    struct Walk<'l> {
+        wanted: std::iter::Peekable<std::iter::Copied<std::slice::Iter<'l, u64>>>,
+        spans: Vec<(u64, u64)>,
+        line: u64,
+        line_start: u64,
+    }
+    impl Walk<'_> {
+        fn line_ends(&mut self, end: u64) {
+            while self.wanted.next_if_eq(&self.line).is_some() {
+                self.spans.push((self.line_start, end));
+            }
+            self.line += 1;
+            self.line_start = end;
+        }
+    }
+    let mut walk = Walk {
+        wanted: lines.iter().copied().peekable(),
+        spans: Vec::with_capacity(lines.len()),
+        line: 1,
+        line_start: 0,
+    };
+    // A `\r` just seen: the line ends after it unless a `\n` follows.
+    let mut after_cr: Option<u64> = None;
+    let mut offset = 0u64;
+    while walk.wanted.peek().is_some() {
+        let block = source.read_range(offset, offset + BLOCK)?;
+        if block.is_empty() {
+            break;
+        }
+        for (i, &byte) in block.iter().enumerate() {
+            let at = offset + i as u64;
+            if let Some(end) = after_cr.take() {
+                if byte == b'\n' {
+                    walk.line_ends(at + 1);
+                    continue;
+                }
+                walk.line_ends(end);
+            }
+            match byte {
+                b'\n' => walk.line_ends(at + 1),
+                b'\r' => after_cr = Some(at + 1),
+                _ => {}
+            }
+        }
+        offset += block.len() as u64;
+    }
+    if let Some(end) = after_cr {
+        walk.line_ends(end);
+    }
+    let (start, end) = (walk.line_start, offset);
+    walk.spans
+        .extend(walk.wanted.map(|_| (start.min(end), end)));
+    Ok(walk.spans)
 }
 
 /// The bytes of a row: from its first byte through its line terminator, excluding blank lines

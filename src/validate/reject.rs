@@ -57,11 +57,14 @@ pub enum RejectReason {
     FileRejected,
     /// The line is longer than `max_line_bytes`.
     LineTooLong,
+    /// The sensor already has a stored reading at this time with other values (store stage,
+    /// `on_conflict = "keep_first"`).
+    ConflictingReading,
 }
 
 impl RejectReason {
     /// Every reason, for listings and metrics.
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::FieldCount,
         RejectReason::MissingField,
         RejectReason::NotANumber,
@@ -73,6 +76,7 @@ impl RejectReason {
         RejectReason::UnknownSensorType,
         RejectReason::FileRejected,
         RejectReason::LineTooLong,
+        RejectReason::ConflictingReading,
     ];
 
     /// The stable machine-readable code.
@@ -89,6 +93,7 @@ impl RejectReason {
             RejectReason::UnknownSensorType => "unknown_sensor_type",
             RejectReason::FileRejected => "file_rejected",
             RejectReason::LineTooLong => "line_too_long",
+            RejectReason::ConflictingReading => "conflicting_reading",
         }
     }
 }

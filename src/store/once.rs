@@ -1,0 +1,215 @@
+//! Exactly once per reading, on the database side: which sensors a transaction has claimed,
+//! the readings already stored where a delivery's overlap them, and the replacement of stored
+//! lines (`on_conflict = "replace"`). The pipeline decides (`pipeline::sift`); this module
+//! reads and writes.
+//!
+//! Guarantees: a transaction claims a sensor before it writes any reading of it, by locking the
+//! sensor's `sensor_spans` row (inserted first as a placeholder when the sensor is new), so two
+//! deliveries of the same sensor never decide at once: the second waits for the first's commit
+//! and then sees its readings and its span. Row locks, not advisory locks: a delivery of 100,000
+//! sensors takes 100,000 of them without filling PostgreSQL's lock table. Claims are taken in
+//! sensor order within a statement; deliveries whose chunks bring sensors in other orders can
+//! deadlock, which PostgreSQL breaks by failing one of them, a transient error that is retried.
+//! The committed span of a sensor bounds where its stored readings are: a reading outside it is
+//! new without a look at the readings.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+
+use crate::store::StoreError;
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// µs since the epoch as a timestamp.
+fn time(micros: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+/// The sensors one transaction has claimed, with the span of their readings committed before
+/// the claim (`None`: no reading stored yet).
+#[derive(Debug, Default)]
+pub struct Claims {
+    spans: HashMap<i64, Option<(i64, i64)>>,
+    /// Sensors this transaction entered as placeholders.
+    placeholders: Vec<i64>,
+}
+
+impl Claims {
+    /// Whether `sensor_id` is claimed.
+    pub fn holds(&self, sensor_id: i64) -> bool {
+        self.spans.contains_key(&sensor_id)
+    }
+
+    /// The committed span (µs) of a claimed sensor's readings.
+    pub fn stored_span(&self, sensor_id: i64) -> Option<(i64, i64)> {
+        self.spans.get(&sensor_id).copied().flatten()
+    }
+
+    /// Sensors entered as placeholders by this transaction.
+    pub fn placeholders(&self) -> &[i64] {
+        &self.placeholders
+    }
+
+    /// Claims `sensors` (sorted, distinct, none held yet): waits for any transaction holding
+    /// one of them to end, then reads their committed spans.
+    ///
+    /// # Errors
+    /// A statement failed (a deadlock among claims included).
+    pub async fn claim(&mut self, tx: &Transaction<'_>, sensors: &[i64]) -> Result<()> {
+        if sensors.is_empty() {
+            return Ok(());
+        }
+        // A placeholder spans nothing (first after last) and counts nothing, so the delivery's
+        // own span merges into it exactly (`SensorState::write`).
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO sensor_spans (sensor_id, first_ts, last_ts, readings) \
+                 SELECT s, 'infinity', '-infinity', 0 FROM unnest($1::int8[]) AS s ORDER BY s \
+                 ON CONFLICT (sensor_id) DO NOTHING RETURNING sensor_id",
+            )
+            .await?;
+        let lock = tx
+            .prepare_cached(
+                "SELECT sensor_id, \
+                   CASE WHEN readings > 0 THEN first_ts END, \
+                   CASE WHEN readings > 0 THEN last_ts END \
+                 FROM sensor_spans WHERE sensor_id = ANY($1) ORDER BY sensor_id FOR UPDATE",
+            )
+            .await?;
+        let entered = tx.query(&insert, &[&sensors]).await?;
+        self.placeholders
+            .extend(entered.iter().map(|row| row.get::<_, i64>(0)));
+        for row in tx.query(&lock, &[&sensors]).await? {
+            let first: Option<DateTime<Utc>> = row.get(1);
+            let last: Option<DateTime<Utc>> = row.get(2);
+            let span = first
+                .zip(last)
+                .map(|(f, l)| (f.timestamp_micros(), l.timestamp_micros()));
+            self.spans.insert(row.get(0), span);
+        }
+        Ok(())
+    }
+}
+
+/// A line stored by an earlier delivery.
+#[derive(Debug, Clone)]
+pub struct StoredLine {
+    /// Delivery that stored it.
+    pub file_id: i64,
+    /// That delivery's name.
+    pub file_name: String,
+    /// Its line there.
+    pub line: i32,
+    /// Measurement ids of its values, in order.
+    pub measurement_ids: Vec<i16>,
+    /// The values.
+    pub values: Vec<f64>,
+}
+
+/// The lines committed for each `(sensor, first µs, last µs)` window, by (sensor, µs).
+/// Lines of the caller's own deliveries (no ledger row yet) are left out.
+///
+/// # Errors
+/// The query failed.
+pub async fn stored_lines(
+    tx: &Transaction<'_>,
+    windows: &[(i64, i64, i64)],
+) -> Result<HashMap<(i64, i64), StoredLine>> {
+    let mut stored = HashMap::new();
+    if windows.is_empty() {
+        return Ok(stored);
+    }
+    let sensors: Vec<i64> = windows.iter().map(|w| w.0).collect();
+    let from: Vec<DateTime<Utc>> = windows.iter().map(|w| time(w.1)).collect();
+    let to: Vec<DateTime<Utc>> = windows.iter().map(|w| time(w.2)).collect();
+    let statement = tx
+        .prepare_cached(
+            "SELECT r.sensor_id, r.ts, r.file_id, f.file_name, r.line, s.measurement_ids, r.\"values\" \
+             FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[]) AS w(sensor_id, lo, hi) \
+             JOIN readings r ON r.sensor_id = w.sensor_id AND r.ts BETWEEN w.lo AND w.hi \
+             JOIN measurement_sets s ON s.set_id = r.set_id \
+             JOIN files f ON f.file_id = r.file_id",
+        )
+        .await?;
+    for row in tx.query(&statement, &[&sensors, &from, &to]).await? {
+        let ts: DateTime<Utc> = row.get(1);
+        stored.insert(
+            (row.get(0), ts.timestamp_micros()),
+            StoredLine {
+                file_id: row.get(2),
+                file_name: row.get(3),
+                line: row.get(4),
+                measurement_ids: row.get(5),
+                values: row.get(6),
+            },
+        );
+    }
+    Ok(stored)
+}
+
+/// A stored line to be replaced: (sensor, µs, the delivery holding it, the one replacing it).
+pub type Replacement = (i64, i64, i64, i64);
+
+/// Moves stored lines into `replaced_readings`, with the delivery replacing each, and takes
+/// them out of the per-sensor state (their count, and a latest value at their time: the
+/// replacing delivery writes its own).
+///
+/// # Errors
+/// A statement failed.
+pub async fn replace(tx: &Transaction<'_>, lines: &[Replacement]) -> Result<u64> {
+    if lines.is_empty() {
+        return Ok(0);
+    }
+    let sensors: Vec<i64> = lines.iter().map(|l| l.0).collect();
+    let times: Vec<DateTime<Utc>> = lines.iter().map(|l| time(l.1)).collect();
+    let holders: Vec<i64> = lines.iter().map(|l| l.2).collect();
+    let replacers: Vec<i64> = lines.iter().map(|l| l.3).collect();
+    let statement = tx
+        .prepare_cached(
+            "WITH gone AS ( \
+               DELETE FROM readings r \
+               USING unnest($1::int8[], $2::timestamptz[], $3::int8[], $4::int8[]) \
+                 AS k(sensor_id, ts, file_id, replaced_by) \
+               WHERE r.sensor_id = k.sensor_id AND r.ts = k.ts AND r.file_id = k.file_id \
+               RETURNING r.*, k.replaced_by), \
+             kept AS ( \
+               INSERT INTO replaced_readings (ts, file_id, sensor_id, line, measurement_ids, \
+                 \"values\", location_id, lat, lon, replaced_by) \
+               SELECT g.ts, g.file_id, g.sensor_id, g.line, s.measurement_ids, g.\"values\", \
+                 CASE WHEN g.position_id IS NULL THEN g.location_id ELSE p.location_id END, \
+                 CASE WHEN g.position_id IS NULL THEN g.lat ELSE p.lat END, \
+                 CASE WHEN g.position_id IS NULL THEN g.lon ELSE p.lon END, \
+                 g.replaced_by \
+               FROM gone g \
+               JOIN measurement_sets s ON s.set_id = g.set_id \
+               LEFT JOIN positions p ON p.position_id = g.position_id), \
+             counted AS ( \
+               UPDATE sensor_spans sp SET readings = sp.readings - n.readings \
+               FROM (SELECT sensor_id, sum(cardinality(\"values\")) AS readings \
+                     FROM gone GROUP BY sensor_id) n \
+               WHERE sp.sensor_id = n.sensor_id) \
+             DELETE FROM latest_values l USING gone g \
+             WHERE l.sensor_id = g.sensor_id AND l.ts = g.ts",
+        )
+        .await?;
+    tx.execute(&statement, &[&sensors, &times, &holders, &replacers])
+        .await?;
+    Ok(lines.len() as u64)
+}
+
+/// Removes the placeholders of sensors that ended up with no reading in this transaction.
+///
+/// # Errors
+/// The statement failed.
+pub async fn drop_empty_placeholders(tx: &Transaction<'_>, sensors: &[i64]) -> Result<()> {
+    if sensors.is_empty() {
+        return Ok(());
+    }
+    let statement = tx
+        .prepare_cached("DELETE FROM sensor_spans WHERE sensor_id = ANY($1) AND readings = 0")
+        .await?;
+    tx.execute(&statement, &[&sensors]).await?;
+    Ok(())
+}

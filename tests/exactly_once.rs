@@ -1,0 +1,306 @@
+//! Exactly once per reading: a reading whose sensor and time are already stored is not stored
+//! again, whichever delivery brings it. The same values are counted as duplicates
+//! (`v_files.rows_duplicate`); other values are a conflict, settled by `on_conflict`: the first
+//! stored stays and the line is rejected (`conflicting_reading`), or the new value replaces it
+//! and the old one is kept in `v_replaced`. Also across the files of one group and for two
+//! deliveries loaded at once.
+
+use std::path::{Path, PathBuf};
+
+use sensor_etl::config::RawConfig;
+use sensor_etl::delivery::{Delivery, Disposition};
+use sensor_etl::pipeline::{process, process_group, process_with_retry};
+
+use crate::store::assert_sensor_state_matches_the_readings;
+use crate::support::Harness;
+
+const HEADER: &str = "sensor_id;sensor_type;location;lat;lon;timestamp;P1;P2\n";
+
+fn write(path: &Path, text: &str) -> PathBuf {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
+}
+
+fn line(sensor: i64, minute: u32, p1: f64, p2: f64) -> String {
+    format!(
+        "{sensor};SDS011;{};48.1;11.5;2021-05-01T{:02}:{:02}:00;{p1};{p2}\n",
+        100 + sensor,
+        minute / 60,
+        minute % 60
+    )
+}
+
+fn delivery(path: &Path) -> Delivery {
+    Delivery::input_file(path, Disposition::LeaveInPlace)
+}
+
+/// Keys stored more than once, rows read against rows accounted for, and the per-sensor
+/// state against the readings: what must hold after any sequence of deliveries.
+async fn assert_once_and_conserved(h: &Harness) {
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM (SELECT 1 FROM v_readings \
+             GROUP BY sensor_id, measurement, ts HAVING count(*) > 1) d"
+        )
+        .await,
+        0,
+        "no (sensor, measurement, time) twice"
+    );
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM v_files \
+             WHERE rows_read <> rows_loaded + rows_rejected + rows_duplicate"
+        )
+        .await,
+        0,
+        "rows read = loaded + rejected + duplicate, per delivery"
+    );
+    assert_eq!(
+        h.count("SELECT coalesce(sum(rows_loaded), 0)::int8 FROM v_files")
+            .await,
+        h.count("SELECT count(DISTINCT (file_id, line))::int8 FROM v_readings")
+            .await
+            + h.count("SELECT count(*) FROM sensor_etl.replaced_readings")
+                .await,
+        "every loaded line is stored, or kept as replaced"
+    );
+    assert_sensor_state_matches_the_readings(&h.client).await;
+}
+
+async fn file_counts(h: &Harness, name: &str) -> (i64, i64, i64, i64) {
+    let row = h
+        .client
+        .query_one(
+            "SELECT rows_read, rows_loaded, rows_rejected, rows_duplicate \
+             FROM v_files WHERE file_name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+/// The first file, then the same readings under other bytes: a corrected value, a new line,
+/// the rest unchanged.
+fn first_and_corrected(h: &Harness) -> (PathBuf, PathBuf) {
+    let dir = h.workspace.path("in");
+    let mut first = String::from(HEADER);
+    let mut corrected = String::from(HEADER);
+    for minute in 0..5 {
+        first.push_str(&line(1, minute, 10.0 + f64::from(minute), 5.0));
+        // Line 4 of the corrected file (minute 2) carries another P1.
+        let p1 = if minute == 2 {
+            99.5
+        } else {
+            10.0 + f64::from(minute)
+        };
+        corrected.push_str(&line(1, minute, p1, 5.0));
+    }
+    corrected.push_str(&line(1, 5, 15.0, 5.0));
+    (
+        write(&dir.join("first_sds011.csv"), &first),
+        write(&dir.join("corrected_sds011.csv"), &corrected),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrected_file_keeps_the_first_value_and_counts_the_rest_as_duplicates() {
+    let h = Harness::new().await;
+    let (first, corrected) = first_and_corrected(&h);
+    process(&h.ctx, &delivery(&first)).await.unwrap();
+    let report = process(&h.ctx, &delivery(&corrected)).await.unwrap();
+    assert_eq!(report.rows_duplicate, 4);
+    assert_eq!(report.rows_rejected, 1);
+    assert_eq!(report.rows_loaded, 1);
+    assert_eq!(file_counts(&h, "corrected_sds011.csv").await, (6, 1, 1, 4));
+    // 6 lines of two measurements, each once; the stored P1 at minute 2 is the first one.
+    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 12);
+    assert_eq!(
+        h.count(
+            "SELECT (value * 10)::int8 FROM v_readings \
+             WHERE measurement = 'pm10' AND ts = '2021-05-01T00:02:00Z'"
+        )
+        .await,
+        120
+    );
+    let reject = h
+        .client
+        .query_one(
+            "SELECT line, code, message FROM sensor_etl.rejects r \
+             JOIN v_files f USING (file_id) WHERE f.file_name = 'corrected_sds011.csv'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reject.get::<_, i64>(0), 4);
+    assert_eq!(reject.get::<_, String>(1), "conflicting_reading");
+    let message: String = reject.get(2);
+    let first_id = h
+        .count("SELECT file_id FROM v_files WHERE file_name = 'first_sds011.csv'")
+        .await;
+    assert!(
+        message.contains(&format!("delivery {first_id}"))
+            && message.contains("first_sds011.csv")
+            && message.contains("12")
+            && message.contains("99.5"),
+        "the message names the delivery holding the stored value and that value: {message}"
+    );
+    // The conflicting line is in quarantine verbatim, with its reason.
+    let quarantined = std::fs::read_dir(h.workspace.path("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".rejected.csv"))
+        .expect("a rejected.csv");
+    let text = std::fs::read_to_string(quarantined).unwrap();
+    assert_eq!(text, format!("{HEADER}{}", line(1, 2, 99.5, 5.0)));
+    assert_once_and_conserved(&h).await;
+
+    // The same readings a third time, as a group of two files: all duplicates.
+    let dir = h.workspace.path("again");
+    let a = write(
+        &dir.join("a_sds011.csv"),
+        &format!("{HEADER}{}", line(1, 0, 10.0, 5.0)),
+    );
+    let b = write(
+        &dir.join("b_sds011.csv"),
+        &format!(
+            "{HEADER}{}{}",
+            line(1, 1, 11.0, 5.0),
+            line(1, 1, 11.0, 5.0).replace("48.1", "48.10")
+        ),
+    );
+    let outcomes = process_group(&h.ctx, &[delivery(&a), delivery(&b)])
+        .await
+        .unwrap();
+    for (_, outcome) in &outcomes {
+        outcome.as_ref().unwrap();
+    }
+    assert_eq!(file_counts(&h, "a_sds011.csv").await, (1, 0, 0, 1));
+    // b: one duplicate of the stored reading, one line repeating it within the file.
+    assert_eq!(file_counts(&h, "b_sds011.csv").await, (2, 0, 1, 1));
+    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 12);
+    assert_once_and_conserved(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replace_the_new_value_wins_and_the_old_one_is_kept() {
+    let h = Harness::with_config(|raw: &mut RawConfig| raw.on_conflict = "replace".into()).await;
+    let (first, corrected) = first_and_corrected(&h);
+    process(&h.ctx, &delivery(&first)).await.unwrap();
+    let report = process(&h.ctx, &delivery(&corrected)).await.unwrap();
+    assert_eq!(
+        (
+            report.rows_loaded,
+            report.rows_rejected,
+            report.rows_duplicate
+        ),
+        (2, 0, 4)
+    );
+    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 12);
+    assert_eq!(
+        h.count(
+            "SELECT (value * 10)::int8 FROM v_readings \
+             WHERE measurement = 'pm10' AND ts = '2021-05-01T00:02:00Z'"
+        )
+        .await,
+        995
+    );
+    let corrected_id = h
+        .count("SELECT file_id FROM v_files WHERE file_name = 'corrected_sds011.csv'")
+        .await;
+    let first_id = h
+        .count("SELECT file_id FROM v_files WHERE file_name = 'first_sds011.csv'")
+        .await;
+    let replaced = h
+        .client
+        .query(
+            "SELECT measurement, value, file_id, line::int8, replaced_by FROM v_replaced \
+             ORDER BY measurement",
+            &[],
+        )
+        .await
+        .unwrap();
+    let replaced: Vec<(String, f64, i64, i64, i64)> = replaced
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(
+        replaced,
+        vec![
+            ("pm10".to_owned(), 12.0, first_id, 4, corrected_id),
+            ("pm2_5".to_owned(), 5.0, first_id, 4, corrected_id),
+        ]
+    );
+    assert_once_and_conserved(&h).await;
+
+    // The latest reading replaced: v_latest follows.
+    let dir = h.workspace.path("later");
+    let latest = write(
+        &dir.join("latest_sds011.csv"),
+        &format!("{HEADER}{}", line(1, 5, 7.25, 5.0)),
+    );
+    process(&h.ctx, &delivery(&latest)).await.unwrap();
+    assert_eq!(
+        h.count("SELECT (value * 100)::int8 FROM v_latest WHERE measurement = 'pm10'")
+            .await,
+        725
+    );
+    assert_once_and_conserved(&h).await;
+}
+
+/// Two files with the same 4,000 readings (a quarter of them with other values), loaded at
+/// once in small chunks, many times over: each reading is stored once, and every line of
+/// both files is accounted for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deliveries_of_the_same_readings_at_once_store_each_reading_once() {
+    for policy in ["keep_first", "replace"] {
+        let h = Harness::with_config(|raw: &mut RawConfig| {
+            raw.chunk_rows = 250;
+            raw.on_conflict = policy.into();
+        })
+        .await;
+        let dir = h.workspace.path("in");
+        for round in 0..3u32 {
+            let mut left = String::from(HEADER);
+            let mut right = String::from(HEADER);
+            for minute in round * 200..(round + 1) * 200 {
+                for sensor in 1..=20 {
+                    left.push_str(&line(sensor, minute, f64::from(minute), 1.0));
+                }
+                // The right file lists the sensors the other way round.
+                for sensor in (1..=20).rev() {
+                    let p1 = if (minute + sensor as u32).is_multiple_of(4) {
+                        999.0
+                    } else {
+                        f64::from(minute)
+                    };
+                    right.push_str(&line(sensor, minute, p1, 1.0));
+                }
+            }
+            let left = write(&dir.join(format!("left{round}_sds011.csv")), &left);
+            let right = write(&dir.join(format!("right{round}_sds011.csv")), &right);
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let (left, right) = (delivery(&left), delivery(&right));
+            let (a, b) = tokio::join!(
+                process_with_retry(&h.ctx, &left, &cancel),
+                process_with_retry(&h.ctx, &right, &cancel),
+            );
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert_eq!(a.rows_read + b.rows_read, 8_000);
+            let rows = 8_000 * i64::from(round + 1);
+            assert_eq!(h.count("SELECT count(*) FROM v_readings").await, rows);
+            // Whichever went first, the other found 3,000 equal lines and 1,000 others.
+            assert_eq!(a.rows_duplicate + b.rows_duplicate, 3_000, "{policy}");
+            match policy {
+                "keep_first" => assert_eq!(a.rows_rejected + b.rows_rejected, 1_000),
+                _ => assert_eq!(
+                    h.count("SELECT count(*) FROM sensor_etl.replaced_readings")
+                        .await,
+                    1_000 * i64::from(round + 1)
+                ),
+            }
+            assert_once_and_conserved(&h).await;
+        }
+    }
+}
