@@ -171,22 +171,41 @@ impl Sifter {
             let part = lines.part.get(row).unwrap_or(0) as usize;
             file_ids.get(part).copied().flatten()
         };
-        // Each sensor's span in this frame.
+        // Each sensor's span in this frame (the frame is ordered by part, sensor and time, so
+        // a run of one sensor is extended, not looked up, line by line).
         let mut spans: HashMap<i64, (i64, i64)> = HashMap::new();
-        for row in 0..height {
-            if written(row).is_none() {
-                continue;
-            }
-            let (Some(sensor), Some(ts)) = (lines.sensor_id.get(row), lines.ts.get(row)) else {
+        let mut run: Option<(i64, i64, i64)> = None;
+        let rows = lines
+            .sensor_id
+            .iter()
+            .zip(lines.ts.iter())
+            .zip(lines.part.iter());
+        for ((sensor, ts), part) in rows {
+            let (Some(sensor), Some(ts)) = (sensor, ts) else {
                 continue;
             };
-            spans
-                .entry(sensor)
-                .and_modify(|(lo, hi)| {
+            if file_ids
+                .get(part.unwrap_or(0) as usize)
+                .copied()
+                .flatten()
+                .is_none()
+            {
+                continue;
+            }
+            match &mut run {
+                Some((id, lo, hi)) if *id == sensor => {
                     *lo = (*lo).min(ts);
                     *hi = (*hi).max(ts);
-                })
-                .or_insert((ts, ts));
+                }
+                _ => {
+                    if let Some((id, lo, hi)) = run.replace((sensor, ts, ts)) {
+                        extend_span(&mut spans, id, lo, hi);
+                    }
+                }
+            }
+        }
+        if let Some((id, lo, hi)) = run {
+            extend_span(&mut spans, id, lo, hi);
         }
         let mut unclaimed: Vec<i64> = spans
             .keys()
@@ -298,6 +317,16 @@ impl Sifter {
         sifted.kept = Some((kept, partials));
         Ok(sifted)
     }
+}
+
+fn extend_span(spans: &mut HashMap<i64, (i64, i64)>, sensor: i64, lo: i64, hi: i64) {
+    spans
+        .entry(sensor)
+        .and_modify(|span| {
+            span.0 = span.0.min(lo);
+            span.1 = span.1.max(hi);
+        })
+        .or_insert((lo, hi));
 }
 
 /// Who holds the line a new one collides with.
