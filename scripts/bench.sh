@@ -20,7 +20,8 @@
 # aggregates, indexed readings, ledger), one right after the other; printed: both times,
 # rows/s, the time ratio and peak RSS; then `sensor-etl export` of the same readings to a Delta
 # lake (incremental: each run adds its file), its time against the ingest's, peak RSS and the
-# CSV's bytes against the lake's. Then files/s for a burst of SMALL_FILES 100-row files
+# CSV's bytes against the lake's; then the same file again under other bytes (every line already
+# stored: the exactly-once lookup alone). Then files/s for a burst of SMALL_FILES 100-row files
 # renamed into the inbox of `sensor-etl run`, and the latency (rename -> file committed and
 # moved) of 30 single files. Then the HTTP API (`sensor-etl serve`, its load generator on the
 # same machine): unique 100-row CSV bodies from 32 connections as fast as answered (burst), then
@@ -99,6 +100,15 @@ for rows in ${ROWS//,/ }; do
       cmp_s="$(echo "$(now) - $start" | bc -l)"
       printf "%-28s %8.2f s   peak RSS %.0f MB   ratio / \\copy: %.2f   this build / other: %.2f\n" "other build (COMPARE_BIN)" "$cmp_s" "$(echo "$(cat rss.txt) / 1024" | bc -l)" "$(echo "$cmp_s / $copy_s" | bc -l)" "$(echo "$etl_s / $cmp_s" | bc -l)"
     fi
+    # The same readings again under other bytes (a blank line added): every line is already
+    # stored, looked up and counted as a duplicate, nothing written.
+    cp "$FILE" again.csv && echo >>again.csv
+    psql -q -d bench -c "CHECKPOINT"
+    start="$(now)"
+    "$BIN" --database-url "$BENCH_URL" ingest again.csv >again.txt 2>&1 || cat again.txt
+    again_s="$(echo "$(now) - $start" | bc -l)"
+    printf "%-28s %8.2f s   %s   ratio / first load: %.2f\n" "the same readings again" "$again_s" "$(grep -o '[0-9]* already stored' again.txt | tail -1)" "$(echo "$again_s / $etl_s" | bc -l)"
+    rm -f again.csv
   done
 done
 rm -rf big
