@@ -260,6 +260,8 @@ if [ "$QUERY_ROWS" -gt 0 ]; then
   printf "%-62s %8s ms\n" "one sensor, one day, from v_readings" "$(timed "SELECT ts, measurement, value FROM v_readings WHERE sensor_id = 1500 AND ts >= '$day' AND ts < timestamptz '$day' + interval '1 day'")"
   printf "%-62s %8s ms\n" "v_latest, all sensors" "$(timed "SELECT * FROM v_latest")"
   printf "%-62s %8s ms\n" "v_sensors, all sensors" "$(timed "SELECT * FROM v_sensors")"
+  printf "%-62s %8s ms\n" "daily mean per sensor, from v_daily" "$(timed "SELECT sensor_id, day, mean FROM v_daily WHERE measurement = 'temperature'")"
+  printf "%-62s %8s ms\n" "hourly mean of one sensor, one day, from v_hourly" "$(timed "SELECT hour, measurement, mean FROM v_hourly WHERE sensor_id = 1500 AND hour >= '$day' AND hour < timestamptz '$day' + interval '1 day'")"
   printf "%-62s %8s ms\n" "daily mean per sensor, from v_readings" "$(timed "SELECT sensor_id, date_trunc('day', ts, 'UTC'), avg(value) FROM v_readings WHERE measurement = 'temperature' GROUP BY 1, 2")"
   view_ms="$(timed "SELECT sensor_id, avg(value) FROM v_readings WHERE measurement = 'temperature' GROUP BY 1")"
   long_ms="$(timed "SELECT sensor_id, avg(value) FROM plain_long WHERE measurement = 'temperature' GROUP BY 1")"

@@ -717,6 +717,33 @@ pub(crate) async fn assert_sensor_state_matches_the_readings(client: &tokio_post
     )
     .await;
     assert_eq!(position_mismatches, 0, "v_sensors has the latest position");
+    for (view, unit) in [("v_hourly", "hour"), ("v_daily", "day")] {
+        let mismatches: i64 = client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM ( \
+                       SELECT sensor_id, sensor_type, measurement, unit, \
+                              date_trunc('{unit}', ts, 'UTC') AS {unit}, count(*) AS n, \
+                              min(value) AS lo, max(value) AS hi, avg(value) AS mean, \
+                              stddev_samp(value) AS sd \
+                       FROM v_readings GROUP BY 1, 2, 3, 4, 5) e \
+                     FULL JOIN {view} v USING (sensor_id, sensor_type, measurement, unit, {unit}) \
+                     WHERE v.n IS DISTINCT FROM e.n OR v.min IS DISTINCT FROM e.lo \
+                        OR v.max IS DISTINCT FROM e.hi \
+                        OR NOT coalesce(abs(v.mean - e.mean) <= 1e-9 * greatest(1, abs(e.mean)), false) \
+                        OR (v.stddev IS NULL) <> (e.sd IS NULL) \
+                        OR abs(v.stddev - e.sd) > 1e-6 * greatest(1, e.sd)"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            mismatches, 0,
+            "{view} equals the same question asked of v_readings"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{self, ExistingFile, FileRecord};
 use crate::store::state::SensorState;
 use crate::store::{copy, once, StoreError};
-use crate::transform::aggregate::{AggregateRow, PartialAggregates};
+use crate::transform::aggregate::{hourly_cells, AggregateRow, PartialAggregates};
 use crate::transform::normalize::NormalizedFrame;
 use crate::transform::transform_group;
 use crate::validate::format::FileRejection;
@@ -31,6 +31,7 @@ use crate::validate::{
     whole_file_rejection, FileValidator, Mode, ReadingColumns, RejectedLines, ValidatedChunk,
 };
 
+use super::rollup::Rollups;
 use super::sift::Sifter;
 use super::tally::Tally;
 
@@ -274,12 +275,17 @@ async fn write_group(
         }
     }
     let ready: &[Prepared] = ready;
+    let mut rollups = Rollups::new();
+    let hours = hourly_cells(&frame).map_err(Error::Transform)?;
+    rollups.add(&hours, &file_ids, &ctx.store);
+    rollups.replaced(&sifted.replaced);
     let new_files: Vec<(i64, &Prepared)> = fates
         .iter()
         .zip(ready)
         .filter_map(|(fate, file)| fate.as_ref().ok().map(|id| (*id, file)))
         .collect();
     copy::copy_readings(&tx, &ctx.store, &frame, &file_ids).await?;
+    rollups.finish(&tx, sifter.claims()).await?;
     let rejects: Vec<(i64, &[RejectedRow])> = new_files
         .iter()
         .map(|(id, file)| (*id, file.rejects.as_slice()))

@@ -36,6 +36,8 @@ pub(super) struct Sifted {
     pub duplicates: HashMap<u32, u64>,
     /// Conflicting lines rejected (`keep_first`).
     pub conflicts: Vec<Conflict>,
+    /// Stored lines replaced (`replace`): (sensor, µs).
+    pub replaced: Vec<(i64, i64)>,
 }
 
 impl Sifted {
@@ -146,6 +148,11 @@ impl Sifter {
     /// Sensors entered as placeholders by this transaction.
     pub fn placeholders(&self) -> &[i64] {
         self.claims.placeholders()
+    }
+
+    /// The sensors this transaction has claimed.
+    pub fn claims(&self) -> &Claims {
+        &self.claims
     }
 
     /// Sifts a frame before it is written (see the module header). `file_ids[part]` is each
@@ -303,6 +310,7 @@ impl Sifter {
         if !replaced.is_empty() {
             finish(copy).await?;
             once::replace(tx, &replaced).await?;
+            sifted.replaced = replaced.iter().map(|r| (r.0, r.1)).collect();
         }
         if keep.iter().all(|k| *k) {
             return Ok(sifted);

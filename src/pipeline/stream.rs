@@ -26,12 +26,14 @@ use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{self, ExistingFile};
 use crate::store::state::SensorState;
 use crate::store::{copy, once, StoreError};
+use crate::transform::aggregate::hourly_cells;
 use crate::transform::{transform_chunk, NormalizedBatch};
 use crate::validate::format::FileRejection;
 use crate::validate::quarantine::QuarantineWriter;
 use crate::validate::reject::{RejectReason, RejectedRow, Violation};
 use crate::validate::{whole_file_rejection, FileValidator, Mode, RejectedLines, ValidatedChunk};
 
+use super::rollup::Rollups;
 use super::sift::{Conflict, Sifter};
 use super::tally::Tally;
 
@@ -175,6 +177,7 @@ async fn stage(
     let mut header_rejection = None;
     let mut tally = Tally::default();
     let mut sifter = Sifter::new(settings, &ctx.store);
+    let mut rollups = Rollups::new();
 
     // The chunks' readings stream into one COPY; rejects wait in `pending_rejects` (at most
     // `chunk_rows` of them) and are copied when the readings COPY pauses or ends.
@@ -200,13 +203,16 @@ async fn stage(
                             &mut readings_copy,
                         )
                         .await?;
-                    let (frame, partials) = match sifted.kept.take() {
+                    let (frame, partials, hours) = match sifted.kept.take() {
                         Some((frame, mut partials)) => {
-                            (frame, partials.remove(&0).unwrap_or_default())
+                            let hours = hourly_cells(&frame).map_err(Error::Transform)?;
+                            (frame, partials.remove(&0).unwrap_or_default(), hours)
                         }
-                        None => (batch.frame, batch.partials),
+                        None => (batch.frame, batch.partials, batch.hours),
                     };
                     tally.sifted(sifted.duplicates_of(0), sifted.conflicts_of(0));
+                    rollups.add(&hours, &[Some(file_id)], &ctx.store);
+                    rollups.replaced(&sifted.replaced);
                     if !sifted.conflicts.is_empty() {
                         let conflicts = conflict_rows(&writer, sifted.conflicts)?;
                         writer.record(&conflicts)?;
@@ -223,6 +229,12 @@ async fn stage(
                         }
                     }
                     tally.aggregates.merge(partials);
+                    if rollups.is_full() {
+                        if let Some(copy) = readings_copy.take() {
+                            copy.finish().await?;
+                        }
+                        rollups.flush(tx, sifter.claims()).await?;
+                    }
                 }
                 if !chunk.rejects.is_empty() {
                     writer.record(&chunk.rejects)?;
@@ -243,6 +255,7 @@ async fn stage(
         copy.finish().await?;
     }
     copy::copy_rejects(tx, &[(file_id, &pending_rejects)]).await?;
+    rollups.finish(tx, sifter.claims()).await?;
 
     let rejection = header_rejection.or(whole_file);
     if rejection.is_none() {

@@ -38,13 +38,13 @@ const AGGREGATES_COPY: &str = "COPY aggregates (file_id, scope, measurement_id, 
 const AGGREGATES_FIELDS: i16 = 12;
 
 /// One COPY statement in progress: the sink and the encoder feeding it.
-struct CopyStream {
+pub(crate) struct CopyStream {
     sink: std::pin::Pin<Box<CopyInSink<bytes::Bytes>>>,
-    encoder: CopyEncoder,
+    pub(crate) encoder: CopyEncoder,
 }
 
 impl CopyStream {
-    async fn start(tx: &Transaction<'_>, statement: &str) -> Result<Self> {
+    pub(crate) async fn start(tx: &Transaction<'_>, statement: &str) -> Result<Self> {
         let statement = tx
             .prepare_cached(statement)
             .await
@@ -57,7 +57,7 @@ impl CopyStream {
     }
 
     /// Sends what is encoded once there is a block's worth.
-    async fn flush_full(&mut self) -> Result<()> {
+    pub(crate) async fn flush_full(&mut self) -> Result<()> {
         if let Some(block) = self.encoder.full_block() {
             self.sink.send(block).await.map_err(StoreError::from)?;
         }
@@ -65,7 +65,7 @@ impl CopyStream {
     }
 
     /// Sends the rest and ends the COPY; returns the rows the server stored.
-    async fn finish(mut self) -> Result<u64> {
+    pub(crate) async fn finish(mut self) -> Result<u64> {
         self.sink
             .send(self.encoder.finish())
             .await

@@ -18,6 +18,8 @@ const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// Type OID of `float8`, the element type of `float8[]`.
 const FLOAT8_OID: u32 = 701;
+/// Type OID of `int2`, the element type of `int2[]`.
+const INT2_OID: u32 = 21;
 
 /// A binary COPY stream under construction.
 pub struct CopyEncoder {
@@ -107,18 +109,33 @@ impl CopyEncoder {
 
     /// A one-dimensional `double precision[]` without nulls.
     pub fn f64_array(&mut self, values: &[f64]) {
-        let count = i32::try_from(values.len()).unwrap_or(i32::MAX);
-        // ndim, has-nulls flag, element type, then the dimension: length and lower bound.
-        self.buf.put_i32(20 + 12 * count);
-        self.buf.put_i32(1);
-        self.buf.put_i32(0);
-        self.buf.put_u32(FLOAT8_OID);
-        self.buf.put_i32(count);
-        self.buf.put_i32(1);
+        self.array_header(FLOAT8_OID, values.len(), 8);
         for value in values {
             self.buf.put_i32(8);
             self.buf.put_f64(*value);
         }
+    }
+
+    /// A one-dimensional `smallint[]` without nulls.
+    pub fn i16_array(&mut self, values: &[i16]) {
+        self.array_header(INT2_OID, values.len(), 2);
+        for value in values {
+            self.buf.put_i32(2);
+            self.buf.put_i16(*value);
+        }
+    }
+
+    /// The field length and header of a one-dimensional array of `count` elements of
+    /// `width` bytes: ndim, has-nulls flag, element type, then the dimension (length, lower
+    /// bound).
+    fn array_header(&mut self, element: u32, count: usize, width: i32) {
+        let count = i32::try_from(count).unwrap_or(i32::MAX);
+        self.buf.put_i32(20 + (4 + width) * count);
+        self.buf.put_i32(1);
+        self.buf.put_i32(0);
+        self.buf.put_u32(element);
+        self.buf.put_i32(count);
+        self.buf.put_i32(1);
     }
 
     /// A null.

@@ -16,6 +16,7 @@ pub mod export;
 pub mod ledger;
 pub mod once;
 pub mod query;
+pub mod rollup;
 pub mod state;
 pub mod summarize;
 

@@ -116,6 +116,109 @@ impl Latest {
     }
 }
 
+/// Length of an hour of data time, µs.
+pub const HOUR_MICROS: i64 = 3_600_000_000;
+
+/// The statistics of one sensor's measurements in one hour of data time (UTC).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourCell {
+    /// Which file of a group the lines belong to.
+    pub part: u32,
+    /// Sensor id.
+    pub sensor_id: i64,
+    /// Start of the hour, µs since the epoch.
+    pub hour: i64,
+    /// Per catalogue key (ascending): count, mean, M2, min, max (times unused).
+    pub stats: Vec<(u32, Stats)>,
+}
+
+/// Adds one value to a statistic (Welford).
+fn add_value(stats: &mut Stats, value: f64) {
+    if stats.n == 0 {
+        stats.min = value;
+        stats.max = value;
+    }
+    stats.n += 1;
+    let delta = value - stats.mean;
+    stats.mean += delta / stats.n as f64;
+    stats.m2 += delta * (value - stats.mean);
+    stats.min = stats.min.min(value);
+    stats.max = stats.max.max(value);
+}
+
+/// The hourly statistics of a frame's lines. The frame is ordered by part, sensor and time
+/// (`normalize`), so each (part, sensor, hour) is one run of lines, summed as it passes; a
+/// frame in another order gives the same statistics split over more cells.
+///
+/// # Errors
+/// The frame lacks a column.
+pub fn hourly_cells(normalized: &NormalizedFrame) -> PolarsResult<Vec<HourCell>> {
+    let frame = &normalized.frame;
+    let sensor_id = frame.column("sensor_id")?.i64()?;
+    let ts = frame.column("ts")?.i64()?;
+    let part = frame.column("part")?.u32()?;
+    let mut values = Vec::with_capacity(normalized.keys.len());
+    for key in &normalized.keys {
+        values.push(frame.column(&value_column(*key))?.f64()?.iter());
+    }
+    let empty = Stats {
+        n: 0,
+        mean: 0.0,
+        m2: 0.0,
+        min: 0.0,
+        max: 0.0,
+        first_ts: 0,
+        last_ts: 0,
+    };
+    let mut cells: Vec<HourCell> = Vec::new();
+    let mut run: Vec<Stats> = vec![empty; normalized.keys.len()];
+    let mut key: Option<(u32, i64, i64)> = None;
+    let finish = |cells: &mut Vec<HourCell>, key: (u32, i64, i64), run: &mut [Stats]| {
+        let stats: Vec<(u32, Stats)> = normalized
+            .keys
+            .iter()
+            .zip(run.iter_mut())
+            .filter(|(_, s)| s.n > 0)
+            .map(|(k, s)| (*k, std::mem::replace(s, empty)))
+            .collect();
+        if !stats.is_empty() {
+            cells.push(HourCell {
+                part: key.0,
+                sensor_id: key.1,
+                hour: key.2,
+                stats,
+            });
+        }
+    };
+    for ((sensor, ts), part) in sensor_id.iter().zip(ts.iter()).zip(part.iter()) {
+        let (Some(sensor), Some(ts)) = (sensor, ts) else {
+            for column in values.iter_mut() {
+                column.next();
+            }
+            continue;
+        };
+        let this = (
+            part.unwrap_or(0),
+            sensor,
+            ts.div_euclid(HOUR_MICROS) * HOUR_MICROS,
+        );
+        if key != Some(this) {
+            if let Some(done) = key.replace(this) {
+                finish(&mut cells, done, &mut run);
+            }
+        }
+        for (column, stats) in values.iter_mut().zip(run.iter_mut()) {
+            if let Some(value) = column.next().flatten() {
+                add_value(stats, value);
+            }
+        }
+    }
+    if let Some(done) = key {
+        finish(&mut cells, done, &mut run);
+    }
+    Ok(cells)
+}
+
 /// Computes a chunk's statistics with polars (a chunk of one file: part 0).
 ///
 /// # Errors

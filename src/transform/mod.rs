@@ -3,7 +3,7 @@
 //! Receives a chunk's `ReadingColumns` (values in the file's units) and returns a
 //! `NormalizedBatch`: a DataFrame in canonical units plus the chunk's partial aggregates, which
 //! `aggregate::FileAggregates` merges exactly across chunks (count, mean, M2 by Chan's
-//! formula, min, max, first and last time). Pure CPU work with no I/O: callers run it on a
+//! formula, min, max, first and last time), and its hourly statistics per sensor. Pure CPU work with no I/O: callers run it on a
 //! blocking thread. A polars error fails the file (it is a bug, not bad input).
 
 pub mod aggregate;
@@ -25,6 +25,8 @@ pub struct NormalizedBatch {
     pub frame: NormalizedFrame,
     /// This chunk's aggregates at both scopes, to merge into the file's.
     pub partials: PartialAggregates,
+    /// This chunk's hourly statistics per sensor.
+    pub hours: Vec<aggregate::HourCell>,
 }
 
 /// Normalizes a chunk and computes its partial aggregates.
@@ -37,7 +39,12 @@ pub fn transform_chunk(
 ) -> PolarsResult<NormalizedBatch> {
     let frame = normalize::normalize(readings, settings)?;
     let partials = aggregate::partial_aggregates(&frame)?;
-    Ok(NormalizedBatch { frame, partials })
+    let hours = aggregate::hourly_cells(&frame)?;
+    Ok(NormalizedBatch {
+        frame,
+        partials,
+        hours,
+    })
 }
 
 /// Normalizes the readings of a group of files (told apart by `ReadingColumns::part`) in one
