@@ -304,3 +304,70 @@ async fn two_deliveries_of_the_same_readings_at_once_store_each_reading_once() {
         }
     }
 }
+
+/// A month repackaged from real archive days (one header, the days' lines, as the monthly
+/// Kaggle files are made): after the days, it stores nothing, and every daily mean stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_repackaged_from_real_archive_days_stores_nothing_again() {
+    let Some(dir) = crate::support::realdata_dir() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "../shared/realdata is missing under CI=true"
+        );
+        return;
+    };
+    let month = dir.join("archive_style/month_2018-12_aberdeen");
+    let mut days: Vec<PathBuf> = std::fs::read_dir(&month)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with("_sds011_sensor_5331.csv"))
+        .collect();
+    days.sort();
+    assert!(days.len() >= 28, "{} days", days.len());
+    let h = Harness::new().await;
+    let mut monthly = String::new();
+    for day in &days {
+        process(&h.ctx, &delivery(day)).await.unwrap();
+        let text = std::fs::read_to_string(day).unwrap();
+        let (header, rows) = text.split_once('\n').unwrap();
+        if monthly.is_empty() {
+            monthly.push_str(header);
+            monthly.push('\n');
+        }
+        monthly.push_str(rows);
+    }
+    let before = daily_means(&h.client).await;
+    let readings = h.count("SELECT count(*) FROM v_readings").await;
+    assert!(before.len() >= 56, "two measurements a day");
+
+    let repackaged = write(&h.workspace.path("in/2018-12_sds011_5331.csv"), &monthly);
+    let report = process(&h.ctx, &delivery(&repackaged)).await.unwrap();
+    assert_eq!(report.rows_loaded, 0);
+    assert_eq!(
+        report.rows_duplicate + report.rows_rejected,
+        report.rows_read
+    );
+    assert!(report.rows_duplicate > 10_000, "{}", report.rows_duplicate);
+    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, readings);
+    assert_eq!(
+        daily_means(&h.client).await,
+        before,
+        "every daily mean as it was"
+    );
+    assert_once_and_conserved(&h).await;
+}
+
+type DailyMean = (chrono::DateTime<chrono::Utc>, String, i64, f64);
+
+async fn daily_means(client: &tokio_postgres::Client) -> Vec<DailyMean> {
+    client
+        .query(
+            "SELECT day, measurement, n, mean FROM v_daily ORDER BY day, measurement",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}

@@ -163,6 +163,9 @@ struct Placement {
 /// 2019-01-01T00:00:00Z, where generated time starts (for seed 0).
 const EPOCH: i64 = 1_546_300_800;
 
+/// Sensor ids set apart for the fleet of each seed of a body stream.
+const SENSORS_PER_SEED: u64 = 1_000_000;
+
 /// Seconds between two readings of a sensor.
 const INTERVAL: i64 = 150;
 
@@ -188,11 +191,14 @@ impl Placement {
 
     /// Body `index` of a stream: the sensors of `groups` groups take turns, so a long run
     /// keeps a fixed fleet (`groups` x `sensors`) whose time moves on, every reading unique.
+    /// Each seed (modulo 1,000) has a fleet of its own: a stream runs for as long as it is
+    /// asked, so time alone cannot keep the readings of two seeds apart.
     fn of_body(spec: &GenerateSpec, index: usize, groups: usize) -> Self {
         let sensors = spec.sensors.max(1);
         let round = (index / groups) as i64;
+        let fleet = (spec.seed % 1_000) * SENSORS_PER_SEED;
         Self {
-            first_sensor: 1_000 + ((index % groups) * sensors) as u64,
+            first_sensor: 1_000 + fleet + ((index % groups) * sensors) as u64,
             start: seed_start(spec) + round * ((spec.rows / sensors) as i64 + 1) * INTERVAL,
         }
     }
