@@ -234,17 +234,23 @@ async fn with_replace_the_new_value_wins_and_the_old_one_is_kept() {
     );
     assert_once_and_conserved(&h).await;
 
-    // The latest reading replaced: v_latest follows.
+    // The latest reading replaced by a line without PM2.5: v_latest follows for PM10, and
+    // PM2.5's latest is the reading before.
     let dir = h.workspace.path("later");
     let latest = write(
         &dir.join("latest_sds011.csv"),
-        &format!("{HEADER}{}", line(1, 5, 7.25, 5.0)),
+        &format!("{HEADER}1;SDS011;101;48.1;11.5;2021-05-01T00:05:00;7.25;\n"),
     );
     process(&h.ctx, &delivery(&latest)).await.unwrap();
     assert_eq!(
         h.count("SELECT (value * 100)::int8 FROM v_latest WHERE measurement = 'pm10'")
             .await,
         725
+    );
+    assert_eq!(
+        h.count("SELECT extract(minute FROM ts)::int8 FROM v_latest WHERE measurement = 'pm2_5'")
+            .await,
+        4
     );
     assert_once_and_conserved(&h).await;
 }

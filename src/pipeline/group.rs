@@ -356,6 +356,7 @@ async fn write_group(
         ledger::upsert_locations(&tx, &locations),
         state.write(&tx, &ctx.store),
     )?;
+    once::recompute_latest(&tx, &rollups.replaced_sensors()).await?;
     once::drop_empty_placeholders(&tx, &state.uncovered(sifter.placeholders())).await?;
     // The group commits only if none of its files changed while it was read.
     for file in ready {

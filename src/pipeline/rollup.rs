@@ -132,6 +132,14 @@ impl Rollups {
         self.replaced.extend_from_slice(lines);
     }
 
+    /// The sensors whose stored lines were replaced, sorted.
+    pub fn replaced_sensors(&self) -> Vec<i64> {
+        let mut sensors: Vec<i64> = self.replaced.iter().map(|(sensor, _)| *sensor).collect();
+        sensors.sort_unstable();
+        sensors.dedup();
+        sensors
+    }
+
     /// Whether the pending cells should be written now.
     pub fn is_full(&self) -> bool {
         self.hours.cells.len() + self.days.cells.len() >= FLUSH_CELLS

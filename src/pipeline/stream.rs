@@ -283,6 +283,7 @@ async fn stage(
     let mut state = SensorState::default();
     state.add(file_id, &tally.aggregates);
     state.write(tx, &ctx.store).await?;
+    once::recompute_latest(tx, &rollups.replaced_sensors()).await?;
     once::drop_empty_placeholders(tx, &state.uncovered(sifter.placeholders())).await?;
     Ok(Outcome::Committed(Box::new(tally.report(
         job,

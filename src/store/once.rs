@@ -198,8 +198,8 @@ pub async fn stored_lines(
 pub type Replacement = (i64, i64, i64, i64);
 
 /// Moves stored lines into `replaced_readings`, with the delivery replacing each, and takes
-/// them out of the per-sensor state (their count, and a latest value at their time: the
-/// replacing delivery writes its own).
+/// their count out of `sensor_spans`; their sensors' latest values are set again afterwards
+/// (`recompute_latest`).
 ///
 /// # Errors
 /// A statement failed.
@@ -235,13 +235,48 @@ pub async fn replace(tx: &Transaction<'_>, lines: &[Replacement]) -> Result<u64>
                FROM (SELECT sensor_id, sum(cardinality(\"values\")) AS readings \
                      FROM gone GROUP BY sensor_id) n \
                WHERE sp.sensor_id = n.sensor_id) \
-             DELETE FROM latest_values l USING gone g \
-             WHERE l.sensor_id = g.sensor_id AND l.ts = g.ts",
+             SELECT count(*) FROM gone",
         )
         .await?;
     tx.execute(&statement, &[&sensors, &times, &holders, &replacers])
         .await?;
     Ok(lines.len() as u64)
+}
+
+/// Sets the latest values of `sensors` again from their readings (after stored lines were
+/// replaced, once the delivery's own state is written): the later time wins; on a tie, the
+/// value stored first.
+///
+/// # Errors
+/// A statement failed.
+pub async fn recompute_latest(tx: &Transaction<'_>, sensors: &[i64]) -> Result<()> {
+    if sensors.is_empty() {
+        return Ok(());
+    }
+    let clear = tx
+        .prepare_cached("DELETE FROM latest_values WHERE sensor_id = ANY($1)")
+        .await?;
+    tx.execute(&clear, &[&sensors]).await?;
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO latest_values \
+               (sensor_id, measurement_id, ts, value, location_id, lat, lon, file_id) \
+             SELECT DISTINCT ON (r.sensor_id, u.measurement_id) \
+                    r.sensor_id, u.measurement_id, r.ts, u.value, \
+                    CASE WHEN r.position_id IS NULL THEN r.location_id ELSE p.location_id END, \
+                    CASE WHEN r.position_id IS NULL THEN r.lat ELSE p.lat END, \
+                    CASE WHEN r.position_id IS NULL THEN r.lon ELSE p.lon END, \
+                    r.file_id \
+             FROM readings r \
+             JOIN measurement_sets s ON s.set_id = r.set_id \
+             LEFT JOIN positions p ON p.position_id = r.position_id \
+             CROSS JOIN LATERAL unnest(s.measurement_ids, r.\"values\") AS u(measurement_id, value) \
+             WHERE r.sensor_id = ANY($1) \
+             ORDER BY r.sensor_id, u.measurement_id, r.ts DESC, r.file_id, r.line",
+        )
+        .await?;
+    tx.execute(&statement, &[&sensors]).await?;
+    Ok(())
 }
 
 /// Removes the placeholders of sensors that ended up with no reading in this transaction.
