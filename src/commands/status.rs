@@ -40,13 +40,13 @@ pub async fn run(settings: Settings, json: bool) -> anyhow::Result<u8> {
     }
     println!("database: {}", target.psql_command());
     println!(
-        "{:<17} {:>7} {:>12} {:>12} {:>12}",
-        "status", "files", "rows read", "loaded", "rejected"
+        "{:<17} {:>7} {:>12} {:>12} {:>12} {:>15}",
+        "status", "files", "rows read", "loaded", "rejected", "already stored"
     );
     for s in &summary.by_status {
         println!(
-            "{:<17} {:>7} {:>12} {:>12} {:>12}",
-            s.status, s.files, s.rows_read, s.rows_loaded, s.rows_rejected
+            "{:<17} {:>7} {:>12} {:>12} {:>12} {:>15}",
+            s.status, s.files, s.rows_read, s.rows_loaded, s.rows_rejected, s.rows_duplicate
         );
     }
     println!("duplicate deliveries: {}", summary.duplicate_deliveries);

@@ -465,6 +465,8 @@ pub struct StatusCount {
     pub rows_loaded: i64,
     /// Rows rejected.
     pub rows_rejected: i64,
+    /// Rows whose readings were already stored (not stored again).
+    pub rows_duplicate: i64,
 }
 
 /// A recent file with a problem.
@@ -520,7 +522,8 @@ pub async fn summary(
     let by_status = client
         .query(
             "SELECT status, count(*), coalesce(sum(rows_read), 0)::int8, \
-             coalesce(sum(rows_loaded), 0)::int8, coalesce(sum(rows_rejected), 0)::int8 \
+             coalesce(sum(rows_loaded), 0)::int8, coalesce(sum(rows_rejected), 0)::int8, \
+             coalesce(sum(rows_duplicate), 0)::int8 \
              FROM v_files GROUP BY status ORDER BY status",
             &[],
         )
@@ -532,6 +535,7 @@ pub async fn summary(
             rows_read: row.get(2),
             rows_loaded: row.get(3),
             rows_rejected: row.get(4),
+            rows_duplicate: row.get(5),
         })
         .collect();
     let duplicate_deliveries: i64 = client
