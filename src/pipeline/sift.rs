@@ -221,7 +221,7 @@ impl Sifter {
             .collect();
         unclaimed.sort_unstable();
         if !unclaimed.is_empty() {
-            finish(copy).await?;
+            ReadingsCopy::finish_open(copy).await?;
             self.claims.claim(tx, &unclaimed).await?;
         }
         let windows: Vec<(i64, i64, i64)> = spans
@@ -235,7 +235,7 @@ impl Sifter {
         let stored = if windows.is_empty() {
             HashMap::new()
         } else {
-            finish(copy).await?;
+            ReadingsCopy::finish_open(copy).await?;
             once::stored_lines(tx, &windows).await?
         };
         let several_parts = file_ids.len() > 1;
@@ -308,7 +308,7 @@ impl Sifter {
             }
         }
         if !replaced.is_empty() {
-            finish(copy).await?;
+            ReadingsCopy::finish_open(copy).await?;
             once::replace(tx, &replaced).await?;
             sifted.replaced = replaced.iter().map(|r| (r.0, r.1)).collect();
         }
@@ -347,14 +347,6 @@ enum Holder<'a> {
         name: &'a str,
         line: u32,
     },
-}
-
-/// Ends a COPY in progress, so that the transaction's connection can take a query.
-async fn finish(copy: &mut Option<ReadingsCopy>) -> Result<(), StoreError> {
-    if let Some(copy) = copy.take() {
-        copy.finish().await?;
-    }
-    Ok(())
 }
 
 fn conflict_message(

@@ -230,9 +230,7 @@ async fn stage(
                     }
                     tally.aggregates.merge(partials);
                     if rollups.is_full() {
-                        if let Some(copy) = readings_copy.take() {
-                            copy.finish().await?;
-                        }
+                        copy::ReadingsCopy::finish_open(&mut readings_copy).await?;
                         rollups.flush(tx, sifter.claims()).await?;
                     }
                 }
@@ -241,9 +239,7 @@ async fn stage(
                     pending_rejects.extend(chunk.rejects);
                 }
                 if pending_rejects.len() >= settings.chunk_rows {
-                    if let Some(copy) = readings_copy.take() {
-                        copy.finish().await?;
-                    }
+                    copy::ReadingsCopy::finish_open(&mut readings_copy).await?;
                     copy::copy_rejects(tx, &[(file_id, &pending_rejects)]).await?;
                     pending_rejects.clear();
                 }
@@ -251,9 +247,7 @@ async fn stage(
         }
     }
     producer.await.expect("validator thread does not panic");
-    if let Some(copy) = readings_copy.take() {
-        copy.finish().await?;
-    }
+    copy::ReadingsCopy::finish_open(&mut readings_copy).await?;
     copy::copy_rejects(tx, &[(file_id, &pending_rejects)]).await?;
     rollups.finish(tx, sifter.claims()).await?;
 

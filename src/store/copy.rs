@@ -116,6 +116,18 @@ impl ReadingsCopy {
         self.stream.finish().await
     }
 
+    /// Ends the COPY in progress, if any, so that the transaction's connection can take a
+    /// statement.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn finish_open(copy: &mut Option<Self>) -> Result<()> {
+        if let Some(copy) = copy.take() {
+            copy.finish().await?;
+        }
+        Ok(())
+    }
+
     /// Writes a normalized frame's readings, one database row per source line: its
     /// measurement set (the ids of the values present, in key order), its position and the
     /// values, aligned. `file_ids[part]` is the file id of each part of the frame (one part

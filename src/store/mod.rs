@@ -110,6 +110,11 @@ impl StoreError {
 /// Transient: the connection is gone or was never made, or the server says so (classes 08
 /// connection, 53 resources, 57P admin shutdown / cannot connect now, 40001 serialization,
 /// 40P01 deadlock; a whole-file transaction is idempotent through the ledger).
+/// µs since the epoch as a timestamp (the epoch itself for one out of range).
+pub(crate) fn time_of_micros(micros: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_micros(micros).unwrap_or_default()
+}
+
 fn postgres_is_transient(error: &tokio_postgres::Error) -> bool {
     if error.is_closed() {
         return true;

@@ -18,14 +18,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 
-use crate::store::StoreError;
+use crate::store::{time_of_micros as time, StoreError};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// µs since the epoch as a timestamp.
-fn time(micros: i64) -> DateTime<Utc> {
-    DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_default()
-}
 
 /// The sensors one transaction has claimed, with the span of their readings committed before
 /// the claim (`None`: no reading stored yet).
@@ -114,21 +109,18 @@ const GATHER_GAP_MICROS: i64 = 3_600_000_000;
 /// Up to this many sensors, a lookup lets the index narrow by sensor too.
 const INDEXED_SENSORS: usize = 16;
 
-const LINES_OF_SENSORS: &str = "SELECT r.sensor_id, r.ts, r.file_id, f.file_name, r.line, \
-     s.measurement_ids, r.\"values\" \
-     FROM readings r \
-     JOIN measurement_sets s ON s.set_id = r.set_id \
-     JOIN files f ON f.file_id = r.file_id \
-     WHERE r.ts BETWEEN $1 AND $2 AND r.sensor_id = ANY($3)";
-
-/// As `LINES_OF_SENSORS`, the sensors tested on the rows only (`+ 0` keeps them out of the
-/// index condition).
-const LINES_IN_RANGE: &str = "SELECT r.sensor_id, r.ts, r.file_id, f.file_name, r.line, \
-     s.measurement_ids, r.\"values\" \
-     FROM readings r \
-     JOIN measurement_sets s ON s.set_id = r.set_id \
-     JOIN files f ON f.file_id = r.file_id \
-     WHERE r.ts BETWEEN $1 AND $2 AND r.sensor_id + 0 = ANY($3)";
+/// The committed lines of the sensors `$3` in the time range `$1..=$2`; `sensor_test`
+/// compares `r.sensor_id` with them: `r.sensor_id` lets the BRIN index narrow by sensor too,
+/// `r.sensor_id + 0` keeps the sensors out of the index condition (tested on the rows).
+fn lines_query(sensor_test: &str) -> String {
+    format!(
+        "SELECT r.sensor_id, r.ts, r.file_id, f.file_name, r.line, s.measurement_ids, r.\"values\" \
+         FROM readings r \
+         JOIN measurement_sets s ON s.set_id = r.set_id \
+         JOIN files f ON f.file_id = r.file_id \
+         WHERE r.ts BETWEEN $1 AND $2 AND {sensor_test} = ANY($3)"
+    )
+}
 
 /// The lines committed for each `(sensor, first µs, last µs)` window, by (sensor, µs).
 /// Lines of the caller's own deliveries (no ledger row yet) are left out.
@@ -161,13 +153,16 @@ pub async fn stored_lines(
         // The BRIN index tests a list of sensors range by range, element by element: worth
         // it for a few sensors, slower than reading the time range for many (a 50,000-line
         // chunk of 1,000 sensors: 561 ms in the index against a few ms).
-        let statement = if sensors.len() <= INDEXED_SENSORS {
-            LINES_OF_SENSORS
+        let statement = lines_query(if sensors.len() <= INDEXED_SENSORS {
+            "r.sensor_id"
         } else {
-            LINES_IN_RANGE
-        };
+            "r.sensor_id + 0"
+        });
         let rows = tx
-            .query(statement, &[&time(group[0].1), &time(hi), &sensors])
+            .query(
+                statement.as_str(),
+                &[&time(group[0].1), &time(hi), &sensors],
+            )
             .await?;
         for row in rows {
             let sensor: i64 = row.get(0);

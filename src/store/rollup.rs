@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 
 use crate::store::copy::CopyStream;
-use crate::store::StoreError;
+use crate::store::{time_of_micros as time, StoreError};
 use crate::transform::aggregate::Stats;
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -64,10 +64,6 @@ pub fn merge_cell(cell: &mut Cell, other: &[(i16, Stats)]) {
             Err(at) => cell.insert(at, (*id, *stats)),
         }
     }
-}
-
-fn time(micros: i64) -> DateTime<Utc> {
-    DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_default()
 }
 
 /// Takes the stored rows of `keys` (sensor, bucket start µs) out of the table and returns them.

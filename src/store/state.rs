@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 
-use crate::store::{Store, StoreError};
+use crate::store::{time_of_micros as time, Store, StoreError};
 use crate::transform::aggregate::{FileAggregates, Latest};
 
 /// Per-sensor state of one or more deliveries, merged, ready to be written.
@@ -69,7 +69,6 @@ impl SensorState {
     /// # Errors
     /// A statement failed.
     pub async fn write(&self, tx: &Transaction<'_>, store: &Store) -> Result<(), StoreError> {
-        let time = |micros: i64| DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_default();
         if !self.spans.is_empty() {
             let ids: Vec<i64> = self.spans.keys().copied().collect();
             let firsts: Vec<DateTime<Utc>> = self.spans.values().map(|s| time(s.0)).collect();
