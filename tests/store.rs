@@ -581,6 +581,82 @@ async fn common_questions_use_the_readings_index() {
     assert_eq!(in_hour, 2 * 12);
 }
 
+/// Each (sensor, hour) and (sensor, day) of the kept statistics is one row, found by its key:
+/// a delivery adding to stored buckets (every push of a gateway adds to the current hour and
+/// day) reads only those rows, however large the tables grow, and the database refuses a
+/// second row for a bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_statistics_bucket_is_one_row_found_by_its_key() {
+    let h = Harness::new().await;
+    let dir = h.workspace.path("in");
+    for (name, minute) in [("a_dht22.csv", 0), ("b_dht22.csv", 30)] {
+        let path = dir.join(name);
+        write(
+            &path,
+            &format!(
+                "sensor_id,timestamp,temperature,humidity\n\
+                 7,2022-02-01T01:{minute:02}:00Z,1.5,50\n8,2022-02-01T01:{minute:02}:00Z,2.5,60\n"
+            ),
+        );
+        process(
+            &h.ctx,
+            &Delivery::input_file(&path, Disposition::LeaveInPlace),
+        )
+        .await
+        .unwrap();
+    }
+    assert_sensor_state_matches_the_readings(&h.client).await;
+    for (table, column) in [("hourly_stats", "hour"), ("daily_stats", "day")] {
+        assert_eq!(
+            h.count(&format!("SELECT count(*) FROM sensor_etl.{table}"))
+                .await,
+            2,
+            "{table}: one row per sensor"
+        );
+        let second = h
+            .client
+            .execute(
+                &format!("INSERT INTO sensor_etl.{table} SELECT * FROM sensor_etl.{table} LIMIT 1"),
+                &[],
+            )
+            .await
+            .expect_err("a second row for a bucket is refused");
+        assert_eq!(
+            second.code(),
+            Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION),
+            "{table}: {second}"
+        );
+        h.client
+            .batch_execute("SET enable_seqscan = off")
+            .await
+            .unwrap();
+        let plan: Vec<String> = h
+            .client
+            .query(
+                &format!(
+                    "EXPLAIN DELETE FROM sensor_etl.{table} t \
+                     USING unnest('{{7}}'::int8[], '{{2022-02-01 00:00Z}}'::timestamptz[]) AS k(s, b) \
+                     WHERE t.sensor_id = k.s AND t.{column} = k.b"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains(&format!("Index Scan using {table}_pkey")),
+            "{plan}"
+        );
+        h.client
+            .batch_execute("RESET enable_seqscan")
+            .await
+            .unwrap();
+    }
+}
+
 /// A file whose every line has its own coordinates (a moving sensor) keeps them in the rows
 /// instead of filling the positions dictionary, and reads back the same through the view.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,28 +81,16 @@ pub async fn take_stored(
     }
     let sensors: Vec<i64> = keys.iter().map(|k| k.0).collect();
     let starts: Vec<DateTime<Utc>> = keys.iter().map(|k| time(k.1)).collect();
-    let (first, last) = keys.iter().fold((i64::MAX, i64::MIN), |(lo, hi), k| {
-        (lo.min(k.1), hi.max(k.1))
-    });
-    let (low, high) = keys.iter().fold((i64::MAX, i64::MIN), |(lo, hi), k| {
-        (lo.min(k.0), hi.max(k.0))
-    });
-    // The ranges of buckets and sensors let the BRIN index narrow the table to the pages that
-    // can hold those rows; the statement is planned for its values each time (a generic plan
-    // reads the whole table, which grows with every hour of every sensor).
+    // Each key is found by the table's primary key.
     let statement = format!(
         "DELETE FROM {table} t USING unnest($1::int8[], $2::timestamptz[]) AS k(sensor_id, b) \
-         WHERE t.{column} BETWEEN $3 AND $4 AND t.sensor_id BETWEEN $5 AND $6 \
-           AND t.sensor_id = k.sensor_id AND t.{column} = k.b \
+         WHERE t.sensor_id = k.sensor_id AND t.{column} = k.b \
          RETURNING t.sensor_id, t.{column}, t.measurement_ids, t.stats",
         table = bucket.table,
         column = bucket.column
     );
     let rows = tx
-        .query(
-            statement.as_str(),
-            &[&sensors, &starts, &time(first), &time(last), &low, &high],
-        )
+        .query(&tx.prepare_cached(&statement).await?, &[&sensors, &starts])
         .await?;
     for row in rows {
         let start: DateTime<Utc> = row.get(1);
