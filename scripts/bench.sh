@@ -25,7 +25,8 @@
 # renamed into the inbox of `sensor-etl run`, and the latency (rename -> file committed and
 # moved) of 30 single files. Then the HTTP API (`sensor-etl serve`, its load generator on the
 # same machine): unique 100-row CSV bodies from 32 connections as fast as answered (burst), then
-# steady and variable rates, then the burst again with one transaction per request (the ratio
+# steady and variable rates (each with the server's and PostgreSQL's CPU time per request),
+# then the burst again with one transaction per request (the ratio
 # is what the group commit gains), with the server's RSS sampled every second (first minute against
 # the end) and the acknowledged rows checked against the database, the burst again from wrk when
 # it is installed (scripts/ingest.lua); and one POST of the big file
@@ -161,15 +162,30 @@ if [ "$HTTP_SECONDS" -gt 0 ]; then
   (while kill -0 "$SERVE_PID" 2>/dev/null; do
      awk '/VmRSS/ {print $2}' "/proc/$SERVE_PID/status" 2>/dev/null; sleep 1; done) >rss_http.txt &
   SAMPLER_PID=$!
+  # CPU time so far (clock ticks) of the server, and of the cluster's live processes (its
+  # backends stay up for the pool's connections): what a request costs, less noisy than
+  # requests/s on a shared machine.
+  TICKS="$(getconf CLK_TCK)"
+  server_ticks() { awk '{print $14 + $15}' "/proc/$SERVE_PID/stat"; }
+  cluster_ticks() {
+    for p in $(ps --ppid "$(head -1 state/postgres/data/postmaster.pid)" -o pid=); do
+      awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null
+    done | awk '{s += $1} END {print s + 0}'
+  }
   acknowledged=0
   seed=100
   for scenario in "burst" "steady --rate 500" "variable --rate 500"; do
     seed=$((seed + 1))
     psql -q -d bench_http -c "CHECKPOINT"
+    server0="$(server_ticks)"; cluster0="$(cluster_ticks)"
     # shellcheck disable=SC2086
     "$BIN" generate --http "http://$HTTP_ADDR/v1/ingest" --scenario $scenario --concurrency 32 \
       --rows 100 --sensors 10 --duration "$HTTP_SECONDS" --seed "$seed" | tee gen.txt
     rows="$(awk '/^rows loaded:/ {print $3}' gen.txt)"
+    requests="$(awk '/^requests:/ {print $2; exit}' gen.txt)"
+    awk -v s="$(( $(server_ticks) - server0 ))" -v p="$(( $(cluster_ticks) - cluster0 ))" \
+      -v n="$requests" -v hz="$TICKS" 'BEGIN {printf "CPU per request: server %.2f ms, PostgreSQL %.2f ms\n", \
+      1000 * s / hz / n, 1000 * p / hz / n}'
     [ "$scenario" = "burst" ] && cp gen.txt burst.txt
     awk '/VmRSS/ {printf "server RSS after this scenario: %.0f MB\n", $2 / 1024}' "/proc/$SERVE_PID/status"
     acknowledged=$((acknowledged + rows))
