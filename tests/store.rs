@@ -526,6 +526,18 @@ async fn upgrading_to_narrow_readings_keeps_every_reading() {
     );
 }
 
+/// The plan PostgreSQL chooses for `sql`, one line per node.
+async fn plan_of(client: &tokio_postgres::Client, sql: &str) -> String {
+    let lines: Vec<String> = client
+        .query(&format!("EXPLAIN {sql}"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    lines.join("\n")
+}
+
 /// The two common questions, one sensor over a time range and everything in a time range,
 /// are answered through the readings index and partition pruning, through the public view.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -557,15 +569,7 @@ async fn common_questions_use_the_readings_index() {
          AND ts >= '2022-02-01 01:00Z' AND ts < '2022-02-01 02:00Z'",
         "SELECT count(*) FROM v_readings WHERE ts >= '2022-02-01 01:00Z' AND ts < '2022-02-01 02:00Z'",
     ] {
-        let plan: Vec<String> = h
-            .client
-            .query(&format!("EXPLAIN {question}"), &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let plan = plan.join("\n");
+        let plan = plan_of(&h.client, question).await;
         assert!(
             plan.contains("Bitmap Index Scan on readings_y2022_"),
             "{question}:\n{plan}"
@@ -630,22 +634,15 @@ async fn each_statistics_bucket_is_one_row_found_by_its_key() {
             .batch_execute("SET enable_seqscan = off")
             .await
             .unwrap();
-        let plan: Vec<String> = h
-            .client
-            .query(
-                &format!(
-                    "EXPLAIN DELETE FROM sensor_etl.{table} t \
-                     USING unnest('{{7}}'::int8[], '{{2022-02-01 00:00Z}}'::timestamptz[]) AS k(s, b) \
-                     WHERE t.sensor_id = k.s AND t.{column} = k.b"
-                ),
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let plan = plan.join("\n");
+        let plan = plan_of(
+            &h.client,
+            &format!(
+                "DELETE FROM sensor_etl.{table} t \
+                 USING unnest('{{7}}'::int8[], '{{2022-02-01 00:00Z}}'::timestamptz[]) AS k(s, b) \
+                 WHERE t.sensor_id = k.s AND t.{column} = k.b"
+            ),
+        )
+        .await;
         assert!(
             plan.contains(&format!("Index Scan using {table}_pkey")),
             "{plan}"
