@@ -23,7 +23,7 @@ use crate::store::state::SensorState;
 use crate::store::{copy, once, StoreError};
 use crate::transform::aggregate::{hourly_cells, AggregateRow, PartialAggregates};
 use crate::transform::normalize::NormalizedFrame;
-use crate::transform::transform_group;
+use crate::transform::{on_this_thread, transform_group};
 use crate::validate::format::FileRejection;
 use crate::validate::quarantine::QuarantineWriter;
 use crate::validate::reject::RejectedRow;
@@ -276,7 +276,7 @@ async fn write_group(
     }
     let ready: &[Prepared] = ready;
     let mut rollups = Rollups::new();
-    let hours = hourly_cells(&frame).map_err(Error::Transform)?;
+    let hours = on_this_thread(|| hourly_cells(&frame)).map_err(Error::Transform)?;
     rollups.add(&hours, &file_ids, &ctx.store);
     rollups.replaced(&sifted.replaced);
     let new_files: Vec<(i64, &Prepared)> = fates
