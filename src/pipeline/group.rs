@@ -352,8 +352,8 @@ async fn write_group(
     // Sent together, after the ledger rows they refer to.
     futures_util::try_join!(
         duplicates,
-        ledger::upsert_sensors(&tx, &sensors),
-        ledger::upsert_locations(&tx, &locations),
+        ledger::upsert_sensors(&tx, ctx.store.known(), &sensors),
+        ledger::upsert_locations(&tx, ctx.store.known(), &locations),
         state.write(&tx, &ctx.store),
     )?;
     once::recompute_latest(&tx, &rollups.replaced_sensors()).await?;
@@ -364,5 +364,7 @@ async fn write_group(
     }
     tx.commit().await.map_err(StoreError::from)?;
     ctx.store.readings_committed();
+    let location_ids: Vec<i64> = locations.iter().map(|(id, _, _, _)| *id).collect();
+    ctx.store.known().remember(&state.sensors(), &location_ids);
     Ok(fates)
 }

@@ -135,7 +135,7 @@ fn same(a: &[(i16, f64)], b: &[(i16, f64)]) -> bool {
 impl Sifter {
     pub fn new(settings: &Settings, store: &Store) -> Self {
         Self {
-            claims: Claims::default(),
+            claims: Claims::new(std::sync::Arc::clone(store.known())),
             policy: settings.on_conflict,
             measurement_names: settings
                 .catalogue

@@ -271,8 +271,9 @@ async fn stage(
         &tally.record(job, &origin, file_id, error_text.as_deref(), received_at),
     )
     .await?;
-    ledger::upsert_sensors(tx, &tally.sensors_of(file_id).collect::<Vec<_>>()).await?;
-    ledger::upsert_locations(tx, &tally.locations_of(file_id).collect::<Vec<_>>()).await?;
+    let known = ctx.store.known();
+    ledger::upsert_sensors(tx, known, &tally.sensors_of(file_id).collect::<Vec<_>>()).await?;
+    ledger::upsert_locations(tx, known, &tally.locations_of(file_id).collect::<Vec<_>>()).await?;
     copy::copy_aggregates(tx, &ctx.store, &[(file_id, &tally.aggregates.rows())]).await?;
     let mut state = SensorState::default();
     state.add(file_id, &tally.aggregates);

@@ -5,10 +5,13 @@
 //! `insert_file` records the outcome together with the file's data, so the ledger can never
 //! claim a file whose rows did not commit, nor miss one whose rows did.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use serde::Serialize;
 
+use crate::store::known::Known;
 use crate::store::StoreError;
 
 /// Final status of a file in the ledger.
@@ -310,18 +313,25 @@ pub async fn record_delivery(
 }
 
 /// Adds sensors not seen before, each with the file it was first seen in (in a stable
-/// order, so concurrent workers cannot deadlock).
+/// order, so concurrent workers cannot deadlock); those `known` to be stored are left out.
 ///
 /// # Errors
 /// The statement failed.
 pub async fn upsert_sensors(
     tx: &Transaction<'_>,
+    known: &Known,
     sensors: &[(i64, String, i64)],
 ) -> Result<(), StoreError> {
-    if sensors.is_empty() {
+    let ids: Vec<i64> = sensors.iter().map(|(id, _, _)| *id).collect();
+    let unknown: HashSet<i64> = known.unknown_sensors(&ids).into_iter().collect();
+    let mut sorted: Vec<(i64, String, i64)> = sensors
+        .iter()
+        .filter(|(id, _, _)| unknown.contains(id))
+        .cloned()
+        .collect();
+    if sorted.is_empty() {
         return Ok(());
     }
-    let mut sorted = sensors.to_vec();
     sorted.sort();
     sorted.dedup_by_key(|(id, _, _)| *id);
     let ids: Vec<i64> = sorted.iter().map(|(id, _, _)| *id).collect();
@@ -343,18 +353,26 @@ pub async fn upsert_sensors(
 /// A location first seen in a file: (location id, lat, lon, file id).
 pub type LocationSeen = (i64, Option<f64>, Option<f64>, i64);
 
-/// Adds locations not seen before, with the coordinates first reported for them.
+/// Adds locations not seen before, with the coordinates first reported for them; those
+/// `known` to be stored are left out.
 ///
 /// # Errors
 /// The statement failed.
 pub async fn upsert_locations(
     tx: &Transaction<'_>,
+    known: &Known,
     locations: &[LocationSeen],
 ) -> Result<(), StoreError> {
-    if locations.is_empty() {
+    let ids: Vec<i64> = locations.iter().map(|(id, _, _, _)| *id).collect();
+    let unknown: HashSet<i64> = known.unknown_locations(&ids).into_iter().collect();
+    let mut sorted: Vec<LocationSeen> = locations
+        .iter()
+        .filter(|(id, _, _, _)| unknown.contains(id))
+        .copied()
+        .collect();
+    if sorted.is_empty() {
         return Ok(());
     }
-    let mut sorted = locations.to_vec();
     sorted.sort_by_key(|(id, _, _, file)| (*id, *file));
     sorted.dedup_by_key(|(id, _, _, _)| *id);
     let ids: Vec<i64> = sorted.iter().map(|(id, _, _, _)| *id).collect();

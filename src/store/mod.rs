@@ -13,6 +13,7 @@ pub mod copy;
 pub mod dictionary;
 pub mod encode;
 pub mod export;
+pub mod known;
 pub mod ledger;
 pub mod once;
 pub mod query;
@@ -151,6 +152,8 @@ pub struct Store {
     dictionaries: Dictionaries,
     /// Summarizes the index ranges of new readings in the background.
     summarizer: summarize::RangeSummarizer,
+    /// Sensors and locations seen committed, not entered again.
+    known: Arc<known::Known>,
 }
 
 impl Store {
@@ -176,7 +179,13 @@ impl Store {
             dictionary_pool: build_pool(url, DICTIONARY_CONNECTIONS)?,
             measurement_ids: Arc::new(measurement_ids),
             dictionaries,
+            known: Arc::default(),
         })
+    }
+
+    /// Sensors and locations this process has seen committed.
+    pub fn known(&self) -> &Arc<known::Known> {
+        &self.known
     }
 
     /// The pool.

@@ -4,9 +4,10 @@
 //! reads and writes.
 //!
 //! Guarantees: a transaction claims a sensor before it writes any reading of it, by locking the
-//! sensor's `sensor_spans` row (inserted first as a placeholder when the sensor is new), so two
-//! deliveries of the same sensor never decide at once: the second waits for the first's commit
-//! and then sees its readings and its span. Row locks, not advisory locks: a delivery of 100,000
+//! sensor's `sensor_spans` row (inserted first as a placeholder when the sensor may be new, that
+//! is unless `Known` says it has committed readings), so two deliveries of the same sensor
+//! never decide at once: the second waits for the first's commit and then sees its readings
+//! and its span. Row locks, not advisory locks: a delivery of 100,000
 //! sensors takes 100,000 of them without filling PostgreSQL's lock table. Claims are taken in
 //! sensor order within a statement; deliveries whose chunks bring sensors in other orders can
 //! deadlock, which PostgreSQL breaks by failing one of them, a transient error that is retried.
@@ -14,24 +15,37 @@
 //! new without a look at the readings.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 
+use crate::store::known::Known;
 use crate::store::{time_of_micros as time, StoreError};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The sensors one transaction has claimed, with the span of their readings committed before
 /// the claim (`None`: no reading stored yet).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Claims {
     spans: HashMap<i64, Option<(i64, i64)>>,
     /// Sensors this transaction entered as placeholders.
     placeholders: Vec<i64>,
+    /// Sensors whose span row is known to exist: claimed without a placeholder.
+    known: Arc<Known>,
 }
 
 impl Claims {
+    /// No claims yet; sensors in `known` need no placeholder.
+    pub fn new(known: Arc<Known>) -> Self {
+        Self {
+            spans: HashMap::new(),
+            placeholders: Vec::new(),
+            known,
+        }
+    }
+
     /// Whether `sensor_id` is claimed.
     pub fn holds(&self, sensor_id: i64) -> bool {
         self.spans.contains_key(&sensor_id)
@@ -73,9 +87,12 @@ impl Claims {
                  FROM sensor_spans WHERE sensor_id = ANY($1) ORDER BY sensor_id FOR UPDATE",
             )
             .await?;
-        let entered = tx.query(&insert, &[&sensors]).await?;
-        self.placeholders
-            .extend(entered.iter().map(|row| row.get::<_, i64>(0)));
+        let unknown = self.known.unknown_sensors(sensors);
+        if !unknown.is_empty() {
+            let entered = tx.query(&insert, &[&unknown]).await?;
+            self.placeholders
+                .extend(entered.iter().map(|row| row.get::<_, i64>(0)));
+        }
         for row in tx.query(&lock, &[&sensors]).await? {
             let first: Option<DateTime<Utc>> = row.get(1);
             let last: Option<DateTime<Utc>> = row.get(2);

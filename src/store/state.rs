@@ -55,6 +55,11 @@ impl SensorState {
         }
     }
 
+    /// The sensors this state has readings of.
+    pub fn sensors(&self) -> Vec<i64> {
+        self.spans.keys().copied().collect()
+    }
+
     /// Those of `sensors` this state has no span for.
     pub fn uncovered(&self, sensors: &[i64]) -> Vec<i64> {
         sensors
