@@ -28,6 +28,10 @@ pub struct RawHttp {
     /// Read answers kept until the database changes, in bytes; 0 turns the cache off.
     #[serde(default = "default_answer_cache_bytes")]
     pub answer_cache_bytes: u64,
+    /// How long a group commit of request bodies waits for more bodies while other groups are
+    /// being written, in microseconds; 0 commits at once.
+    #[serde(default = "default_group_wait_micros")]
+    pub group_wait_micros: u64,
 }
 
 impl Default for RawHttp {
@@ -38,6 +42,7 @@ impl Default for RawHttp {
             database_wait_secs: default_database_wait_secs(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
             answer_cache_bytes: default_answer_cache_bytes(),
+            group_wait_micros: default_group_wait_micros(),
         }
     }
 }
@@ -53,6 +58,9 @@ const fn default_max_in_flight_bytes() -> u64 {
 }
 const fn default_answer_cache_bytes() -> u64 {
     32 * 1024 * 1024
+}
+const fn default_group_wait_micros() -> u64 {
+    2_000
 }
 
 /// `[[http.tokens]]` as written: `sha256` or `env`, not both.
@@ -124,6 +132,8 @@ pub struct HttpSettings {
     pub max_in_flight_bytes: u64,
     /// Read answers kept until the database changes, in bytes (0: none).
     pub answer_cache_bytes: u64,
+    /// How long a group commit waits for more bodies while others are being written.
+    pub group_wait: std::time::Duration,
 }
 
 impl HttpSettings {
@@ -187,6 +197,7 @@ impl HttpSettings {
             database_wait: std::time::Duration::from_secs(raw.database_wait_secs),
             max_in_flight_bytes: raw.max_in_flight_bytes.max(raw.max_body_bytes),
             answer_cache_bytes: raw.answer_cache_bytes,
+            group_wait: std::time::Duration::from_micros(raw.group_wait_micros),
         })
     }
 }

@@ -551,6 +551,18 @@ mod tests {
     }
 
     #[test]
+    fn group_commits_wait_two_milliseconds_unless_told_otherwise() {
+        let settings = Settings::builtin();
+        assert_eq!(
+            settings.http.group_wait,
+            std::time::Duration::from_millis(2)
+        );
+        let raw: RawConfig = toml::from_str("[http]\ngroup_wait_micros = 0\n").unwrap();
+        let settings = Settings::from_raw(raw).unwrap();
+        assert!(settings.http.group_wait.is_zero());
+    }
+
+    #[test]
     fn user_types_merge_by_name_and_add_new_ones() {
         let raw: RawConfig = toml::from_str(
             r#"

@@ -77,7 +77,7 @@ impl HttpState {
 impl HttpState {
     /// Hands the pipeline over once the store is ready: ingest requests are taken from now on.
     pub fn hand_over(&self, ctx: PipelineCtx) {
-        let committer = Committer::start(ctx.clone(), GROUP_WRITERS);
+        let committer = Committer::start(ctx.clone(), GROUP_WRITERS, self.settings.http.group_wait);
         let _ = self.pipeline.set((ctx, committer));
     }
 }
