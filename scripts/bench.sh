@@ -37,18 +37,8 @@ REPO="$PWD"
 ROWS="${1:-1000000}"
 SMALL_FILES="${2:-2000}"
 REPEAT="${3:-1}"
-scripts/ensure-postgres.sh
-cargo build --release --locked -q
-BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/sensor-etl"
 COMPARE_BIN="${COMPARE_BIN:-}"
-WORK="$(mktemp -d /tmp/sensor-etl-bench.XXXXXX)"
-chmod 755 "$WORK"
-trap '"$BIN" --state-dir "$WORK/state" db stop >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
-cd "$WORK"
-
-"$BIN" --state-dir state db start >/dev/null 2>&1
-PORT="$(cat state/postgres/port)"
-export PGHOST=127.0.0.1 PGPORT="$PORT" PGUSER=postgres
+source scripts/private-cluster.sh bench
 psql -q -d postgres -c "CREATE DATABASE bench" -c "CREATE DATABASE bench_small"
 BENCH_URL="postgres://postgres@127.0.0.1:$PORT/bench"
 SMALL_URL="postgres://postgres@127.0.0.1:$PORT/bench_small"

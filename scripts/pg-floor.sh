@@ -18,17 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 SECONDS_EACH="${1:-20}"
-scripts/ensure-postgres.sh
 command -v pgbench >/dev/null || { echo "pgbench not found (Debian: postgresql-client)" >&2; exit 1; }
-cargo build --release --locked -q
-BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/sensor-etl"
-WORK="$(mktemp -d /tmp/sensor-etl-floor.XXXXXX)"
-chmod 755 "$WORK"
-trap '"$BIN" --state-dir "$WORK/state" db stop >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
-cd "$WORK"
-"$BIN" --state-dir state db start >/dev/null 2>&1
-PORT="$(cat state/postgres/port)"
-export PGHOST=127.0.0.1 PGPORT="$PORT" PGUSER=postgres
+source scripts/private-cluster.sh floor
 psql -q -d postgres -c "CREATE DATABASE floor" -c "CREATE DATABASE pushed"
 "$BIN" --database-url "postgres://postgres@127.0.0.1:$PORT/floor" migrate >/dev/null 2>&1
 # The readings of 8 deliveries (80 sensors, 100 lines each) in COPY's binary format, in the data
