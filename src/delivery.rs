@@ -2,7 +2,7 @@
 //! source after the commit, and (once read) its identity.
 //!
 //! Every way in builds deliveries: the inbox watcher (`watch`) and `ingest` make them from
-//! files, the HTTP API will make them from request bodies. The stages below the pipeline
+//! files, the HTTP API from request bodies and the push journal from bodies it kept. The stages below the pipeline
 //! (`validate`, `transform`, `store`) see only a [`ByteSource`] and a name, never where the bytes
 //! came from. A source can be opened any number of times and read at any offset: the validator
 //! streams it, the quarantine copies rejected rows from it byte for byte.
@@ -226,6 +226,16 @@ pub struct Delivery {
     /// A key the source gave the delivery (`Idempotency-Key`): the same key again with the
     /// same bytes is a duplicate, with other bytes a refusal.
     pub key: Option<String>,
+    /// Set for a body drained from the push journal: the record it was read from, recorded in
+    /// the delivery's own transaction so that it is loaded exactly once.
+    pub journaled: Option<JournalMark>,
+}
+
+/// Where in the push journal a delivery was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalMark {
+    /// The receipt the client was given (`<journal id>-<sequence>`).
+    pub receipt_id: String,
 }
 
 impl Delivery {
@@ -253,6 +263,7 @@ impl Delivery {
             origin,
             disposition,
             key: None,
+            journaled: None,
         }
     }
 

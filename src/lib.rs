@@ -6,14 +6,17 @@
 //!
 //! - edges: [`commands`] (one module per command, dispatched by `main`), [`cli`], [`http`];
 //! - sources of deliveries: [`watch`] (the inbox: notify events as hints, periodic scans as the
-//!   truth, claims against other workers) and [`ingest`] (files given on the command line);
+//!   truth, claims against other workers), [`ingest`] (files given on the command line) and
+//!   [`journal`] (pushes kept on local disk while the database is away, drained behind the
+//!   answer);
 //! - [`pipeline`]: a delivery through the stages in one transaction, streamed or in a group
 //!   commit, then settled (quarantine, error log, disposition);
 //! - stages: [`validate`] (format sniffing, row rules, quarantine output), [`transform`]
 //!   (polars normalization and aggregates), [`store`] (pool, migrations, COPY, ledger, claims);
+//! - consumers: [`lake`] (Delta Lake tables of what was loaded);
 //! - bottom: [`config`], [`delivery`], [`telemetry`], [`embedded_db`] / [`database`] (which
-//!   database), [`generate`] (test data), and [`error`], the crate-wide error above the
-//!   stages' own.
+//!   database), [`generate`] (test data), [`faults`] (named fault points for the tests), and
+//!   [`error`], the crate-wide error above the stages' own.
 //!
 //! Shutdown is owned by the commands: they fire a `CancellationToken` on SIGINT/SIGTERM;
 //! [`watch::run`] then stops taking files and finishes or rolls back the one in hand.
@@ -51,6 +54,7 @@ pub mod faults;
 pub mod generate;
 pub mod http;
 pub mod ingest;
+pub mod journal;
 pub mod lake;
 pub mod pipeline;
 pub mod store;

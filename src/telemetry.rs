@@ -59,6 +59,15 @@ pub const LAKE_ROWS_TOTAL: &str = "sensor_etl_lake_rows_exported_total";
 /// The highest delivery in the lake.
 pub const LAKE_HORIZON: &str = "sensor_etl_lake_horizon";
 
+/// Bodies in the push journal waiting to be loaded.
+pub const JOURNAL_BODIES: &str = "sensor_etl_journal_bodies";
+/// Bytes of those bodies in the journal.
+pub const JOURNAL_BYTES: &str = "sensor_etl_journal_bytes";
+/// Seconds since the oldest body waiting in the journal was received.
+pub const JOURNAL_OLDEST_AGE_SECONDS: &str = "sensor_etl_journal_oldest_age_seconds";
+/// Bodies loaded from the journal (its rate is the drain rate).
+pub const JOURNAL_LOADED_TOTAL: &str = "sensor_etl_journal_loaded_total";
+
 /// Files waiting out a local fault now, for readiness.
 static LOCAL_FAULT_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -281,6 +290,18 @@ pub fn record_http_request(status: u16, received_bytes: u64, elapsed: Duration) 
     metrics::counter!(HTTP_REQUESTS_TOTAL, "status" => status.to_string()).increment(1);
     metrics::counter!(HTTP_RECEIVED_BYTES_TOTAL).increment(received_bytes);
     metrics::histogram!(HTTP_REQUEST_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// Records the push journal's depth.
+pub fn record_journal(bodies: u64, bytes: u64, oldest_age_seconds: f64) {
+    metrics::gauge!(JOURNAL_BODIES).set(bodies as f64);
+    metrics::gauge!(JOURNAL_BYTES).set(bytes as f64);
+    metrics::gauge!(JOURNAL_OLDEST_AGE_SECONDS).set(oldest_age_seconds);
+}
+
+/// Records bodies loaded from the push journal.
+pub fn record_journal_loaded(bodies: usize) {
+    metrics::counter!(JOURNAL_LOADED_TOTAL).increment(bodies as u64);
 }
 
 /// Records the size of a group commit.

@@ -946,7 +946,7 @@ async fn serve_watched(
     let server = Watched::spawn(command, failpoints);
     wait_until("the server is ready", LIMIT, || async move {
         tokio::net::TcpStream::connect(addr).await.is_ok()
-            && crate::support::http_get(addr, "/readyz").await.0 == 200
+            && crate::support::http_get(addr, "/readyz").await.1 == "ready\n"
     })
     .await;
     (server, addr)

@@ -35,7 +35,7 @@ pub async fn serve(workspace: &Workspace, url: &str, env: &[(&str, &str)]) -> (C
         Duration::from_secs(30),
         || async move {
             tokio::net::TcpStream::connect(addr).await.is_ok()
-                && crate::support::http_get(addr, "/readyz").await.0 == 200
+                && crate::support::http_get(addr, "/readyz").await.1 == "ready\n"
         },
     )
     .await;
@@ -382,7 +382,7 @@ async fn a_database_outage_answers_503_and_an_acknowledged_body_survives_kill_9(
         &workspace,
         &url,
         &[
-            ("SENSOR_ETL_HTTP__DATABASE_WAIT_SECS", "2"),
+            ("SENSOR_ETL_HTTP__DB_WAIT_MS", "2000"),
             ("SENSOR_ETL_RETRY__INITIAL_DELAY_MS", "100"),
         ],
     )
@@ -409,13 +409,24 @@ async fn a_database_outage_answers_503_and_an_acknowledged_body_survives_kill_9(
         &workspace,
         &url,
         &[
-            ("SENSOR_ETL_HTTP__DATABASE_WAIT_SECS", "2"),
+            ("SENSOR_ETL_HTTP__DB_WAIT_MS", "2000"),
             ("SENSOR_ETL_RETRY__INITIAL_DELAY_MS", "100"),
         ],
     )
     .await;
     cluster.stop();
-    let other = CSV.replace("21;DHT22", "26;DHT22");
+    // Small bodies go to the push journal (tests/journal.rs); one over 1 MiB is not kept there.
+    let mut other = String::from("sensor_id;sensor_type;timestamp;temperature;humidity\n");
+    let mut minute = 0u32;
+    while other.len() < 2 * 1024 * 1024 {
+        other.push_str(&format!(
+            "26;DHT22;2021-03-{:02}T{:02}:{:02}:00;20.5;50\n",
+            1 + minute / 1440,
+            minute / 60 % 24,
+            minute % 60
+        ));
+        minute += 1;
+    }
     let started = std::time::Instant::now();
     let (status, head, body) = post(addr, "/v1/ingest", csv, other.as_bytes());
     assert_eq!(status, 503, "{body}");

@@ -14,6 +14,7 @@ mod golden;
 mod hostile;
 mod http;
 mod ingest_http;
+mod journal;
 mod lake;
 mod promises;
 mod read_api;

@@ -716,6 +716,7 @@ async fn a_delivery_from_memory_loads_like_a_file() {
         origin: Origin::Http("127.0.0.1".to_owned()),
         disposition: Disposition::LeaveInPlace,
         key: None,
+        journaled: None,
     };
     let report = process(&h.ctx, &delivery).await.unwrap();
     assert_eq!(report.status, FileStatus::PartiallyLoaded);

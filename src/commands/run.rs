@@ -1,14 +1,17 @@
 //! `sensor-etl run` and `sensor-etl serve`: the HTTP server at once (operator endpoints, and
 //! ingest once the database answers), then, for `run`, the inbox watcher and, with `lake_dir`,
 //! the lake kept up to date, until shutdown. The database is waited for with backoff instead
-//! of failing when it is unreachable.
+//! of failing when it is unreachable; meanwhile pushes go to the push journal, which is
+//! drained from the moment the database answers.
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::http::HttpState;
+use crate::journal::{self, Journal};
 use crate::pipeline::PipelineCtx;
 use crate::store::{self, Store};
 use crate::{database, http, lake, telemetry, watch};
@@ -35,7 +38,21 @@ pub async fn run(
     let settings = Arc::new(settings);
     let target = database::resolve(&settings).await?;
     let pool = store::build_pool(&target.url, 8)?;
-    let state = HttpState::new(pool.clone(), Arc::clone(&settings));
+    // The push journal is opened first: a second server on the same state_dir stops here.
+    let journal = match settings.http_addr {
+        Some(_) => Some(
+            Journal::open(
+                &journal::journal_dir(&settings.state_dir),
+                settings.http.journal_max_bytes,
+            )
+            .context("cannot open the push journal")?,
+        ),
+        None => None,
+    };
+    let mut state = HttpState::new(pool.clone(), Arc::clone(&settings));
+    if let Some(journal) = &journal {
+        state = state.with_journal(Arc::clone(journal));
+    }
     let server = match settings.http_addr {
         Some(addr) => Some(http::serve(addr, state.clone(), cancel.clone()).await?.1),
         None if inbox == Inbox::Ignore => {
@@ -80,6 +97,9 @@ pub async fn run(
             store,
         };
         state.hand_over(ctx.clone());
+        if let Some(journal) = journal {
+            tokio::spawn(journal::drain::run(journal, ctx.clone(), cancel.clone()));
+        }
         if let Some(dir) = settings.lake_dir.clone() {
             tokio::spawn(lake::keep_up_to_date(
                 pool.clone(),

@@ -18,9 +18,19 @@ pub struct RawHttp {
     /// Largest request body, counted after decompression.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
-    /// How long a request waits for an unavailable database before 503.
-    #[serde(default = "default_database_wait_secs")]
-    pub database_wait_secs: u64,
+    /// How long a push waits for its commit before it goes to the push journal (202).
+    #[serde(default = "default_db_wait_ms")]
+    pub db_wait_ms: u64,
+    /// The same in seconds, as earlier versions spelled it; `db_wait_ms` wins when both are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_wait_secs: Option<u64>,
+    /// When a push is answered: `commit` (200 after the commit; the journal only while the
+    /// database is away) or `journal` (202 after the journal sync, loaded in batches behind).
+    #[serde(default)]
+    pub acknowledge: Acknowledge,
+    /// Largest size of the push journal on disk; past it, pushes get 503.
+    #[serde(default = "default_journal_max_bytes")]
+    pub journal_max_bytes: u64,
     /// Request bodies held at once, in bytes; past it, 503 with `Retry-After` (at least
     /// `max_body_bytes`).
     #[serde(default = "default_max_in_flight_bytes")]
@@ -39,7 +49,10 @@ impl Default for RawHttp {
         Self {
             tokens: Vec::new(),
             max_body_bytes: default_max_body_bytes(),
-            database_wait_secs: default_database_wait_secs(),
+            db_wait_ms: default_db_wait_ms(),
+            database_wait_secs: None,
+            acknowledge: Acknowledge::default(),
+            journal_max_bytes: default_journal_max_bytes(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
             answer_cache_bytes: default_answer_cache_bytes(),
             group_wait_micros: default_group_wait_micros(),
@@ -50,8 +63,22 @@ impl Default for RawHttp {
 const fn default_max_body_bytes() -> u64 {
     64 * 1024 * 1024
 }
-const fn default_database_wait_secs() -> u64 {
-    10
+const fn default_db_wait_ms() -> u64 {
+    2_000
+}
+const fn default_journal_max_bytes() -> u64 {
+    1024 * 1024 * 1024
+}
+
+/// When a push is acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Acknowledge {
+    /// 200 after the delivery's commit; 202 from the push journal while the database is away.
+    #[default]
+    Commit,
+    /// 202 once the body is synced to the push journal; loaded in large batches behind it.
+    Journal,
 }
 const fn default_max_in_flight_bytes() -> u64 {
     256 * 1024 * 1024
@@ -126,8 +153,12 @@ pub struct HttpSettings {
     pub tokens: Vec<AccessToken>,
     /// Largest request body, after decompression.
     pub max_body_bytes: u64,
-    /// How long a request waits for an unavailable database.
+    /// How long a push waits for its commit before it goes to the push journal.
     pub database_wait: std::time::Duration,
+    /// When a push is answered.
+    pub acknowledge: Acknowledge,
+    /// Largest size of the push journal on disk.
+    pub journal_max_bytes: u64,
     /// Request bodies held at once, in bytes.
     pub max_in_flight_bytes: u64,
     /// Read answers kept until the database changes, in bytes (0: none).
@@ -194,7 +225,14 @@ impl HttpSettings {
         Ok(Self {
             tokens,
             max_body_bytes: raw.max_body_bytes,
-            database_wait: std::time::Duration::from_secs(raw.database_wait_secs),
+            database_wait: match raw.database_wait_secs {
+                Some(secs) if raw.db_wait_ms == default_db_wait_ms() => {
+                    std::time::Duration::from_secs(secs)
+                }
+                _ => std::time::Duration::from_millis(raw.db_wait_ms),
+            },
+            acknowledge: raw.acknowledge,
+            journal_max_bytes: raw.journal_max_bytes,
             max_in_flight_bytes: raw.max_in_flight_bytes.max(raw.max_body_bytes),
             answer_cache_bytes: raw.answer_cache_bytes,
             group_wait: std::time::Duration::from_micros(raw.group_wait_micros),

@@ -18,7 +18,7 @@ mod catalogue;
 mod devices;
 mod folders;
 
-pub use access::{AccessToken, HttpSettings, RawHttp, RawToken, Scope};
+pub use access::{AccessToken, Acknowledge, HttpSettings, RawHttp, RawToken, Scope};
 pub use devices::{DeviceSettings, RawDevices, RawValueTarget, ValueTarget};
 
 use catalogue::{build_catalogue, merge_sensor_types, BuiltinCatalogue, BUILTIN_SENSOR_TYPES};

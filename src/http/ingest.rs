@@ -25,12 +25,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::Scope;
+use crate::config::{Acknowledge, Scope};
 use crate::delivery::{ByteSource, Delivery, Disposition, Origin};
 use crate::error::Error;
 use crate::http::access::authorize;
 use crate::http::body::{self, to_source, BodyFormat};
-use crate::http::device;
+use crate::http::{device, journaled};
 use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::http::spool::{self, Received, MEMORY_BYTES};
 use crate::http::HttpState;
@@ -55,6 +55,7 @@ pub fn routes() -> OpenApiRouter<HttpState> {
     OpenApiRouter::new()
         .routes(routes!(ingest))
         .routes(routes!(push_sensor_data))
+        .routes(routes!(journaled::receipt))
         .route("/v1/push-sensor-data", post(push_sensor_data))
 }
 
@@ -182,13 +183,6 @@ async fn take(
         ));
     }
     let key = idempotency_key(headers)?;
-    let Some((ctx, committer)) = state.pipeline.get() else {
-        return Err(ApiError::unavailable(
-            "database_unavailable",
-            "the database is not available yet; nothing was stored",
-            RETRY_AFTER_SECS,
-        ));
-    };
     // Back-pressure: the memory a body may take is reserved before it is read.
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -256,20 +250,6 @@ async fn take(
             }
         }
     };
-    if let Some(push) = &device {
-        // The (device, sensor) pairs are deterministic: recording them first is idempotent.
-        let stored = async {
-            let client = ctx.store.pool().get().await.map_err(StoreError::from)?;
-            ledger::record_device_sensors(&client, &push.device, &push.sensors).await
-        };
-        stored.await.map_err(|error| {
-            ApiError::unavailable(
-                "database_unavailable",
-                format!("{}; nothing was stored", crate::telemetry::chain(&error)),
-                RETRY_AFTER_SECS,
-            )
-        })?;
-    }
     let in_memory = matches!(source, ByteSource::Memory(_) | ByteSource::Rendered { .. });
     let name = match &device {
         Some(push) => format!("{}.json", push.device),
@@ -281,11 +261,23 @@ async fn take(
         origin: Origin::Http(client),
         disposition: Disposition::LeaveInPlace,
         key,
+        journaled: None,
+    };
+    // Journaled at once: with `acknowledge = "journal"`, or while no database was ever reached.
+    let journal_first = state.settings.http.acknowledge == Acknowledge::Journal && in_memory;
+    let pipeline = state.pipeline.get().filter(|_| !journal_first);
+    let Some((ctx, committer)) = pipeline else {
+        return journaled::keep(state, delivery, device.as_ref(), received_at).await;
     };
     // Small bodies without a key are committed together with whatever else is arriving.
     let grouped = in_memory && delivery.key.is_none() && size <= GROUP_BODY_MAX_BYTES;
     let wait = state.settings.http.database_wait;
     let outcome = tokio::time::timeout(wait, async {
+        if let Some(push) = &device {
+            // The (device, sensor) pairs are deterministic: recording them first is idempotent.
+            let client = ctx.store.pool().get().await.map_err(StoreError::from)?;
+            ledger::record_device_sensors(&client, &push.device, &push.sensors).await?;
+        }
         if grouped {
             if let Committed::Report(report) = committer.commit(delivery.clone(), size).await {
                 return *report;
@@ -294,15 +286,21 @@ async fn take(
         process_with_retry(ctx, &delivery, &CancellationToken::new()).await
     })
     .await;
-    drop(held);
     let report = match outcome {
+        // The database is away: the body goes to the push journal (202), where it can.
+        Err(_) if in_memory => {
+            return journaled::keep(state, delivery, device.as_ref(), received_at).await
+        }
+        Ok(Err(error)) if in_memory && error.is_transient() => {
+            return journaled::keep(state, delivery, device.as_ref(), received_at).await
+        }
         Err(_) => {
             return Err(ApiError::unavailable(
                 "database_unavailable",
                 format!(
-                    "the database did not answer within {} s; the body was not acknowledged \
+                    "the database did not answer within {} ms; the body was not acknowledged \
                      (sending it again is safe: a stored body is a duplicate)",
-                    wait.as_secs()
+                    wait.as_millis()
                 ),
                 RETRY_AFTER_SECS,
             ))
@@ -334,6 +332,7 @@ async fn take(
         }
         Ok(Ok(report)) => report,
     };
+    drop(held);
     let mut response = receipt(ctx, &report).await?;
     if let Some(push) = device {
         let body = &mut response.body;

@@ -19,6 +19,7 @@ pub mod device;
 pub mod docs;
 pub mod error;
 pub mod ingest;
+pub mod journaled;
 pub mod operator;
 pub mod params;
 pub mod read;
@@ -56,6 +57,9 @@ pub struct HttpState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Read answers kept until the database changes.
     pub answers: Arc<cache::AnswerCache>,
+    /// The push journal: pushes answered 202 while the database is away (or always, with
+    /// `http.acknowledge = "journal"`); none in a server that keeps no journal.
+    pub journal: Option<Arc<crate::journal::Journal>>,
 }
 
 impl HttpState {
@@ -70,7 +74,14 @@ impl HttpState {
             settings,
             pipeline: Arc::new(OnceLock::new()),
             in_flight: Arc::new(tokio::sync::Semaphore::new(permits)),
+            journal: None,
         }
+    }
+
+    /// The same state, keeping pushes in `journal` while the database is away.
+    pub fn with_journal(mut self, journal: Arc<crate::journal::Journal>) -> Self {
+        self.journal = Some(journal);
+        self
     }
 }
 

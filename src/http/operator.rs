@@ -54,12 +54,6 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
             Err(e) => Err(format!("cannot read the migration history: {e}")),
         }
     };
-    if state.pipeline.get().is_none() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: waiting for the database before taking deliveries\n".to_owned(),
-        );
-    }
     let faults = crate::telemetry::local_faults();
     if faults > 0 {
         return (
@@ -67,15 +61,27 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
             format!("not ready: {faults} file(s) wait on a local fault (disk full, permission denied; see the log)\n"),
         );
     }
-    match tokio::time::timeout(READY_TIMEOUT, check).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready\n".to_owned()),
-        Ok(Err(reason)) => (
+    let database = if state.pipeline.get().is_none() {
+        Err("waiting for the database before taking deliveries".to_owned())
+    } else {
+        match tokio::time::timeout(READY_TIMEOUT, check).await {
+            Ok(result) => result,
+            Err(_) => Err("the database did not answer in time".to_owned()),
+        }
+    };
+    match (database, &state.journal) {
+        (Ok(()), _) => (StatusCode::OK, "ready\n".to_owned()),
+        // Pushes are still taken: the journal keeps them until the database is back.
+        (Err(reason), Some(journal)) if journal.accepts() => (
+            StatusCode::OK,
+            format!(
+                "ready: {reason}; pushes are kept in the push journal ({} waiting)\n",
+                journal.stats().bodies
+            ),
+        ),
+        (Err(reason), _) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}\n"),
-        ),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the database did not answer in time\n".to_owned(),
         ),
     }
 }

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{self, ExistingFile, FileRecord};
 use crate::store::state::SensorState;
-use crate::store::{copy, once, StoreError};
+use crate::store::{copy, once, receipts, StoreError};
 use crate::transform::aggregate::{hourly_cells, AggregateRow, PartialAggregates};
 use crate::transform::normalize::NormalizedFrame;
 use crate::transform::{on_this_thread, transform_group};
@@ -356,6 +356,19 @@ async fn write_group(
         ledger::upsert_locations(&tx, ctx.store.known(), &locations),
         state.write(&tx, &ctx.store),
     )?;
+    let journaled: Vec<receipts::ReceiptRow<'_>> = fates
+        .iter()
+        .zip(ready)
+        .filter_map(|(fate, file)| {
+            let mark = file.job.delivery.journaled.as_ref()?;
+            Some(receipts::ReceiptRow {
+                receipt_id: &mark.receipt_id,
+                file_id: fate.as_ref().map_or_else(|existing| existing.file_id, |id| *id),
+                duplicate: fate.is_err(),
+            })
+        })
+        .collect();
+    receipts::record(&tx, &journaled).await?;
     once::recompute_latest(&tx, &rollups.replaced_sensors()).await?;
     once::drop_empty_placeholders(&tx, &state.uncovered(sifter.placeholders())).await?;
     // The group commits only if none of its files changed while it was read.

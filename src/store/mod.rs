@@ -17,6 +17,7 @@ pub mod known;
 pub mod ledger;
 pub mod once;
 pub mod query;
+pub mod receipts;
 pub mod rollup;
 pub mod state;
 pub mod summarize;
