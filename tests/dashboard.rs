@@ -159,6 +159,11 @@ async fn the_dashboard_shows_the_ledger_a_reject_reason_and_a_drawn_chart() {
     assert_eq!(text_of(&dom, "rows-rejected"), with(rows_rejected));
     assert_eq!(text_of(&dom, "readings"), with(readings));
     assert_eq!(text_of(&dom, "files-waiting"), "0");
+    assert_eq!(
+        text_of(&dom, "journal-bodies"),
+        "0",
+        "the push journal is empty"
+    );
     // Rejects by reason, and the rejects of the latest file with any: a reason a person reads.
     assert!(
         dom.contains("<td>out_of_range</td>"),

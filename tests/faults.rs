@@ -21,7 +21,7 @@ use crate::crash::{
     wait_until_empty, worker, worker_command, ROWS_PER_FILE,
 };
 use crate::support::{
-    connect, fresh_database, wait_exit, wait_until, RestartableCluster, Workspace,
+    connect, fresh_database, wait_exit, wait_until, RestartableCluster, SmallDisk, Workspace,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -703,46 +703,6 @@ async fn an_unreadable_file_waits_without_a_hot_loop_and_loads_once_readable() {
     let (status, stderr) = running.exit();
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_exactly_once(&url, 2).await;
-}
-
-/// A file system of `bytes` mounted on `dir` (a tmpfs), unmounted on drop: a disk that fills up.
-struct SmallDisk {
-    dir: std::path::PathBuf,
-    mounted: std::cell::Cell<bool>,
-}
-
-impl SmallDisk {
-    fn mount(dir: &std::path::Path, bytes: usize) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={bytes},mode=0777"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mounting a small tmpfs needs root");
-        Self {
-            dir: dir.to_path_buf(),
-            mounted: std::cell::Cell::new(true),
-        }
-    }
-
-    fn unmount(&self) {
-        if self.mounted.replace(false) {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        self.unmount();
-    }
 }
 
 /// Lines of `text` that mention `name` and `what`.

@@ -468,6 +468,9 @@ async fn past_the_in_flight_bound_requests_get_503_and_memory_stays_bounded() {
         &[
             ("SENSOR_ETL_HTTP__MAX_BODY_BYTES", "1048576"),
             ("SENSOR_ETL_HTTP__MAX_IN_FLIGHT_BYTES", "1572864"),
+            // Longer than the hold below: the held body is answered after its commit, not
+            // from the push journal.
+            ("SENSOR_ETL_HTTP__DB_WAIT_MS", "10000"),
             // The first body is held 3 s inside the pipeline.
             ("FAILPOINTS", "pipeline::chunk-read=1*return(sleep:3000)"),
         ],

@@ -29,9 +29,14 @@ async fn start(workspace: &Workspace, url: &str, env: &[(&str, &str)]) -> (Child
         command.env(key, value);
     }
     let child = command.spawn().unwrap();
-    wait_until("the server answers", Duration::from_secs(30), || async move {
-        tokio::net::TcpStream::connect(addr).await.is_ok() && http_get(addr, "/healthz").await.0 == 200
-    })
+    wait_until(
+        "the server answers",
+        Duration::from_secs(30),
+        || async move {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+                && http_get(addr, "/healthz").await.0 == 200
+        },
+    )
     .await;
     (child, addr)
 }
@@ -64,7 +69,10 @@ async fn count(url: &str, sql: &str) -> i64 {
 }
 
 fn receipt_of(head: &str, body: &serde_json::Value) -> String {
-    let id = body["receipt_id"].as_str().expect("a receipt id").to_owned();
+    let id = body["receipt_id"]
+        .as_str()
+        .expect("a receipt id")
+        .to_owned();
     assert!(
         head.to_lowercase()
             .contains(&format!("location: /v1/receipts/{id}").to_lowercase()),
@@ -85,9 +93,11 @@ async fn pushes_during_an_outage_are_loaded_exactly_once_across_kill_9() {
     let url = cluster.url();
     let workspace = Workspace::new();
     let (mut server, addr) = start(&workspace, &url, &[]).await;
-    wait_until("the server is ready", Duration::from_secs(30), || async move {
-        http_get(addr, "/readyz").await.1 == "ready\n"
-    })
+    wait_until(
+        "the server is ready",
+        Duration::from_secs(30),
+        || async move { http_get(addr, "/readyz").await.1 == "ready\n" },
+    )
     .await;
     cluster.stop();
 
@@ -96,13 +106,19 @@ async fn pushes_during_an_outage_are_loaded_exactly_once_across_kill_9() {
     let (status, head, first) = post(addr, "/v1/ingest", &[CSV], body.as_bytes());
     assert_eq!(status, 202, "{first}");
     assert_eq!(first["status"], "journaled");
-    assert_eq!((first["rows_read"].as_u64(), first["rows_rejected"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(
+        (first["rows_read"].as_u64(), first["rows_rejected"].as_u64()),
+        (Some(3), Some(1))
+    );
     assert_eq!(first["rejects"][0]["line"], 3);
     assert_eq!(first["rejects"][0]["code"], "not_a_number");
     let csv_receipt = receipt_of(&head, &first);
     // The same body while journaled: the same receipt, kept once.
     let (status, _, again) = post(addr, "/v1/ingest", &[CSV], body.as_bytes());
-    assert_eq!((status, again["receipt_id"].as_str()), (202, Some(csv_receipt.as_str())));
+    assert_eq!(
+        (status, again["receipt_id"].as_str()),
+        (202, Some(csv_receipt.as_str()))
+    );
     // A device's own-API body (its reading time is the receive time).
     let (status, head, device) = post(
         addr,
@@ -117,7 +133,10 @@ async fn pushes_during_an_outage_are_loaded_exactly_once_across_kill_9() {
     assert_eq!(status, 400, "{rejected}");
     assert_eq!(receipt(addr, &csv_receipt).await["status"], "journaled");
     let (_, ready) = http_get(addr, "/readyz").await;
-    assert!(ready.starts_with("ready: ") && ready.contains("push journal"), "{ready}");
+    assert!(
+        ready.starts_with("ready: ") && ready.contains("push journal"),
+        "{ready}"
+    );
     let (_, metrics) = http_get(addr, "/metrics").await;
     assert!(metrics.contains("sensor_etl_journal_bodies 3"), "{metrics}");
 
@@ -146,10 +165,14 @@ async fn pushes_during_an_outage_are_loaded_exactly_once_across_kill_9() {
     // Without the fault: everything loads, nothing twice.
     let (mut server, addr) = start(&workspace, &url, &[]).await;
     let probe = url.clone();
-    wait_until("every journaled body is loaded", Duration::from_secs(30), || {
-        let url = probe.clone();
-        async move { count(&url, "SELECT count(*) FROM journal_receipts").await == 4 }
-    })
+    wait_until(
+        "every journaled body is loaded",
+        Duration::from_secs(30),
+        || {
+            let url = probe.clone();
+            async move { count(&url, "SELECT count(*) FROM journal_receipts").await == 4 }
+        },
+    )
     .await;
     for sensor in [31, 32] {
         let stored = count(
@@ -157,7 +180,10 @@ async fn pushes_during_an_outage_are_loaded_exactly_once_across_kill_9() {
             &format!("SELECT count(*) FROM v_readings WHERE sensor_id = {sensor}"),
         )
         .await;
-        assert_eq!(stored, 4, "two good rows of two measurements, once, for sensor {sensor}");
+        assert_eq!(
+            stored, 4,
+            "two good rows of two measurements, once, for sensor {sensor}"
+        );
     }
     let device_readings = count(
         &url,
@@ -168,18 +194,34 @@ async fn pushes_during_an_outage_are_loaded_exactly_once_across_kill_9() {
     assert_eq!(device_readings, 2, "SDS_P1 and SDS_P2, once");
     let deliveries = count(&url, "SELECT count(*) FROM file_deliveries").await;
     let files = count(&url, "SELECT count(*) FROM files").await;
-    assert_eq!((files, deliveries), (4, 4), "one ledger row and one delivery per body");
+    assert_eq!(
+        (files, deliveries),
+        (4, 4),
+        "one ledger row and one delivery per body"
+    );
     let loaded = receipt(addr, &csv_receipt).await;
     assert_eq!(loaded["status"], "partially_loaded", "{loaded}");
-    assert_eq!((loaded["rows_loaded"].as_u64(), loaded["rows_rejected"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(
+        (
+            loaded["rows_loaded"].as_u64(),
+            loaded["rows_rejected"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
     assert!(loaded["file_id"].as_i64().is_some(), "{loaded}");
     assert_eq!(receipt(addr, &device_receipt).await["status"], "loaded");
-    assert_eq!(receipt(addr, &later_receipt).await["status"], "partially_loaded");
+    assert_eq!(
+        receipt(addr, &later_receipt).await["status"],
+        "partially_loaded"
+    );
     let (_, metrics) = http_get(addr, "/metrics").await;
     assert!(metrics.contains("sensor_etl_journal_bodies 0"), "{metrics}");
     // After the load, the same body is a duplicate like any other.
     let (status, _, duplicate) = post(addr, "/v1/ingest", &[CSV], csv_body(31).as_bytes());
-    assert_eq!((status, duplicate["status"].as_str()), (200, Some("duplicate")));
+    assert_eq!(
+        (status, duplicate["status"].as_str()),
+        (200, Some("duplicate"))
+    );
     assert_eq!(http_get(addr, "/v1/receipts/0-1").await.0, 404);
     assert_eq!(crate::support::terminate_child(&mut server), Some(0));
 }
@@ -195,9 +237,11 @@ async fn journal_mode_acknowledges_after_the_sync_and_loads_every_body_once() {
         &[("SENSOR_ETL_HTTP__ACKNOWLEDGE", "journal")],
     )
     .await;
-    wait_until("the server is ready", Duration::from_secs(30), || async move {
-        http_get(addr, "/readyz").await.1 == "ready\n"
-    })
+    wait_until(
+        "the server is ready",
+        Duration::from_secs(30),
+        || async move { http_get(addr, "/readyz").await.1 == "ready\n" },
+    )
     .await;
     let mut receipts = Vec::new();
     for sensor in 100..130 {
@@ -223,16 +267,30 @@ async fn journal_mode_acknowledges_after_the_sync_and_loads_every_body_once() {
     })
     .await;
     assert_eq!(
-        count(&url, "SELECT count(*) FROM v_readings WHERE sensor_id BETWEEN 100 AND 129").await,
+        count(
+            &url,
+            "SELECT count(*) FROM v_readings WHERE sensor_id BETWEEN 100 AND 129"
+        )
+        .await,
         30 * 4
     );
-    assert_eq!(count(&url, "SELECT count(*) FROM v_files WHERE status = 'rejected'").await, 1);
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM v_files WHERE status = 'rejected'"
+        )
+        .await,
+        1
+    );
     for id in &receipts {
         let done = receipt(addr, id).await;
         assert_eq!(done["status"], "partially_loaded", "{done}");
         assert_eq!(done["rows_loaded"], 2);
     }
-    assert_eq!(receipt(addr, &keyed_receipt).await["status"], "partially_loaded");
+    assert_eq!(
+        receipt(addr, &keyed_receipt).await["status"],
+        "partially_loaded"
+    );
     assert_eq!(crate::support::terminate_child(&mut server), Some(0));
     drop(cluster);
 }
@@ -244,9 +302,11 @@ async fn a_full_journal_answers_503_and_everything_acknowledged_is_loaded() {
     let workspace = Workspace::new();
     let env = [("SENSOR_ETL_HTTP__JOURNAL_MAX_BYTES", "4000")];
     let (mut server, addr) = start(&workspace, &url, &env).await;
-    wait_until("the server is ready", Duration::from_secs(30), || async move {
-        http_get(addr, "/readyz").await.1 == "ready\n"
-    })
+    wait_until(
+        "the server is ready",
+        Duration::from_secs(30),
+        || async move { http_get(addr, "/readyz").await.1 == "ready\n" },
+    )
     .await;
     cluster.stop();
     let mut acknowledged = Vec::new();
@@ -263,7 +323,10 @@ async fn a_full_journal_answers_503_and_everything_acknowledged_is_loaded() {
             other => panic!("unexpected {other}: {body}"),
         }
     }
-    assert!(!acknowledged.is_empty() && refused > 0, "{acknowledged:?}, {refused} refused");
+    assert!(
+        !acknowledged.is_empty() && refused > 0,
+        "{acknowledged:?}, {refused} refused"
+    );
     let (ready, _) = http_get(addr, "/readyz").await;
     assert_eq!(ready, 503, "a full journal takes no pushes: not ready");
 
@@ -276,17 +339,24 @@ async fn a_full_journal_answers_503_and_everything_acknowledged_is_loaded() {
     assert!(!output.status.success());
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(
-        said.contains(&format!("in use by another sensor-etl process (pid {})", server.id())),
+        said.contains(&format!(
+            "in use by another sensor-etl process (pid {})",
+            server.id()
+        )),
         "{said}"
     );
 
     cluster.restart();
     let probe = url.clone();
     let expected = acknowledged.len() as i64;
-    wait_until("every acknowledged body is loaded", Duration::from_secs(30), || {
-        let url = probe.clone();
-        async move { count(&url, "SELECT count(*) FROM journal_receipts").await == expected }
-    })
+    wait_until(
+        "every acknowledged body is loaded",
+        Duration::from_secs(30),
+        || {
+            let url = probe.clone();
+            async move { count(&url, "SELECT count(*) FROM journal_receipts").await == expected }
+        },
+    )
     .await;
     let sensors: Vec<i64> = acknowledged.iter().map(|s| i64::from(*s)).collect();
     let stored: i64 = connect(&url)
@@ -300,9 +370,78 @@ async fn a_full_journal_answers_503_and_everything_acknowledged_is_loaded() {
         .get(0);
     assert_eq!(stored, expected * 4, "every 202 is stored, once");
     assert_eq!(
-        count(&url, "SELECT count(*) FROM v_readings WHERE sensor_id BETWEEN 400 AND 439").await,
+        count(
+            &url,
+            "SELECT count(*) FROM v_readings WHERE sensor_id BETWEEN 400 AND 439"
+        )
+        .await,
         expected * 4,
         "nothing refused was stored"
     );
     assert_eq!(crate::support::terminate_child(&mut server), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_journal_answers_503_and_never_a_202_for_a_body_not_on_disk() {
+    let mut cluster = RestartableCluster::start();
+    let url = cluster.url();
+    let workspace = Workspace::new();
+    let disk = crate::support::SmallDisk::mount(&workspace.path(".sensor-etl/journal"), 32 * 1024);
+    let (mut server, addr) = start(&workspace, &url, &[]).await;
+    wait_until(
+        "the server is ready",
+        Duration::from_secs(30),
+        || async move { http_get(addr, "/readyz").await.1 == "ready\n" },
+    )
+    .await;
+    cluster.stop();
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for sensor in 500..560 {
+        let (status, _, body) = post(addr, "/v1/ingest", &[CSV], csv_body(sensor).as_bytes());
+        match status {
+            202 => acknowledged.push(i64::from(sensor)),
+            503 => {
+                assert_eq!(body["error"]["code"], "journal_unavailable", "{body}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(
+        !acknowledged.is_empty() && refused > 0,
+        "{acknowledged:?}, {refused} refused"
+    );
+    // Killed with a full disk: what was acknowledged is on disk and loads after a restart.
+    kill_9(&mut server);
+    cluster.restart();
+    let (mut server, _) = start(&workspace, &url, &[]).await;
+    let probe = url.clone();
+    let expected = acknowledged.len() as i64;
+    wait_until(
+        "every acknowledged body is loaded",
+        Duration::from_secs(30),
+        || {
+            let url = probe.clone();
+            async move { count(&url, "SELECT count(*) FROM journal_receipts").await == expected }
+        },
+    )
+    .await;
+    let stored: i64 = connect(&url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM v_readings WHERE sensor_id = ANY($1)",
+            &[&acknowledged],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, expected * 4, "every 202 is stored, once");
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM v_readings").await,
+        expected * 4,
+        "nothing refused was stored"
+    );
+    assert_eq!(crate::support::terminate_child(&mut server), Some(0));
+    disk.unmount();
 }

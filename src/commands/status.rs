@@ -1,12 +1,53 @@
 //! `sensor-etl status [--json]`: the ledger in brief: files by status, rows, duplicates,
-//! readings stored, files waiting in the inbox, recent problems.
+//! readings stored, files waiting in the inbox, bodies waiting in the push journal, recent
+//! problems.
 
 use anyhow::Context;
 
 use crate::cli::exit;
 use crate::config::Settings;
 use crate::ingest::inbox_inputs;
+use crate::journal::{self, JournalStats};
 use crate::{database, store};
+
+/// The push journal of `state_dir` as the database sees it: records whose receipts it does not
+/// hold yet are waiting.
+async fn journal_depth(
+    settings: &Settings,
+    client: &deadpool_postgres::Client,
+    migrated: bool,
+) -> anyhow::Result<JournalStats> {
+    let dir = journal::journal_dir(&settings.state_dir);
+    let found = tokio::task::spawn_blocking(move || journal::inspect(&dir)).await??;
+    let mut loaded = std::collections::HashSet::new();
+    if migrated && !found.is_empty() {
+        for part in found.chunks(10_000) {
+            let ids: Vec<&str> = part.iter().map(|f| f.receipt_id.as_str()).collect();
+            loaded.extend(
+                store::receipts::recorded(client, &ids)
+                    .await
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    let waiting: Vec<_> = found
+        .iter()
+        .filter(|f| !loaded.contains(&f.receipt_id))
+        .collect();
+    let oldest = waiting.iter().map(|f| f.received_at).min();
+    Ok(JournalStats {
+        bodies: waiting.len() as u64,
+        bytes: waiting.iter().map(|f| f.bytes).sum(),
+        oldest_age_seconds: oldest.map_or(0.0, |at| {
+            (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+        }),
+        drain_rate: if migrated {
+            store::receipts::drain_rate(client).await.unwrap_or(0.0)
+        } else {
+            0.0
+        },
+    })
+}
 
 /// Prints the ledger in brief (text or JSON).
 ///
@@ -20,12 +61,14 @@ pub async fn run(settings: Settings, json: bool) -> anyhow::Result<u8> {
         .get()
         .await
         .with_context(|| format!("cannot connect to the database ({})", target.psql_command()))?;
-    let summary = if store::ledger::exists(&client).await? {
+    let summary_exists = store::ledger::exists(&client).await?;
+    let summary = if summary_exists {
         store::ledger::summary(&client, 10).await?
     } else {
         store::ledger::LedgerSummary::default()
     };
     let waiting = inbox_inputs(&settings.data_dir);
+    let journal = journal_depth(&settings, &client, summary_exists).await?;
     if json {
         let value = serde_json::json!({
             "database": target.psql_command(),
@@ -34,6 +77,7 @@ pub async fn run(settings: Settings, json: bool) -> anyhow::Result<u8> {
             "reading_count": summary.reading_count,
             "files_waiting": waiting.len(),
             "recent_problems": summary.recent_problems,
+            "journal": journal,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(exit::OK);
@@ -55,6 +99,10 @@ pub async fn run(settings: Settings, json: bool) -> anyhow::Result<u8> {
         "files waiting in {}: {}",
         settings.data_dir.display(),
         waiting.len()
+    );
+    println!(
+        "push journal: {} bodies waiting ({} bytes), oldest {:.0} s, {:.1} bodies/s loaded",
+        journal.bodies, journal.bytes, journal.oldest_age_seconds, journal.drain_rate
     );
     if !summary.recent_problems.is_empty() {
         println!("recent problems:");

@@ -30,6 +30,9 @@ pub struct LoadReport {
     pub rows_loaded: u64,
     /// Rows the server reported rejected (receipts).
     pub rows_rejected: u64,
+    /// Rows of bodies acknowledged from the push journal (202 receipts), to be loaded behind
+    /// the answer.
+    pub rows_journaled: u64,
     /// Requests by status code; `0` for a request that got no answer (connection error).
     pub statuses: BTreeMap<u16, u64>,
     /// Latency in microseconds, of answered requests.
@@ -54,6 +57,12 @@ impl fmt::Display for LoadReport {
             self.rows_loaded as f64 / seconds,
             self.rows_rejected
         )?;
+        let journaled = self.statuses.get(&202).copied().unwrap_or(0);
+        writeln!(
+            f,
+            "journaled (202): {} requests, {} rows to be loaded behind the answer",
+            journaled, self.rows_journaled
+        )?;
         writeln!(
             f,
             "latency ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
@@ -77,6 +86,8 @@ impl fmt::Display for LoadReport {
 /// The part of a receipt the generator counts.
 #[derive(Debug, Deserialize)]
 struct Receipt {
+    #[serde(default)]
+    rows_read: u64,
     #[serde(default)]
     rows_loaded: u64,
     #[serde(default)]
@@ -159,8 +170,13 @@ pub async fn run(spec: &GenerateSpec, url: &str) -> anyhow::Result<LoadReport> {
                         let _ = part.latency_us.record(elapsed.max(1));
                         *part.statuses.entry(status).or_default() += 1;
                         if let Ok(receipt) = serde_json::from_slice::<Receipt>(&bytes) {
-                            if status == 200 {
-                                part.rows_loaded += receipt.rows_loaded;
+                            match status {
+                                200 => part.rows_loaded += receipt.rows_loaded,
+                                202 => {
+                                    part.rows_journaled +=
+                                        receipt.rows_read.saturating_sub(receipt.rows_rejected);
+                                }
+                                _ => {}
                             }
                             part.rows_rejected += receipt.rows_rejected;
                         }
@@ -187,6 +203,7 @@ impl LoadReport {
             requests: 0,
             rows_loaded: 0,
             rows_rejected: 0,
+            rows_journaled: 0,
             statuses: BTreeMap::new(),
             latency_us: Histogram::new(3).expect("3 significant figures are supported"),
         }
@@ -196,6 +213,7 @@ impl LoadReport {
         self.requests += other.requests;
         self.rows_loaded += other.rows_loaded;
         self.rows_rejected += other.rows_rejected;
+        self.rows_journaled += other.rows_journaled;
         for (status, count) in other.statuses {
             *self.statuses.entry(status).or_default() += count;
         }

@@ -30,10 +30,10 @@ use crate::delivery::{ByteSource, Delivery, Disposition, Origin};
 use crate::error::Error;
 use crate::http::access::authorize;
 use crate::http::body::{self, to_source, BodyFormat};
-use crate::http::{device, journaled};
 use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::http::spool::{self, Received, MEMORY_BYTES};
 use crate::http::HttpState;
+use crate::http::{device, journaled};
 use crate::pipeline::committer::Committed;
 use crate::pipeline::{process_with_retry, DeliveryReport, PipelineCtx};
 use crate::store::ledger::{self, FileStatus};
@@ -264,7 +264,9 @@ async fn take(
         journaled: None,
     };
     // Journaled at once: with `acknowledge = "journal"`, or while no database was ever reached.
-    let journal_first = state.settings.http.acknowledge == Acknowledge::Journal && in_memory;
+    let journal_first = in_memory
+        && (state.settings.http.acknowledge == Acknowledge::Journal
+            || state.journal.as_ref().is_some_and(|j| j.database_away()));
     let pipeline = state.pipeline.get().filter(|_| !journal_first);
     let Some((ctx, committer)) = pipeline else {
         return journaled::keep(state, delivery, device.as_ref(), received_at).await;
@@ -286,14 +288,20 @@ async fn take(
         process_with_retry(ctx, &delivery, &CancellationToken::new()).await
     })
     .await;
+    let away = match &outcome {
+        Err(_) => true,
+        Ok(Err(error)) => error.is_transient(),
+        Ok(Ok(_)) => false,
+    };
+    if away && in_memory {
+        // The database is away: the body goes to the push journal (202), and so do the next
+        // ones until the drain finds the database back.
+        if let Some(journal) = &state.journal {
+            journal.set_database_away(true);
+        }
+        return journaled::keep(state, delivery, device.as_ref(), received_at).await;
+    }
     let report = match outcome {
-        // The database is away: the body goes to the push journal (202), where it can.
-        Err(_) if in_memory => {
-            return journaled::keep(state, delivery, device.as_ref(), received_at).await
-        }
-        Ok(Err(error)) if in_memory && error.is_transient() => {
-            return journaled::keep(state, delivery, device.as_ref(), received_at).await
-        }
         Err(_) => {
             return Err(ApiError::unavailable(
                 "database_unavailable",

@@ -163,8 +163,7 @@ pub async fn keep(
         error,
         received_at: Some(received_at),
         device: device.map(|push| push.device.clone()),
-        unknown_value_types: device
-            .map(|push| push.unknown_value_types.iter().cloned().collect()),
+        unknown_value_types: device.map(|push| push.unknown_value_types.iter().cloned().collect()),
     };
     let meta = Meta {
         receipt_id: String::new(),
@@ -280,9 +279,11 @@ pub async fn receipt(
             }
         }
     }
-    let client = state.pool.get().await.map_err(|e| {
-        ApiError::from_store(&crate::store::StoreError::from(e))
-    })?;
+    let client = state
+        .pool
+        .get()
+        .await
+        .map_err(|e| ApiError::from_store(&crate::store::StoreError::from(e)))?;
     let Some(outcome) = receipts::outcome(&client, &receipt_id).await? else {
         return Err(ApiError::not_found(format!(
             "no receipt {receipt_id}: neither waiting in the push journal nor loaded"

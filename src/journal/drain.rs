@@ -39,6 +39,12 @@ enum Stopped {
     Journal(#[from] JournalError),
 }
 
+impl Stopped {
+    fn is_outage(&self) -> bool {
+        matches!(self, Stopped::Pipeline(error) if error.is_transient())
+    }
+}
+
 impl From<StoreError> for Stopped {
     fn from(error: StoreError) -> Self {
         Stopped::Pipeline(Error::Store(error))
@@ -47,7 +53,11 @@ impl From<StoreError> for Stopped {
 
 /// Loads the journal until `cancel` fires (see the module header).
 pub async fn run(journal: Arc<Journal>, ctx: PipelineCtx, cancel: CancellationToken) {
-    let initial = ctx.settings.retry.initial_delay.max(Duration::from_millis(50));
+    let initial = ctx
+        .settings
+        .retry
+        .initial_delay
+        .max(Duration::from_millis(50));
     let mut delay = initial;
     let mut waiting_since_logged = false;
     loop {
@@ -68,6 +78,7 @@ pub async fn run(journal: Arc<Journal>, ctx: PipelineCtx, cancel: CancellationTo
         }
         match load_batch(&journal, &ctx, &batch).await {
             Ok(()) => {
+                journal.set_database_away(false);
                 if waiting_since_logged {
                     tracing::info!(
                         message = "Loading the push journal again.",
@@ -79,6 +90,9 @@ pub async fn run(journal: Arc<Journal>, ctx: PipelineCtx, cancel: CancellationTo
                 delay = initial;
             }
             Err(stopped) => {
+                if stopped.is_outage() {
+                    journal.set_database_away(true);
+                }
                 if !waiting_since_logged {
                     tracing::warn!(
                         message = "The push journal waits; loading again with backoff.",
@@ -103,14 +117,9 @@ async fn load_batch(journal: &Journal, ctx: &PipelineCtx, batch: &[Slot]) -> Res
     let records = {
         let slots = batch.to_vec();
         let reader = journal_reader(journal);
-        tokio::task::spawn_blocking(move || {
-            slots
-                .iter()
-                .map(|slot| reader(slot))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .expect("reading the journal does not panic")?
+        tokio::task::spawn_blocking(move || slots.iter().map(reader).collect::<Result<Vec<_>, _>>())
+            .await
+            .expect("reading the journal does not panic")?
     };
     let client = ctx.store.pool().get().await.map_err(StoreError::from)?;
     let ids: Vec<&str> = batch.iter().map(|slot| slot.receipt_id.as_str()).collect();
@@ -119,7 +128,12 @@ async fn load_batch(journal: &Journal, ctx: &PipelineCtx, batch: &[Slot]) -> Res
         .iter()
         .zip(records)
         .partition(|(slot, _)| held.contains(&slot.receipt_id));
-    journal.loaded(&done.iter().map(|(slot, _)| slot.sequence).collect::<Vec<_>>());
+    journal.loaded(
+        &done
+            .iter()
+            .map(|(slot, _)| slot.sequence)
+            .collect::<Vec<_>>(),
+    );
     // Device sensors are deterministic: recording them before their readings is idempotent.
     for (_, record) in &todo {
         if let Some(device) = &record.meta.device {
@@ -206,7 +220,12 @@ async fn settle_failure(
     let body_path = kept.join(format!("{}.body", slot.receipt_id));
     let written = std::fs::create_dir_all(&kept)
         .and_then(|()| std::fs::write(&body_path, &record.body))
-        .and_then(|()| std::fs::write(kept.join(format!("{}.reason.txt", slot.receipt_id)), &reason));
+        .and_then(|()| {
+            std::fs::write(
+                kept.join(format!("{}.reason.txt", slot.receipt_id)),
+                &reason,
+            )
+        });
     if let Err(cause) = written {
         return Err(Error::io(&body_path, cause).into());
     }

@@ -25,6 +25,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -150,6 +151,8 @@ struct Shared {
     max_bytes: u64,
     state: Mutex<State>,
     wake: Notify,
+    /// The database was found away and has not taken a body since.
+    database_away: AtomicBool,
 }
 
 impl Shared {
@@ -253,7 +256,11 @@ impl Journal {
                 let segment = state.segments.get_mut(&first).expect("listed above");
                 segment.sealed = false;
                 let file = open_segment(&segment.path, false)?;
-                Current { first, file, len: bytes }
+                Current {
+                    first,
+                    file,
+                    len: bytes,
+                }
             }
             _ => Current::create(dir, &mut state, next_sequence)?,
         };
@@ -263,6 +270,7 @@ impl Journal {
             max_bytes,
             state: Mutex::new(state),
             wake: Notify::new(),
+            database_away: AtomicBool::new(false),
         });
         shared.state().publish();
         let (appends, queue) = mpsc::channel();
@@ -299,7 +307,10 @@ impl Journal {
     pub fn waiting_receipt(&self, identity: &str) -> Option<String> {
         let state = self.shared.state();
         let sequence = state.by_identity.get(identity)?;
-        state.pending.get(sequence).map(|slot| slot.receipt_id.clone())
+        state
+            .pending
+            .get(sequence)
+            .map(|slot| slot.receipt_id.clone())
     }
 
     /// The answer given for a body still waiting, with its receipt id, if `receipt_id` is
@@ -373,6 +384,18 @@ impl Journal {
         state.remove_finished_segments();
         state.publish();
         crate::telemetry::record_journal_loaded(sequences.len());
+    }
+
+    /// Whether the database was found away and has not taken a body since: pushes then go to
+    /// the journal at once instead of each waiting `http.db_wait_ms` first.
+    pub fn database_away(&self) -> bool {
+        self.shared.database_away.load(Ordering::Relaxed)
+    }
+
+    /// Says whether the database is away (set by a push that could not commit, cleared by the
+    /// drain once it loads again).
+    pub fn set_database_away(&self, away: bool) {
+        self.shared.database_away.store(away, Ordering::Relaxed);
     }
 
     /// Whether the journal takes bodies now (it is under its bound).
@@ -489,7 +512,11 @@ impl Current {
                 sealed: false,
             },
         );
-        Ok(Self { first, file, len: 0 })
+        Ok(Self {
+            first,
+            file,
+            len: 0,
+        })
     }
 }
 
@@ -518,7 +545,10 @@ impl Writer {
         let limit = segment_limit(self.shared.max_bytes);
         let loaded_whole = {
             let state = self.shared.state();
-            let live = state.segments.get(&self.current.first).map_or(0, |s| s.live);
+            let live = state
+                .segments
+                .get(&self.current.first)
+                .map_or(0, |s| s.live);
             live == 0 && (self.current.len >= limit / 8 || state.full)
         };
         if self.current.len > 0 && (self.current.len >= limit || loaded_whole) {
@@ -526,7 +556,7 @@ impl Writer {
                 for append in group {
                     let _ = append.reply.send(Err(JournalError::Io {
                         path: self.shared.dir.display().to_string(),
-                        source: io::Error::new(io::ErrorKind::Other, error.to_string()),
+                        source: io::Error::other(error.to_string()),
                     }));
                 }
                 return;
@@ -640,6 +670,43 @@ fn open_segment(path: &Path, create: bool) -> Result<File, JournalError> {
         .map_err(io_error(path))
 }
 
+/// A body found in a journal folder by [`inspect`].
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// Its receipt.
+    pub receipt_id: String,
+    /// Bytes of its record.
+    pub bytes: u64,
+    /// When it was received.
+    pub received_at: chrono::DateTime<Utc>,
+}
+
+/// Every good record of a journal folder, read without its lock (for `sensor-etl status`,
+/// while a server may be writing it): the caller asks the database which are loaded.
+///
+/// # Errors
+/// The folder or a segment cannot be read.
+pub fn inspect(dir: &Path) -> Result<Vec<Found>, JournalError> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for (_, path) in segment_files(dir)? {
+        let scanned = match record::scan(&path) {
+            Ok(scanned) => scanned,
+            // Loaded and deleted meanwhile.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(io_error(&path)(error)),
+        };
+        found.extend(scanned.records.into_iter().map(|located| Found {
+            receipt_id: located.meta.receipt_id,
+            bytes: u64::from(located.len),
+            received_at: located.meta.received_at,
+        }));
+    }
+    Ok(found)
+}
+
 /// The segments of a journal folder, by first sequence number.
 fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     let mut segments = Vec::new();
@@ -672,7 +739,7 @@ fn take_lock(dir: &Path) -> Result<Flock<File>, JournalError> {
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => {
             lock.set_len(0).map_err(io_error(&path))?;
-            (&*lock)
+            (*lock)
                 .write_all_at(std::process::id().to_string().as_bytes(), 0)
                 .map_err(io_error(&path))?;
             Ok(lock)

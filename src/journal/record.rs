@@ -201,7 +201,10 @@ pub fn read_at(file: &File, offset: u64, len: u32) -> io::Result<Record> {
     let mut bytes = vec![0; len as usize];
     file.read_exact_at(&mut bytes, offset)?;
     if bytes.len() < FRAME_BYTES {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "journal record too short"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "journal record too short",
+        ));
     }
     let checksum = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
     let payload = &bytes[FRAME_BYTES..];

@@ -363,7 +363,9 @@ async fn write_group(
             let mark = file.job.delivery.journaled.as_ref()?;
             Some(receipts::ReceiptRow {
                 receipt_id: &mark.receipt_id,
-                file_id: fate.as_ref().map_or_else(|existing| existing.file_id, |id| *id),
+                file_id: fate
+                    .as_ref()
+                    .map_or_else(|existing| existing.file_id, |id| *id),
                 duplicate: fate.is_err(),
             })
         })

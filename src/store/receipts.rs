@@ -80,6 +80,20 @@ pub async fn recorded(
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
+/// Bodies loaded from the journal per second over the last 10 seconds.
+///
+/// # Errors
+/// The query failed.
+pub async fn drain_rate(client: &impl GenericClient) -> Result<f64, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM journal_receipts WHERE loaded_at > now() - interval '10 s'",
+            &[],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) as f64 / 10.0)
+}
+
 /// The final outcome of a drained body, as `GET /v1/receipts/{id}` gives it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {

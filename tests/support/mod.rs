@@ -425,3 +425,46 @@ pub fn spool_files(workspace: &Workspace) -> usize {
         .filter(|entry| entry.file_type().is_file())
         .count()
 }
+
+/// A file system of `bytes` mounted on `dir` (a tmpfs), unmounted on drop: a disk that fills up.
+pub struct SmallDisk {
+    dir: std::path::PathBuf,
+    mounted: std::cell::Cell<bool>,
+}
+
+impl SmallDisk {
+    pub fn mount(dir: &std::path::Path, bytes: usize) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0777"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a small tmpfs needs root");
+        Self {
+            dir: dir.to_path_buf(),
+            mounted: std::cell::Cell::new(true),
+        }
+    }
+
+    pub fn unmount(&self) {
+        if self.mounted.replace(false) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}

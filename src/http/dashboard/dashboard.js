@@ -60,6 +60,13 @@ async function refreshSummary() {
   $("files-waiting").textContent = fmt.format(s.files_waiting);
   $("readings").textContent = fmt.format(s.reading_count);
   $("throughput").textContent = fmt.format(Math.round(s.throughput.rows_last_hour / 60));
+  const journal = s.journal;
+  $("journal-tile").hidden = !journal;
+  if (journal) {
+    $("journal-bodies").textContent = fmt.format(journal.bodies);
+    $("journal-detail").textContent = fmt.format(Math.round(journal.bytes / 1024)) + " KiB · oldest " +
+      fmt.format(Math.round(journal.oldest_age_seconds)) + " s · " + fmt.format(Math.round(journal.drain_rate)) + "/s loaded";
+  }
   fillTable("reasons", s.rejects_by_reason, (row, r) => { cell(row, r.code); cell(row, fmt.format(r.rows), true); });
   $("refreshed").textContent = "updated " + new Date(s.at).toISOString().slice(11, 19) + " UTC";
 }

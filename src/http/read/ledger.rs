@@ -223,6 +223,8 @@ pub struct Summary {
     pub throughput: Throughput,
     /// Latest deliveries with rejected rows or rejected whole.
     pub recent_problems: Vec<RecentProblem>,
+    /// The push journal: bodies waiting to be loaded (none when this server keeps no journal).
+    pub journal: Option<crate::journal::JournalStats>,
     /// When this was read.
     pub at: DateTime<Utc>,
 }
@@ -268,6 +270,7 @@ pub(super) async fn summary(
         rejects_by_reason: Vec::new(),
         throughput: Throughput::default(),
         recent_problems: Vec::new(),
+        journal: state.journal.as_ref().map(|journal| journal.stats()),
         at: Utc::now(),
     };
     match tokio::time::timeout(std::time::Duration::from_secs(3), read).await {
