@@ -185,6 +185,9 @@ async fn airrohr_bodies_load_under_the_devices_sensors() {
             )
         }
     };
+    // A second later: within the same second, other values for the same sensor would conflict
+    // with the cycle just stored (422).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, _, receipt) = push(
         "1",
         r#"{"value_type":"P1","value":"6.20"},{"value_type":"P2","value":"3.10"}"#,

@@ -17,6 +17,7 @@ mod ingest_http;
 mod journal;
 mod lake;
 mod promises;
+mod push_edges;
 mod read_api;
 mod realdata;
 mod store;

@@ -63,22 +63,22 @@ impl BodyFormat {
 pub fn to_source(format: BodyFormat, body: Bytes) -> Result<ByteSource, ApiError> {
     let objects = match format {
         BodyFormat::Csv => return Ok(ByteSource::Memory(body)),
-        BodyFormat::Json => match serde_json::from_slice::<Value>(&body).map_err(malformed)? {
-            Value::Array(items) => items
+        BodyFormat::Json => match serde_json::from_slice::<Body>(&body).map_err(malformed)? {
+            Body::Many(items) => items
                 .into_iter()
                 .enumerate()
                 .map(|(i, item)| object(item, i as u64 + 1))
                 .collect::<Result<Vec<_>, _>>()?,
-            item => vec![object(item, 1)?],
+            Body::One(item) => vec![object(item, 1)?],
         },
         BodyFormat::Ndjson => body
             .split(|&b| b == b'\n')
             .enumerate()
             .filter(|(_, line)| line.iter().any(|b| !b.is_ascii_whitespace()))
             .map(|(i, line)| {
-                let value = serde_json::from_slice(line)
+                let element = serde_json::from_slice(line)
                     .map_err(|e| bad_request(format!("line {}: not a JSON object ({e})", i + 1)))?;
-                object(value, i as u64 + 1)
+                object(element, i as u64 + 1)
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
@@ -89,13 +89,137 @@ pub fn to_source(format: BodyFormat, body: Bytes) -> Result<ByteSource, ApiError
 }
 
 /// One element: a flat object, with the line or position it came from.
-fn object(value: Value, line: u64) -> Result<(u64, Map<String, Value>), ApiError> {
-    match value {
-        Value::Object(map) => Ok((line, map)),
-        other => Err(bad_request(format!(
-            "element {line} is {}, not an object of fields",
-            kind(&other)
+fn object(element: Element, line: u64) -> Result<(u64, Map<String, Value>), ApiError> {
+    match element {
+        Element::Object(map) => Ok((line, map)),
+        Element::KeyTwice(key) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "duplicate_column",
+            format!(
+                "element {line} names `{key}` more than once: one of the two values would go \
+                 unread"
+            ),
+        )),
+        Element::TooManyKeys => Err(bad_request(format!(
+            "element {line} has more than {MAX_KEYS} keys"
         ))),
+        Element::Other(kind) => Err(bad_request(format!(
+            "element {line} is {kind}, not an object of fields"
+        ))),
+    }
+}
+
+/// Keys of one object at most.
+pub const MAX_KEYS: usize = 1_000;
+
+/// A JSON body: one element or an array of them.
+enum Body {
+    One(Element),
+    Many(Vec<Element>),
+}
+
+/// A JSON element as read: an object with each key once, or why it is not one. Reading every
+/// key as it comes (not into a map that keeps the last) sees a key named twice.
+enum Element {
+    Object(Map<String, Value>),
+    KeyTwice(String),
+    TooManyKeys,
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BodyVisitor;
+        impl<'de> Visitor<'de> for BodyVisitor {
+            type Value = Body;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object or an array of objects")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Element>()? {
+                    items.push(item);
+                }
+                Ok(Body::Many(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Body, A::Error> {
+                ElementVisitor.visit_map(map).map(Body::One)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Body, E> {
+                Ok(Body::One(Element::Other("a boolean")))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Body, E> {
+                Ok(Body::One(Element::Other("a number")))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Body, E> {
+                Ok(Body::One(Element::Other("a number")))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Body, E> {
+                Ok(Body::One(Element::Other("a number")))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Body, E> {
+                Ok(Body::One(Element::Other("a string")))
+            }
+            fn visit_unit<E>(self) -> Result<Body, E> {
+                Ok(Body::One(Element::Other("null")))
+            }
+        }
+        deserializer.deserialize_any(BodyVisitor)
+    }
+}
+
+struct ElementVisitor;
+
+impl<'de> Visitor<'de> for ElementVisitor {
+    type Value = Element;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object of fields")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Element, A::Error> {
+        let mut fields = Map::new();
+        let mut problem = None;
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value::<Value>()?;
+            if problem.is_some() {
+                continue;
+            }
+            if fields.len() >= MAX_KEYS {
+                problem = Some(Element::TooManyKeys);
+            } else if fields.contains_key(&key) {
+                problem = Some(Element::KeyTwice(key));
+            } else {
+                fields.insert(key, value);
+            }
+        }
+        Ok(problem.unwrap_or(Element::Object(fields)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Element, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Element::Other("an array"))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Element, E> {
+        Ok(Element::Other("a boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Element, E> {
+        Ok(Element::Other("a number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Element, E> {
+        Ok(Element::Other("a number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Element, E> {
+        Ok(Element::Other("a number"))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Element, E> {
+        Ok(Element::Other("a string"))
+    }
+    fn visit_unit<E>(self) -> Result<Element, E> {
+        Ok(Element::Other("null"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Element {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ElementVisitor)
     }
 }
 
@@ -104,9 +228,10 @@ fn object(value: Value, line: u64) -> Result<(u64, Map<String, Value>), ApiError
 /// line `n` on CSV line `n + 1`.
 pub(crate) fn render(objects: &[(u64, Map<String, Value>)]) -> Result<Bytes, ApiError> {
     let mut columns: Vec<&str> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (_, map) in objects {
         for key in map.keys() {
-            if !columns.contains(&key.as_str()) {
+            if seen.insert(key.as_str()) {
                 columns.push(key);
             }
         }
@@ -162,9 +287,10 @@ pub fn render_file(
     dir: &Path,
 ) -> Result<(tempfile::TempPath, ByteSource), ApiError> {
     let mut columns: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for_each_object(format, body, &mut |_, map| {
         for key in map.keys() {
-            if !columns.iter().any(|c| c == key) {
+            if seen.insert(key.clone()) {
                 columns.push(key.clone());
             }
         }
@@ -236,9 +362,9 @@ fn for_each_object(
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let value = serde_json::from_slice(&line)
+            let element = serde_json::from_slice(&line)
                 .map_err(|e| bad_request(format!("line {number}: not a JSON object ({e})")))?;
-            let (at, map) = object(value, number)?;
+            let (at, map) = object(element, number)?;
             each(at, map)?;
         }
     }
@@ -270,9 +396,9 @@ impl<'de> Visitor<'de> for Objects<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut position = 0;
-        while let Some(value) = seq.next_element::<Value>()? {
+        while let Some(element) = seq.next_element::<Element>()? {
             position += 1;
-            let taken = object(value, position).and_then(|(at, map)| (self.each)(at, map));
+            let taken = object(element, position).and_then(|(at, map)| (self.each)(at, map));
             if let Err(error) = taken {
                 *self.failure = Some(error);
                 return Err(serde::de::Error::custom("refused"));
@@ -282,8 +408,9 @@ impl<'de> Visitor<'de> for Objects<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        let map = Map::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-        if let Err(error) = (self.each)(1, map) {
+        let taken =
+            object(ElementVisitor.visit_map(map)?, 1).and_then(|(at, map)| (self.each)(at, map));
+        if let Err(error) = taken {
             *self.failure = Some(error);
             return Err(serde::de::Error::custom("refused"));
         }
@@ -344,6 +471,17 @@ mod tests {
             csv,
             "P1,sensor_id,timestamp,P2\n8.3,5331,2018-12-01T00:00:07,\n,5331,2018-12-01T00:00:09,\"4,9\"\n"
         );
+    }
+
+    #[test]
+    fn a_key_named_twice_or_too_many_keys_are_refused() {
+        let error =
+            to_source(BodyFormat::Json, Bytes::from(r#"{"P1": 1, "P1": 999}"#)).unwrap_err();
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        let many: String = (0..80_000).map(|i| format!(r#""k{i}": 1,"#)).collect();
+        let body = format!("{{{many}\"last\": 1}}");
+        let error = to_source(BodyFormat::Json, Bytes::from(body)).unwrap_err();
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]

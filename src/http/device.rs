@@ -14,6 +14,12 @@
 //!   retry) is a duplicate; `Idempotency-Key` covers longer retry windows.
 //! - Value types the configuration does not know are left out and named in the receipt and the
 //!   log; value types declared ignored are named too. Neither is a rejected row.
+//! - What the firmware sends for "nothing read" is a missing value, never a bad reading that
+//!   would take the cycle's other values with it: a value of `nan` (a failed read of one
+//!   sensor value) leaves only that value out; a GPS position outside the globe (`-200`, no
+//!   fix) is no position; a body time that is clearly unset (before 2000, the firmware's
+//!   `1970-01-01T00:00:00.000`, or more than a day ahead of the receive time) gives way to the
+//!   receive time. Each is said in the receipt's `notes`.
 
 use std::collections::BTreeSet;
 
@@ -50,6 +56,31 @@ pub struct DevicePush {
     pub unknown_value_types: BTreeSet<String>,
     /// Value types declared ignored (left out).
     pub ignored_value_types: BTreeSet<String>,
+    /// What was read as "nothing read" (a failed read, no GPS fix, an unset clock).
+    pub notes: Vec<String>,
+}
+
+/// Body times before this are a device clock that was never set.
+const EARLIEST_BODY_TIME: &str = "2000-01-01T00:00:00Z";
+
+/// How far ahead of the receive time a body time may be.
+const MAX_BODY_TIME_AHEAD: chrono::Duration = chrono::Duration::days(1);
+
+/// A value the firmware sends for a read that failed (`nan`, `inf`, nothing).
+fn is_failed_read(text: &str) -> bool {
+    let lower = text
+        .trim()
+        .trim_start_matches(['-', '+'])
+        .to_ascii_lowercase();
+    lower.is_empty() || lower == "nan" || lower.starts_with("inf")
+}
+
+/// Whether `text` is a coordinate on the globe for `axis` (`lat` or `lon`).
+fn on_the_globe(axis: &str, text: &str) -> bool {
+    let limit = if axis == "lat" { 90.0 } else { 180.0 };
+    text.trim()
+        .parse::<f64>()
+        .is_ok_and(|v| v.is_finite() && v.abs() <= limit)
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,8 +213,41 @@ fn render_push(
     let mut time = None;
     let mut unknown = BTreeSet::new();
     let mut ignored = BTreeSet::new();
+    let mut notes = Vec::new();
+    // Without a fix the firmware sends a position off the globe (-200) and placeholders for
+    // the other GPS values (a height of -1000 m): none of them is a reading.
+    let no_fix = values.iter().any(|data| {
+        matches!(meaning(&data.value_type), Meaning::Position(axis)
+            if !on_the_globe(axis, &plain(&data.value)))
+    });
     for data in values {
         match meaning(&data.value_type) {
+            Meaning::Value(type_index, _)
+                if no_fix
+                    && settings.sensor_types[type_index]
+                        .name
+                        .eq_ignore_ascii_case("GPS") =>
+            {
+                notes.push(format!(
+                    "{} = `{}`: no GPS fix, left out",
+                    data.value_type,
+                    plain(&data.value)
+                ));
+            }
+            Meaning::Value(_, _) if is_failed_read(&plain(&data.value)) => {
+                notes.push(format!(
+                    "{} = `{}`: a failed read, left out (the other values are kept)",
+                    data.value_type,
+                    plain(&data.value)
+                ));
+            }
+            Meaning::Position(axis) if !on_the_globe(axis, &plain(&data.value)) => {
+                notes.push(format!(
+                    "{} = `{}`: no GPS fix, the readings have no position",
+                    data.value_type,
+                    plain(&data.value)
+                ));
+            }
             Meaning::Value(type_index, column) => {
                 let line = match lines.iter().position(|(index, _)| *index == type_index) {
                     Some(position) => &mut lines[position].1,
@@ -199,8 +263,18 @@ fn render_push(
             }
             Meaning::Time => {
                 let text = plain(&data.value);
-                if crate::validate::rules::parse_timestamp(&text, Utc.fix()).is_some() {
-                    time = Some(text);
+                let earliest = EARLIEST_BODY_TIME.parse::<DateTime<Utc>>().expect("a time");
+                match crate::validate::rules::parse_timestamp(&text, Utc.fix()) {
+                    Some(micros)
+                        if micros >= earliest.timestamp_micros()
+                            && micros <= (received + MAX_BODY_TIME_AHEAD).timestamp_micros() =>
+                    {
+                        time = Some(text);
+                    }
+                    _ => notes.push(format!(
+                        "{} = `{text}`: not a set clock, the readings take the receive time",
+                        data.value_type
+                    )),
                 }
             }
             Meaning::Ignored => {
@@ -247,6 +321,7 @@ fn render_push(
         sensors,
         unknown_value_types: unknown,
         ignored_value_types: ignored,
+        notes,
     })
 }
 

@@ -356,6 +356,7 @@ async fn take(
         body.device = Some(push.device);
         body.unknown_value_types = Some(push.unknown_value_types.into_iter().collect());
         body.ignored_value_types = Some(push.ignored_value_types.into_iter().collect());
+        body.notes = (!push.notes.is_empty()).then_some(push.notes);
     }
     Ok(response.into_response())
 }
@@ -400,11 +401,21 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-/// The delivery's name: the `name` parameter's last path component, or a default by format.
+/// Characters of a `name` parameter kept.
+const MAX_NAME_CHARS: usize = 200;
+
+/// The delivery's name: the `name` parameter's last path component (control characters made
+/// `_`, at most [`MAX_NAME_CHARS`]), or a default by format.
 fn delivery_name(asked: Option<&str>, format: BodyFormat) -> String {
     asked
         .and_then(|name| Path::new(name).file_name())
-        .map(|name| name.to_string_lossy().into_owned())
+        .map(|name| {
+            name.to_string_lossy()
+                .chars()
+                .map(|c| if c.is_control() { '_' } else { c })
+                .take(MAX_NAME_CHARS)
+                .collect::<String>()
+        })
         .filter(|name| !name.trim().is_empty())
         .unwrap_or_else(|| {
             match format {
@@ -445,11 +456,32 @@ async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Receipt, 
         .as_deref()
         .and_then(|error| error.split_once(':'))
         .map(|(code, _)| code.to_owned());
+    // Every row rejected, those that conflict with stored readings included: nothing loadable.
+    let conflicts_only = report.status == FileStatus::PartiallyLoaded
+        && report.rows_loaded == 0
+        && report.rows_duplicate == 0
+        && report.rows_rejected == report.rows_read;
+    let (stored_error, rejection_code) = if conflicts_only {
+        let conflicting = report
+            .violation_counts
+            .get("conflicting_reading")
+            .copied()
+            .unwrap_or(0);
+        let message = format!(
+            "no_valid_rows: all {} data rows were rejected ({conflicting} conflict with stored \
+             readings); nothing was stored",
+            report.rows_read
+        );
+        (Some(message), Some("no_valid_rows".to_owned()))
+    } else {
+        (stored_error, rejection_code)
+    };
     let status = match (stored_status.as_str(), rejection_code.as_deref()) {
         ("rejected", Some("no_valid_rows" | "too_many_rejects")) => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         ("rejected", _) => StatusCode::BAD_REQUEST,
+        _ if conflicts_only => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::OK,
     };
     let mut rejects = Vec::new();
@@ -459,8 +491,13 @@ async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Receipt, 
             .await
             .map_err(|_| unavailable_after_commit())?;
     }
-    let truncated = rejects.len() as i64 > RECEIPT_REJECTS;
-    rejects.truncate(RECEIPT_REJECTS as usize);
+    let mut lines: Vec<i64> = rejects.iter().map(|r| r.line).collect();
+    lines.dedup();
+    let truncated = lines.len() as i64 > RECEIPT_REJECTS;
+    if truncated {
+        let beyond = lines.last().copied();
+        rejects.retain(|r| Some(r.line) != beyond);
+    }
     let error = (status != StatusCode::OK).then(|| {
         let (code, message) = stored_error
             .as_deref()
@@ -488,6 +525,7 @@ async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Receipt, 
             sensors: None,
             unknown_value_types: None,
             ignored_value_types: None,
+            notes: None,
         },
     })
 }
@@ -527,6 +565,10 @@ pub struct ReceiptBody {
     /// A device push: value types configured as ignored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ignored_value_types: Option<Vec<String>>,
+    /// A device push: what was read as "nothing read" (a failed read left out, no GPS fix, an
+    /// unset clock replaced by the receive time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<Vec<String>>,
 }
 
 /// One sensor of a device.

@@ -77,6 +77,9 @@ pub struct JournalReceipt {
     /// A device push: value types with no mapping (reported, not stored).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unknown_value_types: Option<Vec<String>>,
+    /// A device push: what was read as "nothing read" (see `POST /v1/ingest`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<Vec<String>>,
 }
 
 /// Validates `delivery` without the database, appends it to the journal and answers 202 (or
@@ -164,6 +167,9 @@ pub async fn keep(
         received_at: Some(received_at),
         device: device.map(|push| push.device.clone()),
         unknown_value_types: device.map(|push| push.unknown_value_types.iter().cloned().collect()),
+        notes: device
+            .filter(|push| !push.notes.is_empty())
+            .map(|push| push.notes.clone()),
     };
     let meta = Meta {
         receipt_id: String::new(),
@@ -311,6 +317,7 @@ pub async fn receipt(
         received_at: None,
         device: None,
         unknown_value_types: None,
+        notes: None,
     };
     Ok(Json(receipt).into_response())
 }

@@ -7,8 +7,8 @@
 //!
 //! The server starts before the database answers (the operator endpoints report it); ingest
 //! requests get 503 until the pipeline is handed over (`HttpState::pipeline`). Request bodies
-//! are decompressed (gzip, zstd) before the body limit counts them, so a compression bomb is
-//! cut off at `max_body_bytes`. It refuses to listen beyond loopback without an access token.
+//! are decompressed ([`encoding`]: gzip of any number of members, zstd) before the body limit
+//! counts them, so a compression bomb is cut off at `max_body_bytes`. It refuses to listen beyond loopback without an access token.
 //! It stops when the shutdown token fires.
 
 pub mod access;
@@ -17,6 +17,7 @@ pub mod cache;
 pub mod dashboard;
 pub mod device;
 pub mod docs;
+pub mod encoding;
 pub mod error;
 pub mod ingest;
 pub mod journaled;
@@ -28,13 +29,8 @@ pub mod spool;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::Request;
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
-use tower_http::decompression::RequestDecompressionLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -133,8 +129,7 @@ pub async fn serve(
         .merge(api)
         .merge(docs::routes(document))
         .merge(dashboard::routes())
-        .layer(RequestDecompressionLayer::new())
-        .layer(axum::middleware::from_fn(known_encodings_only))
+        .layer(axum::middleware::from_fn(encoding::decode_request_body))
         .with_state(state);
     let task = tokio::spawn(async move {
         let shutdown = async move { cancel.cancelled().await };
@@ -150,21 +145,4 @@ pub async fn serve(
     });
     tracing::info!(message = "Serving HTTP.", address = %bound);
     Ok((bound, task))
-}
-
-/// 415 with a JSON body for a `Content-Encoding` other than gzip and zstd.
-async fn known_encodings_only(request: Request, next: Next) -> Response {
-    let encoding = request
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .map(|value| value.to_str().unwrap_or("?").trim().to_ascii_lowercase());
-    match encoding.as_deref() {
-        None | Some("" | "identity" | "gzip" | "x-gzip" | "zstd") => next.run(request).await,
-        Some(other) => error::ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_encoding",
-            format!("Content-Encoding `{other}` is not taken: send gzip, zstd or none"),
-        )
-        .into_response(),
-    }
 }

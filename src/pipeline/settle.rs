@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::pipeline::{DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{ExistingFile, FileStatus};
 use crate::validate::format::FileRejection;
-use crate::validate::quarantine::{self, QuarantineTarget, QuarantineWriter};
+use crate::validate::quarantine::{
+    self, bounded_stem_and_extension, QuarantineTarget, QuarantineWriter,
+};
 
 use super::tally::Tally;
 
@@ -188,14 +190,8 @@ fn dispose(settings: &Settings, job: &Job, status: FileStatus) -> Result<Option<
         .map_err(|e| Error::io(&settings.processed_dir, e))?;
     let mut destination = settings.processed_dir.join(job.name());
     if destination.exists() {
-        let stem = Path::new(job.name())
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let extension = Path::new(job.name())
-            .extension()
-            .map(|e| format!(".{}", e.to_string_lossy()))
-            .unwrap_or_default();
+        let (stem, extension) = bounded_stem_and_extension(job.name());
+        let extension = extension.map(|e| format!(".{e}")).unwrap_or_default();
         destination = settings
             .processed_dir
             .join(format!("{stem}.{}{extension}", &job.fingerprint()[..12]));

@@ -802,7 +802,8 @@ pub async fn file_deliveries(
         .collect())
 }
 
-/// Up to `limit` rejects of a delivery with a line after `after`, by line.
+/// The rejects of the first `limit` rejected lines of a delivery after line `after`: every
+/// violation of each, by line.
 ///
 /// # Errors
 /// The statement failed.
@@ -812,10 +813,13 @@ pub async fn rejects(
     after: Option<i64>,
     limit: i64,
 ) -> Result<Vec<RejectEntry>, StoreError> {
+    // A page holds whole rows: every violation of each of its `limit` lines.
     let rows = query(
         client,
         "SELECT line, column_name, value, code, message FROM v_rejects \
-             WHERE file_id = $1 AND line > $2 ORDER BY line, code LIMIT $3",
+             WHERE file_id = $1 AND line IN (SELECT DISTINCT line FROM v_rejects \
+                 WHERE file_id = $1 AND line > $2 ORDER BY line LIMIT $3) \
+             ORDER BY line, code",
         &[&file_id, &after.unwrap_or(i64::MIN), &limit],
     )
     .await?;
@@ -840,7 +844,8 @@ pub async fn rejects_by_reason(
 ) -> Result<Vec<ReasonCount>, StoreError> {
     let rows = query(
         client,
-        "SELECT code, count(*) FROM v_rejects GROUP BY code ORDER BY count(*) DESC, code",
+        "SELECT code, count(DISTINCT (file_id, line)) AS n FROM v_rejects GROUP BY code \
+         ORDER BY n DESC, code",
         &[],
     )
     .await?;

@@ -147,6 +147,45 @@ impl FileFormat {
             ));
         }
 
+        // Two names of one column (`timestamp` and `time`, `lat` and `latitude`) would leave
+        // one of the two values unread just the same.
+        for (what, aliases) in [
+            ("sensor id", SENSOR_ID_ALIASES),
+            ("timestamp", TIMESTAMP_ALIASES),
+            ("sensor type", SENSOR_TYPE_ALIASES),
+            ("location", LOCATION_ALIASES),
+            ("latitude", LAT_ALIASES),
+            ("longitude", LON_ALIASES),
+        ] {
+            // The first is the column; a later one that is also a measurement's name (SPS30's
+            // `TS`, typical particle size) is that measurement.
+            let is_measurement = |c: &str| {
+                settings
+                    .catalogue
+                    .iter()
+                    .any(|m| m.columns.iter().any(|n| n == c))
+            };
+            let named: Vec<&str> = lower
+                .iter()
+                .map(|c| c.trim())
+                .filter(|c| aliases.contains(c))
+                .enumerate()
+                .filter(|(i, c)| *i == 0 || !is_measurement(c))
+                .map(|(_, c)| c)
+                .collect();
+            if named.len() > 1 {
+                return Err(FileRejection::new(
+                    "duplicate_column",
+                    format!(
+                        "the header names the {what} column more than once (`{}`); header was \
+                         `{}`",
+                        named.join("`, `"),
+                        crate::validate::reject::cut(header)
+                    ),
+                ));
+            }
+        }
+
         let find = |aliases: &[&str]| lower.iter().position(|c| aliases.contains(&c.as_str()));
         let missing = |what: &str, aliases: &[&str]| {
             FileRejection::new(
@@ -460,6 +499,19 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.code, "unsupported_layout");
+    }
+
+    #[test]
+    fn two_names_of_one_column_are_refused() {
+        let settings = Settings::builtin();
+        for header in [
+            "sensor_id;timestamp;time;P1\n",
+            "sensor_id;timestamp;lat;latitude;P1\n",
+        ] {
+            let rejection =
+                FileFormat::detect(header.as_bytes(), "x_sds011.csv", &settings).unwrap_err();
+            assert_eq!(rejection.code, "duplicate_column", "{header}");
+        }
     }
 
     #[test]

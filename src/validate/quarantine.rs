@@ -36,13 +36,47 @@ pub struct QuarantineTarget {
     pub max_line_bytes: u64,
 }
 
+/// Bytes of a delivery's name kept in the names of its quarantine and archive files: with the
+/// fingerprint, the longest suffix and a temporary name's decoration, a name stays well within
+/// the 255 bytes a file name may have, however long the delivery's own name is.
+const NAME_STEM_BYTES: usize = 150;
+
+/// Bytes of an extension kept in such names.
+const NAME_EXTENSION_BYTES: usize = 16;
+
+/// `text` as a piece of a file name: control characters and `/` become `_`, and it is cut to
+/// at most `max_bytes` at a character boundary.
+pub fn name_piece(text: &str, max_bytes: usize) -> String {
+    let mut piece = String::with_capacity(text.len().min(max_bytes));
+    for c in text.chars() {
+        let c = if c.is_control() || c == '/' { '_' } else { c };
+        if piece.len() + c.len_utf8() > max_bytes {
+            break;
+        }
+        piece.push(c);
+    }
+    piece
+}
+
+/// The stem and extension of a delivery's name, each bounded (see [`NAME_STEM_BYTES`]).
+pub fn bounded_stem_and_extension(name: &str) -> (String, Option<String>) {
+    let path = Path::new(name);
+    let stem = path
+        .file_stem()
+        .map(|s| name_piece(&s.to_string_lossy(), NAME_STEM_BYTES))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "file".to_owned());
+    let extension = path
+        .extension()
+        .map(|e| name_piece(&e.to_string_lossy(), NAME_EXTENSION_BYTES))
+        .filter(|e| !e.is_empty());
+    (stem, extension)
+}
+
 impl QuarantineTarget {
-    /// `<stem>.<first 12 hex digits>` of the source.
+    /// `<stem>.<first 12 hex digits>` of the source, the stem bounded.
     pub fn base_name(&self) -> String {
-        let stem = Path::new(&self.file_name)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "file".to_owned());
+        let (stem, _) = bounded_stem_and_extension(&self.file_name);
         format!(
             "{stem}.{}",
             &self.fingerprint[..12.min(self.fingerprint.len())]
@@ -249,10 +283,8 @@ pub fn quarantine_whole_file(
     details: &str,
 ) -> Result<PathBuf> {
     fs::create_dir_all(&target.dir).map_err(|e| ValidateError::io(&target.dir, e))?;
-    let extension = Path::new(&target.file_name)
-        .extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "csv".to_owned());
+    let (_, extension) = bounded_stem_and_extension(&target.file_name);
+    let extension = extension.unwrap_or_else(|| "csv".to_owned());
     let copy_path = target.path(&extension);
     let (temp, mut out) = create_temp(&copy_path, quarantine_mode(&target.source))?;
     let copied = target

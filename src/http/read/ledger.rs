@@ -134,7 +134,7 @@ pub(super) async fn file(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RejectsParams {
-    /// Rejects per page, 1 to 100000 (default 1000).
+    /// Rejected rows per page, each with all its violations, 1 to 100000 (default 1000).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100000)]
     limit: Option<String>,
     /// Only rejects after this line (from the previous page's `next`).
@@ -180,8 +180,11 @@ pub(super) async fn file_rejects(
         .transpose()?;
     known_file(&client, id).await?;
     let mut rejects = query::rejects(&client, id, after, limit + 1).await?;
-    let more = rejects.len() as i64 > limit;
-    rejects.truncate(limit as usize);
+    let more = lines_in(&rejects) as i64 > limit;
+    if more {
+        let beyond = rejects.last().map(|r| r.line);
+        rejects.retain(|r| Some(r.line) != beyond);
+    }
     let next = match (more, rejects.last()) {
         (true, Some(last)) => Some(page_url(
             &format!("/v1/files/{id}/rejects"),
@@ -193,6 +196,13 @@ pub(super) async fn file_rejects(
         _ => None,
     };
     Ok(Json(RejectsPage { rejects, next }))
+}
+
+/// Rejected lines among `rejects` (a line with several violations counts once).
+fn lines_in(rejects: &[RejectEntry]) -> usize {
+    let mut lines: Vec<i64> = rejects.iter().map(|r| r.line).collect();
+    lines.dedup();
+    lines.len()
 }
 
 /// Whether the database answers.
