@@ -277,3 +277,84 @@ async fn pages_of_rejects_partition_them_and_reasons_count_rows() {
     assert_eq!(not_a_number["rows"], 20, "rows, not violations: {summary}");
     assert_eq!(terminate_child(&mut server), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_retry_under_its_key_is_the_same_delivery_and_json_edges_say_what_they_are() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let (mut server, addr) = serve(&workspace, &url, &[]).await;
+    let device = "X-Sensor: esp8266-5151";
+    let keyed = "Idempotency-Key: esp8266-5151-cycle-77";
+    let body = r#"{"esp8266id": "5151", "sensordatavalues":[{"value_type":"SDS_P1","value":"5.10"},{"value_type":"SDS_P2","value":"2.30"}]}"#;
+    let (status, _, first) = post(addr, "/v1/ingest", &[JSON, device, keyed], body.as_bytes());
+    assert_eq!(
+        (status, first["status"].as_str()),
+        (200, Some("loaded")),
+        "{first}"
+    );
+    // The firmware's retry two seconds later: its rendering differs only by the receive time.
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    let (status, _, again) = post(addr, "/v1/ingest", &[JSON, device, keyed], body.as_bytes());
+    assert_eq!(
+        (status, again["status"].as_str(), &again["file_id"]),
+        (200, Some("duplicate"), &first["file_id"]),
+        "{again}"
+    );
+    let sensor = first["sensors"][0]["sensor_id"].as_i64().unwrap();
+    assert_eq!(
+        readings_of(&url, sensor).await,
+        2,
+        "the cycle is stored once"
+    );
+
+    // A JSON body with a byte order mark loads.
+    let with_bom = format!(
+        "\u{feff}{}",
+        r#"[{"sensor_id": 95, "sensor_type": "DHT22", "timestamp": "2021-05-01T00:00:00", "temperature": 20.5, "humidity": 50}]"#
+    );
+    let (status, _, receipt) = post(addr, "/v1/ingest", &[JSON], with_bom.as_bytes());
+    assert_eq!(
+        (status, receipt["rows_loaded"].as_u64()),
+        (200, Some(1)),
+        "{receipt}"
+    );
+    // A key with a line break is an unknown column, not the end of the header.
+    let odd_key = r#"[{"sensor_id": 96, "sensor_type": "DHT22", "timestamp": "2021-05-01T00:00:00", "temperature": 20.5, "humidity": 50, "no\nte": "x"}]"#;
+    let (status, _, receipt) = post(addr, "/v1/ingest", &[JSON], odd_key.as_bytes());
+    assert_eq!(
+        (status, receipt["rows_loaded"].as_u64()),
+        (200, Some(1)),
+        "{receipt}"
+    );
+    // A repeated key, two names of one column: refused, saying which.
+    let twice = r#"{"sensor_id": 97, "sensor_type": "SDS011", "timestamp": "2021-05-01T00:00:00", "P1": 1, "P1": 999}"#;
+    let (status, _, receipt) = post(addr, "/v1/ingest", &[JSON], twice.as_bytes());
+    assert_eq!(
+        (status, receipt["error"]["code"].as_str()),
+        (400, Some("duplicate_column")),
+        "{receipt}"
+    );
+    let aliases = r#"{"sensor_id": 98, "sensor_type": "SDS011", "timestamp": "2021-05-01T00:00:00", "time": "2021-05-02T00:00:00", "P1": 1}"#;
+    let (status, _, receipt) = post(addr, "/v1/ingest", &[JSON], aliases.as_bytes());
+    assert_eq!(
+        (status, receipt["error"]["code"].as_str()),
+        (400, Some("duplicate_column")),
+        "{receipt}"
+    );
+    // Nothing in the body: said in its own terms.
+    let (status, _, receipt) = post(addr, "/v1/ingest", &[JSON], b"[]");
+    assert_eq!(
+        (status, receipt["error"]["code"].as_str()),
+        (422, Some("no_objects")),
+        "{receipt}"
+    );
+    let empty = r#"{"esp8266id": "5151", "sensordatavalues": []}"#;
+    let (status, _, receipt) = post(addr, "/v1/ingest", &[JSON, device], empty.as_bytes());
+    assert_eq!(
+        (status, receipt["error"]["code"].as_str()),
+        (422, Some("no_values")),
+        "{receipt}"
+    );
+    assert_eq!(readings_of(&url, 97).await + readings_of(&url, 98).await, 0);
+    assert_eq!(terminate_child(&mut server), Some(0));
+}

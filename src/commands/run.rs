@@ -49,7 +49,9 @@ pub async fn run(
         ),
         None => None,
     };
-    let mut state = HttpState::new(pool.clone(), Arc::clone(&settings));
+    // Reads have connections of their own: a crowd of readers never starves the writes.
+    let read_pool = store::build_read_pool(&target.url)?;
+    let mut state = HttpState::new(read_pool, Arc::clone(&settings));
     if let Some(journal) = &journal {
         state = state.with_journal(Arc::clone(journal));
     }

@@ -82,6 +82,13 @@ pub fn to_source(format: BodyFormat, body: Bytes) -> Result<ByteSource, ApiError
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
+    if objects.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_objects",
+            "the body holds no objects: nothing to load",
+        ));
+    }
     render(&objects).map(|bytes| ByteSource::Rendered {
         bytes,
         line_shift: 1,
@@ -237,7 +244,7 @@ pub(crate) fn render(objects: &[(u64, Map<String, Value>)]) -> Result<Bytes, Api
         }
     }
     let mut out: Vec<u8> = Vec::new();
-    write_row(&mut out, &columns)?;
+    write_row(&mut out, &header_of(&columns))?;
     let mut next_line = 1;
     for (line, map) in objects {
         // Blank lines keep every object on its own line number.
@@ -249,6 +256,28 @@ pub(crate) fn render(objects: &[(u64, Map<String, Value>)]) -> Result<Bytes, Api
         next_line += 1;
     }
     Ok(Bytes::from(out))
+}
+
+/// The CSV header for these keys: a line break or other control character in a key becomes a
+/// space (a key is a column name; it must not end the header line).
+fn header_of<S: AsRef<str>>(columns: &[S]) -> Vec<String> {
+    columns
+        .iter()
+        .map(|c| {
+            c.as_ref()
+                .chars()
+                .map(|ch| if ch.is_control() { ' ' } else { ch })
+                .collect()
+        })
+        .collect()
+}
+
+/// Without a UTF-8 byte order mark, which some clients put before a JSON body.
+pub fn without_bom(body: Bytes) -> Bytes {
+    match body.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(rest) => body.slice(body.len() - rest.len()..),
+        None => body,
+    }
 }
 
 /// An object's fields in column order.
@@ -311,7 +340,7 @@ pub fn render_file(
     let (file, path) = named.into_parts();
     let mut out = std::io::BufWriter::new(file);
     let mut row = Vec::new();
-    write_row(&mut row, &columns)?;
+    write_row(&mut row, &header_of(&columns))?;
     out.write_all(&row).map_err(unwritable)?;
     let mut next_line = 1;
     for_each_object(format, body, &mut |line, map| {

@@ -285,6 +285,27 @@ fn render_push(
             }
         }
     }
+    if lines.is_empty() {
+        let list = |set: &BTreeSet<String>| {
+            let names: Vec<&str> = set.iter().map(String::as_str).collect();
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        };
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_values",
+            format!(
+                "no value of the body is a reading of a known sensor ({} values; unknown value \
+                 types: {}; ignored: {}); nothing was stored",
+                values.len(),
+                list(&unknown),
+                list(&ignored)
+            ),
+        ));
+    }
     let time = time.unwrap_or_else(|| received.format("%Y-%m-%dT%H:%M:%SZ").to_string());
     let mut sensors = Vec::with_capacity(lines.len());
     let mut objects = Vec::with_capacity(lines.len());

@@ -65,6 +65,19 @@ impl ApiError {
     /// The answer when the store failed a read: 503 for an outage (the client may retry),
     /// 500 otherwise (logged with its cause; the answer gives no internals).
     pub fn from_store(error: &crate::store::StoreError) -> Self {
+        use deadpool_postgres::{PoolError, TimeoutType};
+        // Every connection busy answering others: back-pressure, not an outage.
+        if matches!(
+            error,
+            crate::store::StoreError::Pool(PoolError::Timeout(TimeoutType::Wait))
+        ) {
+            return Self::unavailable(
+                "too_busy",
+                "every database connection for reads is busy answering other requests; try \
+                 again shortly",
+                1,
+            );
+        }
         if error.is_transient() {
             return Self::unavailable(
                 "database_unavailable",
@@ -130,5 +143,26 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_connections_are_back_pressure_and_an_outage_is_an_outage() {
+        use deadpool_postgres::{PoolError, TimeoutType};
+        let busy = ApiError::from_store(&crate::store::StoreError::Pool(PoolError::Timeout(
+            TimeoutType::Wait,
+        )));
+        assert_eq!(
+            (busy.status(), busy.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "too_busy")
+        );
+        let down = ApiError::from_store(&crate::store::StoreError::Pool(PoolError::Timeout(
+            TimeoutType::Create,
+        )));
+        assert_eq!(down.code, "database_unavailable");
     }
 }

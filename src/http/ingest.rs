@@ -230,6 +230,7 @@ async fn take(
             (source, Some(rendered_path))
         }
         Received::Memory(bytes) => {
+            let bytes = body::without_bom(bytes);
             let settings = &state.settings;
             let pushed = match endpoint {
                 Endpoint::Push => Some(device::push_api(&bytes, headers, received_at, settings)?),
@@ -312,6 +313,11 @@ async fn take(
                 ),
                 RETRY_AFTER_SECS,
             ))
+        }
+        // A device body's time is its receive time, so a retry differs from the first send by
+        // that alone: the key names the delivery, and the retry is answered as a duplicate.
+        Ok(Err(Error::KeyReused(file_id))) if device.is_some() => {
+            DeliveryReport::same_delivery(file_id, &delivery.name, &delivery.origin.to_string())
         }
         Ok(Err(Error::KeyReused(file_id))) => {
             return Err(ApiError::new(

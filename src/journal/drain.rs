@@ -209,6 +209,13 @@ async fn settle_failure(
     if error.is_transient() || error.is_local_fault() {
         return Err(error.into());
     }
+    if let (Error::KeyReused(file_id), Some(_)) = (&error, &record.meta.device) {
+        // A device's cycle sent again under its key: the same delivery (see http::ingest).
+        let client = ctx.store.pool().get().await.map_err(StoreError::from)?;
+        receipts::record_same_delivery(&client, &slot.receipt_id, *file_id).await?;
+        journal.loaded(&[slot.sequence]);
+        return Ok(());
+    }
     let reason = match &error {
         Error::KeyReused(file_id) => format!(
             "idempotency_key_reused: this Idempotency-Key was first given with another body \

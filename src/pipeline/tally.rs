@@ -65,6 +65,30 @@ impl DeliveryReport {
         Tally::default().report(job, existing.file_id, None, quarantine, true)
     }
 
+    /// The answer for a delivery that is the stored delivery `file_id` under its key: a
+    /// device's cycle sent again with the same `Idempotency-Key` (its bytes differ only by
+    /// the receive time).
+    pub fn same_delivery(file_id: i64, file_name: &str, origin: &str) -> Self {
+        Self {
+            path: None,
+            file_name: file_name.to_owned(),
+            origin: origin.to_owned(),
+            fingerprint: String::new(),
+            file_id,
+            status: FileStatus::Duplicate,
+            rows_read: 0,
+            rows_loaded: 0,
+            rows_rejected: 0,
+            rows_duplicate: 0,
+            reading_count: 0,
+            rejection: None,
+            quarantine: Vec::new(),
+            moved_to: None,
+            violation_counts: BTreeMap::new(),
+            elapsed_ms: 0,
+        }
+    }
+
     /// Stamps the elapsed time, records metrics and logs the outcome.
     pub(super) fn finished(self, started: Instant) -> Self {
         let report = Self {

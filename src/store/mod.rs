@@ -233,6 +233,11 @@ pub const SEARCH_PATH_OPTION: &str = "-c search_path=sensor_etl,public";
 /// # Errors
 /// The URL does not parse.
 pub fn build_pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
+    pool_waiting(url, max_size, Duration::from_secs(10))
+}
+
+/// A pool whose callers wait at most `wait` for a free connection.
+fn pool_waiting(url: &str, max_size: usize, wait: Duration) -> Result<Pool, StoreError> {
     let mut config: tokio_postgres::Config = url.parse().map_err(StoreError::Url)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
@@ -254,11 +259,23 @@ pub fn build_pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
     Pool::builder(manager)
         .max_size(max_size)
         .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(Duration::from_secs(10)))
+        .wait_timeout(Some(wait))
         .create_timeout(Some(Duration::from_secs(5)))
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()
         .map_err(|e| StoreError::PoolBuild(e.to_string()))
+}
+
+/// Connections of the read API's pool.
+const READ_CONNECTIONS: usize = 8;
+
+/// The read API's own pool: [`READ_CONNECTIONS`] connections, and a request waits at most
+/// 2 s for one of them (then it is told to come back: back-pressure, not an outage).
+///
+/// # Errors
+/// The URL does not parse, or the pool cannot be built.
+pub fn build_read_pool(url: &str) -> Result<Pool, StoreError> {
+    pool_waiting(url, READ_CONNECTIONS, Duration::from_secs(2))
 }
 
 /// A read-only REPEATABLE READ transaction: every statement in it sees one snapshot, taken by

@@ -44,6 +44,26 @@ pub async fn record(tx: &Transaction<'_>, rows: &[ReceiptRow<'_>]) -> Result<(),
     Ok(())
 }
 
+/// Records that a journaled body is the stored delivery `file_id` (a device's cycle sent again
+/// under the same `Idempotency-Key`), in a statement of its own.
+///
+/// # Errors
+/// The statement failed.
+pub async fn record_same_delivery(
+    client: &impl GenericClient,
+    receipt_id: &str,
+    file_id: i64,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "INSERT INTO journal_receipts (receipt_id, file_id, duplicate) VALUES ($1, $2, true) \
+             ON CONFLICT (receipt_id) DO NOTHING",
+            &[&receipt_id, &file_id],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Records that a journaled body could not be loaded, and why (its own transaction).
 ///
 /// # Errors
