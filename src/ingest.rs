@@ -58,16 +58,18 @@ pub enum InboxEntry {
     Temporary,
     /// Something the watcher does not take, with the reason (reported once).
     Ignored(&'static str),
+    /// An input file whose name is not UTF-8: the watcher gives it a UTF-8 name in the inbox
+    /// (each byte that is not UTF-8 becomes `_`), then takes it like any other.
+    NotUtf8Name,
 }
 
 /// Classifies one entry of the inbox without following symlinks. `status`, the watcher and
 /// its `files_waiting` metric all count `Input` entries.
 pub fn classify_inbox_entry(entry: &std::fs::DirEntry) -> InboxEntry {
     let name = entry.file_name();
-    let Some(name) = name.to_str() else {
-        return InboxEntry::Ignored("its name is not UTF-8: rename it");
-    };
-    if is_temporary_name(name) {
+    let utf8 = name.to_str().is_some();
+    let name = name.to_string_lossy();
+    if is_temporary_name(&name) {
         return InboxEntry::Temporary;
     }
     let Ok(kind) = entry.file_type() else {
@@ -82,10 +84,29 @@ pub fn classify_inbox_entry(entry: &std::fs::DirEntry) -> InboxEntry {
     if !kind.is_file() {
         return InboxEntry::Ignored("not a regular file (a FIFO, socket or device)");
     }
-    if !is_candidate(&entry.path()) {
+    if !is_candidate(Path::new(name.as_ref())) {
         return InboxEntry::Ignored("only .csv files are read: rename it to .csv");
     }
-    InboxEntry::Input
+    if utf8 {
+        InboxEntry::Input
+    } else {
+        InboxEntry::NotUtf8Name
+    }
+}
+
+/// The UTF-8 name an inbox file whose name is not UTF-8 gets: each invalid byte sequence made
+/// `_`, and `.1`, `.2`, … before the extension while that name is taken.
+pub fn utf8_name_for(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_string_lossy().replace('\u{FFFD}', "_");
+    let dir = path.parent()?;
+    let candidate = dir.join(&name);
+    if !candidate.exists() {
+        return Some(candidate);
+    }
+    let (stem, extension) = name.rsplit_once('.').unwrap_or((name.as_str(), "csv"));
+    (1..1000)
+        .map(|n| dir.join(format!("{stem}.{n}.{extension}")))
+        .find(|path| !path.exists())
 }
 
 /// The inbox's input files, as `status` and the watcher count them.
@@ -95,7 +116,12 @@ pub fn inbox_inputs(inbox: &Path) -> Vec<PathBuf> {
     };
     entries
         .flatten()
-        .filter(|entry| classify_inbox_entry(entry) == InboxEntry::Input)
+        .filter(|entry| {
+            matches!(
+                classify_inbox_entry(entry),
+                InboxEntry::Input | InboxEntry::NotUtf8Name
+            )
+        })
         .map(|entry| entry.path())
         .collect()
 }

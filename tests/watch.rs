@@ -296,3 +296,21 @@ async fn a_burst_larger_than_a_claim_batch_is_worked_off_without_rescans() {
         i64::from(3 * files)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_whose_name_is_not_utf8_is_loaded_and_leaves_the_inbox() {
+    use std::os::unix::ffi::OsStrExt;
+    let h = Harness::new().await;
+    let inbox = h.workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"bad\xff\xfename_dht22.csv");
+    std::fs::write(inbox.join(name), format!("{HEADER}{}", dht_rows(7, 12))).unwrap();
+    run_until_inbox_is_empty(&h).await;
+    assert_eq!(
+        h.count("SELECT count(*) FROM v_readings WHERE sensor_id = 7")
+            .await,
+        24,
+        "its 12 rows of two measurements are loaded"
+    );
+    wait_for_processed(&h, 1).await;
+}

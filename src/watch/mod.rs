@@ -549,6 +549,29 @@ fn scan(
         match classify_inbox_entry(&entry) {
             InboxEntry::Input => {}
             InboxEntry::Temporary => continue,
+            InboxEntry::NotUtf8Name => {
+                // Paths are bytes: the file keeps its bytes and gets a name that can be told,
+                // logged and recorded; the next scan takes it.
+                match crate::ingest::utf8_name_for(&path)
+                    .map(|to| (std::fs::rename(&path, &to), to))
+                {
+                    Some((Ok(()), to)) => info!(
+                        message = "Inbox file renamed: its name was not UTF-8.",
+                        from = %quarantine::quoted(&path.display().to_string()),
+                        to = %to.display()
+                    ),
+                    _ => {
+                        if ignored.insert(entry.file_name()) {
+                            warn!(
+                                message = "Inbox entry not taken: its name is not UTF-8 and it \
+                                           could not be renamed.",
+                                entry = %quarantine::quoted(&path.display().to_string())
+                            );
+                        }
+                    }
+                }
+                continue;
+            }
             InboxEntry::Ignored(reason) => {
                 if ignored.insert(entry.file_name()) {
                     warn!(
