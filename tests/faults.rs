@@ -570,6 +570,54 @@ async fn a_file_replaced_by_rename_while_it_loads_has_its_replacement_loaded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_held_open_for_writing_is_not_taken_however_long_its_pauses() {
+    use std::io::Write;
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let running = Watched::spawn(worker_command(&workspace, &url), "");
+    // A logger: the header, then a line every 1.5 s (longer than the 1 s settle period), the
+    // file open all along.
+    let mut writer = std::fs::File::create(inbox.join("logger_dht22.csv")).unwrap();
+    writer
+        .write_all(b"sensor_id;sensor_type;location;lat;lon;timestamp;temperature;humidity\n")
+        .unwrap();
+    writer.flush().unwrap();
+    for minute in 0..6 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        writeln!(
+            writer,
+            "8;DHT22;80;50.0;8.0;2021-03-01T00:0{minute}:00;20.{minute};50"
+        )
+        .unwrap();
+        writer.flush().unwrap();
+    }
+    assert!(
+        inbox.join("logger_dht22.csv").exists(),
+        "not taken while its writer holds it"
+    );
+    drop(writer);
+    wait_until_empty(&inbox, LIMIT).await;
+    running.signal(Signal::SIGTERM);
+    let (status, stderr) = running.exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let client = connect(&url).await;
+    let files: Vec<(String, i64)> = client
+        .query("SELECT status, rows_read FROM v_files", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        files,
+        vec![("loaded".to_owned(), 6)],
+        "one delivery with all six lines"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_that_keeps_the_file_open_and_pauses_loses_no_row() {
     use std::io::Write;
     let url = fresh_database().await;

@@ -6,7 +6,8 @@
 //! was down, or whose events were lost, are still found. A file is complete once it was renamed
 //! into place, or closed after writing and then quiet for `CLOSE_QUIET` (an appender closes
 //! after every line), or, for writers that do neither, once its size and modification time
-//! have been stable for the settle period. Temporary names are ignored; other entries it does
+//! have been stable for the settle period; in every case, a file that some process still holds
+//! open for writing is not complete (`writers`). Temporary names are ignored; other entries it does
 //! not take are reported once each. Claims (`store::claims`) are leases a heartbeat extends; a dead worker's files are taken
 //! over when they expire. On cancellation no new file is taken; the file in hand gets
 //! `shutdown_grace` to finish, then is rolled back. A file that keeps failing (errors other
@@ -32,6 +33,7 @@ use crate::validate::format::FileRejection;
 use crate::validate::quarantine;
 
 mod deferral;
+mod writers;
 use deferral::{Deferrals, Why};
 
 /// Capacity of the event-hint channel; hints beyond it are dropped (the scan still runs).
@@ -50,6 +52,9 @@ enum Hint {
 /// How long a file closed after writing must stay unchanged before it is taken (at most the
 /// settle period).
 const CLOSE_QUIET: Duration = Duration::from_millis(250);
+
+/// How soon a file held open for writing is looked at again (its close is also an event).
+const WRITER_RECHECK: Duration = Duration::from_secs(1);
 
 /// What the watcher last saw of a file.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -617,6 +622,19 @@ fn scan(
         let settled = age >= settle && (unchanged || previous.is_none());
         if hinted_complete || settled {
             ready.push((modified, path));
+        }
+    }
+    // A file some process still holds open for writing is not complete, however quiet.
+    if !ready.is_empty() {
+        let writing = writers::open_for_writing(inbox);
+        if !writing.is_empty() {
+            ready.retain(|(_, path)| {
+                let held = path.file_name().is_some_and(|n| writing.contains(n));
+                if held {
+                    next_due = Some(next_due.map_or(WRITER_RECHECK, |d| d.min(WRITER_RECHECK)));
+                }
+                !held
+            });
         }
     }
     // Only what is still there: a file taken since the last scan is no longer waiting.
