@@ -25,20 +25,21 @@ pub enum ByteSource {
     File(PathBuf),
     /// Bytes held in memory (a request body).
     Memory(Bytes),
-    /// A CSV rendering of a body in another format (JSON, NDJSON): its line `n + line_shift`
-    /// holds the body's line or element `n`, so positions are reported in the body's terms.
+    /// A CSV rendering of a body in another format (JSON, NDJSON), or of a block of a growing
+    /// file behind its header: its line `n + line_shift` holds the body's line or element `n`
+    /// (the file's line `n`), so positions are reported in the source's own terms.
     Rendered {
         /// The CSV text.
         bytes: Bytes,
-        /// Lines to subtract from a CSV line number.
-        line_shift: u64,
+        /// Lines to subtract from a CSV line number (negative: to add).
+        line_shift: i64,
     },
     /// Such a rendering of a large body, in a file.
     RenderedFile {
         /// The CSV file.
         path: PathBuf,
         /// Lines to subtract from a CSV line number.
-        line_shift: u64,
+        line_shift: i64,
     },
 }
 
@@ -62,7 +63,7 @@ impl ByteSource {
     }
 
     /// Lines to subtract from a line number read from this source (0 but for renderings).
-    pub fn line_shift(&self) -> u64 {
+    pub fn line_shift(&self) -> i64 {
         match self {
             ByteSource::Rendered { line_shift, .. }
             | ByteSource::RenderedFile { line_shift, .. } => *line_shift,
@@ -190,6 +191,8 @@ pub enum Origin {
     Ingest(PathBuf),
     /// A request body from an HTTP client (its address or name).
     Http(String),
+    /// A block of a file of the inbox read in tail mode.
+    Tail(PathBuf),
 }
 
 impl fmt::Display for Origin {
@@ -198,6 +201,7 @@ impl fmt::Display for Origin {
             Origin::Inbox(path) => write!(f, "inbox:{}", path.display()),
             Origin::Ingest(path) => write!(f, "ingest:{}", path.display()),
             Origin::Http(client) => write!(f, "http:{client}"),
+            Origin::Tail(path) => write!(f, "tail:{}", path.display()),
         }
     }
 }
@@ -229,6 +233,24 @@ pub struct Delivery {
     /// Set for a body drained from the push journal: the record it was read from, recorded in
     /// the delivery's own transaction so that it is loaded exactly once.
     pub journaled: Option<JournalMark>,
+    /// Set for a block of a file read in tail mode: the byte range it covers, recorded in the
+    /// delivery's own transaction so that each line is loaded exactly once.
+    pub tail: Option<TailMark>,
+}
+
+/// Which block of a growing file a delivery is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailMark {
+    /// What identifies the file's content whatever its name: a hash of its first lines.
+    pub fingerprint: String,
+    /// Where the file is now.
+    pub path: PathBuf,
+    /// The byte offset the block starts at (where the last block ended).
+    pub from_byte: u64,
+    /// The byte offset just past its last complete line.
+    pub to_byte: u64,
+    /// Lines of the file up to `to_byte`, the header included.
+    pub to_line: u64,
 }
 
 /// Where in the push journal a delivery was read from.
@@ -264,6 +286,7 @@ impl Delivery {
             disposition,
             key: None,
             journaled: None,
+            tail: None,
         }
     }
 

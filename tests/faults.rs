@@ -570,6 +570,80 @@ async fn a_file_replaced_by_rename_while_it_loads_has_its_replacement_loaded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tailed_file_killed_between_a_blocks_commit_and_what_follows_repeats_no_line() {
+    use std::io::Write;
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let logger = inbox.join("balcony_dht22.log.csv");
+    let mut file = std::fs::File::create(&logger).unwrap();
+    file.write_all(b"sensor_id;sensor_type;location;lat;lon;timestamp;temperature;humidity\n")
+        .unwrap();
+    for minute in 0..4 {
+        writeln!(
+            file,
+            "4;DHT22;40;50.0;8.0;2021-03-01T00:0{minute}:00;20.{minute};50"
+        )
+        .unwrap();
+    }
+    let tail = |command: &mut Command| {
+        command.env("SENSOR_ETL_TAIL", r#"["*.log.csv"]"#);
+    };
+    // The first block commits, then the process dies on the spot.
+    let mut command = worker_command(&workspace, &url);
+    tail(&mut command);
+    let running = Watched::spawn(command, "pipeline::after-commit=return(abort)");
+    let (status, stderr) = running.exit();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("fault point pipeline::after-commit reached"),
+        "{stderr}"
+    );
+    // More lines while it is down; the next worker goes on from where the database says.
+    for minute in 4..6 {
+        writeln!(
+            file,
+            "4;DHT22;40;50.0;8.0;2021-03-01T00:0{minute}:00;20.{minute};50"
+        )
+        .unwrap();
+    }
+    let mut command = worker_command(&workspace, &url);
+    tail(&mut command);
+    let running = Watched::spawn(command, "");
+    let client = connect(&url).await;
+    let probe = &client;
+    wait_until("every line is loaded", LIMIT, || async move {
+        probe
+            .query_one(
+                "SELECT coalesce(sum(rows_read), 0)::bigint FROM v_files",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 6
+    })
+    .await;
+    running.signal(Signal::SIGTERM);
+    let (status, stderr) = running.exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let (loaded, duplicate): (i64, i64) = client
+        .query_one(
+            "SELECT sum(rows_loaded)::bigint, sum(rows_duplicate)::bigint FROM v_files",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!((loaded, duplicate), (6, 0), "each line once, none again");
+    assert!(
+        logger.exists(),
+        "a tailed file stays until it has been quiet"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_held_open_for_writing_is_not_taken_however_long_its_pauses() {
     use std::io::Write;
     let url = fresh_database().await;

@@ -717,6 +717,7 @@ async fn a_delivery_from_memory_loads_like_a_file() {
         disposition: Disposition::LeaveInPlace,
         key: None,
         journaled: None,
+        tail: None,
     };
     let report = process(&h.ctx, &delivery).await.unwrap();
     assert_eq!(report.status, FileStatus::PartiallyLoaded);

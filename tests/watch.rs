@@ -314,3 +314,178 @@ async fn a_file_whose_name_is_not_utf8_is_loaded_and_leaves_the_inbox() {
     );
     wait_for_processed(&h, 1).await;
 }
+
+/// Appends `text` to `path` as `>>` does: open, write, close.
+fn append(path: &std::path::Path, text: &str) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+async fn tailed_deliveries(h: &Harness) -> Vec<(i64, i64, i64)> {
+    h.client
+        .query(
+            "SELECT rows_read, rows_loaded, rows_duplicate FROM v_files ORDER BY file_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_mode_loads_each_appended_line_once_across_a_restart_and_disposes_when_quiet() {
+    let h = Harness::with_config(|raw| {
+        raw.tail = vec!["*.log.csv".to_owned()];
+        raw.tail_quiet_secs = 3;
+    })
+    .await;
+    let inbox = h.workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let logger = inbox.join("garden_dht22.log.csv");
+    append(&logger, HEADER);
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
+    // An appender: a line every 0.4 s, the file closed after each; the fourth line is bad.
+    let line = |i: u32, temperature: &str| {
+        format!("5;DHT22;1;50.0;8.0;2020-01-01T00:{i:02}:00;{temperature};60\n")
+    };
+    for i in 0..6 {
+        append(&logger, &line(i, if i == 3 { "abc" } else { "20.5" }));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    // Half a line: not loaded until it ends.
+    append(&logger, "5;DHT22;1;50.0;8.0;2020-01-01T00:06:00;");
+    let h_ref = &h;
+    crate::support::wait_until(
+        "the six whole lines are loaded",
+        Duration::from_secs(20),
+        || async move {
+            tailed_deliveries(h_ref)
+                .await
+                .iter()
+                .map(|d| d.0)
+                .sum::<i64>()
+                == 6
+        },
+    )
+    .await;
+    // Stopped mid-line; the line ends and more come while it is down.
+    cancel.cancel();
+    watcher.await.unwrap().unwrap();
+    append(&logger, "21.5;60\n");
+    append(&logger, &line(7, "22.5"));
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
+    crate::support::wait_until(
+        "every line is loaded",
+        Duration::from_secs(20),
+        || async move {
+            tailed_deliveries(h_ref)
+                .await
+                .iter()
+                .map(|d| d.0)
+                .sum::<i64>()
+                == 8
+        },
+    )
+    .await;
+    let deliveries = tailed_deliveries(&h).await;
+    assert_eq!(
+        deliveries
+            .iter()
+            .map(|d| (d.0, d.1, d.2))
+            .fold((0, 0, 0), |a, d| (a.0 + d.0, a.1 + d.1, a.2 + d.2)),
+        (8, 7, 0),
+        "every line once, the bad one rejected: {deliveries:?}"
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM v_readings WHERE sensor_id = 5")
+            .await,
+        14
+    );
+    let line_of_reject: i64 = h
+        .client
+        .query_one("SELECT line FROM v_rejects", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(line_of_reject, 5, "the file's own line number (header = 1)");
+    // Quiet for tail_quiet with every line loaded: moved out of the inbox.
+    wait_for_processed(&h, 1).await;
+    assert!(!logger.exists());
+    cancel.cancel();
+    watcher.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_tail_file_keeps_its_place_and_the_new_one_starts_at_its_beginning() {
+    let h = Harness::with_config(|raw| {
+        raw.tail = vec!["*.log.csv".to_owned()];
+        raw.tail_quiet_secs = 3600;
+    })
+    .await;
+    let inbox = h.workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let today = inbox.join("station_dht22.log.csv");
+    let row =
+        |day: u32, i: u32| format!("6;DHT22;1;50.0;8.0;2020-01-{day:02}T00:{i:02}:00;20.5;60\n");
+    append(&today, HEADER);
+    for i in 0..3 {
+        append(&today, &row(1, i));
+    }
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
+    let h_ref = &h;
+    crate::support::wait_until(
+        "the first day's lines",
+        Duration::from_secs(20),
+        || async move {
+            tailed_deliveries(h_ref)
+                .await
+                .iter()
+                .map(|d| d.0)
+                .sum::<i64>()
+                == 3
+        },
+    )
+    .await;
+    // Midnight: the logger renames today's file, writes its last line there, starts a new one.
+    std::fs::rename(&today, inbox.join("2020-01-01_dht22.log.csv")).unwrap();
+    append(&inbox.join("2020-01-01_dht22.log.csv"), &row(1, 3));
+    append(&today, HEADER);
+    for i in 0..2 {
+        append(&today, &row(2, i));
+    }
+    crate::support::wait_until(
+        "both files' lines",
+        Duration::from_secs(20),
+        || async move {
+            tailed_deliveries(h_ref)
+                .await
+                .iter()
+                .map(|d| d.0)
+                .sum::<i64>()
+                == 6
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deliveries = tailed_deliveries(&h).await;
+    assert!(
+        deliveries.iter().all(|d| d.2 == 0),
+        "no line read twice: {deliveries:?}"
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM v_readings WHERE sensor_id = 6")
+            .await,
+        12
+    );
+    cancel.cancel();
+    watcher.await.unwrap().unwrap();
+}

@@ -17,9 +17,11 @@ mod access;
 mod catalogue;
 mod devices;
 mod folders;
+mod tail;
 
 pub use access::{AccessToken, Acknowledge, HttpSettings, RawHttp, RawToken, Scope};
 pub use devices::{DeviceSettings, RawDevices, RawValueTarget, ValueTarget};
+pub use tail::tail_patterns;
 
 use catalogue::{build_catalogue, merge_sensor_types, BuiltinCatalogue, BUILTIN_SENSOR_TYPES};
 pub use catalogue::{MeasurementSpec, RawMeasurement, RawSensorType, SensorType, UnitConversion};
@@ -76,6 +78,14 @@ pub struct RawConfig {
     /// Period of the inbox scan that backs up the file-system events.
     #[serde(default = "default_rescan_interval_ms")]
     pub rescan_interval_ms: u64,
+    /// Inbox files read in tail mode, as they grow (patterns relative to the inbox, `*` and
+    /// `?` as in a shell, e.g. `["*.log.csv", "today/*.csv"]`): each new block of complete lines
+    /// is a delivery, the offset reached committed with its rows.
+    #[serde(default)]
+    pub tail: Vec<String>,
+    /// A tailed file quiet this long, every line of it loaded, is disposed of like any other.
+    #[serde(default = "default_tail_quiet_secs")]
+    pub tail_quiet_secs: u64,
     /// Address of the `/metrics`, `/healthz` and `/readyz` endpoints of `run`; empty disables.
     #[serde(default = "default_http_addr")]
     pub http_addr: String,
@@ -176,6 +186,9 @@ const fn default_max_line_bytes() -> u64 {
 const fn default_empty_file_grace_secs() -> u64 {
     60
 }
+const fn default_tail_quiet_secs() -> u64 {
+    3_600
+}
 const fn default_rescan_interval_ms() -> u64 {
     1_000
 }
@@ -221,6 +234,8 @@ impl Default for RawConfig {
             empty_file_grace_secs: default_empty_file_grace_secs(),
             max_line_bytes: default_max_line_bytes(),
             rescan_interval_ms: default_rescan_interval_ms(),
+            tail: Vec::new(),
+            tail_quiet_secs: default_tail_quiet_secs(),
             http_addr: default_http_addr(),
             claim_lease_secs: default_claim_lease_secs(),
             poison_attempts: default_poison_attempts(),
@@ -308,6 +323,10 @@ pub struct Settings {
     pub max_line_bytes: u64,
     /// Inbox rescan period.
     pub rescan_interval: std::time::Duration,
+    /// Inbox files read in tail mode (validated glob patterns, relative to the inbox).
+    pub tail: Vec<String>,
+    /// How long a tailed file stays quiet before it is disposed of.
+    pub tail_quiet: std::time::Duration,
     /// Operator endpoints of `run`, when enabled.
     pub http_addr: Option<std::net::SocketAddr>,
     /// Lease of a worker's claim on a file.
@@ -413,6 +432,8 @@ impl Settings {
             empty_file_grace: std::time::Duration::from_secs(raw.empty_file_grace_secs),
             max_line_bytes: raw.max_line_bytes.max(MAX_HEADER_BYTES_FLOOR),
             rescan_interval: std::time::Duration::from_millis(raw.rescan_interval_ms.max(10)),
+            tail: tail::validated_patterns(raw.tail)?,
+            tail_quiet: std::time::Duration::from_secs(raw.tail_quiet_secs),
             http_addr,
             claim_lease: std::time::Duration::from_secs(raw.claim_lease_secs.max(1)),
             poison_attempts: raw.poison_attempts.max(1),

@@ -479,7 +479,7 @@ fn bad_request(message: String) -> ApiError {
 mod tests {
     use super::*;
 
-    fn rendered(format: BodyFormat, body: &str) -> (String, u64) {
+    fn rendered(format: BodyFormat, body: &str) -> (String, i64) {
         match to_source(format, Bytes::from(body.to_owned())).unwrap() {
             ByteSource::Rendered { bytes, line_shift } => {
                 (String::from_utf8(bytes.to_vec()).unwrap(), line_shift)

@@ -263,6 +263,7 @@ async fn take(
         disposition: Disposition::LeaveInPlace,
         key,
         journaled: None,
+        tail: None,
     };
     // Journaled at once: with `acknowledge = "journal"`, or while no database was ever reached.
     let journal_first = in_memory

@@ -267,5 +267,6 @@ fn delivery_of(record: &Record) -> Delivery {
         journaled: Some(JournalMark {
             receipt_id: meta.receipt_id.clone(),
         }),
+        tail: None,
     }
 }

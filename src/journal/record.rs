@@ -36,7 +36,7 @@ pub struct Meta {
     /// The `Idempotency-Key`, if one was given.
     pub key: Option<String>,
     /// Set when the body is a CSV rendering of JSON: lines to subtract from a CSV line number.
-    pub line_shift: Option<u64>,
+    pub line_shift: Option<i64>,
     /// What makes a second push of the same body the same one while it is journaled: the key,
     /// or the SHA-256 of the bytes.
     pub identity: String,

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{self, ExistingFile, FileRecord};
 use crate::store::state::SensorState;
-use crate::store::{copy, once, receipts, StoreError};
+use crate::store::{copy, once, receipts, tail, StoreError};
 use crate::transform::aggregate::{hourly_cells, AggregateRow, PartialAggregates};
 use crate::transform::normalize::NormalizedFrame;
 use crate::transform::{on_this_thread, transform_group};
@@ -371,6 +371,12 @@ async fn write_group(
         })
         .collect();
     receipts::record(&tx, &journaled).await?;
+    for mark in ready
+        .iter()
+        .filter_map(|file| file.job.delivery.tail.as_ref())
+    {
+        tail::advance(&tx, mark).await?;
+    }
     once::recompute_latest(&tx, &rollups.replaced_sensors()).await?;
     once::drop_empty_placeholders(&tx, &state.uncovered(sifter.placeholders())).await?;
     // The group commits only if none of its files changed while it was read.

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{self, ExistingFile};
 use crate::store::state::SensorState;
-use crate::store::{copy, once, receipts, StoreError};
+use crate::store::{copy, once, receipts, tail, StoreError};
 use crate::transform::aggregate::hourly_cells;
 use crate::transform::{transform_chunk, NormalizedBatch};
 use crate::validate::format::FileRejection;
@@ -157,7 +157,7 @@ async fn stage(
             ledger::record_key(tx, key, job.fingerprint(), existing.file_id).await?;
         }
         ledger::record_delivery(tx, existing.file_id, job.name(), &origin, "duplicate").await?;
-        record_receipt(tx, job, existing.file_id, true).await?;
+        record_marks(tx, job, existing.file_id, true).await?;
         return Ok(Outcome::Duplicate(existing));
     }
     let file_id = ledger::next_file_id(tx).await?;
@@ -281,7 +281,7 @@ async fn stage(
     state.write(tx, &ctx.store).await?;
     once::recompute_latest(tx, &rollups.replaced_sensors()).await?;
     once::drop_empty_placeholders(tx, &state.uncovered(sifter.placeholders())).await?;
-    record_receipt(tx, job, file_id, false).await?;
+    record_marks(tx, job, file_id, false).await?;
     Ok(Outcome::Committed(Box::new(tally.report(
         job,
         file_id,
@@ -291,8 +291,9 @@ async fn stage(
     ))))
 }
 
-/// A body drained from the push journal: its receipt, in the delivery's own transaction.
-async fn record_receipt(
+/// Where a delivery was read from, in its own transaction: a body drained from the push
+/// journal gets its receipt, a block of a tailed file moves the file's position.
+async fn record_marks(
     tx: &Transaction<'_>,
     job: &Job,
     file_id: i64,
@@ -305,6 +306,9 @@ async fn record_receipt(
             duplicate,
         };
         receipts::record(tx, &[row]).await?;
+    }
+    if let Some(mark) = &job.delivery.tail {
+        tail::advance(tx, mark).await?;
     }
     Ok(())
 }

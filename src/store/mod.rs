@@ -21,6 +21,7 @@ pub mod receipts;
 pub mod rollup;
 pub mod state;
 pub mod summarize;
+pub mod tail;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,9 @@ pub enum StoreError {
     /// Ledger ids came back fewer than asked for.
     #[error("allocating ledger ids failed: {0}")]
     Allocation(String),
+    /// A block of a tailed file was loaded already (by another worker, or an earlier attempt).
+    #[error("tail position moved: {0}")]
+    TailMoved(String),
     /// A normalized frame lacks a column or has another type (a bug of the transform stage).
     #[error("normalized readings are not in the expected shape")]
     Frame(#[from] polars::error::PolarsError),

@@ -351,7 +351,7 @@ impl<'s> FileValidator<'s> {
                 - self.cuts.empty_lines_before(start.byte());
             let position = Position {
                 record: self.record_count,
-                line: (start.line() + skipped_here).saturating_sub(self.source.line_shift()),
+                line: shifted(start.line() + skipped_here, self.source.line_shift()),
                 byte: self.cuts.source_offset(first_byte),
             };
             let byte_end = self.cuts.source_offset(self.reader.position().byte());
@@ -365,7 +365,11 @@ impl<'s> FileValidator<'s> {
     }
 
     fn check(&mut self, position: Position, byte_end: u64, chunk: &mut ValidatedChunk) {
-        if let Some(length) = self.cuts.cut_line(position.line + self.source.line_shift()) {
+        if let Some(length) = self.cuts.cut_line(
+            position
+                .line
+                .saturating_add_signed(self.source.line_shift()),
+        ) {
             chunk.rejects.push(RejectedRow {
                 position,
                 byte_end,
@@ -502,6 +506,11 @@ fn csv_error(source: &ByteSource, error: csv::Error) -> ValidateError {
         csv::ErrorKind::Io(cause) => ValidateError::read(source, cause),
         other => ValidateError::read(source, std::io::Error::other(format!("{other:?}"))),
     }
+}
+
+/// A line number of a rendering in its source's terms (see `ByteSource::line_shift`).
+fn shifted(line: u64, shift: i64) -> u64 {
+    line.saturating_add_signed(shift.saturating_neg())
 }
 
 /// Outcome of a dry run over one file (`sensor-etl validate`).
@@ -708,7 +717,7 @@ impl RejectedLines {
             chunk.rejects.push(RejectedRow {
                 position: Position {
                     record: self.record,
-                    line: self.line.saturating_sub(self.source.line_shift()),
+                    line: shifted(self.line, self.source.line_shift()),
                     byte: self.cuts.source_offset(start),
                 },
                 byte_end: self.cuts.source_offset(self.byte),

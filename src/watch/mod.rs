@@ -33,6 +33,7 @@ use crate::validate::format::FileRejection;
 use crate::validate::quarantine;
 
 mod deferral;
+pub mod tail;
 mod writers;
 use deferral::{Deferrals, Why};
 
@@ -128,6 +129,11 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
         heartbeat_stop.clone(),
     ));
 
+    // Files that grow for their whole life are read as they grow, by the tailer.
+    let tailed = crate::config::tail_patterns(&ctx.settings.tail);
+    if !ctx.settings.tail.is_empty() {
+        tokio::spawn(tail::run(ctx.clone(), cancel.clone()));
+    }
     let mut seen: HashMap<PathBuf, Observation> = HashMap::new();
     let mut hinted: HashMap<OsString, Hint> = HashMap::new();
     let mut next_due: Option<Duration> = None;
@@ -162,6 +168,7 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
             &mut hinted,
             &mut state.ignored,
             ctx.settings.settle,
+            &tailed,
         );
         next_due = scan.next_due;
         state
@@ -537,6 +544,7 @@ fn scan(
     hinted: &mut HashMap<OsString, Hint>,
     ignored: &mut HashSet<OsString>,
     settle: Duration,
+    tailed: &globset::GlobSet,
 ) -> Scan {
     let Ok(entries) = std::fs::read_dir(inbox) else {
         return Scan {
@@ -551,6 +559,14 @@ fn scan(
     let mut ready: Vec<(SystemTime, PathBuf)> = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
+        let name = entry.file_name();
+        if tailed.is_match(Path::new(&name))
+            || (entry.file_type().is_ok_and(|t| t.is_dir())
+                && tailed.is_match(Path::new(&name).join("x.csv")))
+        {
+            // The tailer's: read as it grows, never taken whole.
+            continue;
+        }
         match classify_inbox_entry(&entry) {
             InboxEntry::Input => {}
             InboxEntry::Temporary => continue,

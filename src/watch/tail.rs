@@ -1,0 +1,274 @@
+//! Tail mode: inbox files that grow for their whole life (a logger appending a line per
+//! measurement, or keeping its file open) are read as they grow, never taken whole. The model
+//! is vector's file source and Telegraf's tail input.
+//!
+//! - Which files: those matching the `tail` patterns (relative to the inbox, e.g. `*.log.csv`,
+//!   `today/*.csv`); the inbox watcher leaves them to this module.
+//! - Each pass (every `rescan_interval`), each new block of complete lines (up to the last line
+//!   end) is one delivery: the file's header line and the block, with the file's own line
+//!   numbers. A line not yet ended waits for its end.
+//! - Exactly once per line: the byte offset a block reaches is recorded in the block's own
+//!   transaction (`store::tail`), and only from the offset it started at; after a crash the
+//!   next block starts where the database says.
+//! - A file is known by its fingerprint, a hash of its first two lines (the header and the
+//!   first data line): renamed (a logger's rotation at midnight), it keeps its place; a new
+//!   file under an old name, or one truncated and written again, starts from its beginning.
+//! - Once a file has been quiet for `tail_quiet` (the end of the logger's day) and every line
+//!   is loaded (a last line without its line end included), it is disposed of like any inbox
+//!   file: moved to `processed/`, or deleted with `delete_after_load`.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::tail_patterns;
+use crate::delivery::{ByteSource, Delivery, Disposition, Origin, TailMark};
+use crate::error::{Error, Result};
+use crate::ingest::is_temporary_name;
+use crate::pipeline::{process_with_retry, PipelineCtx};
+use crate::store::tail::{self, Position};
+use crate::store::StoreError;
+
+/// The first bytes of a file read for its fingerprint, at most.
+const FINGERPRINT_MAX_BYTES: usize = 8 * 1024;
+
+/// The bytes of one block, at most (a longer backlog is loaded in several blocks).
+const BLOCK_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Follows the tailed files of the inbox until `cancel` (see the module header).
+pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) {
+    let patterns = tail_patterns(&ctx.settings.tail);
+    let inbox = ctx.settings.data_dir.clone();
+    // The last problem said of each file: each is said once, not every pass.
+    let mut problems: HashMap<PathBuf, String> = HashMap::new();
+    info!(message = "Tailing inbox files.", patterns = ?ctx.settings.tail);
+    loop {
+        let files = {
+            let (inbox, patterns) = (inbox.clone(), patterns.clone());
+            tokio::task::spawn_blocking(move || tailed_files(&inbox, &patterns))
+                .await
+                .unwrap_or_default()
+        };
+        for path in files {
+            if cancel.is_cancelled() {
+                return;
+            }
+            match follow(&ctx, &path, &cancel).await {
+                Ok(()) => {
+                    problems.remove(&path);
+                }
+                Err(error) => {
+                    let text = crate::telemetry::chain(&error);
+                    if problems.get(&path) != Some(&text) {
+                        warn!(
+                            message = "A tailed file waits.",
+                            file = %path.display(),
+                            error = %text
+                        );
+                        problems.insert(path.clone(), text);
+                    }
+                    if error.is_transient() {
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(ctx.settings.rescan_interval) => {}
+        }
+    }
+}
+
+/// The files under `inbox` the tail patterns match (temporary names left out).
+pub fn tailed_files(inbox: &Path, patterns: &globset::GlobSet) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(inbox)
+        .min_depth(1)
+        .max_depth(8)
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry.file_type().is_file())
+        .filter(|entry| !is_temporary_name(&entry.file_name().to_string_lossy()))
+        .filter(|entry| {
+            entry
+                .path()
+                .strip_prefix(inbox)
+                .is_ok_and(|relative| patterns.is_match(relative))
+        })
+        .map(walkdir::DirEntry::into_path)
+        .collect()
+}
+
+/// One look at a tailed file: loads its next block, or disposes of it when it is done.
+async fn follow(ctx: &PipelineCtx, path: &Path, cancel: &CancellationToken) -> Result<()> {
+    let owned = path.to_path_buf();
+    let head = tokio::task::spawn_blocking(move || read_head(&owned))
+        .await
+        .map_err(|e| Error::io(path, std::io::Error::other(e)))?
+        .map_err(|e| Error::io(path, e))?;
+    let Some(head) = head else {
+        // No data line ended yet: nothing to load, nothing to know the file by.
+        return Ok(());
+    };
+    let stored = {
+        let client = ctx.store.pool().get().await.map_err(StoreError::from)?;
+        tail::position(&client, &head.fingerprint).await?
+    };
+    let start = stored.unwrap_or(Position {
+        byte: head.header.len() as u64,
+        line: 1,
+    });
+    let metadata = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let quiet = metadata
+        .modified()
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|age| age >= ctx.settings.tail_quiet);
+    if metadata.len() < start.byte {
+        return Err(Error::io(
+            path,
+            std::io::Error::other(format!(
+                "the file is shorter ({} bytes) than its part already loaded ({} bytes) \
+                 although its first lines are the same: it was rewritten in place; move it \
+                 away and deliver it again under another name",
+                metadata.len(),
+                start.byte
+            )),
+        ));
+    }
+    if metadata.len() > start.byte {
+        let owned = path.to_path_buf();
+        let block = tokio::task::spawn_blocking(move || read_block(&owned, start.byte, quiet))
+            .await
+            .map_err(|e| Error::io(path, std::io::Error::other(e)))?
+            .map_err(|e| Error::io(path, e))?;
+        if let Some(block) = block {
+            let delivery = block_delivery(path, &head, start, block);
+            process_with_retry(ctx, &delivery, cancel).await?;
+            return Ok(());
+        }
+    }
+    if quiet && metadata.len() == start.byte {
+        dispose(ctx, path)?;
+    }
+    Ok(())
+}
+
+/// What a file is known by: its header line and the fingerprint of its first two lines.
+struct Head {
+    header: Vec<u8>,
+    fingerprint: String,
+}
+
+/// The head of a file once its first data line is complete.
+fn read_head(path: &Path) -> std::io::Result<Option<Head>> {
+    let mut bytes = Vec::with_capacity(FINGERPRINT_MAX_BYTES);
+    std::fs::File::open(path)?
+        .take(FINGERPRINT_MAX_BYTES as u64)
+        .read_to_end(&mut bytes)?;
+    let mut ends = memchr::memchr_iter(b'\n', &bytes);
+    let (Some(header_end), Some(second_end)) = (ends.next(), ends.next()) else {
+        return Ok(None);
+    };
+    Ok(Some(Head {
+        header: bytes[..=header_end].to_vec(),
+        fingerprint: hex::encode(&Sha256::digest(&bytes[..=second_end])[..16]),
+    }))
+}
+
+/// A block of complete lines from `from`, with its line count; past a quiet period, a last line
+/// without its line end counts as complete.
+struct Block {
+    bytes: Vec<u8>,
+    /// Bytes of the file the block covers.
+    len: u64,
+    lines: u64,
+}
+
+fn read_block(path: &Path, from: u64, quiet: bool) -> std::io::Result<Option<Block>> {
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.take(BLOCK_MAX_BYTES).read_to_end(&mut bytes)?;
+    let len = match memchr::memrchr(b'\n', &bytes) {
+        Some(end) => end + 1,
+        None if quiet && !bytes.is_empty() => {
+            let len = bytes.len();
+            bytes.push(b'\n');
+            return Ok(Some(Block {
+                lines: 1,
+                bytes,
+                len: len as u64,
+            }));
+        }
+        None => return Ok(None),
+    };
+    bytes.truncate(len);
+    let lines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
+    Ok(Some(Block {
+        bytes,
+        len: len as u64,
+        lines,
+    }))
+}
+
+/// The delivery of one block: the header and the block, numbered as the file's own lines.
+fn block_delivery(path: &Path, head: &Head, start: Position, block: Block) -> Delivery {
+    let mut bytes = head.header.clone();
+    bytes.extend_from_slice(&block.bytes);
+    Delivery {
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        // CSV line 2 holds the file's line `start.line + 1`.
+        source: ByteSource::Rendered {
+            bytes: Bytes::from(bytes),
+            line_shift: 1 - start.line as i64,
+        },
+        origin: Origin::Tail(path.to_path_buf()),
+        disposition: Disposition::LeaveInPlace,
+        key: None,
+        journaled: None,
+        tail: Some(TailMark {
+            fingerprint: head.fingerprint.clone(),
+            path: path.to_path_buf(),
+            from_byte: start.byte,
+            to_byte: start.byte + block.len,
+            to_line: start.line + block.lines,
+        }),
+    }
+}
+
+/// A tailed file that is done: out of the inbox, as any loaded inbox file.
+fn dispose(ctx: &PipelineCtx, path: &Path) -> Result<()> {
+    let settings = &ctx.settings;
+    if settings.delete_after_load {
+        std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+        info!(message = "Tailed file done and deleted.", file = %path.display());
+        return Ok(());
+    }
+    std::fs::create_dir_all(&settings.processed_dir)
+        .map_err(|e| Error::io(&settings.processed_dir, e))?;
+    let name = path.file_name().unwrap_or_default();
+    let mut destination = settings.processed_dir.join(name);
+    let mut n = 1;
+    while destination.exists() {
+        destination = settings
+            .processed_dir
+            .join(format!("{}.{n}", name.to_string_lossy()));
+        n += 1;
+    }
+    std::fs::rename(path, &destination).map_err(|e| Error::io(path, e))?;
+    info!(
+        message = "Tailed file done: every line loaded and quiet; moved.",
+        file = %path.display(),
+        to = %destination.display()
+    );
+    Ok(())
+}
