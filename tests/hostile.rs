@@ -304,7 +304,7 @@ async fn entries_run_does_not_take_are_logged_once_and_counted_like_status() {
     std::os::unix::fs::symlink("/etc/hostname", inbox.join("link.csv")).unwrap();
     std::fs::write(inbox.join("notes.txt"), "hello\n").unwrap();
     let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.csv");
-    std::fs::write(inbox.join(latin1), "x\n").unwrap();
+    std::fs::write(inbox.join(latin1), "x\n1\n").unwrap();
     let addr = crate::support::free_local_addr();
     let mut child = sensor_etl(&workspace)
         .args([
@@ -339,7 +339,6 @@ async fn entries_run_does_not_take_are_logged_once_and_counted_like_status() {
         ("pipe.csv", "FIFO"),
         ("link.csv", "symbolic links"),
         ("notes.txt", ".csv"),
-        ("caf", "not UTF-8"),
     ] {
         let lines = stderr
             .lines()
@@ -348,6 +347,13 @@ async fn entries_run_does_not_take_are_logged_once_and_counted_like_status() {
         assert_eq!(lines.len(), 1, "{entry} once:\n{stderr}");
         assert!(lines[0].contains(reason), "{}", lines[0]);
     }
+    // A name that is not UTF-8 is made one, said once, and the file is taken.
+    let renamed = stderr
+        .lines()
+        .filter(|l| l.contains("renamed") && l.contains("caf"))
+        .count();
+    assert_eq!(renamed, 1, "{stderr}");
+    assert!(!inbox.join(latin1).exists());
     let status = sensor_etl(&workspace)
         .args(["status", "--json", "--database-url", &url])
         .output()

@@ -358,3 +358,54 @@ async fn a_device_retry_under_its_key_is_the_same_delivery_and_json_edges_say_wh
     assert_eq!(readings_of(&url, 97).await + readings_of(&url, 98).await, 0);
     assert_eq!(terminate_child(&mut server), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_send_their_bodies_slowly_are_cut_off_and_free_their_room() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let (mut server, addr) = serve(
+        &workspace,
+        &url,
+        &[
+            ("SENSOR_ETL_HTTP__BODY_IDLE_SECS", "2"),
+            ("SENSOR_ETL_HTTP__MAX_BODY_BYTES", "1048576"),
+            ("SENSOR_ETL_HTTP__MAX_IN_FLIGHT_BYTES", "2097152"),
+        ],
+    )
+    .await;
+    // Two clients declare 1 MiB each, send a few bytes and stall: all the room is held.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(
+                b"POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 1048576\r\n\r\nsensor_id;",
+            )
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, _, body) = post(addr, "/v1/ingest", &[CSV], rows(99, 0, true).as_bytes());
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("too_busy")),
+        "{body}"
+    );
+    // After the idle period they are answered 408 and their room is free again.
+    for mut stream in stalled {
+        let mut answer = String::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_string(&mut answer),
+        )
+        .await;
+        assert!(read.is_ok(), "a stalled body is cut off");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("body_too_slow"), "{answer}");
+    }
+    let (status, _, body) = post(addr, "/v1/ingest", &[CSV], rows(99, 0, true).as_bytes());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(terminate_child(&mut server), Some(0));
+}

@@ -31,6 +31,10 @@ pub struct RawHttp {
     /// Largest size of the push journal on disk; past it, pushes get 503.
     #[serde(default = "default_journal_max_bytes")]
     pub journal_max_bytes: u64,
+    /// The longest pause in a request body; after it, the body must arrive at 4 KiB/s on
+    /// average, or the request ends with 408 (a slow client holds no room others need).
+    #[serde(default = "default_body_idle_secs")]
+    pub body_idle_secs: u64,
     /// Request bodies held at once, in bytes; past it, 503 with `Retry-After` (at least
     /// `max_body_bytes`).
     #[serde(default = "default_max_in_flight_bytes")]
@@ -53,6 +57,7 @@ impl Default for RawHttp {
             database_wait_secs: None,
             acknowledge: Acknowledge::default(),
             journal_max_bytes: default_journal_max_bytes(),
+            body_idle_secs: default_body_idle_secs(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
             answer_cache_bytes: default_answer_cache_bytes(),
             group_wait_micros: default_group_wait_micros(),
@@ -65,6 +70,9 @@ const fn default_max_body_bytes() -> u64 {
 }
 const fn default_db_wait_ms() -> u64 {
     2_000
+}
+const fn default_body_idle_secs() -> u64 {
+    10
 }
 const fn default_journal_max_bytes() -> u64 {
     1024 * 1024 * 1024
@@ -159,6 +167,8 @@ pub struct HttpSettings {
     pub acknowledge: Acknowledge,
     /// Largest size of the push journal on disk.
     pub journal_max_bytes: u64,
+    /// The longest pause in a request body (then 4 KiB/s on average).
+    pub body_idle: std::time::Duration,
     /// Request bodies held at once, in bytes.
     pub max_in_flight_bytes: u64,
     /// Read answers kept until the database changes, in bytes (0: none).
@@ -233,6 +243,7 @@ impl HttpSettings {
             },
             acknowledge: raw.acknowledge,
             journal_max_bytes: raw.journal_max_bytes,
+            body_idle: std::time::Duration::from_secs(raw.body_idle_secs.max(1)),
             max_in_flight_bytes: raw.max_in_flight_bytes.max(raw.max_body_bytes),
             answer_cache_bytes: raw.answer_cache_bytes,
             group_wait: std::time::Duration::from_micros(raw.group_wait_micros),

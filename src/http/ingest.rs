@@ -46,6 +46,9 @@ const RECEIPT_REJECTS: i64 = 100;
 /// Bodies up to this size are committed in groups with concurrent ones.
 const GROUP_BODY_MAX_BYTES: u64 = MEMORY_BYTES as u64;
 
+/// Bytes a second a body must arrive at, on average, once `http.body_idle_secs` have passed.
+const BODY_MIN_RATE: u64 = 4096;
+
 /// Seconds a client is told to wait when the service cannot take its request now.
 const RETRY_AFTER_SECS: u64 = 5;
 
@@ -189,10 +192,15 @@ async fn take(
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
     let in_memory = declared.map_or(MEMORY_BYTES as u64, |n| n.min(MEMORY_BYTES as u64));
     let held = hold(state, in_memory)?;
+    let pace = spool::Pace {
+        idle: state.settings.http.body_idle,
+        min_rate: BODY_MIN_RATE,
+    };
     let body = spool::receive(
         body,
         state.settings.http.max_body_bytes,
         &spool::spool_dir(&state.settings.state_dir),
+        pace,
     )
     .await?;
     *received = body.len();

@@ -80,12 +80,31 @@ pub fn sweep(state_dir: &Path) {
 /// # Errors
 /// 413 past the limit; 400 when the body cannot be read (a broken compressed stream, a client
 /// gone); 503 when the spool file cannot be written.
-pub async fn receive(body: Body, limit: u64, dir: &Path) -> Result<Received, ApiError> {
+pub async fn receive(body: Body, limit: u64, dir: &Path, pace: Pace) -> Result<Received, ApiError> {
     let mut body = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     let mut memory = BytesMut::new();
     let mut spool: Option<(tempfile::TempPath, tokio::fs::File)> = None;
     let mut len = 0u64;
-    while let Some(frame) = body.frame().await {
+    let started = std::time::Instant::now();
+    loop {
+        let Ok(frame) = tokio::time::timeout(pace.idle, body.frame()).await else {
+            return Err(too_slow(format!(
+                "no byte of the body arrived for {} s; nothing was stored",
+                pace.idle.as_secs()
+            )));
+        };
+        let Some(frame) = frame else {
+            break;
+        };
+        // Past the idle period, a body must arrive at `min_rate` on average: a client that
+        // trickles bytes holds no room others need.
+        let elapsed = started.elapsed();
+        if elapsed > pace.idle && len < pace.min_rate.saturating_mul(elapsed.as_secs()) {
+            return Err(too_slow(format!(
+                "the body arrives slower than {} bytes a second; nothing was stored",
+                pace.min_rate
+            )));
+        }
         let frame = frame.map_err(|error| {
             if error.downcast_ref::<LengthLimitError>().is_some() {
                 ApiError::new(
@@ -127,6 +146,20 @@ pub async fn receive(body: Body, limit: u64, dir: &Path) -> Result<Received, Api
             Ok(Received::Spooled { path, len })
         }
     }
+}
+
+/// How fast a body must arrive.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// The longest wait for the next bytes (and the grace before `min_rate` applies).
+    pub idle: std::time::Duration,
+    /// Bytes a second, on average, after the grace.
+    pub min_rate: u64,
+}
+
+/// 408: the body did not arrive in time.
+fn too_slow(message: String) -> ApiError {
+    ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_too_slow", message)
 }
 
 /// A new spool file holding `start`.

@@ -576,7 +576,7 @@ fn scan(
                 match crate::ingest::utf8_name_for(&path)
                     .map(|to| (std::fs::rename(&path, &to), to))
                 {
-                    Some((Ok(()), to)) => info!(
+                    Some((Ok(()), to)) => warn!(
                         message = "Inbox file renamed: its name was not UTF-8.",
                         from = %quarantine::quoted(&path.display().to_string()),
                         to = %to.display()
