@@ -29,6 +29,14 @@ start_server() {
   until curl -s -o /dev/null "http://$ADDR/healthz"; do sleep 0.05; done
 }
 kill_server() { kill -9 "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
+until_journal_empty() {
+  local waiting
+  while :; do
+    waiting="$(curl -s "http://$ADDR/metrics" | awk '$1 == "sensor_etl_journal_bodies" {print $2}')"
+    [ "${waiting:-1}" = 0 ] && break
+    sleep 0.2
+  done
+}
 now() { date +%s.%N; }
 say() { awk -v t="$(now)" -v s="$STARTED" -v m="$1" 'BEGIN { printf "[%5.1f s] %s\n", t - s, m }'; }
 
@@ -79,19 +87,11 @@ sleep 2
 say "kill -9 of the server while the journal drains; restarted"
 kill_server
 start_server
-while :; do
-  waiting="$(curl -s "http://$ADDR/metrics" | awk '$1 == "sensor_etl_journal_bodies" {print $2}')"
-  [ "${waiting:-1}" = 0 ] && break
-  sleep 0.2
-done
+until_journal_empty
 say "push journal empty, $(awk -v t="$(now)" -v b="$BACK" 'BEGIN { printf "%.1f", t - b }') s after the database came back"
 wait "$GENERATOR" || true
 wait
-while :; do
-  waiting="$(curl -s "http://$ADDR/metrics" | awk '$1 == "sensor_etl_journal_bodies" {print $2}')"
-  [ "${waiting:-1}" = 0 ] && break
-  sleep 0.2
-done
+until_journal_empty
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 
 echo "== generate --http (POST /v1/ingest, $RATE requests/s)"

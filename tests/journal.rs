@@ -41,6 +41,48 @@ async fn start(workspace: &Workspace, url: &str, env: &[(&str, &str)]) -> (Child
     (child, addr)
 }
 
+/// Waits until the server has its database (not only the journal).
+async fn until_ready(addr: SocketAddr) {
+    wait_until(
+        "the server is ready",
+        Duration::from_secs(30),
+        || async move { http_get(addr, "/readyz").await.1 == "ready\n" },
+    )
+    .await;
+}
+
+/// Every body acknowledged for `sensors` is loaded, its readings once, and no sensor of the
+/// range `between` (`"A AND B"`) has a reading it was not acknowledged for.
+async fn assert_stored_once(url: &str, sensors: &[i64], between: &str) {
+    let expected = sensors.len() as i64;
+    let probe = url.to_owned();
+    wait_until(
+        "every acknowledged body is loaded",
+        Duration::from_secs(30),
+        || {
+            let url = probe.clone();
+            async move { count(&url, "SELECT count(*) FROM journal_receipts").await == expected }
+        },
+    )
+    .await;
+    let stored: i64 = connect(url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM v_readings WHERE sensor_id = ANY($1)",
+            &[&sensors],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, expected * 4, "every 202 is stored, once");
+    let in_range = format!("SELECT count(*) FROM v_readings WHERE sensor_id BETWEEN {between}");
+    assert_eq!(
+        count(url, &in_range).await,
+        expected * 4,
+        "nothing refused was stored"
+    );
+}
+
 fn kill_9(child: &mut Child) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -93,12 +135,7 @@ async fn pushes_during_an_outage_are_loaded_exactly_once_across_kill_9() {
     let url = cluster.url();
     let workspace = Workspace::new();
     let (mut server, addr) = start(&workspace, &url, &[]).await;
-    wait_until(
-        "the server is ready",
-        Duration::from_secs(30),
-        || async move { http_get(addr, "/readyz").await.1 == "ready\n" },
-    )
-    .await;
+    until_ready(addr).await;
     cluster.stop();
 
     // The database is away: validated, journaled, 202 with a receipt.
@@ -237,12 +274,7 @@ async fn journal_mode_acknowledges_after_the_sync_and_loads_every_body_once() {
         &[("SENSOR_ETL_HTTP__ACKNOWLEDGE", "journal")],
     )
     .await;
-    wait_until(
-        "the server is ready",
-        Duration::from_secs(30),
-        || async move { http_get(addr, "/readyz").await.1 == "ready\n" },
-    )
-    .await;
+    until_ready(addr).await;
     let mut receipts = Vec::new();
     for sensor in 100..130 {
         let (status, head, body) = post(addr, "/v1/ingest", &[CSV], csv_body(sensor).as_bytes());
@@ -302,12 +334,7 @@ async fn a_full_journal_answers_503_and_everything_acknowledged_is_loaded() {
     let workspace = Workspace::new();
     let env = [("SENSOR_ETL_HTTP__JOURNAL_MAX_BYTES", "4000")];
     let (mut server, addr) = start(&workspace, &url, &env).await;
-    wait_until(
-        "the server is ready",
-        Duration::from_secs(30),
-        || async move { http_get(addr, "/readyz").await.1 == "ready\n" },
-    )
-    .await;
+    until_ready(addr).await;
     cluster.stop();
     let mut acknowledged = Vec::new();
     let mut refused = 0;
@@ -347,37 +374,8 @@ async fn a_full_journal_answers_503_and_everything_acknowledged_is_loaded() {
     );
 
     cluster.restart();
-    let probe = url.clone();
-    let expected = acknowledged.len() as i64;
-    wait_until(
-        "every acknowledged body is loaded",
-        Duration::from_secs(30),
-        || {
-            let url = probe.clone();
-            async move { count(&url, "SELECT count(*) FROM journal_receipts").await == expected }
-        },
-    )
-    .await;
     let sensors: Vec<i64> = acknowledged.iter().map(|s| i64::from(*s)).collect();
-    let stored: i64 = connect(&url)
-        .await
-        .query_one(
-            "SELECT count(*) FROM v_readings WHERE sensor_id = ANY($1)",
-            &[&sensors],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, expected * 4, "every 202 is stored, once");
-    assert_eq!(
-        count(
-            &url,
-            "SELECT count(*) FROM v_readings WHERE sensor_id BETWEEN 400 AND 439"
-        )
-        .await,
-        expected * 4,
-        "nothing refused was stored"
-    );
+    assert_stored_once(&url, &sensors, "400 AND 439").await;
     assert_eq!(crate::support::terminate_child(&mut server), Some(0));
 }
 
@@ -388,12 +386,7 @@ async fn a_full_disk_under_the_journal_answers_503_and_never_a_202_for_a_body_no
     let workspace = Workspace::new();
     let disk = crate::support::SmallDisk::mount(&workspace.path(".sensor-etl/journal"), 32 * 1024);
     let (mut server, addr) = start(&workspace, &url, &[]).await;
-    wait_until(
-        "the server is ready",
-        Duration::from_secs(30),
-        || async move { http_get(addr, "/readyz").await.1 == "ready\n" },
-    )
-    .await;
+    until_ready(addr).await;
     cluster.stop();
     let mut acknowledged = Vec::new();
     let mut refused = 0;
@@ -416,32 +409,7 @@ async fn a_full_disk_under_the_journal_answers_503_and_never_a_202_for_a_body_no
     kill_9(&mut server);
     cluster.restart();
     let (mut server, _) = start(&workspace, &url, &[]).await;
-    let probe = url.clone();
-    let expected = acknowledged.len() as i64;
-    wait_until(
-        "every acknowledged body is loaded",
-        Duration::from_secs(30),
-        || {
-            let url = probe.clone();
-            async move { count(&url, "SELECT count(*) FROM journal_receipts").await == expected }
-        },
-    )
-    .await;
-    let stored: i64 = connect(&url)
-        .await
-        .query_one(
-            "SELECT count(*) FROM v_readings WHERE sensor_id = ANY($1)",
-            &[&acknowledged],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, expected * 4, "every 202 is stored, once");
-    assert_eq!(
-        count(&url, "SELECT count(*) FROM v_readings").await,
-        expected * 4,
-        "nothing refused was stored"
-    );
+    assert_stored_once(&url, &acknowledged, "500 AND 559").await;
     assert_eq!(crate::support::terminate_child(&mut server), Some(0));
     disk.unmount();
 }

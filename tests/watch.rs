@@ -325,6 +325,16 @@ fn append(path: &std::path::Path, text: &str) {
     file.write_all(text.as_bytes()).unwrap();
 }
 
+/// Waits until the deliveries have read `lines` lines in all.
+async fn wait_for_tailed_lines(h: &Harness, lines: i64) {
+    crate::support::wait_until(
+        &format!("{lines} lines loaded"),
+        Duration::from_secs(20),
+        || async move { tailed_deliveries(h).await.iter().map(|d| d.0).sum::<i64>() == lines },
+    )
+    .await;
+}
+
 async fn tailed_deliveries(h: &Harness) -> Vec<(i64, i64, i64)> {
     h.client
         .query(
@@ -362,19 +372,7 @@ async fn tail_mode_loads_each_appended_line_once_across_a_restart_and_disposes_w
     // Half a line: not loaded until it ends.
     append(&logger, "5;DHT22;1;50.0;8.0;2020-01-01T00:06:00;");
     let h_ref = &h;
-    crate::support::wait_until(
-        "the six whole lines are loaded",
-        Duration::from_secs(20),
-        || async move {
-            tailed_deliveries(h_ref)
-                .await
-                .iter()
-                .map(|d| d.0)
-                .sum::<i64>()
-                == 6
-        },
-    )
-    .await;
+    wait_for_tailed_lines(h_ref, 6).await;
     // Stopped mid-line; the line ends and more come while it is down.
     cancel.cancel();
     watcher.await.unwrap().unwrap();
@@ -382,19 +380,7 @@ async fn tail_mode_loads_each_appended_line_once_across_a_restart_and_disposes_w
     append(&logger, &line(7, "22.5"));
     let cancel = CancellationToken::new();
     let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
-    crate::support::wait_until(
-        "every line is loaded",
-        Duration::from_secs(20),
-        || async move {
-            tailed_deliveries(h_ref)
-                .await
-                .iter()
-                .map(|d| d.0)
-                .sum::<i64>()
-                == 8
-        },
-    )
-    .await;
+    wait_for_tailed_lines(h_ref, 8).await;
     let deliveries = tailed_deliveries(&h).await;
     assert_eq!(
         deliveries
@@ -442,19 +428,7 @@ async fn a_rotated_tail_file_keeps_its_place_and_the_new_one_starts_at_its_begin
     let cancel = CancellationToken::new();
     let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
     let h_ref = &h;
-    crate::support::wait_until(
-        "the first day's lines",
-        Duration::from_secs(20),
-        || async move {
-            tailed_deliveries(h_ref)
-                .await
-                .iter()
-                .map(|d| d.0)
-                .sum::<i64>()
-                == 3
-        },
-    )
-    .await;
+    wait_for_tailed_lines(h_ref, 3).await;
     // Midnight: the logger renames today's file, writes its last line there, starts a new one.
     std::fs::rename(&today, inbox.join("2020-01-01_dht22.log.csv")).unwrap();
     append(&inbox.join("2020-01-01_dht22.log.csv"), &row(1, 3));
@@ -462,19 +436,7 @@ async fn a_rotated_tail_file_keeps_its_place_and_the_new_one_starts_at_its_begin
     for i in 0..2 {
         append(&today, &row(2, i));
     }
-    crate::support::wait_until(
-        "both files' lines",
-        Duration::from_secs(20),
-        || async move {
-            tailed_deliveries(h_ref)
-                .await
-                .iter()
-                .map(|d| d.0)
-                .sum::<i64>()
-                == 6
-        },
-    )
-    .await;
+    wait_for_tailed_lines(h_ref, 6).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let deliveries = tailed_deliveries(&h).await;
     assert!(
