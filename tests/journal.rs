@@ -373,7 +373,20 @@ async fn a_full_journal_answers_503_and_everything_acknowledged_is_loaded() {
         "{said}"
     );
 
+    // With no server running, `status` reads the journal's depth beside the ledger.
+    kill_9(&mut server);
     cluster.restart();
+    let output = crate::support::sensor_etl_in(&workspace)
+        .args(["status", "--json", "--database-url", &url])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    assert_eq!(
+        status["journal"]["bodies"].as_u64(),
+        Some(acknowledged.len() as u64),
+        "{status}"
+    );
+    let (mut server, _) = start(&workspace, &url, &env).await;
     let sensors: Vec<i64> = acknowledged.iter().map(|s| i64::from(*s)).collect();
     assert_stored_once(&url, &sensors, "400 AND 439").await;
     assert_eq!(crate::support::terminate_child(&mut server), Some(0));
