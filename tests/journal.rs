@@ -323,6 +323,29 @@ async fn journal_mode_acknowledges_after_the_sync_and_loads_every_body_once() {
         receipt(addr, &keyed_receipt).await["status"],
         "partially_loaded"
     );
+    // The load generator counts what was acknowledged from the journal.
+    let output = crate::support::sensor_etl_in(&workspace)
+        .args(["generate", "--http", &format!("http://{addr}/v1/ingest")])
+        .args([
+            "--scenario",
+            "burst",
+            "--duration",
+            "2",
+            "--concurrency",
+            "4",
+        ])
+        .args(["--rows", "10"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    let journaled: u64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("journaled (202): "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(journaled > 0, "{report}");
+    assert!(report.contains(&format!("202: {journaled}")), "{report}");
     assert_eq!(crate::support::terminate_child(&mut server), Some(0));
     drop(cluster);
 }
