@@ -6,7 +6,7 @@ use std::path::Path;
 
 use sensor_etl::config::RawMeasurement;
 use sensor_etl::config::RawSensorType;
-use sensor_etl::delivery::{Delivery, Disposition};
+use sensor_etl::delivery::{ByteSource, Delivery, Disposition, Origin};
 use sensor_etl::pipeline::process;
 use sensor_etl::store::ledger::FileStatus;
 
@@ -704,7 +704,6 @@ async fn many_distinct_positions_stay_in_the_rows() {
 /// bytes again are a duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_from_memory_loads_like_a_file() {
-    use sensor_etl::delivery::{ByteSource, Origin};
     let h = Harness::new().await;
     let body = "sensor_id;timestamp;temperature;humidity\n\
                 8;2020-01-01T00:00:00;20;50\n\
@@ -1023,4 +1022,54 @@ async fn the_public_schema_holds_only_the_views() {
             .get(0);
         assert!(rows > 0, "{view} answers a plain connection");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_hold_inside_group_commits() {
+    let h = Harness::new().await;
+    let body = |sensor: u32| {
+        format!("sensor_id;timestamp;temperature;humidity\n{sensor};2020-01-01T00:00:00;20;50\n")
+    };
+    let keyed = |key: &str, text: String| Delivery {
+        name: "gateway_dht22.csv".to_owned(),
+        source: ByteSource::Memory(bytes::Bytes::from(text)),
+        origin: Origin::Http("127.0.0.1".to_owned()),
+        disposition: Disposition::LeaveInPlace,
+        key: Some(key.to_owned()),
+        journaled: None,
+        tail: None,
+    };
+    let first = vec![keyed("a", body(11)), keyed("b", body(12))];
+    let outcomes = sensor_etl::pipeline::process_group(&h.ctx, &first)
+        .await
+        .unwrap();
+    assert!(outcomes
+        .iter()
+        .all(|(_, o)| o.as_ref().unwrap().status == FileStatus::Loaded));
+    assert_eq!(h.count("SELECT count(*) FROM idempotency_keys").await, 2);
+    // The same key and bytes again in a group: a duplicate of the first.
+    let again = vec![keyed("a", body(11)), keyed("c", body(13))];
+    let outcomes = sensor_etl::pipeline::process_group(&h.ctx, &again)
+        .await
+        .unwrap();
+    let statuses: Vec<FileStatus> = outcomes
+        .iter()
+        .map(|(_, o)| o.as_ref().unwrap().status)
+        .collect();
+    assert_eq!(statuses, vec![FileStatus::Duplicate, FileStatus::Loaded]);
+    // A key naming other content fails the group as a whole; alone, that one is refused.
+    let reused = vec![keyed("b", body(14)), keyed("d", body(15))];
+    assert!(sensor_etl::pipeline::process_group(&h.ctx, &reused)
+        .await
+        .is_err());
+    assert_eq!(
+        h.count("SELECT count(*) FROM v_readings WHERE sensor_id IN (14, 15)")
+            .await,
+        0
+    );
+    let refused = process(&h.ctx, &reused[0]).await.unwrap_err();
+    assert!(
+        matches!(refused, sensor_etl::error::Error::KeyReused(_)),
+        "{refused}"
+    );
 }

@@ -281,8 +281,8 @@ async fn take(
     let Some((ctx, committer)) = pipeline else {
         return journaled::keep(state, delivery, device.as_ref(), received_at).await;
     };
-    // Small bodies without a key are committed together with whatever else is arriving.
-    let grouped = in_memory && delivery.key.is_none() && size <= GROUP_BODY_MAX_BYTES;
+    // Small bodies are committed together with whatever else is arriving.
+    let grouped = in_memory && size <= GROUP_BODY_MAX_BYTES;
     let wait = state.settings.http.database_wait;
     let outcome = tokio::time::timeout(wait, async {
         if let Some(push) = &device {

@@ -3,10 +3,10 @@
 //! Each batch first asks the database which of its records it holds already (their receipts
 //! were committed with their readings, `store::receipts`): those are only marked loaded, so a
 //! crash between a commit and the journal's own bookkeeping repeats nothing. The rest become
-//! deliveries carrying their journal mark: bodies without an `Idempotency-Key` are committed
-//! as one group (one transaction, each body its own ledger row), a keyed body on its own; a
-//! group that fails as a whole for a reason of its data (a conflicting reading) is loaded body
-//! by body, where each line gets its own verdict. While the database is away the drain backs
+//! deliveries carrying their journal mark, committed as one group (one transaction, each body
+//! its own ledger row); a group that fails as a whole for a reason of its data (a conflicting
+//! reading, a key that names other content) is loaded body by body, where each gets its own
+//! verdict. While the database is away the drain backs
 //! off and tries again, and it resumes by itself when the database is back. A body that fails
 //! for good (its key was first given with other content) gets a receipt saying why, and its
 //! bytes are kept in `quarantine/journal/`.
@@ -141,35 +141,25 @@ async fn load_batch(journal: &Journal, ctx: &PipelineCtx, batch: &[Slot]) -> Res
         }
     }
     drop(client);
-    let mut at = 0;
-    while at < todo.len() {
-        if todo[at].1.meta.key.is_some() {
-            load_alone(journal, ctx, todo[at].0, &todo[at].1).await?;
-            at += 1;
-            continue;
-        }
-        let end = (at..todo.len())
-            .find(|&i| todo[i].1.meta.key.is_some())
-            .unwrap_or(todo.len());
-        let group = &todo[at..end];
-        let deliveries: Vec<Delivery> = group.iter().map(|(_, r)| delivery_of(r)).collect();
-        match process_group(ctx, &deliveries).await {
-            Ok(outcomes) => {
-                for ((slot, record), (_, outcome)) in group.iter().zip(outcomes) {
-                    match outcome {
-                        Ok(_) => journal.loaded(&[slot.sequence]),
-                        Err(error) => settle_failure(journal, ctx, slot, record, error).await?,
-                    }
-                }
-            }
-            Err(error) if error.is_transient() => return Err(error.into()),
-            Err(_) => {
-                for (slot, record) in group {
-                    load_alone(journal, ctx, slot, record).await?;
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let deliveries: Vec<Delivery> = todo.iter().map(|(_, r)| delivery_of(r)).collect();
+    match process_group(ctx, &deliveries).await {
+        Ok(outcomes) => {
+            for ((slot, record), (_, outcome)) in todo.iter().zip(outcomes) {
+                match outcome {
+                    Ok(_) => journal.loaded(&[slot.sequence]),
+                    Err(error) => settle_failure(journal, ctx, slot, record, error).await?,
                 }
             }
         }
-        at = end;
+        Err(error) if error.is_transient() => return Err(error.into()),
+        Err(_) => {
+            for (slot, record) in &todo {
+                load_alone(journal, ctx, slot, record).await?;
+            }
+        }
     }
     Ok(())
 }

@@ -214,6 +214,23 @@ async fn write_group(
         .iter()
         .map(|f| f.job.fingerprint().to_owned())
         .collect();
+    // Idempotency keys first, in a stable order, as the streamed path takes a key before its
+    // content. A key that names other content (stored, or of another delivery of the group)
+    // sends the group delivery by delivery, where that one is refused with its reason.
+    let mut keyed: Vec<(&str, &str)> = ready
+        .iter()
+        .filter_map(|f| Some((f.job.delivery.key.as_deref()?, f.job.fingerprint())))
+        .collect();
+    keyed.sort_unstable();
+    for (i, (key, fingerprint)) in keyed.iter().enumerate() {
+        let named_twice = i > 0 && keyed[i - 1].0 == *key && keyed[i - 1].1 != *fingerprint;
+        let stored = ledger::lock_key(&tx, key).await?;
+        if named_twice || stored.is_some_and(|s| s.content_sha256 != *fingerprint) {
+            return Err(Error::GroupConflict(format!(
+                "Idempotency-Key `{key}` names other content"
+            )));
+        }
+    }
     // Sent together (one round trip), run in this order: the locks, then the ledger read. An
     // id is drawn for every delivery; those of duplicates are left unused.
     let ((), mut known, ids) = futures_util::try_join!(
@@ -238,6 +255,14 @@ async fn write_group(
                 );
                 fates.push(Ok(file_id));
             }
+        }
+    }
+    for (fate, file) in fates.iter().zip(ready.iter()) {
+        if let Some(key) = file.job.delivery.key.as_deref() {
+            let file_id = fate
+                .as_ref()
+                .map_or_else(|existing| existing.file_id, |id| *id);
+            ledger::record_key(&tx, key, file.job.fingerprint(), file_id).await?;
         }
     }
     let file_ids: Vec<Option<i64>> = fates
