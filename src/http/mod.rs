@@ -24,6 +24,7 @@ pub mod journaled;
 pub mod operator;
 pub mod params;
 pub mod read;
+pub mod receipt;
 pub mod spool;
 
 use std::net::SocketAddr;

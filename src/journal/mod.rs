@@ -3,13 +3,13 @@
 //! PostgreSQL behind the answer.
 //!
 //! - Records ([`record`]) are appended to segment files under `state_dir/journal/` by one
-//!   writer thread, which takes every append waiting at that moment, writes them together and
-//!   syncs once (group sync): an append returns only after its record is on disk, and a failed
-//!   write is cut off again, so no body is acknowledged that is not on disk.
+//!   writer thread (`writer`), which takes every append waiting at that moment, writes them
+//!   together and syncs once (group sync): an append returns only after its record is on disk,
+//!   and a failed write is cut off again, so no body is acknowledged that is not on disk.
 //! - Bounded: past `http.journal_max_bytes` on disk, or on a full disk, an append fails and the
 //!   client gets 503. Files are `0600`, the folder `0700`.
-//! - One process at a time: the folder is locked (`flock`); a second `serve` or `run` on the
-//!   same `state_dir` is refused with the holder's pid.
+//! - One process at a time: the folder is locked (`flock`, in `folder`); a second `serve` or
+//!   `run` on the same `state_dir` is refused with the holder's pid.
 //! - On open, every segment is scanned; a record torn by a crash (never acknowledged) is cut
 //!   off and said once in the log.
 //! - [`drain`] loads the records in order and in batches; each body's receipt is written in
@@ -18,12 +18,14 @@
 //!   once every record of it is loaded.
 
 pub mod drain;
+mod folder;
 pub mod record;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
@@ -31,10 +33,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use tokio::sync::{oneshot, Notify};
 
+pub use folder::{inspect, Found};
+use folder::{journal_id, open_segment, segment_files, take_lock};
 use record::{Answer, Located, Meta, Record};
+use writer::{Append, Current, Writer};
 
 /// A segment is closed and a new one started past this size (or a quarter of the journal's
 /// bound, when that is smaller).
@@ -170,12 +175,6 @@ impl Shared {
         let file = File::open(&path).map_err(io_error(&path))?;
         record::read_at(&file, slot.offset, slot.len).map_err(io_error(&path))
     }
-}
-
-struct Append {
-    meta: Meta,
-    body: Bytes,
-    reply: oneshot::Sender<Result<String, JournalError>>,
 }
 
 /// The push journal of one `state_dir` (see the module header).
@@ -487,306 +486,6 @@ impl State {
         let stats = self.stats();
         crate::telemetry::record_journal(stats.bodies, stats.bytes, stats.oldest_age_seconds);
     }
-}
-
-/// The segment appends go to.
-struct Current {
-    first: u64,
-    file: File,
-    len: u64,
-}
-
-impl Current {
-    fn create(dir: &Path, state: &mut State, first: u64) -> Result<Self, JournalError> {
-        let path = dir.join(format!("{first:020}.seg"));
-        let file = open_segment(&path, true)?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(dir))?;
-        state.segments.insert(
-            first,
-            Segment {
-                path,
-                bytes: 0,
-                live: 0,
-                sealed: false,
-            },
-        );
-        Ok(Self {
-            first,
-            file,
-            len: 0,
-        })
-    }
-}
-
-/// The writer thread: appends in groups, one sync a group.
-struct Writer {
-    shared: Arc<Shared>,
-    current: Current,
-    next_sequence: u64,
-}
-
-impl Writer {
-    fn run(mut self, queue: mpsc::Receiver<Append>) {
-        while let Ok(first) = queue.recv() {
-            let mut group = vec![first];
-            while group.len() < SYNC_GROUP_MAX {
-                match queue.try_recv() {
-                    Ok(next) => group.push(next),
-                    Err(_) => break,
-                }
-            }
-            self.write_group(group);
-        }
-    }
-
-    fn write_group(&mut self, group: Vec<Append>) {
-        let limit = segment_limit(self.shared.max_bytes);
-        let loaded_whole = {
-            let state = self.shared.state();
-            let live = state
-                .segments
-                .get(&self.current.first)
-                .map_or(0, |s| s.live);
-            live == 0 && (self.current.len >= limit / 8 || state.full)
-        };
-        if self.current.len > 0 && (self.current.len >= limit || loaded_whole) {
-            if let Err(error) = self.rotate() {
-                for append in group {
-                    let _ = append.reply.send(Err(JournalError::Io {
-                        path: self.shared.dir.display().to_string(),
-                        source: io::Error::other(error.to_string()),
-                    }));
-                }
-                return;
-            }
-        }
-        let disk_bytes = self.shared.state().disk_bytes;
-        let base = self.current.len;
-        let mut buffer = Vec::new();
-        let mut accepted = Vec::with_capacity(group.len());
-        for mut append in group {
-            let sequence = self.next_sequence;
-            append.meta.receipt_id = format!("{}-{sequence}", self.shared.id);
-            let encoded = match record::encode(sequence, &append.meta, &append.body) {
-                Ok(encoded) => encoded,
-                Err(error) => {
-                    let _ = append.reply.send(Err(JournalError::Io {
-                        path: self.shared.dir.display().to_string(),
-                        source: io::Error::other(error),
-                    }));
-                    continue;
-                }
-            };
-            let after = disk_bytes + buffer.len() as u64 + encoded.len() as u64;
-            if after > self.shared.max_bytes {
-                self.shared.state().full = true;
-                let _ = append.reply.send(Err(JournalError::Full {
-                    bytes: disk_bytes + buffer.len() as u64,
-                    limit: self.shared.max_bytes,
-                }));
-                continue;
-            }
-            let located = Located {
-                sequence,
-                offset: base + buffer.len() as u64,
-                len: encoded.len() as u32,
-                meta: append.meta,
-            };
-            buffer.extend_from_slice(&encoded);
-            accepted.push((located, append.reply));
-            self.next_sequence += 1;
-        }
-        if accepted.is_empty() {
-            return;
-        }
-        let written = self
-            .current
-            .file
-            .write_all_at(&buffer, base)
-            .and_then(|()| {
-                crate::faults::point("journal::before-sync");
-                self.current.file.sync_data()
-            });
-        if let Err(error) = written {
-            // Nothing of the group is acknowledged; its bytes are cut off again.
-            let _ = self.current.file.set_len(base);
-            self.next_sequence -= accepted.len() as u64;
-            tracing::warn!(
-                message = "The push journal could not write; pushes get 503.",
-                error = %error
-            );
-            let kind = error.kind();
-            let text = error.to_string();
-            for (_, reply) in accepted {
-                let _ = reply.send(Err(JournalError::Io {
-                    path: self.shared.dir.display().to_string(),
-                    source: io::Error::new(kind, text.clone()),
-                }));
-            }
-            return;
-        }
-        self.current.len += buffer.len() as u64;
-        {
-            let mut state = self.shared.state();
-            state.disk_bytes += buffer.len() as u64;
-            let first = self.current.first;
-            if let Some(segment) = state.segments.get_mut(&first) {
-                segment.bytes += buffer.len() as u64;
-                segment.live += accepted.len();
-            }
-            for (located, _) in &accepted {
-                state.insert(first, located);
-            }
-            state.publish();
-        }
-        crate::faults::point("journal::after-sync");
-        self.shared.wake.notify_one();
-        for (located, reply) in accepted {
-            let _ = reply.send(Ok(located.meta.receipt_id));
-        }
-    }
-
-    fn rotate(&mut self) -> Result<(), JournalError> {
-        let mut state = self.shared.state();
-        let next = Current::create(&self.shared.dir, &mut state, self.next_sequence)?;
-        if let Some(segment) = state.segments.get_mut(&self.current.first) {
-            segment.sealed = true;
-        }
-        state.remove_finished_segments();
-        self.current = next;
-        Ok(())
-    }
-}
-
-fn open_segment(path: &Path, create: bool) -> Result<File, JournalError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(create)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_error(path))
-}
-
-/// A body found in a journal folder by [`inspect`].
-#[derive(Debug, Clone)]
-pub struct Found {
-    /// Its receipt.
-    pub receipt_id: String,
-    /// Bytes of its record.
-    pub bytes: u64,
-    /// When it was received.
-    pub received_at: chrono::DateTime<Utc>,
-}
-
-/// Every good record of a journal folder, read without its lock (for `sensor-etl status`,
-/// while a server may be writing it): the caller asks the database which are loaded.
-///
-/// # Errors
-/// The folder or a segment cannot be read.
-pub fn inspect(dir: &Path) -> Result<Vec<Found>, JournalError> {
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
-    let mut found = Vec::new();
-    for (_, path) in segment_files(dir)? {
-        let scanned = match record::scan(&path) {
-            Ok(scanned) => scanned,
-            // Loaded and deleted meanwhile.
-            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(io_error(&path)(error)),
-        };
-        found.extend(scanned.records.into_iter().map(|located| Found {
-            receipt_id: located.meta.receipt_id,
-            bytes: u64::from(located.len),
-            received_at: located.meta.received_at,
-        }));
-    }
-    Ok(found)
-}
-
-/// The segments of a journal folder, by first sequence number.
-fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
-    let mut segments = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
-        let path = entry.map_err(io_error(dir))?.path();
-        let first = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".seg"))
-            .and_then(|n| n.parse::<u64>().ok());
-        if let Some(first) = first {
-            segments.push((first, path));
-        }
-    }
-    segments.sort();
-    Ok(segments)
-}
-
-/// Takes the folder's lock, writing this process's pid into it.
-fn take_lock(dir: &Path) -> Result<Flock<File>, JournalError> {
-    let path = dir.join("lock");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_error(&path))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => {
-            lock.set_len(0).map_err(io_error(&path))?;
-            (*lock)
-                .write_all_at(std::process::id().to_string().as_bytes(), 0)
-                .map_err(io_error(&path))?;
-            Ok(lock)
-        }
-        Err((mut file, _)) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid = pid.trim();
-            Err(JournalError::Locked {
-                dir: dir.display().to_string(),
-                holder: if pid.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (pid {pid})")
-                },
-            })
-        }
-    }
-}
-
-/// The journal's id, made once when the folder is first used: receipts name it, so that a
-/// receipt of one journal is never taken for one of another.
-fn journal_id(dir: &Path) -> Result<String, JournalError> {
-    let path = dir.join("id");
-    if let Ok(id) = std::fs::read_to_string(&path) {
-        let id = id.trim();
-        if !id.is_empty() {
-            return Ok(id.to_owned());
-        }
-    }
-    let mut random = [0u8; 8];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut random))
-        .map_err(io_error(Path::new("/dev/urandom")))?;
-    let id = hex::encode(random);
-    let temp = dir.join(".id.tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(io_error(&temp))?;
-    file.write_all(id.as_bytes()).map_err(io_error(&temp))?;
-    file.sync_all().map_err(io_error(&temp))?;
-    std::fs::rename(&temp, &path).map_err(io_error(&path))?;
-    Ok(id)
 }
 
 #[cfg(test)]

@@ -1,0 +1,197 @@
+//! The receipt of a committed push (`POST /v1/ingest`, the push API): what became of the
+//! delivery, built from its report, with the status code its outcome calls for (200; 400 for a
+//! body rejected whole as unparseable; 422 when nothing was loadable).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::http::error::{ApiError, ErrorDetail};
+use crate::pipeline::{DeliveryReport, PipelineCtx};
+use crate::store::ledger::FileStatus;
+use crate::store::query::{self, RejectEntry};
+
+/// Rejects listed in a receipt; the rest are in the database and quarantine.
+const RECEIPT_REJECTS: i64 = 100;
+
+/// Seconds a client is told to wait when the receipt cannot be read.
+const RETRY_AFTER_SECS: u64 = 5;
+
+/// The JSON receipt, with the status code its outcome calls for; a rejected delivery (or a
+/// duplicate of one) also carries `error`, as every error answer does.
+pub async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Receipt, ApiError> {
+    let connect = || async {
+        ctx.store
+            .pool()
+            .get()
+            .await
+            .map_err(|_| unavailable_after_commit())
+    };
+    // A duplicate answers as its first delivery did; a new one as its own report says.
+    let (stored_status, stored_error): (String, Option<String>) =
+        if report.status == FileStatus::Duplicate {
+            connect()
+                .await?
+                .query_one(
+                    "SELECT status, error FROM v_files WHERE file_id = $1",
+                    &[&report.file_id],
+                )
+                .await
+                .map(|row| (row.get(0), row.get(1)))
+                .map_err(|_| unavailable_after_commit())?
+        } else {
+            (report.status.as_str().to_owned(), report.rejection.clone())
+        };
+    let rejection_code = stored_error
+        .as_deref()
+        .and_then(|error| error.split_once(':'))
+        .map(|(code, _)| code.to_owned());
+    // Every row rejected, those that conflict with stored readings included: nothing loadable.
+    let conflicts_only = report.status == FileStatus::PartiallyLoaded
+        && report.rows_loaded == 0
+        && report.rows_duplicate == 0
+        && report.rows_rejected == report.rows_read;
+    let (stored_error, rejection_code) = if conflicts_only {
+        let conflicting = report
+            .violation_counts
+            .get("conflicting_reading")
+            .copied()
+            .unwrap_or(0);
+        let message = format!(
+            "no_valid_rows: all {} data rows were rejected ({conflicting} conflict with stored \
+             readings); nothing was stored",
+            report.rows_read
+        );
+        (Some(message), Some("no_valid_rows".to_owned()))
+    } else {
+        (stored_error, rejection_code)
+    };
+    let status = match (stored_status.as_str(), rejection_code.as_deref()) {
+        ("rejected", Some("no_valid_rows" | "too_many_rejects")) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        ("rejected", _) => StatusCode::BAD_REQUEST,
+        _ if conflicts_only => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::OK,
+    };
+    let mut rejects = Vec::new();
+    if report.status != FileStatus::Duplicate && report.rows_rejected > 0 {
+        let client = connect().await?;
+        rejects = query::rejects(&client, report.file_id, None, RECEIPT_REJECTS + 1)
+            .await
+            .map_err(|_| unavailable_after_commit())?;
+    }
+    let mut lines: Vec<i64> = rejects.iter().map(|r| r.line).collect();
+    lines.dedup();
+    let truncated = lines.len() as i64 > RECEIPT_REJECTS;
+    if truncated {
+        let beyond = lines.last().copied();
+        rejects.retain(|r| Some(r.line) != beyond);
+    }
+    let error = (status != StatusCode::OK).then(|| {
+        let (code, message) = stored_error
+            .as_deref()
+            .and_then(|error| error.split_once(": "))
+            .unwrap_or(("rejected", "the delivery was rejected"));
+        ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+            parameter: None,
+        }
+    });
+    Ok(Receipt {
+        status,
+        body: ReceiptBody {
+            file_id: report.file_id,
+            status: report.status.as_str().to_owned(),
+            rows_read: report.rows_read,
+            rows_loaded: report.rows_loaded,
+            rows_rejected: report.rows_rejected,
+            rows_duplicate: report.rows_duplicate,
+            rejects,
+            rejects_truncated: truncated,
+            error,
+            device: None,
+            sensors: None,
+            unknown_value_types: None,
+            ignored_value_types: None,
+            notes: None,
+        },
+    })
+}
+
+/// What became of a delivery; sent after its commit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptBody {
+    /// The delivery (file or request body) in the ledger.
+    pub file_id: i64,
+    /// `loaded`, `partially_loaded`, `rejected`, `empty` or `duplicate`.
+    pub status: String,
+    /// Rows read (data lines or objects).
+    pub rows_read: u64,
+    /// Rows stored.
+    pub rows_loaded: u64,
+    /// Rows rejected, each with its line and reason.
+    pub rows_rejected: u64,
+    /// Rows whose readings (sensor and time) were already stored with the same values: not
+    /// stored again. Rows read = loaded + rejected + duplicate.
+    pub rows_duplicate: u64,
+    /// The first 100 rejected rows, by line.
+    pub rejects: Vec<RejectEntry>,
+    /// Whether more rows were rejected than listed (all are in `/v1/files/{id}/rejects`).
+    pub rejects_truncated: bool,
+    /// Why the delivery was rejected (400, 422).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+    /// A device push: the device (`X-Sensor`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// A device push: the sensors its values went to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensors: Option<Vec<DeviceSensor>>,
+    /// A device push: value types with no mapping (reported, not stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_value_types: Option<Vec<String>>,
+    /// A device push: value types configured as ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored_value_types: Option<Vec<String>>,
+    /// A device push: what was read as "nothing read" (a failed read left out, no GPS fix, an
+    /// unset clock replaced by the receive time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<Vec<String>>,
+}
+
+/// One sensor of a device.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceSensor {
+    /// Sensor id (sensor.community `sensor_id`, or derived for a device).
+    pub sensor_id: i64,
+    /// Sensor type of the catalogue (e.g. `SDS011`, `BME280`).
+    pub sensor_type: String,
+}
+
+/// A receipt and its status code.
+pub struct Receipt {
+    /// The status code.
+    pub status: StatusCode,
+    /// The JSON body.
+    pub body: ReceiptBody,
+}
+
+impl IntoResponse for Receipt {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// The delivery committed but its rejects could not be read back for the receipt.
+fn unavailable_after_commit() -> ApiError {
+    ApiError::unavailable(
+        "receipt_unavailable",
+        "the delivery was stored, but its receipt could not be read; sending it again is safe \
+         (it is a duplicate)",
+        RETRY_AFTER_SECS,
+    )
+}
