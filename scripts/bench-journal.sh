@@ -38,17 +38,20 @@ run() {
   grep -E '^(requests|latency|non-2xx)' "wrk_$mode.txt"
   answered="$(awk '/^requests:/ {print $2}' "wrk_$mode.txt")"
   if [ "$mode" = journal ]; then
-    local waiting
+    local waiting left
+    left="$(curl -s "http://$addr/metrics" | awk '$1 == "sensor_etl_journal_bodies" {print $2}')"
     while :; do
       waiting="$(curl -s "http://$addr/metrics" | awk '$1 == "sensor_etl_journal_bodies" {print $2}')"
       [ "${waiting:-1}" = 0 ] && break
       sleep 0.2
     done
-    awk -v e="$ended" -v n="$(date +%s.%N)" 'BEGIN { printf "journal drained %.1f s after wrk stopped\n", n - e }'
-    psql -d "$db" -Atc "SELECT format('drain: %s bodies in %s s = %s bodies/s while wrk ran and after',
+    awk -v e="$ended" -v n="$(date +%s.%N)" -v left="$left" 'BEGIN {
+      printf "journal drained %.1f s after wrk stopped: %d bodies waited then, %.0f bodies/s\n",
+        n - e, left, left / (n - e) }'
+    psql -d "$db" -Atc "SELECT format('drain over the whole run: %s bodies in %s s = %s bodies/s',
         count(*), round(extract(epoch FROM max(loaded_at) - min(loaded_at))::numeric, 1),
         round(count(*) / greatest(extract(epoch FROM max(loaded_at) - min(loaded_at)), 0.001)))
-      FROM journal_receipts"
+      FROM sensor_etl.journal_receipts"
   fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
   psql -d "$db" -Atc "SELECT format('stored: %s bodies (%s answered; a request cut off by wrk''s end may be stored unanswered), %s readings (%s a body), %s bodies twice',

@@ -107,7 +107,7 @@ device_acked="$(cat device_*.txt | awk '$1 == 200 || $1 == 202 { r += $2 } END {
 stored_devices="$(psql -d outage -Atc "SELECT count(*) FROM v_readings r JOIN v_sensors s USING (sensor_id) WHERE s.device LIKE 'esp8266-9%'")"
 echo "device readings stored: $stored_devices"
 twice="$(psql -d outage -Atc "SELECT count(*) FROM (SELECT content_sha256 FROM v_files GROUP BY 1 HAVING count(*) > 1) d")"
-receipts="$(psql -d outage -Atc "SELECT count(*) FROM journal_receipts")"
+receipts="$(psql -d outage -Atc "SELECT count(*) FROM sensor_etl.journal_receipts")"
 echo "bodies loaded from the journal: $receipts; contents stored twice: $twice"
 if [ "$stored_csv" -ge "$((acked_csv + journaled_csv))" ] && [ "$stored_devices" -ge "$device_acked" ] && [ "$twice" = 0 ]; then
   echo "every acknowledged reading is stored, none twice"

@@ -920,6 +920,40 @@ async fn a_full_processed_disk_leaves_no_partial_copy_and_moves_the_file_later()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processed_disk_full_for_long_gets_the_file_soon_after_space_returns() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    let staged = make_files(&workspace.path("staging"), 1);
+    let processed = workspace.path("processed");
+    let disk = SmallDisk::mount(&processed, 16 * 1024);
+    let filler = processed.join(".filler");
+    let _ = std::fs::write(&filler, vec![0u8; 16 * 1024]);
+    // The retry policy's default cap (30 s) for database outages.
+    let mut command = worker_command(&workspace, &url);
+    command.env("SENSOR_ETL_RETRY__MAX_DELAY_MS", "30000");
+    let running = Watched::spawn(command, "");
+    deliver(&staged[0], &inbox);
+    committed_at_least(&url, 1).await;
+    // Full for long enough that the pauses grow past 10 s (with the outage cap they reach 30 s).
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    assert_eq!(csv_files_in(&inbox), 1, "the committed file waits in the inbox");
+    std::fs::remove_file(&filler).unwrap();
+    let freed = std::time::Instant::now();
+    wait_until_empty(&inbox, LIMIT).await;
+    assert!(
+        freed.elapsed() < Duration::from_secs(15),
+        "moved {:?} after space returned",
+        freed.elapsed()
+    );
+    assert_eq!(csv_files_in(&processed), 1);
+    running.signal(Signal::SIGTERM);
+    assert_eq!(running.exit().0.code(), Some(0));
+    assert_exactly_once(&url, 1).await;
+    disk.unmount();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_removed_while_it_loads_commits_without_a_failure() {
     // The workspace is kept alive until the end of the test.
     let Held {

@@ -11,6 +11,11 @@ use tracing::{info, warn};
 /// First pause after a local fault.
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
 
+/// The longest pause: a fault that clears (space freed, a permission given) is noticed within
+/// it, whatever the retry policy for database outages says. A look costs a `stat` and one
+/// attempt, so this is no hot loop.
+const MAX_PAUSE: Duration = Duration::from_secs(10);
+
 /// Files waiting out a local fault, by name.
 #[derive(Default)]
 pub struct Deferrals {
@@ -38,7 +43,7 @@ impl Deferrals {
         let now = Instant::now();
         match self.files.get_mut(name) {
             Some(deferred) => {
-                deferred.pause = (deferred.pause * 2).min(max_pause.max(FIRST_PAUSE));
+                deferred.pause = (deferred.pause * 2).min(max_pause.clamp(FIRST_PAUSE, MAX_PAUSE));
                 deferred.until = now + deferred.pause;
                 deferred.fault = why == Why::Fault;
             }
