@@ -67,10 +67,15 @@ device() {
       -H "X-Sensor: esp8266-$id" -H 'X-Pin: 7' --data-binary "$push" \
       "http://$ADDR/v1/push-sensor-data/" || true)"
     echo "$status 2" >>"device_$id.txt"
-    sleep 0.9
+    # A cycle a second or slower: two cycles never share a reading time (the receive second).
+    sleep 1
   done
 }
-for id in $(seq 900001 $((900000 + DEVICES))); do device "$id" & done
+DEVICE_PIDS=()
+for id in $(seq 900001 $((900000 + DEVICES))); do
+  device "$id" &
+  DEVICE_PIDS+=($!)
+done
 
 sleep 10
 say "database stops for $OUTAGE s"
@@ -90,7 +95,7 @@ start_server
 until_journal_empty
 say "push journal empty, $(awk -v t="$(now)" -v b="$BACK" 'BEGIN { printf "%.1f", t - b }') s after the database came back"
 wait "$GENERATOR" || true
-wait
+wait "${DEVICE_PIDS[@]}" || true
 until_journal_empty
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 

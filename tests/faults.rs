@@ -937,7 +937,11 @@ async fn a_processed_disk_full_for_long_gets_the_file_soon_after_space_returns()
     committed_at_least(&url, 1).await;
     // Full for long enough that the pauses grow past 10 s (with the outage cap they reach 30 s).
     tokio::time::sleep(Duration::from_secs(35)).await;
-    assert_eq!(csv_files_in(&inbox), 1, "the committed file waits in the inbox");
+    assert_eq!(
+        csv_files_in(&inbox),
+        1,
+        "the committed file waits in the inbox"
+    );
     std::fs::remove_file(&filler).unwrap();
     let freed = std::time::Instant::now();
     wait_until_empty(&inbox, LIMIT).await;

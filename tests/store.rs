@@ -1073,3 +1073,47 @@ async fn idempotency_keys_hold_inside_group_commits() {
         "{refused}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_with_a_conflicting_delivery_is_split_until_that_one_goes_alone() {
+    let h = Harness::new().await;
+    let body = |sensor: u32, value: u32| {
+        format!("sensor_id;timestamp;temperature;humidity\n{sensor};2020-01-01T00:00:00;{value};50\n{sensor};2020-01-01T00:01:00;{value};50\n")
+    };
+    let memory = |text: String| Delivery {
+        name: "gateway_dht22.csv".to_owned(),
+        source: ByteSource::Memory(bytes::Bytes::from(text)),
+        origin: Origin::Http("127.0.0.1".to_owned()),
+        disposition: Disposition::LeaveInPlace,
+        key: None,
+        journaled: None,
+        tail: None,
+    };
+    process(&h.ctx, &memory(body(20, 20))).await.unwrap();
+    let group: Vec<Delivery> = [(21, 20), (22, 20), (20, 25), (23, 20), (24, 20)]
+        .into_iter()
+        .map(|(sensor, value)| memory(body(sensor, value)))
+        .collect();
+    let outcomes = sensor_etl::pipeline::process_in_groups(&h.ctx, &group).await;
+    let statuses: Vec<FileStatus> = outcomes
+        .iter()
+        .map(|(_, o)| o.as_ref().unwrap().as_ref().unwrap().status)
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            FileStatus::Loaded,
+            FileStatus::Loaded,
+            FileStatus::PartiallyLoaded,
+            FileStatus::Loaded,
+            FileStatus::Loaded
+        ]
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM v_rejects WHERE code = 'conflicting_reading'")
+            .await,
+        2,
+        "the conflicting lines are rejected with their reason"
+    );
+    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 5 * 4);
+}

@@ -5,8 +5,8 @@
 //! crash between a commit and the journal's own bookkeeping repeats nothing. The rest become
 //! deliveries carrying their journal mark, committed as one group (one transaction, each body
 //! its own ledger row); a group that fails as a whole for a reason of its data (a conflicting
-//! reading, a key that names other content) is loaded body by body, where each gets its own
-//! verdict. While the database is away the drain backs
+//! reading, a key that names other content) is split until the body at fault goes alone
+//! (`pipeline::process_in_groups`), where each line gets its own verdict. While the database is away the drain backs
 //! off and tries again, and it resumes by itself when the database is back. A body that fails
 //! for good (its key was first given with other content) gets a receipt saying why, and its
 //! bytes are kept in `quarantine/journal/`.
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{ByteSource, Delivery, Disposition, JournalMark, Origin};
 use crate::error::Error;
-use crate::pipeline::{process, process_group, PipelineCtx};
+use crate::pipeline::{process_in_groups, PipelineCtx};
 use crate::store::{ledger, receipts, StoreError};
 
 use super::record::Record;
@@ -37,11 +37,14 @@ enum Stopped {
     Pipeline(#[from] Error),
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error("the database became unavailable during the batch")]
+    Outage,
 }
 
 impl Stopped {
     fn is_outage(&self) -> bool {
-        matches!(self, Stopped::Pipeline(error) if error.is_transient())
+        matches!(self, Stopped::Outage)
+            || matches!(self, Stopped::Pipeline(error) if error.is_transient())
     }
 }
 
@@ -145,20 +148,13 @@ async fn load_batch(journal: &Journal, ctx: &PipelineCtx, batch: &[Slot]) -> Res
         return Ok(());
     }
     let deliveries: Vec<Delivery> = todo.iter().map(|(_, r)| delivery_of(r)).collect();
-    match process_group(ctx, &deliveries).await {
-        Ok(outcomes) => {
-            for ((slot, record), (_, outcome)) in todo.iter().zip(outcomes) {
-                match outcome {
-                    Ok(_) => journal.loaded(&[slot.sequence]),
-                    Err(error) => settle_failure(journal, ctx, slot, record, error).await?,
-                }
-            }
-        }
-        Err(error) if error.is_transient() => return Err(error.into()),
-        Err(_) => {
-            for (slot, record) in &todo {
-                load_alone(journal, ctx, slot, record).await?;
-            }
+    let outcomes = process_in_groups(ctx, &deliveries).await;
+    for ((slot, record), (_, outcome)) in todo.iter().zip(outcomes) {
+        match outcome {
+            Some(Ok(_)) => journal.loaded(&[slot.sequence]),
+            Some(Err(error)) => settle_failure(journal, ctx, slot, record, error).await?,
+            // An outage stopped the batch here: the rest is tried again.
+            None => return Err(Stopped::Outage),
         }
     }
     Ok(())
@@ -168,22 +164,6 @@ async fn load_batch(journal: &Journal, ctx: &PipelineCtx, batch: &[Slot]) -> Res
 fn journal_reader(journal: &Journal) -> impl Fn(&Slot) -> Result<Record, JournalError> + Send {
     let shared = Arc::clone(&journal.shared);
     move |slot| shared.read(slot)
-}
-
-/// One body in a transaction of its own.
-async fn load_alone(
-    journal: &Journal,
-    ctx: &PipelineCtx,
-    slot: &Slot,
-    record: &Record,
-) -> Result<(), Stopped> {
-    match process(ctx, &delivery_of(record)).await {
-        Ok(_) => {
-            journal.loaded(&[slot.sequence]);
-            Ok(())
-        }
-        Err(error) => settle_failure(journal, ctx, slot, record, error).await,
-    }
 }
 
 /// A body that could not be loaded: an outage or a local fault stops the batch (it is tried

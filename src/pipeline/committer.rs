@@ -8,9 +8,11 @@
 //! `commit_siblings`: under load, groups grow and each delivery costs less CPU time.
 //!
 //! Guarantees are the group commit's: each delivery keeps its own ledger row and outcome, and
-//! nothing of a group commits unless all of it does. When a group as a whole fails (the
-//! database unavailable), each caller is told [`Committed::Alone`] and processes its delivery
-//! on its own, with the retries and the deadline it chose; nothing was committed for it.
+//! nothing of a group commits unless all of it does. A group that fails for a reason of its
+//! data is split until the delivery at fault goes alone ([`process_in_groups`]). When an outage
+//! stops a group, each caller not yet served is told [`Committed::Alone`] and processes its
+//! delivery on its own, with the retries and the deadline it chose; nothing was committed for
+//! it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::delivery::Delivery;
 use crate::error::Result;
-use crate::pipeline::{process_group, DeliveryReport, PipelineCtx};
+use crate::pipeline::{process_in_groups, DeliveryReport, PipelineCtx};
 
 /// Deliveries in one group at most.
 pub const GROUP_MAX_DELIVERIES: usize = 256;
@@ -131,21 +133,13 @@ async fn collect(
 async fn commit_group(ctx: &PipelineCtx, group: Vec<Pending>) {
     let deliveries: Vec<Delivery> = group.iter().map(|p| p.delivery.clone()).collect();
     crate::telemetry::record_group_size(deliveries.len());
-    match process_group(ctx, &deliveries).await {
-        Ok(outcomes) => {
-            for (pending, (_, outcome)) in group.into_iter().zip(outcomes) {
-                let _ = pending.reply.send(Committed::Report(Box::new(outcome)));
-            }
-        }
-        Err(error) => {
-            tracing::debug!(
-                message = "Group commit failed; each delivery goes alone.",
-                deliveries = group.len(),
-                error = %crate::telemetry::chain(&error)
-            );
-            for pending in group {
-                let _ = pending.reply.send(Committed::Alone);
-            }
-        }
+    let outcomes = process_in_groups(ctx, &deliveries).await;
+    for (pending, (_, outcome)) in group.into_iter().zip(outcomes) {
+        let answer = match outcome {
+            Some(outcome) => Committed::Report(Box::new(outcome)),
+            // An outage stopped the group first: the caller goes alone, with its own deadline.
+            None => Committed::Alone,
+        };
+        let _ = pending.reply.send(answer);
     }
 }

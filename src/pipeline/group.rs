@@ -190,6 +190,48 @@ pub async fn process_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
     Ok(in_order(outcomes))
 }
 
+/// What became of each delivery handed to [`process_in_groups`]: its outcome, or `None` when an
+/// outage stopped the work before it (nothing of it was committed).
+pub type SplitOutcomes = Vec<(Delivery, Option<Result<DeliveryReport>>)>;
+
+/// Processes deliveries as one group; a group that fails for a reason of its data (a reading
+/// that conflicts with a stored one, a key that names other content) is split in halves, down to
+/// single deliveries, which take the streamed path where each line gets its own verdict. One
+/// such delivery so costs a few more group attempts, not the group commit of all the others.
+/// Outcomes keep the order given; an outage stops the work, and what it did not reach is `None`.
+pub async fn process_in_groups(ctx: &PipelineCtx, deliveries: &[Delivery]) -> SplitOutcomes {
+    let mut outcomes: Vec<Option<Result<DeliveryReport>>> = std::iter::repeat_with(|| None)
+        .take(deliveries.len())
+        .collect();
+    let mut parts = vec![(0, deliveries.len())];
+    while let Some((start, end)) = parts.pop() {
+        let part = &deliveries[start..end];
+        if part.len() == 1 {
+            let outcome = super::stream::process(ctx, &part[0]).await;
+            let outage = matches!(&outcome, Err(error) if error.is_transient());
+            outcomes[start] = Some(outcome);
+            if outage {
+                break;
+            }
+            continue;
+        }
+        match process_group(ctx, part).await {
+            Ok(done) => {
+                for (i, (_, outcome)) in done.into_iter().enumerate() {
+                    outcomes[start + i] = Some(outcome);
+                }
+            }
+            Err(error) if error.is_transient() => break,
+            Err(_) => {
+                let middle = start + part.len() / 2;
+                parts.push((middle, end));
+                parts.push((start, middle));
+            }
+        }
+    }
+    deliveries.iter().cloned().zip(outcomes).collect()
+}
+
 /// The outcomes sorted back into the order the deliveries were given.
 fn in_order(mut outcomes: Vec<(usize, (Delivery, Result<DeliveryReport>))>) -> GroupOutcomes {
     outcomes.sort_by_key(|(position, _)| *position);

@@ -38,7 +38,7 @@ use crate::store::Store;
 use crate::validate::quarantine::QuarantineTarget;
 
 pub use crate::delivery::Disposition;
-pub use group::process_group;
+pub use group::{process_group, process_in_groups, SplitOutcomes};
 pub use stream::process;
 pub use tally::DeliveryReport;
 
