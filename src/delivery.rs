@@ -245,12 +245,17 @@ pub struct TailMark {
     pub fingerprint: String,
     /// Where the file is now.
     pub path: PathBuf,
-    /// The byte offset the block starts at (where the last block ended).
+    /// The byte offset the database holds for the file (where the last block ended): the block
+    /// is recorded only from there. It starts there too, unless the file was truncated below it
+    /// (then it starts after the header and its lines already stored are duplicates).
     pub from_byte: u64,
     /// The byte offset just past its last complete line.
     pub to_byte: u64,
     /// Lines of the file up to `to_byte`, the header included.
     pub to_line: u64,
+    /// The last bytes before `to_byte` (up to 256), as `<length>:<sha-256>`: how the next pass
+    /// tells that the file still holds what was loaded.
+    pub check: String,
 }
 
 /// Where in the push journal a delivery was read from.

@@ -451,3 +451,48 @@ async fn a_rotated_tail_file_keeps_its_place_and_the_new_one_starts_at_its_begin
     cancel.cancel();
     watcher.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_tail_file_is_read_again_from_its_start_and_stores_nothing_twice() {
+    let h = Harness::with_config(|raw| {
+        raw.tail = vec!["*.log.csv".to_owned()];
+        raw.tail_quiet_secs = 3600;
+    })
+    .await;
+    let inbox = h.workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let logger = inbox.join("shed_dht22.log.csv");
+    let row = |i: u32| format!("7;DHT22;1;50.0;8.0;2020-01-03T00:{i:02}:00;20.5;60\n");
+    append(&logger, HEADER);
+    for i in 0..4 {
+        append(&logger, &row(i));
+    }
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
+    wait_for_tailed_lines(&h, 4).await;
+    // Cut back to its first two lines, then written on.
+    let kept = HEADER.len() + row(0).len() + row(1).len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&logger)
+        .unwrap()
+        .set_len(kept as u64)
+        .unwrap();
+    for i in 10..12 {
+        append(&logger, &row(i));
+    }
+    wait_for_tailed_lines(&h, 8).await;
+    let deliveries = tailed_deliveries(&h).await;
+    let duplicates: i64 = deliveries.iter().map(|d| d.2).sum();
+    assert_eq!(
+        duplicates, 2,
+        "the two kept lines come back as duplicates: {deliveries:?}"
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM v_readings WHERE sensor_id = 7")
+            .await,
+        12
+    );
+    cancel.cancel();
+    watcher.await.unwrap().unwrap();
+}

@@ -10,12 +10,14 @@ use crate::delivery::TailMark;
 
 /// Where loading a file stands: the byte just past the last loaded line, and the lines up to it
 /// (the header included).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     /// Byte offset.
     pub byte: u64,
     /// Lines up to it.
     pub line: u64,
+    /// The last bytes before it, as `<length>:<sha-256>` (see `TailMark::check`).
+    pub check: String,
 }
 
 /// The stored position of the file with `fingerprint`, if any block of it was loaded.
@@ -28,13 +30,15 @@ pub async fn position(
 ) -> Result<Option<Position>, StoreError> {
     let row = client
         .query_opt(
-            "SELECT byte_offset, line_offset FROM tail_positions WHERE fingerprint = $1",
+            "SELECT byte_offset, line_offset, tail_check FROM tail_positions \
+             WHERE fingerprint = $1",
             &[&fingerprint],
         )
         .await?;
     Ok(row.map(|row| Position {
         byte: row.get::<_, i64>(0) as u64,
         line: row.get::<_, i64>(1) as u64,
+        check: row.get(2),
     }))
 }
 
@@ -49,11 +53,12 @@ pub async fn advance(tx: &Transaction<'_>, mark: &TailMark) -> Result<(), StoreE
     let moved = tx
         .execute(
             &tx.prepare_cached(
-                "INSERT INTO tail_positions (fingerprint, path, byte_offset, line_offset) \
-                 VALUES ($1, $2, $3, $4) \
+                "INSERT INTO tail_positions \
+                     (fingerprint, path, byte_offset, line_offset, tail_check) \
+                 VALUES ($1, $2, $3, $4, $6) \
                  ON CONFLICT (fingerprint) DO UPDATE \
                  SET byte_offset = EXCLUDED.byte_offset, line_offset = EXCLUDED.line_offset, \
-                     path = EXCLUDED.path, updated_at = now() \
+                     tail_check = EXCLUDED.tail_check, path = EXCLUDED.path, updated_at = now() \
                  WHERE tail_positions.byte_offset = $5",
             )
             .await?,
@@ -63,6 +68,7 @@ pub async fn advance(tx: &Transaction<'_>, mark: &TailMark) -> Result<(), StoreE
                 &(mark.to_byte as i64),
                 &(mark.to_line as i64),
                 &from,
+                &mark.check,
             ],
         )
         .await?;

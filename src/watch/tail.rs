@@ -12,7 +12,8 @@
 //!   next block starts where the database says.
 //! - A file is known by its fingerprint, a hash of its first two lines (the header and the
 //!   first data line): renamed (a logger's rotation at midnight), it keeps its place; a new
-//!   file under an old name, or one truncated and written again, starts from its beginning.
+//!   file under an old name, or one truncated and written again, starts from its beginning
+//!   (lines read again that were stored are duplicates, never stored twice).
 //! - Once a file has been quiet for `tail_quiet` (the end of the logger's day) and every line
 //!   is loaded (a last line without its line end included), it is disposed of like any inbox
 //!   file: moved to `processed/`, or deleted with `delete_after_load`.
@@ -119,28 +120,37 @@ async fn follow(ctx: &PipelineCtx, path: &Path, cancel: &CancellationToken) -> R
         let client = ctx.store.pool().get().await.map_err(StoreError::from)?;
         tail::position(&client, &head.fingerprint).await?
     };
-    let start = stored.unwrap_or(Position {
+    let beginning = Position {
         byte: head.header.len() as u64,
         line: 1,
-    });
+        check: String::new(),
+    };
+    let recorded = stored.unwrap_or_else(|| beginning.clone());
     let metadata = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let quiet = metadata
         .modified()
         .ok()
         .and_then(|m| m.elapsed().ok())
         .is_some_and(|age| age >= ctx.settings.tail_quiet);
-    if metadata.len() < start.byte {
-        return Err(Error::io(
-            path,
-            std::io::Error::other(format!(
-                "the file is shorter ({} bytes) than its part already loaded ({} bytes) \
-                 although its first lines are the same: it was rewritten in place; move it \
-                 away and deliver it again under another name",
-                metadata.len(),
-                start.byte
-            )),
-        ));
-    }
+    // Cut back below what was loaded, or rewritten (its first lines kept): read again from its
+    // start; the lines already stored come back as duplicates, the new ones load.
+    let rewritten = metadata.len() < recorded.byte || {
+        let (owned, at, check) = (path.to_path_buf(), recorded.byte, recorded.check.clone());
+        !tokio::task::spawn_blocking(move || still_holds(&owned, at, &check))
+            .await
+            .unwrap_or(false)
+    };
+    let start = if rewritten {
+        info!(
+            message = "A tailed file was truncated; reading it again from its start.",
+            file = %path.display(),
+            loaded_bytes = recorded.byte,
+            bytes_now = metadata.len()
+        );
+        beginning
+    } else {
+        recorded.clone()
+    };
     if metadata.len() > start.byte {
         let owned = path.to_path_buf();
         let block = tokio::task::spawn_blocking(move || read_block(&owned, start.byte, quiet))
@@ -148,15 +158,43 @@ async fn follow(ctx: &PipelineCtx, path: &Path, cancel: &CancellationToken) -> R
             .map_err(|e| Error::io(path, std::io::Error::other(e)))?
             .map_err(|e| Error::io(path, e))?;
         if let Some(block) = block {
-            let delivery = block_delivery(path, &head, start, block);
+            let delivery = block_delivery(path, &head, recorded.byte, start, block);
             process_with_retry(ctx, &delivery, cancel).await?;
             return Ok(());
         }
     }
-    if quiet && metadata.len() == start.byte {
+    if quiet && metadata.len() == recorded.byte {
         dispose(ctx, path)?;
     }
     Ok(())
+}
+
+/// Bytes before an offset that its check covers, at most.
+const CHECK_BYTES: usize = 256;
+
+/// The check of the bytes that end a block: `<length>:<sha-256>` of its last bytes.
+fn check_of(bytes: &[u8]) -> String {
+    let last = &bytes[bytes.len().saturating_sub(CHECK_BYTES)..];
+    format!("{}:{}", last.len(), hex::encode(Sha256::digest(last)))
+}
+
+/// Whether the file still holds, just before `at`, the bytes `check` describes (an empty check,
+/// before any block was loaded, holds).
+fn still_holds(path: &Path, at: u64, check: &str) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Some((len, _)) = check.split_once(':') else {
+        return true;
+    };
+    let Ok(len) = len.parse::<usize>() else {
+        return true;
+    };
+    let mut bytes = vec![0; len];
+    let Some(from) = at.checked_sub(len as u64) else {
+        return false;
+    };
+    std::fs::File::open(path)
+        .and_then(|file| file.read_exact_at(&mut bytes, from))
+        .is_ok_and(|()| check_of(&bytes) == check)
 }
 
 /// What a file is known by: its header line and the fingerprint of its first two lines.
@@ -218,7 +256,13 @@ fn read_block(path: &Path, from: u64, quiet: bool) -> std::io::Result<Option<Blo
 }
 
 /// The delivery of one block: the header and the block, numbered as the file's own lines.
-fn block_delivery(path: &Path, head: &Head, start: Position, block: Block) -> Delivery {
+fn block_delivery(
+    path: &Path,
+    head: &Head,
+    recorded: u64,
+    start: Position,
+    block: Block,
+) -> Delivery {
     let mut bytes = head.header.clone();
     bytes.extend_from_slice(&block.bytes);
     Delivery {
@@ -238,9 +282,10 @@ fn block_delivery(path: &Path, head: &Head, start: Position, block: Block) -> De
         tail: Some(TailMark {
             fingerprint: head.fingerprint.clone(),
             path: path.to_path_buf(),
-            from_byte: start.byte,
+            from_byte: recorded,
             to_byte: start.byte + block.len,
             to_line: start.line + block.lines,
+            check: check_of(&block.bytes[..block.len as usize]),
         }),
     }
 }
