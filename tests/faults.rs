@@ -572,10 +572,7 @@ async fn a_file_replaced_by_rename_while_it_loads_has_its_replacement_loaded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tailed_file_killed_between_a_blocks_commit_and_what_follows_repeats_no_line() {
     use std::io::Write;
-    let url = fresh_database().await;
-    let workspace = Workspace::new();
-    let inbox = workspace.path("data");
-    std::fs::create_dir_all(&inbox).unwrap();
+    let (url, workspace, inbox) = with_inbox().await;
     let logger = inbox.join("balcony_dht22.log.csv");
     let mut file = std::fs::File::create(&logger).unwrap();
     file.write_all(b"sensor_id;sensor_type;location;lat;lon;timestamp;temperature;humidity\n")
@@ -646,10 +643,7 @@ async fn a_tailed_file_killed_between_a_blocks_commit_and_what_follows_repeats_n
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_held_open_for_writing_is_not_taken_however_long_its_pauses() {
     use std::io::Write;
-    let url = fresh_database().await;
-    let workspace = Workspace::new();
-    let inbox = workspace.path("data");
-    std::fs::create_dir_all(&inbox).unwrap();
+    let (url, workspace, inbox) = with_inbox().await;
     let running = Watched::spawn(worker_command(&workspace, &url), "");
     // A logger: the header, then a line every 1.5 s (longer than the 1 s settle period), the
     // file open all along.
@@ -825,6 +819,15 @@ async fn an_unreadable_file_waits_without_a_hot_loop_and_loads_once_readable() {
     let (status, stderr) = running.exit();
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_exactly_once(&url, 2).await;
+}
+
+/// A fresh database and a workspace with its inbox made.
+async fn with_inbox() -> (String, Workspace, std::path::PathBuf) {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let inbox = workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    (url, workspace, inbox)
 }
 
 /// Lines of `text` that mention `name` and `what`.

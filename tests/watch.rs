@@ -325,6 +325,18 @@ fn append(path: &std::path::Path, text: &str) {
     file.write_all(text.as_bytes()).unwrap();
 }
 
+/// A harness whose watcher reads `*.log.csv` in tail mode, and its inbox.
+async fn tailing(quiet_secs: u64) -> (Harness, std::path::PathBuf) {
+    let h = Harness::with_config(|raw| {
+        raw.tail = vec!["*.log.csv".to_owned()];
+        raw.tail_quiet_secs = quiet_secs;
+    })
+    .await;
+    let inbox = h.workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    (h, inbox)
+}
+
 /// Waits until the deliveries have read `lines` lines in all.
 async fn wait_for_tailed_lines(h: &Harness, lines: i64) {
     crate::support::wait_until(
@@ -350,13 +362,7 @@ async fn tailed_deliveries(h: &Harness) -> Vec<(i64, i64, i64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_mode_loads_each_appended_line_once_across_a_restart_and_disposes_when_quiet() {
-    let h = Harness::with_config(|raw| {
-        raw.tail = vec!["*.log.csv".to_owned()];
-        raw.tail_quiet_secs = 3;
-    })
-    .await;
-    let inbox = h.workspace.path("data");
-    std::fs::create_dir_all(&inbox).unwrap();
+    let (h, inbox) = tailing(3).await;
     let logger = inbox.join("garden_dht22.log.csv");
     append(&logger, HEADER);
     let cancel = CancellationToken::new();
@@ -411,13 +417,7 @@ async fn tail_mode_loads_each_appended_line_once_across_a_restart_and_disposes_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_tail_file_keeps_its_place_and_the_new_one_starts_at_its_beginning() {
-    let h = Harness::with_config(|raw| {
-        raw.tail = vec!["*.log.csv".to_owned()];
-        raw.tail_quiet_secs = 3600;
-    })
-    .await;
-    let inbox = h.workspace.path("data");
-    std::fs::create_dir_all(&inbox).unwrap();
+    let (h, inbox) = tailing(3600).await;
     let today = inbox.join("station_dht22.log.csv");
     let row =
         |day: u32, i: u32| format!("6;DHT22;1;50.0;8.0;2020-01-{day:02}T00:{i:02}:00;20.5;60\n");
@@ -454,13 +454,7 @@ async fn a_rotated_tail_file_keeps_its_place_and_the_new_one_starts_at_its_begin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_tail_file_is_read_again_from_its_start_and_stores_nothing_twice() {
-    let h = Harness::with_config(|raw| {
-        raw.tail = vec!["*.log.csv".to_owned()];
-        raw.tail_quiet_secs = 3600;
-    })
-    .await;
-    let inbox = h.workspace.path("data");
-    std::fs::create_dir_all(&inbox).unwrap();
+    let (h, inbox) = tailing(3600).await;
     let logger = inbox.join("shed_dht22.log.csv");
     let row = |i: u32| format!("7;DHT22;1;50.0;8.0;2020-01-03T00:{i:02}:00;20.5;60\n");
     append(&logger, HEADER);
