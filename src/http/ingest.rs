@@ -234,24 +234,25 @@ async fn take(
             (source, Some(rendered_path))
         }
         Received::Memory(bytes) => {
-            let bytes = body::without_bom(bytes);
-            let settings = &state.settings;
-            let pushed = match endpoint {
-                Endpoint::Push => Some(device::push_api(&bytes, headers, received_at, settings)?),
-                Endpoint::Ingest
-                    if format == BodyFormat::Json && device::is_device_body(&bytes) =>
-                {
-                    Some(device::own_api(&bytes, headers, received_at, settings)?)
-                }
-                Endpoint::Ingest => None,
-            };
-            match pushed {
-                Some(push) => {
-                    let source = push.source.clone();
+            // Parsing and rendering JSON is CPU work of any length: off the async workers.
+            let (settings, headers) = (Arc::clone(&state.settings), headers.clone());
+            let rendered = tokio::task::spawn_blocking(move || {
+                render_in_memory(endpoint, format, bytes, &headers, received_at, &settings)
+            })
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the body could not be rendered; see the server log",
+                )
+            })??;
+            match rendered {
+                (source, Some(push)) => {
                     device = Some(push);
                     (source, None)
                 }
-                None => (to_source(format, bytes)?, None),
+                (source, None) => (source, None),
             }
         }
     };
@@ -370,6 +371,30 @@ async fn take(
         body.notes = (!push.notes.is_empty()).then_some(push.notes);
     }
     Ok(response.into_response())
+}
+
+/// A JSON or NDJSON body held in memory as the delivery's source: a device's body rendered for
+/// its sensors (with what the device push says), any other rendered as CSV. Blocking.
+fn render_in_memory(
+    endpoint: Endpoint,
+    format: BodyFormat,
+    bytes: bytes::Bytes,
+    headers: &HeaderMap,
+    received_at: chrono::DateTime<Utc>,
+    settings: &crate::config::Settings,
+) -> Result<(ByteSource, Option<device::DevicePush>), ApiError> {
+    let bytes = body::without_bom(bytes);
+    let pushed = match endpoint {
+        Endpoint::Push => Some(device::push_api(&bytes, headers, received_at, settings)?),
+        Endpoint::Ingest if format == BodyFormat::Json && device::is_device_body(&bytes) => {
+            Some(device::own_api(&bytes, headers, received_at, settings)?)
+        }
+        Endpoint::Ingest => None,
+    };
+    Ok(match pushed {
+        Some(push) => (push.source.clone(), Some(push)),
+        None => (to_source(format, bytes)?, None),
+    })
 }
 
 /// Reserves `bytes` of the in-flight bound for as long as the guard lives.
