@@ -223,13 +223,7 @@ async fn take(
             let rendered =
                 tokio::task::spawn_blocking(move || body::render_file(format, &path, &dir))
                     .await
-                    .map_err(|_| {
-                        ApiError::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "internal_error",
-                            "the body could not be rendered; see the server log",
-                        )
-                    })??;
+                    .map_err(|_| render_failed())??;
             let (rendered_path, source) = rendered;
             (source, Some(rendered_path))
         }
@@ -240,20 +234,10 @@ async fn take(
                 render_in_memory(endpoint, format, bytes, &headers, received_at, &settings)
             })
             .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "the body could not be rendered; see the server log",
-                )
-            })??;
-            match rendered {
-                (source, Some(push)) => {
-                    device = Some(push);
-                    (source, None)
-                }
-                (source, None) => (source, None),
-            }
+            .map_err(|_| render_failed())??;
+            let (source, push) = rendered;
+            device = push;
+            (source, None)
         }
     };
     let in_memory = matches!(source, ByteSource::Memory(_) | ByteSource::Rendered { .. });
@@ -371,6 +355,15 @@ async fn take(
         body.notes = (!push.notes.is_empty()).then_some(push.notes);
     }
     Ok(response.into_response())
+}
+
+/// 500: the thread rendering a body ended without an answer (the log says why).
+fn render_failed() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "the body could not be rendered; see the server log",
+    )
 }
 
 /// A JSON or NDJSON body held in memory as the delivery's source: a device's body rendered for
