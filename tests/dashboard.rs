@@ -217,3 +217,99 @@ async fn the_dashboard_shows_the_ledger_a_reject_reason_and_a_drawn_chart() {
     }
     assert_eq!(terminate_child(&mut server), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_thousands_of_sensors_is_listed_by_pages_and_found_by_search() {
+    let url = crate::support::fresh_database().await;
+    let workspace = Workspace::new();
+    let (mut server, addr) = crate::ingest_http::serve(&workspace, &url, &[]).await;
+    let fleet = 2_500;
+    let mut csv = String::from("sensor_id;sensor_type;timestamp;temperature;humidity\n");
+    for sensor in 1..=fleet {
+        csv.push_str(&format!("{sensor};DHT22;2021-05-01T00:00:00;20.5;50\n"));
+    }
+    let (status, _, receipt) = post(
+        addr,
+        "/v1/ingest",
+        &["Content-Type: text/csv"],
+        csv.as_bytes(),
+    );
+    assert_eq!(status, 200, "{receipt}");
+
+    // Pages of 1,000 by id, each pointing at the next: together every sensor once.
+    let get = |path: &str| {
+        let (status, head, body) = crate::read_api::get(addr, path, &[]);
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        (status, head, json)
+    };
+    let mut seen = Vec::new();
+    let mut next = Some("/v1/sensors".to_owned());
+    while let Some(path) = next.take() {
+        let (status, head, page) = get(&path);
+        assert_eq!(status, 200, "{head}{page}");
+        let page = page.as_array().unwrap();
+        assert!(page.len() <= 1000, "{} sensors on one page", page.len());
+        seen.extend(page.iter().map(|s| s["sensor_id"].as_i64().unwrap()));
+        next = head
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("link: <")
+                    .or(line.strip_prefix("Link: <"))
+            })
+            .map(|rest| rest[..rest.find('>').unwrap()].to_owned());
+    }
+    assert_eq!(seen, (1..=fleet).collect::<Vec<i64>>());
+    // A search: ids starting with it, types starting with it.
+    let (status, _, found) = get("/v1/sensors?q=241");
+    assert_eq!(status, 200);
+    let ids: Vec<i64> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sensor_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [241].into_iter().chain(2410..=2419).collect::<Vec<_>>()
+    );
+    let (_, _, by_type) = get("/v1/sensors?q=dht&limit=5");
+    assert_eq!(by_type.as_array().unwrap().len(), 5);
+    let (status, _, _) = get("/v1/sensors?limit=0");
+    assert_eq!(status, 400);
+
+    // The dashboard offers a page of them, and finds one by search.
+    if let Some(chromium) = chromium() {
+        let scratch = tempfile::tempdir().unwrap();
+        let open = |page: &str, name: &str| {
+            headless(
+                &chromium,
+                &scratch.path().join(name),
+                &scratch.path().join(format!("{name}.json")),
+                "--dump-dom",
+                &format!("http://{addr}{page}"),
+            )
+        };
+        let dom = open("/", "all");
+        let options = dom.matches("<option value=\"").count();
+        assert!(
+            (200..=220).contains(&options),
+            "{options} options: a page of sensors plus the other lists"
+        );
+        assert!(text_of(&dom, "sensor-note").starts_with("first 200 sensors shown"));
+        let dom = open("/?q=2417", "search");
+        let list = &dom[dom.find("id=\"sensor\"").unwrap()..];
+        let list = &list[..list.find("</select>").unwrap()];
+        assert_eq!(
+            list.matches("<option").count(),
+            1,
+            "the one match is offered: {list}"
+        );
+        assert!(list.contains("2417 · DHT22"), "{list}");
+        assert!(
+            text_of(&dom, "chart-note").contains("1 readings"),
+            "its chart is drawn"
+        );
+        assert!(text_of(&dom, "problem").is_empty(), "no error shown");
+    }
+    assert_eq!(terminate_child(&mut server), Some(0));
+}

@@ -405,7 +405,7 @@ fn parquet_files(table: &Path) -> usize {
         .count()
 }
 
-/// The data files a Delta table's log adds (the table never removes any).
+/// The data files a Delta table's log holds: added and not removed since.
 fn added_files(table: &Path) -> usize {
     std::fs::read_dir(table.join("_delta_log"))
         .unwrap()
@@ -418,13 +418,11 @@ fn added_files(table: &Path) -> usize {
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
         })
-        .filter(|line| {
-            serde_json::from_str::<Value>(line)
-                .unwrap()
-                .get("add")
-                .is_some()
+        .map(|line| {
+            let action = serde_json::from_str::<Value>(&line).unwrap();
+            i64::from(action.get("add").is_some()) - i64::from(action.get("remove").is_some())
         })
-        .count()
+        .sum::<i64>() as usize
 }
 
 #[cfg(feature = "failpoints")]
@@ -551,4 +549,113 @@ async fn a_real_month_becomes_31_date_partitions_at_a_quarter_of_its_bytes() {
         parquet * 4 <= source,
         "readings take {parquet} bytes for {source} of CSV"
     );
+}
+
+const SDS011_HEADER: &str = "sensor_id;sensor_type;location;lat;lon;timestamp;P1;P2\n";
+
+/// SDS011 rows (no header) of sensors `sensors` at each of `times`, P1 = `p1`.
+fn sds011(sensors: std::ops::RangeInclusive<u32>, times: &[&str], p1: f64) -> String {
+    let mut text = String::new();
+    for sensor in sensors {
+        for time in times {
+            text.push_str(&format!(
+                "{sensor};SDS011;{sensor};50.0;8.0;{time};{p1};{}\n",
+                p1 / 2.0
+            ));
+        }
+    }
+    text
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test]
+async fn readings_replaced_after_an_export_leave_the_lake_with_their_replacements() {
+    let workspace = Workspace::new();
+    let url = fresh_database().await;
+    let lake = workspace.path("lake");
+    let first = workspace.path("first.csv");
+    let times = [
+        "2021-05-01T10:00:00",
+        "2021-05-01T11:00:00",
+        "2021-05-02T10:00:00",
+    ];
+    std::fs::write(
+        &first,
+        SDS011_HEADER.to_owned() + &sds011(1..=8, &times, 20.0),
+    )
+    .unwrap();
+    ingest(&workspace, &url, &first);
+    export(&workspace, &url, &lake);
+    let before = duckdb_number(&lake, "SELECT count(*) FROM readings");
+    assert_eq!(before, 48.0);
+
+    // Other values for some of those lines, and new lines of a new day, replacing.
+    let second = workspace.path("second.csv");
+    let mut text = SDS011_HEADER.to_owned() + &sds011(1..=5, &times[..2], 35.5);
+    text.push_str(&sds011(6..=6, &["2021-05-03T10:00:00"], 12.0));
+    std::fs::write(&second, text).unwrap();
+    let output = sensor_etl_in(&workspace)
+        .args(["--database-url", &url, "ingest"])
+        .arg(&second)
+        .env("SENSOR_ETL_ON_CONFLICT", "replace")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let replaced: i64 = connect(&url)
+        .await
+        .query_one("SELECT count(*) FROM v_replaced", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(replaced, 20, "10 lines of 2 measurements replaced");
+
+    // Killed before its commit: the lake is still the first export, whole.
+    let killed = sensor_etl_in(&workspace)
+        .args(["--database-url", &url, "export", "--to"])
+        .arg(&lake)
+        .env("FAILPOINTS", "lake::before-commit=return(abort)")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success());
+    assert_eq!(
+        duckdb_number(&lake, "SELECT count(*) FROM readings"),
+        before
+    );
+    assert_eq!(
+        duckdb_number(
+            &lake,
+            "SELECT sum(value) FROM readings WHERE measurement = 'pm10'"
+        ),
+        8.0 * 3.0 * 20.0
+    );
+
+    export(&workspace, &url, &lake);
+    let truth = truth(&url).await;
+    assert_lake_matches(&lake, &truth);
+    let once = duckdb_number(
+        &lake,
+        "SELECT count(DISTINCT (sensor_id, ts, measurement)) FROM readings",
+    );
+    assert_eq!(once, truth.readings as f64, "no key twice");
+    assert_eq!(
+        duckdb_number(
+            &lake,
+            "SELECT sum(value) FROM readings WHERE measurement = 'pm10'"
+        ),
+        3.0 * 8.0 * 20.0 - 10.0 * 20.0 + 10.0 * 35.5 + 12.0
+    );
+    // Again: nothing changes.
+    export(&workspace, &url, &lake);
+    assert_lake_matches(&lake, &truth);
+    for table in ["readings", "files", "aggregates"] {
+        assert_eq!(
+            parquet_files(&lake.join(table)),
+            added_files(&lake.join(table)),
+            "{table}: no file left behind"
+        );
+    }
 }

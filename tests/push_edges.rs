@@ -371,6 +371,8 @@ async fn clients_that_send_their_bodies_slowly_are_cut_off_and_free_their_room()
             ("SENSOR_ETL_HTTP__BODY_IDLE_SECS", "2"),
             ("SENSOR_ETL_HTTP__MAX_BODY_BYTES", "1048576"),
             ("SENSOR_ETL_HTTP__MAX_IN_FLIGHT_BYTES", "2097152"),
+            // One address here: the bound of all clients is what this test fills.
+            ("SENSOR_ETL_HTTP__CLIENT_SHARE_PERCENT", "100"),
         ],
     )
     .await;
@@ -407,5 +409,137 @@ async fn clients_that_send_their_bodies_slowly_are_cut_off_and_free_their_room()
     }
     let (status, _, body) = post(addr, "/v1/ingest", &[CSV], rows(99, 0, true).as_bytes());
     assert_eq!(status, 200, "{body}");
+    assert_eq!(terminate_child(&mut server), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_refused_for_its_content_is_a_rejected_delivery_in_the_ledger() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let (mut server, addr) = serve(&workspace, &url, &[]).await;
+    let malformed = b"{\"sensor_id\": 7, \"P1\": ";
+    let (status, _, first) = post(addr, "/v1/ingest?name=cut.json", &[JSON], malformed);
+    assert_eq!(
+        (
+            status,
+            first["error"]["code"].as_str(),
+            first["status"].as_str()
+        ),
+        (400, Some("malformed_body"), Some("rejected")),
+        "{first}"
+    );
+    let file_id = first["file_id"].as_i64().expect("a ledger row");
+    let row = connect(&url)
+        .await
+        .query_one(
+            "SELECT file_name, status, error, rows_read FROM v_files WHERE file_id = $1",
+            &[&file_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "cut.json");
+    assert_eq!(row.get::<_, String>(1), "rejected");
+    assert!(row.get::<_, String>(2).starts_with("malformed_body: "));
+    assert_eq!(row.get::<_, i64>(3), 0);
+    // The body is kept in quarantine as it came, with the reason beside it.
+    let kept: Vec<Vec<u8>> = std::fs::read_dir(workspace.path("quarantine"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().contains("cut"))
+        .map(|path| std::fs::read(path).unwrap())
+        .collect();
+    assert!(kept.iter().any(|bytes| bytes == malformed), "{kept:?}");
+
+    // The same bytes again: the same answer, as a duplicate of that delivery.
+    let (status, _, again) = post(addr, "/v1/ingest?name=cut.json", &[JSON], malformed);
+    assert_eq!(
+        (status, again["status"].as_str(), &again["file_id"]),
+        (400, Some("duplicate"), &first["file_id"]),
+        "{again}"
+    );
+    // Well-formed with nothing to load: 422, recorded too.
+    let (status, _, empty) = post(addr, "/v1/ingest", &[JSON], b"[]");
+    assert_eq!(
+        (status, empty["error"]["code"].as_str()),
+        (422, Some("no_objects")),
+        "{empty}"
+    );
+    assert!(empty["file_id"].as_i64().is_some(), "{empty}");
+    let rejected: i64 = connect(&url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM v_files WHERE status = 'rejected'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rejected, 2);
+    assert_eq!(terminate_child(&mut server), Some(0));
+}
+
+/// Sends `request` from local address `from` and reads the answer to its end.
+async fn raw_request_from(from: &str, addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_the_room_of_others_and_a_header_must_come_in_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let (mut server, addr) = serve(
+        &workspace,
+        &url,
+        &[
+            ("SENSOR_ETL_HTTP__MAX_BODY_BYTES", "1048576"),
+            ("SENSOR_ETL_HTTP__MAX_IN_FLIGHT_BYTES", "4194304"),
+            ("SENSOR_ETL_HTTP__CLIENT_SHARE_PERCENT", "25"),
+            ("SENSOR_ETL_HTTP__HEADER_READ_SECS", "1"),
+        ],
+    )
+    .await;
+    // Slow uploads from one address: the first holds that address's share, the next are
+    // refused at once, and the room of everyone else stays free.
+    let stalled_head = b"POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 1048576\r\n\r\nsensor_id;";
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    first.write_all(stalled_head).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let refused = raw_request_from("127.0.0.1", addr, stalled_head).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("share"), "{refused}");
+    let body = rows(71, 0, true);
+    let request = format!(
+        "POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let served = raw_request_from("127.0.0.2", addr, request.as_bytes()).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    assert_eq!(readings_of(&url, 71).await, 20);
+
+    // A header that does not come: the connection is closed after `header_read_secs`.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    silent
+        .write_all(b"POST /v1/ingest HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(6),
+        silent.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a connection without a whole header is closed"
+    );
+    drop(first);
     assert_eq!(terminate_child(&mut server), Some(0));
 }

@@ -39,6 +39,14 @@ pub struct RawHttp {
     /// `max_body_bytes`).
     #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: u64,
+    /// The share of `max_in_flight_bytes` one client address may hold, in percent (100: no
+    /// limit of its own); past it, that client gets 503 while others are still served.
+    #[serde(default = "default_client_share_percent")]
+    pub client_share_percent: u8,
+    /// How long a client may take to send a request's header, from its connection or its
+    /// previous request; then the connection is closed.
+    #[serde(default = "default_header_read_secs")]
+    pub header_read_secs: u64,
     /// Read answers kept until the database changes, in bytes; 0 turns the cache off.
     #[serde(default = "default_answer_cache_bytes")]
     pub answer_cache_bytes: u64,
@@ -59,6 +67,8 @@ impl Default for RawHttp {
             journal_max_bytes: default_journal_max_bytes(),
             body_idle_secs: default_body_idle_secs(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
+            client_share_percent: default_client_share_percent(),
+            header_read_secs: default_header_read_secs(),
             answer_cache_bytes: default_answer_cache_bytes(),
             group_wait_micros: default_group_wait_micros(),
         }
@@ -72,6 +82,17 @@ const fn default_db_wait_ms() -> u64 {
     2_000
 }
 const fn default_body_idle_secs() -> u64 {
+    10
+}
+/// `percent` of `bytes`, rounded down; 100 % is all of it.
+fn share_of(bytes: u64, percent: u8) -> u64 {
+    u64::try_from(u128::from(bytes) * u128::from(percent) / 100).unwrap_or(bytes)
+}
+
+const fn default_client_share_percent() -> u8 {
+    25
+}
+const fn default_header_read_secs() -> u64 {
     10
 }
 const fn default_journal_max_bytes() -> u64 {
@@ -171,6 +192,10 @@ pub struct HttpSettings {
     pub body_idle: std::time::Duration,
     /// Request bodies held at once, in bytes.
     pub max_in_flight_bytes: u64,
+    /// Request bodies one client address may hold at once, in bytes.
+    pub max_client_bytes: u64,
+    /// How long a client may take to send a request's header.
+    pub header_read: std::time::Duration,
     /// Read answers kept until the database changes, in bytes (0: none).
     pub answer_cache_bytes: u64,
     /// How long a group commit waits for more bodies while others are being written.
@@ -232,6 +257,15 @@ impl HttpSettings {
                 scopes,
             });
         }
+        if !(1..=100).contains(&raw.client_share_percent) {
+            return Err(ConfigError::Value {
+                key: "http.client_share_percent",
+                message: format!(
+                    "{} is not a share: give 1 to 100 (100: a client may take all the room)",
+                    raw.client_share_percent
+                ),
+            });
+        }
         Ok(Self {
             tokens,
             max_body_bytes: raw.max_body_bytes,
@@ -245,6 +279,11 @@ impl HttpSettings {
             journal_max_bytes: raw.journal_max_bytes,
             body_idle: std::time::Duration::from_secs(raw.body_idle_secs.max(1)),
             max_in_flight_bytes: raw.max_in_flight_bytes.max(raw.max_body_bytes),
+            max_client_bytes: share_of(
+                raw.max_in_flight_bytes.max(raw.max_body_bytes),
+                raw.client_share_percent,
+            ),
+            header_read: std::time::Duration::from_secs(raw.header_read_secs.max(1)),
             answer_cache_bytes: raw.answer_cache_bytes,
             group_wait: std::time::Duration::from_micros(raw.group_wait_micros),
         })

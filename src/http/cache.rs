@@ -29,8 +29,32 @@ pub struct AnswerCache {
 
 #[derive(Debug, Default)]
 struct Entries {
-    by_request: HashMap<String, (String, Bytes)>,
+    by_request: HashMap<String, (String, Answer)>,
     bytes: u64,
+}
+
+/// An answer: its body, and the URL of the next page when there is one.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The JSON body.
+    pub body: Bytes,
+    /// The next page (`Link: <…>; rel="next"`).
+    pub next: Option<String>,
+}
+
+impl From<Vec<u8>> for Answer {
+    fn from(body: Vec<u8>) -> Self {
+        Self {
+            body: body.into(),
+            next: None,
+        }
+    }
+}
+
+impl Answer {
+    fn size(&self) -> u64 {
+        (self.body.len() + self.next.as_ref().map_or(0, String::len)) as u64
+    }
 }
 
 impl AnswerCache {
@@ -52,10 +76,10 @@ impl AnswerCache {
         client: &mut deadpool_postgres::Client,
         request: &str,
         read: F,
-    ) -> Result<Bytes, E>
+    ) -> Result<Answer, E>
     where
         E: From<StoreError>,
-        F: AsyncFnOnce(&Transaction<'_>) -> Result<Vec<u8>, E>,
+        F: AsyncFnOnce(&Transaction<'_>) -> Result<Answer, E>,
     {
         if self.limit_bytes > 0 {
             let now = snapshot(client).await.map_err(E::from)?;
@@ -72,17 +96,17 @@ impl AnswerCache {
             .await
             .map_err(|e| E::from(StoreError::from(e)))?
             .get(0);
-        let body = Bytes::from(read(&tx).await?);
+        let answer = read(&tx).await?;
         tx.commit()
             .await
             .map_err(|e| E::from(StoreError::from(e)))?;
         if self.limit_bytes > 0 {
-            self.store(request, seen, body.clone());
+            self.store(request, seen, answer.clone());
         }
-        Ok(body)
+        Ok(answer)
     }
 
-    fn stored(&self, request: &str, now: &str) -> Option<Bytes> {
+    fn stored(&self, request: &str, now: &str) -> Option<Answer> {
         let entries = self.entries.lock().ok()?;
         match entries.by_request.get(request) {
             Some((seen, body)) if seen == now => Some(body.clone()),
@@ -90,8 +114,8 @@ impl AnswerCache {
         }
     }
 
-    fn store(&self, request: &str, seen: String, body: Bytes) {
-        let size = body.len() as u64 + request.len() as u64;
+    fn store(&self, request: &str, seen: String, answer: Answer) {
+        let size = answer.size() + request.len() as u64;
         if size > self.limit_bytes / 4 {
             return;
         }
@@ -102,8 +126,11 @@ impl AnswerCache {
             entries.by_request.clear();
             entries.bytes = 0;
         }
-        if let Some((_, old)) = entries.by_request.insert(request.to_owned(), (seen, body)) {
-            entries.bytes -= old.len() as u64 + request.len() as u64;
+        if let Some((_, old)) = entries
+            .by_request
+            .insert(request.to_owned(), (seen, answer))
+        {
+            entries.bytes -= old.size() + request.len() as u64;
         }
         entries.bytes += size;
     }

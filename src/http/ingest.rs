@@ -187,7 +187,7 @@ async fn take(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
     let in_memory = declared.map_or(MEMORY_BYTES as u64, |n| n.min(MEMORY_BYTES as u64));
-    let held = hold(state, in_memory)?;
+    let held = hold(state, peer, in_memory)?;
     let pace = spool::Pace {
         idle: state.settings.http.body_idle,
         min_rate: BODY_MIN_RATE,
@@ -220,24 +220,40 @@ async fn take(
             // A large JSON or NDJSON body is rendered from its spool file into another one,
             // one object in memory at a time.
             let dir = spool::spool_dir(&state.settings.state_dir);
+            let spooled = path.to_path_buf();
             let rendered =
-                tokio::task::spawn_blocking(move || body::render_file(format, &path, &dir))
+                tokio::task::spawn_blocking(move || body::render_file(format, &spooled, &dir))
                     .await
-                    .map_err(|_| render_failed())??;
-            let (rendered_path, source) = rendered;
-            (source, Some(rendered_path))
+                    .map_err(|_| render_failed())?;
+            match rendered {
+                Ok((rendered_path, source)) => (source, Some(rendered_path)),
+                Err(refusal) => {
+                    let source = ByteSource::File(path.to_path_buf());
+                    let name = delivery_name(query.name.as_deref(), format);
+                    return refuse(state, refusal, source, name, client, key).await;
+                }
+            }
         }
         Received::Memory(bytes) => {
             // Parsing and rendering JSON is CPU work of any length: off the async workers.
             let (settings, headers) = (Arc::clone(&state.settings), headers.clone());
+            let raw = bytes.clone();
             let rendered = tokio::task::spawn_blocking(move || {
                 render_in_memory(endpoint, format, bytes, &headers, received_at, &settings)
             })
             .await
-            .map_err(|_| render_failed())??;
-            let (source, push) = rendered;
-            device = push;
-            (source, None)
+            .map_err(|_| render_failed())?;
+            match rendered {
+                Ok((source, push)) => {
+                    device = push;
+                    (source, None)
+                }
+                Err(refusal) => {
+                    let name = delivery_name(query.name.as_deref(), format);
+                    let source = ByteSource::Memory(raw);
+                    return refuse(state, refusal, source, name, client, key).await;
+                }
+            }
         }
     };
     let in_memory = matches!(source, ByteSource::Memory(_) | ByteSource::Rendered { .. });
@@ -357,6 +373,63 @@ async fn take(
     Ok(response.into_response())
 }
 
+/// The answer to a body refused for its content (not valid JSON, no objects, a key twice): 400
+/// or 422 as `refusal` says, after the body is recorded as a rejected delivery, like a file
+/// whose header cannot be read (its ledger row, its bytes in quarantine). Refusals of the
+/// request itself (401, 403, 413, 415) are not deliveries. When the database cannot record
+/// it in time, the refusal is answered all the same: the body is refused either way.
+async fn refuse(
+    state: &HttpState,
+    refusal: ApiError,
+    source: ByteSource,
+    name: String,
+    client: String,
+    key: Option<String>,
+) -> Result<Response, ApiError> {
+    let content_refusal = matches!(
+        refusal.status(),
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let database_away = state.journal.as_ref().is_some_and(|j| j.database_away());
+    let Some((ctx, _)) = state
+        .pipeline
+        .get()
+        .filter(|_| content_refusal && !database_away)
+    else {
+        return Err(refusal);
+    };
+    let delivery = Delivery {
+        name,
+        source,
+        origin: Origin::Http(client),
+        disposition: Disposition::LeaveInPlace,
+        key,
+        journaled: None,
+        tail: None,
+    };
+    let rejection = crate::validate::format::FileRejection::new(refusal.code(), refusal.message());
+    let recorded = tokio::time::timeout(
+        state.settings.http.database_wait,
+        crate::pipeline::process_unreadable(ctx, &delivery, rejection),
+    )
+    .await;
+    let report = match recorded {
+        Ok(Ok(report)) => report,
+        Ok(Err(error)) => {
+            tracing::warn!(
+                message = "A refused body could not be recorded.",
+                error = %crate::telemetry::chain(&error)
+            );
+            return Err(refusal);
+        }
+        Err(_) => return Err(refusal),
+    };
+    let mut response = receipt(ctx, &report).await?;
+    response.status = refusal.status();
+    response.body.error = Some(refusal.detail());
+    Ok(response.into_response())
+}
+
 /// 500: the thread rendering a body ended without an answer (the log says why).
 fn render_failed() -> ApiError {
     ApiError::new(
@@ -390,11 +463,20 @@ fn render_in_memory(
     })
 }
 
-/// Reserves `bytes` of the in-flight bound for as long as the guard lives.
+/// Reserves `bytes` of the in-flight bound, and of the client's share of it, for as long as
+/// the guard lives.
 ///
 /// # Errors
-/// 503 with `Retry-After` when the bound is reached.
-fn hold(state: &HttpState, bytes: u64) -> Result<Held, ApiError> {
+/// 503 with `Retry-After` when the bound or the client's share is reached.
+fn hold(state: &HttpState, peer: SocketAddr, bytes: u64) -> Result<Held, ApiError> {
+    let share = state.client_shares.take(peer.ip(), bytes).ok_or_else(|| {
+        ApiError::unavailable(
+            "too_busy",
+            "this client address holds its share of the request bytes being processed; \
+             nothing was stored (finish or end the requests under way)",
+            RETRY_AFTER_SECS,
+        )
+    })?;
     let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
     let permits = Arc::clone(&state.in_flight)
         .try_acquire_many_owned(kib)
@@ -405,11 +487,15 @@ fn hold(state: &HttpState, bytes: u64) -> Result<Held, ApiError> {
                 RETRY_AFTER_SECS,
             )
         })?;
-    Ok((permits, crate::telemetry::InFlightBytes::hold(bytes)))
+    Ok((permits, share, crate::telemetry::InFlightBytes::hold(bytes)))
 }
 
-/// A reservation of in-flight bytes and its share of the gauge.
-type Held = (OwnedSemaphorePermit, crate::telemetry::InFlightBytes);
+/// A reservation of in-flight bytes, the client's part in it, and its share of the gauge.
+type Held = (
+    OwnedSemaphorePermit,
+    crate::http::shares::ClientHold,
+    crate::telemetry::InFlightBytes,
+);
 
 /// Longest `Idempotency-Key` taken.
 const MAX_KEY_CHARS: usize = 200;

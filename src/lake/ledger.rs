@@ -50,6 +50,6 @@ pub async fn append(
         added += rows.len() as u64;
     }
     let files = table.close_files(&mut writer).await?;
-    table.commit(files, up_to).await?;
+    table.commit(files, Vec::new(), up_to).await?;
     Ok(added)
 }

@@ -16,12 +16,16 @@
 //!   adds nothing.
 //! - One export at a time per database: an export holds a session advisory lock on a
 //!   connection of its own, released when it ends or its process dies.
+//! - Replaced readings leave: lines a delivery replaced (`on_conflict = "replace"`) after an
+//!   export had them are taken out of the `readings` files that hold them, in the commit that
+//!   adds their replacements (see `replaced`).
 //! - Bounded memory: readings stream from PostgreSQL and at most a fixed number wait to be
 //!   written (see `readings`).
 
 mod columns;
 mod ledger;
 mod readings;
+mod replaced;
 mod table;
 
 use std::path::{Path, PathBuf};

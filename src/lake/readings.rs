@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::Transaction;
 
 use super::columns::READINGS;
+use super::replaced;
 use super::table::LakeTable;
 use super::LakeError;
 use crate::store::export::{self, MeasurementName, Position, StoredLine};
@@ -210,6 +211,15 @@ pub async fn append(
     after: i64,
     up_to: i64,
 ) -> Result<u64, LakeError> {
+    // Lines these deliveries replaced leave the files that hold them, in the same commit.
+    let rewrite = replaced::rewrite(tx, &table, after, up_to).await?;
+    if rewrite.dropped > 0 {
+        tracing::info!(
+            message = "Replaced readings leave the lake.",
+            readings = rewrite.dropped,
+            files_rewritten = rewrite.removed.len()
+        );
+    }
     let dictionaries = export::reading_dictionaries(tx).await?;
     let mut positions = Vec::with_capacity(dictionaries.positions.len());
     let mut indexes = Vec::with_capacity(dictionaries.positions.len());
@@ -262,11 +272,12 @@ pub async fn append(
     };
     let read_outcome = read.await;
     drop(full);
-    let (mut table, files) = writer
+    let (mut table, mut files) = writer
         .await
         .map_err(|e| LakeError::Writer(e.to_string()))??;
     read_outcome?;
-    table.commit(files, up_to).await?;
+    files.extend(rewrite.files);
+    table.commit(files, rewrite.removed, up_to).await?;
     Ok(added)
 }
 

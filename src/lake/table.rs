@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use delta_kernel::expressions::Scalar;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::kernel::{Action, Add, Remove, Transaction};
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::parquet::basic::{Compression, Encoding, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
@@ -189,20 +189,69 @@ impl LakeTable {
         writer.flush().await.map_err(delta_error(&self.path))
     }
 
-    /// Makes `files` visible and records `horizon`, in one commit.
+    /// The data files of the date partitions `days` (days since 1970-01-01): each with its
+    /// date, its place on disk and the action that removes it.
+    ///
+    /// # Errors
+    /// The Delta log cannot be read.
+    pub async fn files_of_days(
+        &self,
+        days: &std::collections::HashSet<i32>,
+    ) -> Result<Vec<(i32, PathBuf, Remove)>, LakeError> {
+        use futures_util::TryStreamExt;
+        let partition = self.partition.unwrap_or("date");
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+        let snapshot = self.table.snapshot().map_err(delta_error(&self.path))?;
+        let views: Vec<_> = snapshot
+            .snapshot()
+            .file_views(self.table.log_store().as_ref(), None)
+            .try_collect()
+            .await
+            .map_err(delta_error(&self.path))?;
+        let mut found = Vec::new();
+        for view in views {
+            let remove = view.remove_action(true);
+            let day = remove
+                .partition_values
+                .as_ref()
+                .and_then(|values| values.get(partition).cloned().flatten())
+                .and_then(|text| chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok())
+                .map(|date| (date - epoch).num_days() as i32);
+            if let Some(day) = day.filter(|day| days.contains(day)) {
+                found.push((day, self.path.join(view.path().as_ref()), remove));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Makes `files` visible, `removed` invisible, and records `horizon`, in one commit.
     ///
     /// # Errors
     /// The commit failed; nothing of it is visible then.
-    pub async fn commit(&mut self, files: Vec<Add>, horizon: i64) -> Result<(), LakeError> {
+    pub async fn commit(
+        &mut self,
+        files: Vec<Add>,
+        removed: Vec<Remove>,
+        horizon: i64,
+    ) -> Result<(), LakeError> {
         let operation = DeltaOperation::Write {
-            mode: SaveMode::Append,
+            mode: if removed.is_empty() {
+                SaveMode::Append
+            } else {
+                SaveMode::Overwrite
+            },
             partition_by: self.partition.map(|p| vec![p.to_owned()]),
             predicate: None,
         };
         crate::faults::point("lake::before-commit");
         let marker = Transaction::new(APP_ID, horizon);
+        let actions = removed
+            .into_iter()
+            .map(Action::Remove)
+            .chain(files.into_iter().map(Action::Add))
+            .collect();
         CommitBuilder::from(CommitProperties::default().with_application_transaction(marker))
-            .with_actions(files.into_iter().map(Action::Add).collect())
+            .with_actions(actions)
             .build(
                 Some(self.table.snapshot().map_err(delta_error(&self.path))?),
                 self.table.log_store(),

@@ -53,10 +53,7 @@ fn prepare(settings: &Settings, job: Job) -> Result<Prepared> {
     let source = &job.delivery.source;
     let mut mode = Mode::Load;
     loop {
-        let whole_file = match &mode {
-            Mode::Load => None,
-            Mode::RejectAll(rejection) => Some(rejection.clone()),
-        };
+        let whole_file = mode.whole_rejection().cloned();
         let mut writer = QuarantineWriter::new(target.clone(), whole_file.is_none())?;
         let mut tally = Tally::default();
         let mut accepted = ReadingColumns::default();
@@ -74,6 +71,7 @@ fn prepare(settings: &Settings, job: Job) -> Result<Prepared> {
             rejects.extend(chunk.rejects);
             Ok(())
         };
+        let reads_rows = mode.reads_rows();
         match FileValidator::open(source, job.name(), settings, mode.clone())? {
             Ok(mut validator) => {
                 while let Some(chunk) = validator.next_chunk()? {
@@ -83,9 +81,11 @@ fn prepare(settings: &Settings, job: Job) -> Result<Prepared> {
             }
             Err(rejection) => {
                 writer.skip_rows();
-                let mut lines = RejectedLines::open(source, rejection.clone(), settings)?;
-                while let Some(chunk) = lines.next_chunk()? {
-                    absorb(chunk, &mut tally, &mut writer)?;
+                if reads_rows {
+                    let mut lines = RejectedLines::open(source, rejection.clone(), settings)?;
+                    while let Some(chunk) = lines.next_chunk()? {
+                        absorb(chunk, &mut tally, &mut writer)?;
+                    }
                 }
                 header_rejection = Some(rejection);
             }

@@ -39,7 +39,7 @@ use crate::validate::quarantine::QuarantineTarget;
 
 pub use crate::delivery::Disposition;
 pub use group::{process_group, process_in_groups, SplitOutcomes};
-pub use stream::process;
+pub use stream::{process, process_unreadable};
 pub use tally::DeliveryReport;
 
 /// What the pipeline shares across deliveries.

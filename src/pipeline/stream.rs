@@ -62,6 +62,28 @@ const CHUNK_CHANNEL_CAPACITY: usize = 2;
 /// # Errors
 /// The source cannot be read, the database failed, or the transform failed.
 pub async fn process(ctx: &PipelineCtx, delivery: &Delivery) -> Result<DeliveryReport> {
+    process_in(ctx, delivery, Mode::Load).await
+}
+
+/// Records a delivery whose bytes are not in a form rows can be read from (a request body
+/// that is not valid JSON): a ledger row `rejected` with `rejection`, the bytes in quarantine
+/// as they came, no rows. The same bytes again are a duplicate of it.
+///
+/// # Errors
+/// The source cannot be read or the database failed.
+pub async fn process_unreadable(
+    ctx: &PipelineCtx,
+    delivery: &Delivery,
+    rejection: FileRejection,
+) -> Result<DeliveryReport> {
+    process_in(ctx, delivery, Mode::Unreadable(rejection)).await
+}
+
+async fn process_in(
+    ctx: &PipelineCtx,
+    delivery: &Delivery,
+    mut mode: Mode,
+) -> Result<DeliveryReport> {
     let started = Instant::now();
     let taken = super::take(delivery)?;
     // The validator starts on the first chunks while the source is hashed: the database then
@@ -69,13 +91,12 @@ pub async fn process(ctx: &PipelineCtx, delivery: &Delivery) -> Result<DeliveryR
     let mut early_producer = Some(Producer::start(
         Arc::clone(&ctx.settings),
         delivery,
-        Mode::Load,
+        mode.clone(),
     ));
     let owned = delivery.clone();
     let job = tokio::task::spawn_blocking(move || Job::identify(owned, taken))
         .await
         .expect("identity task does not panic")?;
-    let mut mode = Mode::Load;
     let report = loop {
         let producer = early_producer
             .take()
@@ -165,10 +186,7 @@ async fn stage(
         ledger::record_key(tx, key, job.fingerprint(), file_id).await?;
     }
 
-    let whole_file = match &mode {
-        Mode::Load => None,
-        Mode::RejectAll(rejection) => Some(rejection.clone()),
-    };
+    let whole_file = mode.whole_rejection().cloned();
     let Producer {
         chunks: mut receiver,
         thread: producer,
@@ -348,6 +366,7 @@ fn produce(
     mode: Mode,
     send: impl Fn(Result<ProducerEvent>) -> bool,
 ) -> Result<()> {
+    let reads_rows = mode.reads_rows();
     match FileValidator::open(source, name, settings, mode)? {
         Ok(mut validator) => {
             while let Some(mut chunk) = validator.next_chunk()? {
@@ -364,7 +383,7 @@ fn produce(
             }
         }
         Err(rejection) => {
-            if !send(Ok(ProducerEvent::HeaderRejected(rejection.clone()))) {
+            if !send(Ok(ProducerEvent::HeaderRejected(rejection.clone()))) || !reads_rows {
                 return Ok(());
             }
             let mut lines = RejectedLines::open(source, rejection, settings)?;

@@ -278,3 +278,30 @@ pub async fn fetch(
         .query(&format!("FETCH {count} FROM {cursor}"), &[])
         .await?)
 }
+
+/// Stored lines that deliveries in `(after, up_to]` replaced (`on_conflict = "replace"`) and
+/// that were themselves delivered up to `after`: (sensor, time in µs, delivery that held them).
+/// An export to `after` holds these lines, which PostgreSQL no longer does.
+///
+/// # Errors
+/// The statement failed.
+pub async fn replaced_lines(
+    tx: &Transaction<'_>,
+    after: i64,
+    up_to: i64,
+) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+    let rows = tx
+        .query(
+            "SELECT sensor_id, ts, file_id FROM replaced_readings \
+             WHERE replaced_by > $1 AND replaced_by <= $2 AND file_id <= $1",
+            &[&after, &up_to],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let ts: chrono::DateTime<chrono::Utc> = row.get(1);
+            (row.get(0), ts.timestamp_micros(), row.get(2))
+        })
+        .collect())
+}

@@ -359,15 +359,34 @@ pub async fn type_of_sensor(
     .map(|row| row.get(0)))
 }
 
-/// Sensors, optionally of one type or at one location, by id.
+/// Which sensors `/v1/sensors` lists.
+#[derive(Debug, Default)]
+pub struct SensorFilter<'a> {
+    /// Only this (canonical) type.
+    pub sensor_type: Option<&'a str>,
+    /// Only sensors last measured here.
+    pub location_id: Option<i64>,
+    /// Id or type starting with it, or device containing it (any case).
+    pub search: Option<&'a str>,
+    /// Only ids above this one (the previous page's last).
+    pub after: Option<i64>,
+}
+
+/// At most `limit` sensors that `filter` names, by id.
 ///
 /// # Errors
 /// The statement failed.
 pub async fn sensors(
     client: &impl GenericClient,
-    sensor_type: Option<&str>,
-    location_id: Option<i64>,
+    filter: &SensorFilter<'_>,
+    limit: i64,
 ) -> Result<Vec<SensorInfo>, StoreError> {
+    // The search is a prefix or substring: `%`, `_` and `\` in it are taken literally.
+    let search = filter.search.map(|text| {
+        text.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    });
     let rows = query(
         client,
         "SELECT s.sensor_id, s.sensor_type, s.location_id, s.lat, s.lon, \
@@ -379,8 +398,18 @@ pub async fn sensors(
              ) ms ON true \
              WHERE ($1::text IS NULL OR s.sensor_type = $1) \
                AND ($2::int8 IS NULL OR s.location_id = $2) \
-             ORDER BY s.sensor_id",
-        &[&sensor_type, &location_id],
+               AND ($3::int8 IS NULL OR s.sensor_id > $3) \
+               AND ($4::text IS NULL OR s.sensor_id::text LIKE $4 || '%' \
+                    OR s.sensor_type ILIKE $4 || '%' OR s.device ILIKE '%' || $4 || '%') \
+             ORDER BY s.sensor_id \
+             LIMIT $5",
+        &[
+            &filter.sensor_type,
+            &filter.location_id,
+            &filter.after,
+            &search,
+            &limit,
+        ],
     )
     .await?;
     Ok(rows

@@ -209,6 +209,25 @@ pub enum Mode {
     Load,
     /// The file is rejected as a whole: accepted rows are rejected too, with this reason.
     RejectAll(FileRejection),
+    /// The source is not in a form rows can be read from (a request body that is not valid
+    /// JSON, say): rejected as a whole with this reason, no row read, kept in quarantine as
+    /// it came.
+    Unreadable(FileRejection),
+}
+
+impl Mode {
+    /// Whether rows are read from the source at all.
+    pub fn reads_rows(&self) -> bool {
+        !matches!(self, Mode::Unreadable(_))
+    }
+
+    /// The reason every row is rejected, when the source is rejected as a whole.
+    pub fn whole_rejection(&self) -> Option<&FileRejection> {
+        match self {
+            Mode::Load => None,
+            Mode::RejectAll(rejection) | Mode::Unreadable(rejection) => Some(rejection),
+        }
+    }
 }
 
 /// Streams one file through the row rules.
@@ -251,6 +270,9 @@ impl<'s> FileValidator<'s> {
         settings: &'s Settings,
         mode: Mode,
     ) -> Result<std::result::Result<Self, FileRejection>> {
+        if let Mode::Unreadable(rejection) = mode {
+            return Ok(Err(rejection));
+        }
         let read_error = |e| ValidateError::read(source, e);
         let mut header = Vec::new();
         let first_pass = open_text(source)?;
@@ -418,12 +440,12 @@ impl<'s> FileValidator<'s> {
         // A valid row of a file being loaded takes its key in the same lookup.
         let duplicate = match &self.mode {
             Mode::Load => !self.seen_keys.insert_if_absent(key),
-            Mode::RejectAll(_) => self.seen_keys.contains(key),
+            Mode::RejectAll(_) | Mode::Unreadable(_) => self.seen_keys.contains(key),
         };
         if duplicate {
             return reject(vec![duplicate_of(&self.record, &self.format, key.0)]);
         }
-        if let Mode::RejectAll(rejection) = &self.mode {
+        if let Some(rejection) = self.mode.whole_rejection() {
             return reject(vec![Violation::row(
                 RejectReason::FileRejected,
                 format!(

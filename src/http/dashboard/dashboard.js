@@ -3,6 +3,8 @@
 "use strict";
 
 const REFRESH_MS = 10000;
+// Sensors offered in the list at a time; a larger fleet is searched, not downloaded.
+const SENSOR_CHOICES = 200;
 const BUCKETS = [["1m", 60], ["5m", 300], ["15m", 900], ["1h", 3600], ["6h", 21600], ["1d", 86400]];
 const $ = (id) => document.getElementById(id);
 const fmt = new Intl.NumberFormat("en-US");
@@ -98,12 +100,24 @@ async function refreshFiles() {
 const toInput = (iso) => iso.slice(0, 19);
 const fromInput = (text) => new Date(text + "Z");
 
-async function loadSensors() {
-  const previous = $("sensor").value;
-  sensors = await api("/v1/sensors");
+// The list of sensors to choose from: the first page of those the search finds. A new search
+// shows its first match; a refresh keeps the sensor on show.
+async function loadSensors(searched) {
+  const shown = currentSensor();
+  const query = new URLSearchParams({ limit: SENSOR_CHOICES + 1 });
+  const search = $("sensor-search").value.trim();
+  if (search) query.set("q", search);
+  const found = await api("/v1/sensors?" + query);
+  const more = found.length > SENSOR_CHOICES;
+  sensors = found.slice(0, SENSOR_CHOICES);
+  const previous = searched && sensors.length ? null : shown;
+  if (previous && !sensors.some((s) => s.sensor_id === previous.sensor_id)) sensors.unshift(previous);
   const select = $("sensor");
   select.replaceChildren(...sensors.map((s) => new Option(`${s.sensor_id} · ${s.sensor_type}`, s.sensor_id)));
-  if (previous && sensors.some((s) => String(s.sensor_id) === previous)) select.value = previous;
+  $("sensor-note").textContent = more
+    ? `first ${SENSOR_CHOICES} ${search ? "matches" : "sensors"} shown: search to find others`
+    : (search && found.length === 0 ? "no sensor matches" : "");
+  if (previous) select.value = previous.sensor_id;
   else if (sensors.length) pickSensor();
 }
 
@@ -201,6 +215,14 @@ async function start() {
     start();
   };
   $("sensor").onchange = () => { pickSensor(); drawChart().catch(showProblem); };
+  // `/?q=…` opens the page on a search (a link to a sensor: `/?q=<sensor id>`).
+  const asked = new URLSearchParams(location.search).get("q");
+  if (asked) $("sensor-search").value = asked;
+  let searching = null;
+  $("sensor-search").oninput = () => {
+    clearTimeout(searching);
+    searching = setTimeout(() => loadSensors(true).then(drawChart).catch(showProblem), 300);
+  };
   for (const id of ["measurement", "start", "end", "bucket"]) $(id).onchange = () => drawChart().catch(showProblem);
   await refresh();
   try {

@@ -27,6 +27,7 @@ use utoipa_axum::routes;
 
 use crate::config::{Scope, Settings};
 use crate::http::access::authorize;
+use crate::http::cache::Answer;
 use crate::http::error::ApiError;
 use crate::http::params::{self, optional};
 use crate::http::HttpState;
@@ -88,6 +89,18 @@ fn json_body<T: Serialize>(value: &T, size_hint: usize) -> Result<Response, ApiE
 
 fn json_response(body: bytes::Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A JSON answer; the next page's URL, when there is one, in `Link: <…>; rel="next"`.
+fn answer_response(answer: Answer) -> Response {
+    let mut response = json_response(answer.body);
+    if let Some(link) = answer
+        .next
+        .and_then(|next| HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")).ok())
+    {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    response
 }
 
 /// The canonical sensor type named by `sensor_type`, or 400: from the configured catalogue,

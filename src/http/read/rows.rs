@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    begin, internal, json_body, json_response, known_measurement, known_sensor, known_sensor_type,
-    page_url, rows_response, to_json, Read,
+    answer_response, begin, internal, json_body, known_measurement, known_sensor,
+    known_sensor_type, page_url, rows_response, to_json, Read,
 };
 use crate::config::Settings;
+use crate::http::cache::Answer;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::http::params::required;
@@ -356,10 +357,10 @@ pub(super) async fn series(
         .answer(&mut client, &uri.to_string(), async |tx| {
             let buckets = query::series(tx, &asked).await?;
             let size = buckets.len() * 200;
-            to_json(&Series { buckets }, size)
+            to_json(&Series { buckets }, size).map(Answer::from)
         })
         .await?;
-    Ok(json_response(body))
+    Ok(answer_response(body))
 }
 
 /// The sensors a series covers; at most one of the three scopes.

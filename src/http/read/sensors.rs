@@ -1,4 +1,6 @@
-//! `/v1/sensors` and `/v1/latest`: what there is, and its latest values.
+//! `/v1/sensors` and `/v1/latest`: what there is, and its latest values. The sensor list comes
+//! in pages (by sensor id, the next in `Link`) and can be searched, so that a fleet of tens of
+//! thousands of sensors costs a request no more than one page.
 
 use std::net::SocketAddr;
 
@@ -10,8 +12,10 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{
-    begin, json_response, known_measurement, known_sensor, known_sensor_type, to_json, Read,
+    answer_response, begin, known_measurement, known_sensor, known_sensor_type, page_url, to_json,
+    Read,
 };
+use crate::http::cache::Answer;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::http::params::{self, optional};
@@ -28,13 +32,29 @@ pub struct SensorsParams {
     /// Only sensors last measured at this location.
     #[param(value_type = Option<i64>)]
     location_id: Option<String>,
+    /// Search: sensors whose id starts with it, whose type starts with it, or whose device
+    /// contains it (any case).
+    q: Option<String>,
+    /// Sensors per page, 1 to 10000 (default 1000).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 10000)]
+    limit: Option<String>,
+    /// Only sensors with a larger id (the previous page's last; the `Link` header's next page
+    /// carries it).
+    #[param(value_type = Option<i64>)]
+    after: Option<String>,
 }
 
-/// Every sensor, with its type, last position, measurements and the span of its readings.
+/// Sensors per page of `/v1/sensors` unless asked otherwise, and at most.
+const SENSORS_PAGE: i64 = 1000;
+const SENSORS_PAGE_MAX: i64 = 10_000;
+
+/// Sensors by id, with their type, last position, measurements and the span of their readings;
+/// a page at a time, the next page's URL in `Link: <…>; rel="next"`.
 #[utoipa::path(
     get, path = "/v1/sensors", tag = "read", params(SensorsParams),
     responses(
-        (status = 200, description = "Sensors by id", body = Vec<SensorInfo>),
+        (status = 200, description = "A page of sensors by id; the next page in the Link header", body = Vec<SensorInfo>,
+            headers(("Link" = String, description = "`<url>; rel=\"next\"` when more sensors follow"))),
         (status = 400, description = "A bad parameter", body = ErrorBody),
         (status = 401, description = "A token is required", body = ErrorBody),
         (status = 403, description = "Not allowed", body = ErrorBody),
@@ -55,14 +75,53 @@ pub(super) async fn sensors(
     let location_id = optional(params.location_id.as_deref())
         .map(|text| params::integer("location_id", text))
         .transpose()?;
-    let body = state
+    let limit = params::limit(params.limit.as_deref(), SENSORS_PAGE, SENSORS_PAGE_MAX)?;
+    let after = optional(params.after.as_deref())
+        .map(|text| params::integer("after", text))
+        .transpose()?;
+    let search = optional(params.q.as_deref()).map(str::trim);
+    let asked = query::SensorFilter {
+        sensor_type: sensor_type.as_deref(),
+        location_id,
+        search,
+        after,
+    };
+    let answer = state
         .answers
         .answer(&mut client, &uri.to_string(), async |tx| {
-            let found = query::sensors(tx, sensor_type.as_deref(), location_id).await?;
-            to_json(&found, found.len() * 260)
+            let mut found = query::sensors(tx, &asked, limit + 1).await?;
+            let more = found.len() as i64 > limit;
+            found.truncate(limit as usize);
+            let next = match (more, found.last()) {
+                (true, Some(last)) => {
+                    let mut pairs = vec![
+                        ("limit", limit.to_string()),
+                        ("after", last.sensor_id.to_string()),
+                    ];
+                    let kept = [
+                        ("sensor_type", &sensor_type),
+                        ("q", &search.map(str::to_owned)),
+                    ];
+                    for (name, value) in kept {
+                        if let Some(value) = value {
+                            pairs.push((name, value.clone()));
+                        }
+                    }
+                    if let Some(location_id) = location_id {
+                        pairs.push(("location_id", location_id.to_string()));
+                    }
+                    Some(page_url("/v1/sensors", &pairs))
+                }
+                _ => None,
+            };
+            let body = to_json(&found, found.len() * 260)?;
+            Ok::<_, ApiError>(Answer {
+                body: body.into(),
+                next,
+            })
         })
         .await?;
-    Ok(json_response(body))
+    Ok(answer_response(answer))
 }
 
 /// Filters of `GET /v1/latest`.
@@ -113,8 +172,8 @@ pub(super) async fn latest(
         .answers
         .answer(&mut client, &uri.to_string(), async |tx| {
             let found = query::latest(tx, sensor_id, sensor_type.as_deref(), measurement).await?;
-            to_json(&found, found.len() * 200)
+            to_json(&found, found.len() * 200).map(Answer::from)
         })
         .await?;
-    Ok(json_response(body))
+    Ok(answer_response(body))
 }
