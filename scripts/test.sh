@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit, golden, integration (against private PostgreSQL clusters the tests
-# start themselves), the fault-point tests (feature `failpoints`), the HTTP tests (curl is the
-# client), the dashboard in headless Chromium, the API against its OpenAPI document
+# start themselves), the fault-point tests (feature `failpoints`), the HTTP tests (a real
+# client, reqwest, over sockets), the dashboard in headless Chromium, the API against its OpenAPI document
 # (schemathesis), the lake read back by DuckDB and the end-to-end test over
 # ../shared/realdata (required under CI=true).
 # What the tests need and the machine lacks is installed first.
@@ -11,10 +11,9 @@ scripts/ensure-postgres.sh
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 missing=()
-command -v curl >/dev/null 2>&1 || missing+=(curl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "Installing ${missing[*]} for the HTTP and browser tests." >&2
+  echo "Installing ${missing[*]} for the browser tests." >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -236,6 +236,18 @@ pub struct Delivery {
     /// Set for a block of a file read in tail mode: the byte range it covers, recorded in the
     /// delivery's own transaction so that each line is loaded exactly once.
     pub tail: Option<TailMark>,
+    /// Set for a device push: the device its sensors belong to, recorded in the delivery's own
+    /// transaction.
+    pub device: Option<DeviceMark>,
+}
+
+/// The device a pushed body came from, and its sensors in that body: (sensor id, type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceMark {
+    /// The device, e.g. `esp8266-3654427`.
+    pub device: String,
+    /// Its sensors in this body.
+    pub sensors: Vec<(i64, String)>,
 }
 
 /// Which block of a growing file a delivery is.
@@ -292,6 +304,7 @@ impl Delivery {
             key: None,
             journaled: None,
             tail: None,
+            device: None,
         }
     }
 

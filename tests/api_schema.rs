@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use crate::read_api::loaded_server;
+use crate::support::fixtures::loaded_server;
 use crate::support::{terminate_child, Workspace};
 
 /// The schemathesis command, or `None` outside CI when it is not installed (under CI its

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::ingest_http::post;
-use crate::read_api::loaded_server;
+use crate::support::fixtures::loaded_server;
+use crate::support::http::post;
 use crate::support::{connect, terminate_child, Workspace};
 
 /// Chromium, or `None` outside CI when it is not installed (CI installs it; there its absence
@@ -222,7 +222,7 @@ async fn the_dashboard_shows_the_ledger_a_reject_reason_and_a_drawn_chart() {
 async fn a_fleet_of_thousands_of_sensors_is_listed_by_pages_and_found_by_search() {
     let url = crate::support::fresh_database().await;
     let workspace = Workspace::new();
-    let (mut server, addr) = crate::ingest_http::serve(&workspace, &url, &[]).await;
+    let (mut server, addr) = crate::support::http::serve(&workspace, &url, &[]).await;
     let fleet = 2_500;
     let mut csv = String::from("sensor_id;sensor_type;timestamp;temperature;humidity\n");
     for sensor in 1..=fleet {
@@ -238,7 +238,7 @@ async fn a_fleet_of_thousands_of_sensors_is_listed_by_pages_and_found_by_search(
 
     // Pages of 1,000 by id, each pointing at the next: together every sensor once.
     let get = |path: &str| {
-        let (status, head, body) = crate::read_api::get(addr, path, &[]);
+        let (status, head, body) = crate::support::http::get(addr, path, &[]);
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         (status, head, json)
     };

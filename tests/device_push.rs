@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::prelude::{Engine, BASE64_STANDARD};
 use sha2::Digest;
 
-use crate::ingest_http::{post, serve};
+use crate::support::http::{post, serve};
 use crate::support::{connect, fresh_database, terminate_child, Workspace};
 
 const TOKEN: &str = "airrohr-token-5e1d";

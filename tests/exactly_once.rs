@@ -11,7 +11,7 @@ use sensor_etl::config::RawConfig;
 use sensor_etl::delivery::{Delivery, Disposition};
 use sensor_etl::pipeline::{process, process_group, process_with_retry};
 
-use crate::store::assert_sensor_state_matches_the_readings;
+use crate::support::fixtures::assert_sensor_state_matches_the_readings;
 use crate::support::Harness;
 
 const HEADER: &str = "sensor_id;sensor_type;location;lat;lon;timestamp;P1;P2\n";

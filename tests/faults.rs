@@ -16,7 +16,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::crash::{
+use crate::support::workers::{
     assert_exactly_once, csv_files_in, deliver, make_files, sensor_etl_command, terminate,
     wait_until_empty, worker, worker_command, ROWS_PER_FILE,
 };
@@ -1028,25 +1028,10 @@ async fn an_appender_that_closes_after_every_line_is_loaded_once_whole() {
     );
 }
 
-/// A POST with curl that may get no answer: the final status, or `None` when the connection
-/// ended without one.
+/// A CSV POST to `/v1/ingest` that may get no answer: the status, or `None` when the
+/// connection ended without one.
 fn post_maybe(addr: std::net::SocketAddr, body: &[u8]) -> Option<u16> {
-    let dir = tempfile::tempdir().unwrap();
-    let body_file = dir.path().join("body");
-    std::fs::write(&body_file, body).unwrap();
-    let output = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
-        .args(["-H", "Content-Type: text/csv", "--data-binary"])
-        .arg(format!("@{}", body_file.display()))
-        .arg(format!("http://{addr}/v1/ingest"))
-        .output()
-        .unwrap();
-    let code: u16 = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    // 000 (no answer) or only the interim 100 Continue.
-    (code >= 200).then_some(code)
+    crate::support::http::post_maybe(addr, "/v1/ingest", &["Content-Type: text/csv"], body)
 }
 
 /// `sensor-etl serve` in `workspace` with fault points, once it takes requests.
@@ -1081,8 +1066,8 @@ async fn an_http_request_in_flight_when_killed_is_never_acknowledged_and_commits
     let url = fresh_database().await;
     let workspace = Workspace::new();
     // A large body streams through a spool file; a small one goes through a group commit.
-    let large = crate::ingest_http::body_of(51, 3_000_000);
-    let small = crate::ingest_http::body_of(52, 20_000);
+    let large = crate::support::fixtures::body_of(51, 3_000_000);
+    let small = crate::support::fixtures::body_of(52, 20_000);
     let lines = |body: &[u8]| body.iter().filter(|&&b| b == b'\n').count() as i64 - 1;
     let readings = |sensor: i64| {
         let url = url.clone();
@@ -1144,4 +1129,37 @@ async fn an_http_request_in_flight_when_killed_is_never_acknowledged_and_commits
     server.signal(Signal::SIGTERM);
     let (status, _) = server.exit();
     assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_push_killed_before_its_commit_leaves_no_device_behind() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let (server, addr) =
+        serve_watched(&workspace, &url, "pipeline::chunk-read=1*return(abort)").await;
+    let body = r#"{"esp8266id": "777", "sensordatavalues":[{"value_type":"SDS_P1","value":"5.10"},{"value_type":"SDS_P2","value":"2.30"},{"value_type":"BME280_temperature","value":"21.5"}]}"#;
+    let answered = std::thread::spawn(move || {
+        crate::support::http::post_maybe(
+            addr,
+            "/v1/ingest",
+            &["Content-Type: application/json", "X-Sensor: esp8266-777"],
+            body.as_bytes(),
+        )
+    });
+    server.reached("pipeline::chunk-read").await;
+    let (status, _) = server.exit();
+    assert_eq!(status.signal(), Some(6), "killed at the point");
+    assert_eq!(answered.join().unwrap(), None, "never acknowledged");
+    // Nothing of the delivery is stored: not its readings, not its device's sensors.
+    let client = connect(&url).await;
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("SELECT count(*) FROM v_readings").await, 0);
+    assert_eq!(
+        count("SELECT count(*) FROM sensor_etl.device_sensors").await,
+        0,
+        "the device of a push that never committed is not recorded"
+    );
 }

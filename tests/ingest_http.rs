@@ -1,88 +1,14 @@
-//! `POST /v1/ingest` as a client meets it, with curl against `sensor-etl serve`: each body
+//! `POST /v1/ingest` as a client meets it, with a real HTTP client against `sensor-etl serve`: each body
 //! type and encoding, the receipt and its line numbers, duplicates, every status code, a
 //! compression bomb, tokens (none, wrong, lacking the scope, right; never logged), the
 //! loopback rule, a database that is down, and durability of an acknowledged body.
 
 use std::io::Write;
-use std::net::SocketAddr;
-use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::support::{
-    connect, free_local_addr, fresh_database, terminate_child, wait_until, Workspace,
-};
-
-/// `sensor-etl serve` on a free address; waits until it is ready.
-pub async fn serve(workspace: &Workspace, url: &str, env: &[(&str, &str)]) -> (Child, SocketAddr) {
-    let addr = free_local_addr();
-    let mut command = crate::support::sensor_etl_in(workspace);
-    command
-        .args([
-            "serve",
-            "--database-url",
-            url,
-            "--http-addr",
-            &addr.to_string(),
-        ])
-        .env("RUST_LOG", "info");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let child = command.spawn().unwrap();
-    // Ready: the database answered and deliveries are taken.
-    wait_until(
-        "the server is ready",
-        Duration::from_secs(30),
-        || async move {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-                && crate::support::http_get(addr, "/readyz").await.1 == "ready\n"
-        },
-    )
-    .await;
-    (child, addr)
-}
-
-/// The status code of the last response in curl's dumped headers (after any `100 Continue`).
-pub fn status_of(head: &str) -> Option<u16> {
-    head.lines()
-        .rev()
-        .find(|l| l.starts_with("HTTP/"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-}
-
-/// A POST with curl: (status, response headers, JSON body).
-pub fn post(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[&str],
-    body: &[u8],
-) -> (u16, String, serde_json::Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let body_file = dir.path().join("body");
-    std::fs::write(&body_file, body).unwrap();
-    let mut command = Command::new("curl");
-    command
-        .args(["-s", "-S", "-X", "POST", "--data-binary"])
-        .arg(format!("@{}", body_file.display()))
-        .args(["-D", "-", "-o"])
-        .arg(dir.path().join("out"))
-        .arg(format!("http://{addr}{path}"));
-    for header in headers {
-        command.args(["-H", header]);
-    }
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let head = String::from_utf8_lossy(&output.stdout).into_owned();
-    let status = status_of(&head).unwrap();
-    let text = std::fs::read(dir.path().join("out")).unwrap_or_default();
-    let json = serde_json::from_slice(&text).unwrap_or(serde_json::Value::Null);
-    (status, head, json)
-}
+use crate::support::fixtures::body_of;
+use crate::support::http::{post, serve};
+use crate::support::{connect, fresh_database, terminate_child, Workspace};
 
 const CSV: &str = "sensor_id;sensor_type;location;lat;lon;timestamp;temperature;humidity\n\
                    21;DHT22;210;50.0;8.0;2021-03-01T00:00:00;20.5;50\n\
@@ -437,24 +363,6 @@ async fn a_database_outage_answers_503_and_an_acknowledged_body_survives_kill_9(
     );
     cluster.restart();
     assert_eq!(terminate_child(&mut server), Some(0));
-}
-
-/// A CSV body of about `bytes` bytes for sensor `sensor`.
-#[cfg(feature = "failpoints")]
-pub fn body_of(sensor: u32, bytes: usize) -> Vec<u8> {
-    let mut text = String::from("sensor_id;sensor_type;timestamp;temperature;humidity\n");
-    let mut row = 0u32;
-    while text.len() < bytes {
-        text.push_str(&format!(
-            "{sensor};DHT22;2021-01-{:02}T{:02}:{:02}:{:02};20.5;50\n",
-            1 + row / 86_400,
-            (row / 3600) % 24,
-            (row / 60) % 60,
-            row % 60
-        ));
-        row += 1;
-    }
-    text.into_bytes()
 }
 
 #[cfg(feature = "failpoints")]

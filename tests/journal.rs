@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::Child;
 use std::time::Duration;
 
-use crate::ingest_http::post;
+use crate::support::http::post;
 use crate::support::{
     connect, free_local_addr, http_get, wait_exit, wait_until, RestartableCluster, Workspace,
 };

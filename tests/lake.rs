@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::crash::pseudo_random;
+use crate::support::workers::pseudo_random;
 use crate::support::{
     connect, free_local_addr, fresh_database, http_get, realdata_dir, sensor_etl_in,
     terminate_child, wait_until, Workspace,
@@ -226,7 +226,7 @@ async fn duckdb_reads_what_was_loaded_and_a_second_export_adds_nothing() {
     ingest(&workspace, &url, csv);
     // A file with rejected rows (partially loaded), of another sensor type and other days.
     let partial = workspace.path("sds011_fixture.csv");
-    std::fs::write(&partial, crate::read_api::fixture_csv()).unwrap();
+    std::fs::write(&partial, crate::support::fixtures::fixture_csv()).unwrap();
     ingest(&workspace, &url, &partial);
     let lake = workspace.path("lake");
     let printed = export(&workspace, &url, &lake);
@@ -326,7 +326,7 @@ async fn duckdb_reads_what_was_loaded_and_a_second_export_adds_nothing() {
     let more = generate(&workspace, "more", 1, 2_000, 12);
     ingest(&workspace, &url, &csv_files(&more)[0]);
     export(&workspace, &url, &lake);
-    let truth = crate::lake::truth(&url).await;
+    let truth = self::truth(&url).await;
     assert_lake_matches(&lake, &truth);
     let added = client
         .query_one(

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use crate::ingest_http::{post, serve};
+use crate::support::http::{post, serve};
 use crate::support::{connect, fresh_database, terminate_child, Workspace};
 
 const CSV: &str = "Content-Type: text/csv";

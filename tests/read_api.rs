@@ -1,116 +1,15 @@
-//! The read API as a client meets it (curl against `sensor-etl serve`), every answer compared
+//! The read API as a client meets it (a real HTTP client against `sensor-etl serve`), every answer compared
 //! with the same question asked of the public views in SQL: sensors, latest values, every page
 //! of a paged read (JSON, CSV, NDJSON), each bucket's n/min/max/mean/stddev and the rolling
 //! mean, the sensor-type scope, files, aggregates and rejects; the error codes; the `read`
 //! scope; the OpenAPI document and `/docs`.
 
-use std::net::SocketAddr;
-use std::process::{Child, Command};
-
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::ingest_http::{post, serve, status_of};
+use crate::support::fixtures::{fixture_csv, fixture_ts, loaded_server};
+use crate::support::http::{get, get_json, post, serve};
 use crate::support::{connect, fresh_database, terminate_child, Workspace};
-
-/// A GET with curl: (status, response headers, body).
-pub fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> (u16, String, Vec<u8>) {
-    let mut command = Command::new("curl");
-    command
-        .args(["-s", "-S", "-g", "-D", "/dev/stderr", "-o", "-"])
-        .arg(format!("http://{addr}{path}"));
-    for header in headers {
-        command.args(["-H", header]);
-    }
-    let output = command.output().unwrap();
-    let head = String::from_utf8_lossy(&output.stderr).into_owned();
-    let status = status_of(&head).unwrap_or_else(|| panic!("no answer from {path}: {head}"));
-    (status, head, output.stdout)
-}
-
-/// A GET whose answer is JSON: (status, body).
-pub fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
-    let (status, _, body) = get(addr, path, &[]);
-    let json = serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
-    (status, json)
-}
-
-/// The time of reading `i` of the fixture: every 10 minutes from 2024-03-01T00:00Z.
-fn fixture_ts(i: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap() + Duration::minutes(10 * i)
-}
-
-/// Three days of two SDS011 sensors (101 at location 11, 102 at 12), a reading every 10
-/// minutes, with 2 rows out of range and 1 bad time; returns the CSV.
-pub fn fixture_csv() -> String {
-    let mut csv = String::from(
-        "sensor_id;sensor_type;location;lat;lon;timestamp;P1;durP1;ratioP1;P2;durP2;ratioP2\n",
-    );
-    for i in 0..432 {
-        for (sensor, location) in [(101, 11), (102, 12)] {
-            let ts = fixture_ts(i).format("%Y-%m-%dT%H:%M:%S");
-            let p1 = ((i * 7 + sensor) % 53) as f64 + 0.25;
-            let p2 = ((i * 3 + sensor) % 29) as f64 / 2.0;
-            let p1 = if i % 150 == 149 && sensor == 101 {
-                -5.0
-            } else {
-                p1
-            };
-            let ts = if i == 200 && sensor == 102 {
-                "2024-13-45T99:00:00".to_owned()
-            } else {
-                ts.to_string()
-            };
-            csv.push_str(&format!(
-                "{sensor};SDS011;{location};50.{location};8.{location};{ts};{p1};;;{p2};;\n"
-            ));
-        }
-    }
-    csv
-}
-
-/// A server with the fixture loaded, and a second delivery for sensor 101: its first reading
-/// again (a duplicate, not stored twice) and one between two of the fixture's.
-pub async fn loaded_server(
-    workspace: &Workspace,
-    env: &[(&str, &str)],
-) -> (String, Child, SocketAddr) {
-    let url = fresh_database().await;
-    let (server, addr) = serve(workspace, &url, env).await;
-    let auth: Vec<String> = env
-        .iter()
-        .filter(|(key, _)| *key == "WRITER_TOKEN")
-        .map(|(_, token)| format!("Authorization: Bearer {token}"))
-        .collect();
-    let mut headers = vec!["Content-Type: text/csv"];
-    headers.extend(auth.iter().map(String::as_str));
-    let (status, _, receipt) = post(
-        addr,
-        "/v1/ingest?name=sds011_fixture.csv",
-        &headers,
-        fixture_csv().as_bytes(),
-    );
-    assert_eq!(status, 200, "{receipt}");
-    assert_eq!(receipt["rows_rejected"], 3, "{receipt}");
-    let repeat =
-        "sensor_id;sensor_type;location;lat;lon;timestamp;P1;durP1;ratioP1;P2;durP2;ratioP2\n\
-                  101;SDS011;11;50.11;8.11;2024-03-01T00:00:00;48.25;;;7.0;;\n\
-                  101;SDS011;11;50.11;8.11;2024-03-01T00:05:00;98.5;;;9.0;;\n";
-    let (status, _, receipt) = post(
-        addr,
-        "/v1/ingest?name=sds011_repeat.csv",
-        &headers,
-        repeat.as_bytes(),
-    );
-    assert_eq!(status, 200, "{receipt}");
-    assert_eq!(
-        (&receipt["rows_loaded"], &receipt["rows_duplicate"]),
-        (&Value::from(1), &Value::from(1)),
-        "{receipt}"
-    );
-    (url, server, addr)
-}
 
 fn ts_of(value: &Value) -> DateTime<Utc> {
     value.as_str().unwrap().parse().unwrap()

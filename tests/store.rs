@@ -10,6 +10,7 @@ use sensor_etl::delivery::{ByteSource, Delivery, Disposition, Origin};
 use sensor_etl::pipeline::process;
 use sensor_etl::store::ledger::FileStatus;
 
+use crate::support::fixtures::assert_sensor_state_matches_the_readings;
 use crate::support::{deliver, Harness};
 
 fn write(path: &Path, text: &str) {
@@ -717,6 +718,7 @@ async fn a_delivery_from_memory_loads_like_a_file() {
         key: None,
         journaled: None,
         tail: None,
+        device: None,
     };
     let report = process(&h.ctx, &delivery).await.unwrap();
     assert_eq!(report.status, FileStatus::PartiallyLoaded);
@@ -746,78 +748,6 @@ async fn a_delivery_from_memory_loads_like_a_file() {
     );
     let again = process(&h.ctx, &delivery).await.unwrap();
     assert_eq!(again.status, FileStatus::Duplicate);
-}
-
-/// `v_latest` and `v_sensors` against the same questions asked of `v_readings`.
-pub(crate) async fn assert_sensor_state_matches_the_readings(client: &tokio_postgres::Client) {
-    let count = |sql: &'static str| async move {
-        client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
-    };
-    assert!(count("SELECT count(*) FROM v_latest").await > 0);
-    let latest_mismatches = count(
-        "SELECT count(*) FROM ( \
-           SELECT DISTINCT ON (sensor_id, measurement) sensor_id, measurement, ts, value, \
-                  location_id, lat, lon \
-           FROM v_readings ORDER BY sensor_id, measurement, ts DESC, file_id, line) e \
-         FULL JOIN v_latest l USING (sensor_id, measurement) \
-         WHERE l.ts IS DISTINCT FROM e.ts OR l.value IS DISTINCT FROM e.value \
-            OR l.location_id IS DISTINCT FROM e.location_id \
-            OR l.lat IS DISTINCT FROM e.lat OR l.lon IS DISTINCT FROM e.lon",
-    )
-    .await;
-    assert_eq!(
-        latest_mismatches, 0,
-        "v_latest is the last reading of each measurement"
-    );
-    let span_mismatches = count(
-        "SELECT count(*) FROM ( \
-           SELECT sensor_id, min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS readings \
-           FROM v_readings GROUP BY sensor_id) e \
-         FULL JOIN v_sensors s USING (sensor_id) \
-         WHERE s.first_ts IS DISTINCT FROM e.first_ts OR s.last_ts IS DISTINCT FROM e.last_ts \
-            OR s.readings IS DISTINCT FROM e.readings",
-    )
-    .await;
-    assert_eq!(
-        span_mismatches, 0,
-        "v_sensors spans and counts its readings"
-    );
-    let position_mismatches = count(
-        "SELECT count(*) FROM v_sensors s JOIN LATERAL ( \
-           SELECT location_id, lat, lon FROM v_readings r WHERE r.sensor_id = s.sensor_id \
-           ORDER BY ts DESC, file_id, line LIMIT 1) e ON true \
-         WHERE s.location_id IS DISTINCT FROM e.location_id \
-            OR s.lat IS DISTINCT FROM e.lat OR s.lon IS DISTINCT FROM e.lon",
-    )
-    .await;
-    assert_eq!(position_mismatches, 0, "v_sensors has the latest position");
-    for (view, unit) in [("v_hourly", "hour"), ("v_daily", "day")] {
-        let mismatches: i64 = client
-            .query_one(
-                &format!(
-                    "SELECT count(*) FROM ( \
-                       SELECT sensor_id, sensor_type, measurement, unit, \
-                              date_trunc('{unit}', ts, 'UTC') AS {unit}, count(*) AS n, \
-                              min(value) AS lo, max(value) AS hi, avg(value) AS mean, \
-                              stddev_samp(value) AS sd \
-                       FROM v_readings GROUP BY 1, 2, 3, 4, 5) e \
-                     FULL JOIN {view} v USING (sensor_id, sensor_type, measurement, unit, {unit}) \
-                     WHERE v.n IS DISTINCT FROM e.n OR v.min IS DISTINCT FROM e.lo \
-                        OR v.max IS DISTINCT FROM e.hi \
-                        OR NOT coalesce(abs(v.mean - e.mean) <= 1e-9 * greatest(1, abs(e.mean)), false) \
-                        OR (v.stddev IS NULL) <> (e.sd IS NULL) \
-                        OR abs(v.stddev - e.sd) > 1e-6 * greatest(1, e.sd)"
-                ),
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(
-            mismatches, 0,
-            "{view} equals the same question asked of v_readings"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1038,6 +968,7 @@ async fn idempotency_keys_hold_inside_group_commits() {
         key: Some(key.to_owned()),
         journaled: None,
         tail: None,
+        device: None,
     };
     let first = vec![keyed("a", body(11)), keyed("b", body(12))];
     let outcomes = sensor_etl::pipeline::process_group(&h.ctx, &first)
@@ -1088,6 +1019,7 @@ async fn a_group_with_a_conflicting_delivery_is_split_until_that_one_goes_alone(
         key: None,
         journaled: None,
         tail: None,
+        device: None,
     };
     process(&h.ctx, &memory(body(20, 20))).await.unwrap();
     let group: Vec<Delivery> = [(21, 20), (22, 20), (20, 25), (23, 20), (24, 20)]

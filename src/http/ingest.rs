@@ -25,7 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::{Acknowledge, Scope};
-use crate::delivery::{ByteSource, Delivery, Disposition, Origin};
+use crate::delivery::{ByteSource, Delivery, DeviceMark, Disposition, Origin};
 use crate::error::Error;
 use crate::http::access::authorize;
 use crate::http::body::{self, to_source, BodyFormat};
@@ -36,8 +36,6 @@ use crate::http::HttpState;
 use crate::http::{device, journaled};
 use crate::pipeline::committer::Committed;
 use crate::pipeline::{process_with_retry, DeliveryReport};
-use crate::store::ledger;
-use crate::store::StoreError;
 
 /// Bodies up to this size are committed in groups with concurrent ones.
 const GROUP_BODY_MAX_BYTES: u64 = MEMORY_BYTES as u64;
@@ -269,6 +267,10 @@ async fn take(
         key,
         journaled: None,
         tail: None,
+        device: device.as_ref().map(|push| DeviceMark {
+            device: push.device.clone(),
+            sensors: push.sensors.clone(),
+        }),
     };
     // Journaled at once: with `acknowledge = "journal"`, or while no database was ever reached.
     let journal_first = in_memory
@@ -282,11 +284,6 @@ async fn take(
     let grouped = in_memory && size <= GROUP_BODY_MAX_BYTES;
     let wait = state.settings.http.database_wait;
     let outcome = tokio::time::timeout(wait, async {
-        if let Some(push) = &device {
-            // The (device, sensor) pairs are deterministic: recording them first is idempotent.
-            let client = ctx.store.pool().get().await.map_err(StoreError::from)?;
-            ledger::record_device_sensors(&client, &push.device, &push.sensors).await?;
-        }
         if grouped {
             if let Committed::Report(report) = committer.commit(delivery.clone(), size).await {
                 return *report;
@@ -406,6 +403,7 @@ async fn refuse(
         key,
         journaled: None,
         tail: None,
+        device: None,
     };
     let rejection = crate::validate::format::FileRejection::new(refusal.code(), refusal.message());
     let recorded = tokio::time::timeout(

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::{ByteSource, Delivery, Disposition, JournalMark, Origin};
+use crate::delivery::{ByteSource, Delivery, DeviceMark, Disposition, JournalMark, Origin};
 use crate::error::Error;
 use crate::pipeline::{process_in_groups, PipelineCtx};
-use crate::store::{ledger, receipts, StoreError};
+use crate::store::{receipts, StoreError};
 
 use super::record::Record;
 use super::{Journal, JournalError, Slot};
@@ -137,12 +137,6 @@ async fn load_batch(journal: &Journal, ctx: &PipelineCtx, batch: &[Slot]) -> Res
             .map(|(slot, _)| slot.sequence)
             .collect::<Vec<_>>(),
     );
-    // Device sensors are deterministic: recording them before their readings is idempotent.
-    for (_, record) in &todo {
-        if let Some(device) = &record.meta.device {
-            ledger::record_device_sensors(&client, &device.device, &device.sensors).await?;
-        }
-    }
     drop(client);
     if todo.is_empty() {
         return Ok(());
@@ -238,5 +232,9 @@ fn delivery_of(record: &Record) -> Delivery {
             receipt_id: meta.receipt_id.clone(),
         }),
         tail: None,
+        device: meta.device.as_ref().map(|device| DeviceMark {
+            device: device.device.clone(),
+            sensors: device.sensors.clone(),
+        }),
     }
 }

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{self, ExistingFile, FileRecord};
 use crate::store::state::SensorState;
-use crate::store::{copy, once, receipts, tail, StoreError};
+use crate::store::{copy, once, StoreError};
 use crate::transform::aggregate::{hourly_cells, AggregateRow, PartialAggregates};
 use crate::transform::normalize::NormalizedFrame;
 use crate::transform::{on_this_thread, transform_group};
@@ -93,14 +93,17 @@ fn prepare(settings: &Settings, job: Job) -> Result<Prepared> {
         let rejection = header_rejection.or(whole_file);
         if rejection.is_none() {
             if let Some(verdict) =
-                whole_file_rejection(tally.rows_read, tally.rows_rejected, settings)
+                whole_file_rejection(tally.rows_read, tally.rows_invalid(), settings)
             {
                 writer.abort();
                 mode = Mode::RejectAll(verdict);
                 continue;
             }
         }
+        // Before anything is published: a young inbox file with no rows may still be written,
+        // and a file that changed was not read as it is.
         job.check_final(settings, tally.rows_read)?;
+        job.check_unchanged()?;
         let quarantined = settle::publish_quarantine(&target, rejection.as_ref(), &tally, writer)?;
         return Ok(Prepared {
             job,
@@ -423,27 +426,17 @@ async fn write_group(
         ledger::upsert_locations(&tx, ctx.store.known(), &locations),
         state.write(&tx, &ctx.store),
     )?;
-    let journaled: Vec<receipts::ReceiptRow<'_>> = fates
+    let marked: Vec<super::marks::Marked<'_>> = fates
         .iter()
         .zip(ready)
-        .filter_map(|(fate, file)| {
-            let mark = file.job.delivery.journaled.as_ref()?;
-            Some(receipts::ReceiptRow {
-                receipt_id: &mark.receipt_id,
-                file_id: fate
-                    .as_ref()
-                    .map_or_else(|existing| existing.file_id, |id| *id),
-                duplicate: fate.is_err(),
-            })
+        .map(|(fate, file)| {
+            let file_id = fate
+                .as_ref()
+                .map_or_else(|existing| existing.file_id, |id| *id);
+            (&file.job.delivery, file_id, fate.is_err())
         })
         .collect();
-    receipts::record(&tx, &journaled).await?;
-    for mark in ready
-        .iter()
-        .filter_map(|file| file.job.delivery.tail.as_ref())
-    {
-        tail::advance(&tx, mark).await?;
-    }
+    super::marks::record(&tx, &marked).await?;
     once::recompute_latest(&tx, &rollups.replaced_sensors()).await?;
     once::drop_empty_placeholders(&tx, &state.uncovered(sifter.placeholders())).await?;
     // The group commits only if none of its files changed while it was read.

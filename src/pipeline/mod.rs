@@ -17,6 +17,7 @@
 
 pub mod committer;
 mod group;
+mod marks;
 mod rollup;
 mod settle;
 mod sift;

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{self, ExistingFile};
 use crate::store::state::SensorState;
-use crate::store::{copy, once, receipts, tail, StoreError};
+use crate::store::{copy, once, StoreError};
 use crate::transform::aggregate::hourly_cells;
 use crate::transform::{transform_chunk, NormalizedBatch};
 use crate::validate::format::FileRejection;
@@ -102,7 +102,7 @@ async fn process_in(
             .take()
             .unwrap_or_else(|| Producer::start(Arc::clone(&ctx.settings), delivery, mode.clone()));
         match load_once(ctx, &job, mode.clone(), producer).await? {
-            Outcome::Committed(report) => break *report,
+            Outcome::Committed(staged) => break staged.report,
             Outcome::Duplicate(existing) => break settle::after_duplicate(ctx, &job, existing)?,
             Outcome::RejectWhole(rejection) => {
                 info!(
@@ -120,9 +120,17 @@ async fn process_in(
 
 /// What one attempt at a delivery came to.
 enum Outcome {
-    Committed(Box<DeliveryReport>),
+    Committed(Box<Staged>),
     Duplicate(ExistingFile),
     RejectWhole(FileRejection),
+}
+
+/// A delivery staged in its transaction: its report, and the sensors and locations whose
+/// rows it stores (remembered as known once it commits).
+struct Staged {
+    report: DeliveryReport,
+    sensors: Vec<i64>,
+    locations: Vec<i64>,
 }
 
 /// One transaction: stage the delivery, commit (or roll back by dropping), settle.
@@ -141,13 +149,16 @@ async fn load_once(
             tx.commit().await.map_err(StoreError::from)?;
             Ok(Outcome::Duplicate(existing))
         }
-        Outcome::Committed(report) => {
+        Outcome::Committed(staged) => {
             job.check_unchanged()?;
             tx.commit().await.map_err(StoreError::from)?;
             ctx.store.readings_committed();
+            ctx.store
+                .known()
+                .remember(&staged.sensors, &staged.locations);
             crate::faults::point("pipeline::after-commit");
-            let report = settle::after_commit(ctx, job, *report)?;
-            Ok(Outcome::Committed(Box::new(report)))
+            let report = settle::after_commit(ctx, job, staged.report)?;
+            Ok(Outcome::Committed(Box::new(Staged { report, ..*staged })))
         }
     }
 }
@@ -178,7 +189,7 @@ async fn stage(
             ledger::record_key(tx, key, job.fingerprint(), existing.file_id).await?;
         }
         ledger::record_delivery(tx, existing.file_id, job.name(), &origin, "duplicate").await?;
-        record_marks(tx, job, existing.file_id, true).await?;
+        super::marks::record(tx, &[(&job.delivery, existing.file_id, true)]).await?;
         return Ok(Outcome::Duplicate(existing));
     }
     let file_id = ledger::next_file_id(tx).await?;
@@ -291,44 +302,21 @@ async fn stage(
     )
     .await?;
     let known = ctx.store.known();
+    let locations: Vec<ledger::LocationSeen> = tally.locations_of(file_id).collect();
     ledger::upsert_sensors(tx, known, &tally.sensors_of(file_id).collect::<Vec<_>>()).await?;
-    ledger::upsert_locations(tx, known, &tally.locations_of(file_id).collect::<Vec<_>>()).await?;
+    ledger::upsert_locations(tx, known, &locations).await?;
     copy::copy_aggregates(tx, &ctx.store, &[(file_id, &tally.aggregates.rows())]).await?;
     let mut state = SensorState::default();
     state.add(file_id, &tally.aggregates);
     state.write(tx, &ctx.store).await?;
     once::recompute_latest(tx, &rollups.replaced_sensors()).await?;
     once::drop_empty_placeholders(tx, &state.uncovered(sifter.placeholders())).await?;
-    record_marks(tx, job, file_id, false).await?;
-    Ok(Outcome::Committed(Box::new(tally.report(
-        job,
-        file_id,
-        rejection.as_ref(),
-        quarantined,
-        false,
-    ))))
-}
-
-/// Where a delivery was read from, in its own transaction: a body drained from the push
-/// journal gets its receipt, a block of a tailed file moves the file's position.
-async fn record_marks(
-    tx: &Transaction<'_>,
-    job: &Job,
-    file_id: i64,
-    duplicate: bool,
-) -> Result<()> {
-    if let Some(mark) = &job.delivery.journaled {
-        let row = receipts::ReceiptRow {
-            receipt_id: &mark.receipt_id,
-            file_id,
-            duplicate,
-        };
-        receipts::record(tx, &[row]).await?;
-    }
-    if let Some(mark) = &job.delivery.tail {
-        tail::advance(tx, mark).await?;
-    }
-    Ok(())
+    super::marks::record(tx, &[(&job.delivery, file_id, false)]).await?;
+    Ok(Outcome::Committed(Box::new(Staged {
+        report: tally.report(job, file_id, rejection.as_ref(), quarantined, false),
+        sensors: state.sensors(),
+        locations: locations.iter().map(|(id, _, _, _)| *id).collect(),
+    })))
 }
 
 enum ProducerEvent {

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use serde::Serialize;
 
+use crate::delivery::DeviceMark;
 use crate::store::known::Known;
 use crate::store::StoreError;
 
@@ -595,28 +596,36 @@ pub async fn summary(
     })
 }
 
-/// Records which device each of `sensors` (id, sensor type) belongs to (`v_sensors.device`).
-/// A sensor id keeps its first device.
+/// Records which device each sensor of `devices` belongs to (`v_sensors.device`), in the
+/// transaction of the deliveries that brought them. A sensor id keeps its first device.
 ///
 /// # Errors
 /// The statement failed.
 pub async fn record_device_sensors(
-    client: &deadpool_postgres::Client,
-    device: &str,
-    sensors: &[(i64, String)],
+    tx: &Transaction<'_>,
+    devices: &[&DeviceMark],
 ) -> Result<(), StoreError> {
-    if sensors.is_empty() {
+    let pairs = devices.iter().flat_map(|mark| {
+        mark.sensors
+            .iter()
+            .map(|(id, t)| (*id, mark.device.as_str(), t.as_str()))
+    });
+    let (mut ids, mut names, mut types) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, device, sensor_type) in pairs {
+        ids.push(id);
+        names.push(device);
+        types.push(sensor_type);
+    }
+    if ids.is_empty() {
         return Ok(());
     }
-    let ids: Vec<i64> = sensors.iter().map(|(id, _)| *id).collect();
-    let types: Vec<&str> = sensors.iter().map(|(_, t)| t.as_str()).collect();
-    let statement = client
+    let statement = tx
         .prepare_cached(
             "INSERT INTO device_sensors (sensor_id, device, sensor_type) \
-             SELECT id, $1, t FROM unnest($2::bigint[], $3::text[]) AS u(id, t) \
+             SELECT id, d, t FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, d, t) \
              ON CONFLICT (sensor_id) DO NOTHING",
         )
         .await?;
-    client.execute(&statement, &[&device, &ids, &types]).await?;
+    tx.execute(&statement, &[&ids, &names, &types]).await?;
     Ok(())
 }

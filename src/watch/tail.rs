@@ -287,6 +287,7 @@ fn block_delivery(
             to_line: start.line + block.lines,
             check: check_of(&block.bytes[..block.len as usize]),
         }),
+        device: None,
     }
 }
 

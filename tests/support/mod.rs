@@ -8,6 +8,10 @@
 
 #![allow(dead_code)]
 
+pub mod fixtures;
+pub mod http;
+pub mod workers;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
