@@ -1,8 +1,9 @@
 //! The group commit: several small deliveries in one transaction and one COPY per table.
 //!
 //! Each delivery is read whole in memory through the same validator as the streaming path
-//! (`prepare`), the group is transformed in one polars pass, and everything is written in one
-//! transaction; every delivery keeps its own ledger row, outcome and exactly-once guarantee
+//! (`prepare`), the group is transformed in one polars pass, its readings and rejects are
+//! written with one COPY each, and the transaction ends as every delivery transaction does
+//! (`commit::record_and_commit`); every delivery keeps its own ledger row, outcome and exactly-once guarantee
 //! (content locks and the ledger check cover every delivery of the group, duplicates within the
 //! group included). A delivery that cannot be read or transformed is returned with its error
 //! and left out; a database error fails the whole group, nothing committed, and the caller
@@ -18,10 +19,9 @@ use crate::config::Settings;
 use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
-use crate::store::ledger::{self, ExistingFile, FileRecord};
-use crate::store::state::SensorState;
-use crate::store::{copy, once, StoreError};
-use crate::transform::aggregate::{hourly_cells, AggregateRow, PartialAggregates};
+use crate::store::ledger::{self, ExistingFile};
+use crate::store::{copy, StoreError};
+use crate::transform::aggregate::{hourly_cells, PartialAggregates};
 use crate::transform::normalize::NormalizedFrame;
 use crate::transform::{on_this_thread, transform_group};
 use crate::validate::format::FileRejection;
@@ -31,6 +31,7 @@ use crate::validate::{
     whole_file_rejection, FileValidator, Mode, ReadingColumns, RejectedLines, ValidatedChunk,
 };
 
+use super::commit::{self, DuplicateDelivery, Ending, NewDelivery};
 use super::rollup::Rollups;
 use super::sift::Sifter;
 use super::tally::Tally;
@@ -171,7 +172,6 @@ pub async fn process_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
             .expect("transform does not panic")
             .map_err(Error::Transform)?;
     let fates = write_group(ctx, &mut ready, frame, partials).await?;
-    crate::faults::point("pipeline::after-commit");
 
     for ((fate, file), position) in fates.into_iter().zip(ready).zip(positions) {
         let delivery = file.job.delivery.clone();
@@ -361,91 +361,26 @@ async fn write_group(
         .map(|(id, file)| (*id, file.rejects.as_slice()))
         .collect();
     copy::copy_rejects(&tx, &rejects).await?;
-    let errors: Vec<Option<String>> = new_files
+    let new: Vec<NewDelivery<'_>> = new_files
         .iter()
-        .map(|(_, file)| file.rejection.as_ref().map(ToString::to_string))
-        .collect();
-    let origins: Vec<String> = new_files
-        .iter()
-        .map(|(_, file)| file.job.delivery.origin.to_string())
-        .collect();
-    let records: Vec<FileRecord<'_>> = new_files
-        .iter()
-        .zip(errors.iter().zip(&origins))
-        .map(|((id, file), (error, origin))| {
-            file.tally
-                .record(&file.job, origin, *id, error.as_deref(), received_at)
+        .map(|(id, file)| NewDelivery {
+            file_id: *id,
+            job: &file.job,
+            tally: &file.tally,
+            rejection: file.rejection.as_ref(),
         })
         .collect();
-    ledger::insert_files(&tx, &records).await?;
-    let aggregates: Vec<(i64, Vec<AggregateRow>)> = new_files
-        .iter()
-        .map(|(id, file)| (*id, file.tally.aggregates.rows()))
-        .collect();
-    let aggregate_refs: Vec<(i64, &[AggregateRow])> = aggregates
-        .iter()
-        .map(|(id, rows)| (*id, rows.as_slice()))
-        .collect();
-    copy::copy_aggregates(&tx, &ctx.store, &aggregate_refs).await?;
-    let tx_ref = &tx;
-    let duplicates = futures_util::future::try_join_all(
-        fates
-            .iter()
-            .zip(ready)
-            .filter_map(|(fate, file)| fate.as_ref().err().map(|existing| (existing, file)))
-            .map(|(existing, file)| {
-                let origin = file.job.delivery.origin.to_string();
-                async move {
-                    ledger::record_delivery(
-                        tx_ref,
-                        existing.file_id,
-                        file.job.name(),
-                        &origin,
-                        "duplicate",
-                    )
-                    .await
-                }
-            }),
-    );
-    let sensors: Vec<(i64, String, i64)> = new_files
-        .iter()
-        .flat_map(|(id, file)| file.tally.sensors_of(*id))
-        .collect();
-    let locations: Vec<ledger::LocationSeen> = new_files
-        .iter()
-        .flat_map(|(id, file)| file.tally.locations_of(*id))
-        .collect();
-    let mut state = SensorState::default();
-    for (id, file) in &new_files {
-        state.add(*id, &file.tally.aggregates);
-    }
-    // Sent together, after the ledger rows they refer to.
-    futures_util::try_join!(
-        duplicates,
-        ledger::upsert_sensors(&tx, ctx.store.known(), &sensors),
-        ledger::upsert_locations(&tx, ctx.store.known(), &locations),
-        state.write(&tx, &ctx.store),
-    )?;
-    let marked: Vec<super::marks::Marked<'_>> = fates
+    let duplicates: Vec<DuplicateDelivery<'_>> = fates
         .iter()
         .zip(ready)
-        .map(|(fate, file)| {
-            let file_id = fate
-                .as_ref()
-                .map_or_else(|existing| existing.file_id, |id| *id);
-            (&file.job.delivery, file_id, fate.is_err())
-        })
+        .filter_map(|(fate, file)| fate.as_ref().err().map(|e| (&file.job, e.file_id)))
         .collect();
-    super::marks::record(&tx, &marked).await?;
-    once::recompute_latest(&tx, &rollups.replaced_sensors()).await?;
-    once::drop_empty_placeholders(&tx, &state.uncovered(sifter.placeholders())).await?;
-    // The group commits only if none of its files changed while it was read.
-    for file in ready {
-        file.job.check_unchanged()?;
-    }
-    tx.commit().await.map_err(StoreError::from)?;
-    ctx.store.readings_committed();
-    let location_ids: Vec<i64> = locations.iter().map(|(id, _, _, _)| *id).collect();
-    ctx.store.known().remember(&state.sensors(), &location_ids);
+    let replaced = rollups.replaced_sensors();
+    let ending = Ending {
+        received_at,
+        replaced_sensors: &replaced,
+        placeholders: sifter.placeholders(),
+    };
+    commit::record_and_commit(tx, ctx, &new, &duplicates, ending).await?;
     Ok(fates)
 }

@@ -3,13 +3,14 @@
 //! A validator thread (`Producer`) reads the source in chunks (`chunk_rows` at most), transforms
 //! each with polars and sends it through a channel of capacity `CHUNK_CHANNEL_CAPACITY`, so a
 //! slow database slows reading and memory stays bounded whatever the size. The writer
-//! (`stage`) streams every chunk's readings into one COPY and the rejects beside it, then
-//! writes the aggregates, sensors and the ledger row; `load_once` commits. Before a chunk is
-//! written, lines whose readings are already stored are sifted out (`sift`). A delivery whose
-//! reject ratio is over the limit is rolled back and read again as a whole rejection.
+//! (`stage`) streams every chunk's readings into one COPY and the rejects beside it, then hands
+//! the transaction to `commit::record_and_commit` (ledger row, aggregates, sensors, marks,
+//! commit). Before a chunk is written, lines whose readings are already stored are sifted out
+//! (`sift`). A delivery whose reject ratio is over the limit is rolled back and read again as a
+//! whole rejection.
 //!
-//! The transaction boundary is `load_once`: nothing of a delivery is visible before its
-//! commit, and its source is disposed of only after it (`settle`).
+//! Nothing of a delivery is visible before that commit, and its source is disposed of only
+//! after it (`settle`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,8 +25,7 @@ use crate::delivery::{ByteSource, Delivery};
 use crate::error::{Error, Result};
 use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{self, ExistingFile};
-use crate::store::state::SensorState;
-use crate::store::{copy, once, StoreError};
+use crate::store::{copy, StoreError};
 use crate::transform::aggregate::hourly_cells;
 use crate::transform::{transform_chunk, NormalizedBatch};
 use crate::validate::format::FileRejection;
@@ -33,6 +33,7 @@ use crate::validate::quarantine::QuarantineWriter;
 use crate::validate::reject::{RejectReason, RejectedRow, Violation};
 use crate::validate::{whole_file_rejection, FileValidator, Mode, RejectedLines, ValidatedChunk};
 
+use super::commit::{self, Ending, NewDelivery};
 use super::rollup::Rollups;
 use super::sift::{Conflict, Sifter};
 use super::tally::Tally;
@@ -102,7 +103,7 @@ async fn process_in(
             .take()
             .unwrap_or_else(|| Producer::start(Arc::clone(&ctx.settings), delivery, mode.clone()));
         match load_once(ctx, &job, mode.clone(), producer).await? {
-            Outcome::Committed(staged) => break staged.report,
+            Outcome::Committed(report) => break *report,
             Outcome::Duplicate(existing) => break settle::after_duplicate(ctx, &job, existing)?,
             Outcome::RejectWhole(rejection) => {
                 info!(
@@ -120,17 +121,9 @@ async fn process_in(
 
 /// What one attempt at a delivery came to.
 enum Outcome {
-    Committed(Box<Staged>),
+    Committed(Box<DeliveryReport>),
     Duplicate(ExistingFile),
     RejectWhole(FileRejection),
-}
-
-/// A delivery staged in its transaction: its report, and the sensors and locations whose
-/// rows it stores (remembered as known once it commits).
-struct Staged {
-    report: DeliveryReport,
-    sensors: Vec<i64>,
-    locations: Vec<i64>,
 }
 
 /// One transaction: stage the delivery, commit (or roll back by dropping), settle.
@@ -142,39 +135,27 @@ async fn load_once(
 ) -> Result<Outcome> {
     let mut client = ctx.store.pool().get().await.map_err(StoreError::from)?;
     let tx = client.transaction().await.map_err(StoreError::from)?;
-    match stage(&tx, ctx, job, mode, producer).await? {
-        // Dropping the transaction rolls the delivery back.
-        Outcome::RejectWhole(rejection) => Ok(Outcome::RejectWhole(rejection)),
-        Outcome::Duplicate(existing) => {
-            tx.commit().await.map_err(StoreError::from)?;
-            Ok(Outcome::Duplicate(existing))
+    Ok(match stage(tx, ctx, job, mode, producer).await? {
+        Outcome::Committed(report) => {
+            Outcome::Committed(Box::new(settle::after_commit(ctx, job, *report)?))
         }
-        Outcome::Committed(staged) => {
-            job.check_unchanged()?;
-            tx.commit().await.map_err(StoreError::from)?;
-            ctx.store.readings_committed();
-            ctx.store
-                .known()
-                .remember(&staged.sensors, &staged.locations);
-            crate::faults::point("pipeline::after-commit");
-            let report = settle::after_commit(ctx, job, staged.report)?;
-            Ok(Outcome::Committed(Box::new(Staged { report, ..*staged })))
-        }
-    }
+        other => other,
+    })
 }
 
-/// Does all of one delivery's database work inside `tx` and publishes its quarantine output;
-/// the caller commits.
+/// Does all of one delivery's database work inside `transaction`, publishes its quarantine
+/// output and commits (`commit::record_and_commit`); a delivery to be rejected as a whole is
+/// rolled back instead (the transaction is dropped).
 async fn stage(
-    tx: &Transaction<'_>,
+    transaction: Transaction<'_>,
     ctx: &PipelineCtx,
     job: &Job,
     mode: Mode,
     producer: Producer,
 ) -> Result<Outcome> {
+    let tx = &transaction;
     let settings = &ctx.settings;
     let received_at = Utc::now();
-    let origin = job.delivery.origin.to_string();
     let key = job.delivery.key.as_deref();
     if let Some(key) = key {
         if let Some(keyed) = ledger::lock_key(tx, key).await? {
@@ -188,8 +169,13 @@ async fn stage(
         if let Some(key) = key {
             ledger::record_key(tx, key, job.fingerprint(), existing.file_id).await?;
         }
-        ledger::record_delivery(tx, existing.file_id, job.name(), &origin, "duplicate").await?;
-        super::marks::record(tx, &[(&job.delivery, existing.file_id, true)]).await?;
+        let ending = Ending {
+            received_at,
+            replaced_sensors: &[],
+            placeholders: &[],
+        };
+        let duplicate = [(job, existing.file_id)];
+        commit::record_and_commit(transaction, ctx, &[], &duplicate, ending).await?;
         return Ok(Outcome::Duplicate(existing));
     }
     let file_id = ledger::next_file_id(tx).await?;
@@ -295,28 +281,26 @@ async fn stage(
     job.check_final(settings, tally.rows_read)?;
     job.check_unchanged()?;
     let quarantined = settle::publish_quarantine(&target, rejection.as_ref(), &tally, writer)?;
-    let error_text = rejection.as_ref().map(ToString::to_string);
-    ledger::insert_file(
-        tx,
-        &tally.record(job, &origin, file_id, error_text.as_deref(), received_at),
-    )
-    .await?;
-    let known = ctx.store.known();
-    let locations: Vec<ledger::LocationSeen> = tally.locations_of(file_id).collect();
-    ledger::upsert_sensors(tx, known, &tally.sensors_of(file_id).collect::<Vec<_>>()).await?;
-    ledger::upsert_locations(tx, known, &locations).await?;
-    copy::copy_aggregates(tx, &ctx.store, &[(file_id, &tally.aggregates.rows())]).await?;
-    let mut state = SensorState::default();
-    state.add(file_id, &tally.aggregates);
-    state.write(tx, &ctx.store).await?;
-    once::recompute_latest(tx, &rollups.replaced_sensors()).await?;
-    once::drop_empty_placeholders(tx, &state.uncovered(sifter.placeholders())).await?;
-    super::marks::record(tx, &[(&job.delivery, file_id, false)]).await?;
-    Ok(Outcome::Committed(Box::new(Staged {
-        report: tally.report(job, file_id, rejection.as_ref(), quarantined, false),
-        sensors: state.sensors(),
-        locations: locations.iter().map(|(id, _, _, _)| *id).collect(),
-    })))
+    let replaced = rollups.replaced_sensors();
+    let new = [NewDelivery {
+        file_id,
+        job,
+        tally: &tally,
+        rejection: rejection.as_ref(),
+    }];
+    let ending = Ending {
+        received_at,
+        replaced_sensors: &replaced,
+        placeholders: sifter.placeholders(),
+    };
+    commit::record_and_commit(transaction, ctx, &new, &[], ending).await?;
+    Ok(Outcome::Committed(Box::new(tally.report(
+        job,
+        file_id,
+        rejection.as_ref(),
+        quarantined,
+        false,
+    ))))
 }
 
 enum ProducerEvent {

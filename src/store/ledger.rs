@@ -220,34 +220,6 @@ pub async fn next_file_id(tx: &Transaction<'_>) -> Result<i64, StoreError> {
     Ok(allocate_file_ids(tx, 1).await?[0])
 }
 
-/// Inserts the ledger row and the delivery of a new file.
-///
-/// # Errors
-/// The statement failed.
-pub async fn insert_file(tx: &Transaction<'_>, record: &FileRecord<'_>) -> Result<(), StoreError> {
-    tx.execute(
-        &tx.prepare_cached("INSERT INTO files (file_id, content_sha256, file_name, size_bytes, status, rows_read, \
-         rows_loaded, rows_rejected, reading_count, received_at, error, rows_duplicate) \
-         OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)").await?,
-        &[
-            &record.file_id,
-            &record.content_sha256,
-            &record.file_name,
-            &as_i64(record.size_bytes),
-            &record.status.as_str(),
-            &as_i64(record.rows_read),
-            &as_i64(record.rows_loaded),
-            &as_i64(record.rows_rejected),
-            &as_i64(record.reading_count),
-            &record.received_at,
-            &record.error,
-            &as_i64(record.rows_duplicate),
-        ],
-    )
-    .await?;
-    record_delivery(tx, record.file_id, record.file_name, record.origin, "new").await
-}
-
 /// Inserts the ledger rows and deliveries of several new files with two statements.
 ///
 /// # Errors
