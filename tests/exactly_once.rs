@@ -117,7 +117,7 @@ async fn a_corrected_file_keeps_the_first_value_and_counts_the_rest_as_duplicate
     // 6 lines of two measurements, each once; the stored P1 at minute 2 is the first one.
     assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 12);
     // `sensor-etl status` (and `/v1/summary`) count them too.
-    let summary = sensor_etl::store::ledger::summary(&h.client, 5)
+    let summary = sensor_etl::store::status::summary(&h.client, 5)
         .await
         .unwrap();
     let already: i64 = summary.by_status.iter().map(|s| s.rows_duplicate).sum();

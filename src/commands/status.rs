@@ -61,11 +61,11 @@ pub async fn run(settings: Settings, json: bool) -> anyhow::Result<u8> {
         .get()
         .await
         .with_context(|| format!("cannot connect to the database ({})", target.psql_command()))?;
-    let summary_exists = store::ledger::exists(&client).await?;
+    let summary_exists = store::status::exists(&client).await?;
     let summary = if summary_exists {
-        store::ledger::summary(&client, 10).await?
+        store::status::summary(&client, 10).await?
     } else {
-        store::ledger::LedgerSummary::default()
+        store::status::LedgerSummary::default()
     };
     let waiting = inbox_inputs(&settings.data_dir);
     let journal = journal_depth(&settings, &client, summary_exists).await?;

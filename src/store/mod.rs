@@ -20,6 +20,7 @@ pub mod query;
 pub mod receipts;
 pub mod rollup;
 pub mod state;
+pub mod status;
 pub mod summarize;
 pub mod tail;
 

@@ -19,11 +19,11 @@ use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::http::params::{self, optional};
 use crate::http::HttpState;
-use crate::store::ledger::{self, RecentProblem, StatusCount};
 use crate::store::query;
 use crate::store::query::{
     DeliveryEntry, FileAggregate, FileEntry, ReasonCount, RejectEntry, Throughput,
 };
+use crate::store::status::{self, RecentProblem, StatusCount};
 
 /// Rejects per page by default, and at most.
 const REJECTS_PAGE: i64 = 1_000;
@@ -263,7 +263,7 @@ pub(super) async fn summary(
         .map_or(0, |found| found.len() as i64);
     let read = async {
         let client = state.pool.get().await?;
-        let ledger = ledger::summary(&client, 10).await?;
+        let ledger = status::summary(&client, 10).await?;
         let reasons = query::rejects_by_reason(&client).await?;
         let throughput = query::throughput(&client).await?;
         Ok::<_, crate::store::StoreError>((ledger, reasons, throughput))
