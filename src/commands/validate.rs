@@ -37,7 +37,7 @@ pub fn run(
                 "rows_would_load": if run.file_rejection.is_some() { 0 } else { run.rows_accepted },
                 "readings_would_load": if run.file_rejection.is_some() { 0 } else { run.reading_count },
                 "rows_rejected": run.rejects.len(),
-                "file_rejection": run.file_rejection.as_ref().map(|r| serde_json::json!({"code": r.code, "message": r.message})),
+                "file_rejection": run.file_rejection.as_ref().map(|r| serde_json::json!({"code": r.code.as_str(), "message": r.message})),
                 "rejects": run.rejects.iter().flat_map(|r| r.violations.iter().map(move |v| serde_json::json!({
                     "line": r.position.line, "column": v.column, "value": v.value, "code": v.reason.code(), "message": v.message,
                 }))).collect::<Vec<_>>(),

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::delivery::ByteSource;
 use crate::http::error::ApiError;
+use crate::validate::rejection::RejectionCode;
 
 /// The body formats the ingest endpoint takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +84,8 @@ pub fn to_source(format: BodyFormat, body: Bytes) -> Result<ByteSource, ApiError
             .collect::<Result<Vec<_>, _>>()?,
     };
     if objects.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "no_objects",
+        return Err(ApiError::refused(
+            RejectionCode::NoObjects,
             "the body holds no objects: nothing to load",
         ));
     }
@@ -99,9 +99,8 @@ pub fn to_source(format: BodyFormat, body: Bytes) -> Result<ByteSource, ApiError
 fn object(element: Element, line: u64) -> Result<(u64, Map<String, Value>), ApiError> {
     match element {
         Element::Object(map) => Ok((line, map)),
-        Element::KeyTwice(key) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "duplicate_column",
+        Element::KeyTwice(key) => Err(ApiError::refused(
+            RejectionCode::DuplicateColumn,
             format!(
                 "element {line} names `{key}` more than once: one of the two values would go \
                  unread"
@@ -472,7 +471,7 @@ fn malformed(error: serde_json::Error) -> ApiError {
 }
 
 fn bad_request(message: String) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", message)
+    ApiError::refused(RejectionCode::MalformedBody, message)
 }
 
 #[cfg(test)]

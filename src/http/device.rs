@@ -23,7 +23,7 @@
 
 use std::collections::BTreeSet;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use chrono::{DateTime, Offset, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -33,6 +33,7 @@ use crate::config::Settings;
 use crate::delivery::ByteSource;
 use crate::http::body::render;
 use crate::http::error::ApiError;
+use crate::validate::rejection::RejectionCode;
 
 /// Derived sensor ids start here, above every id sensor.community hands out.
 const DERIVED_ID_BASE: i64 = 1_000_000_000_000_000;
@@ -169,7 +170,7 @@ pub fn push_api(
         .and_then(|pin| settings.devices.pins.get(&pin).copied())
         .ok_or_else(|| {
             bad_request(
-                "unknown_pin",
+                RejectionCode::UnknownPin,
                 format!(
                     "X-Pin `{pin_text}` names no sensor: send the firmware's pin number (1 \
                      particulate matter, 3 BMP180/BMP280, 5 PPD42NS, 7 DHT22, 9 GPS, 11 BME280, \
@@ -294,9 +295,8 @@ fn render_push(
                 names.join(", ")
             }
         };
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "no_values",
+        return Err(ApiError::refused(
+            RejectionCode::NoValues,
             format!(
                 "no value of the body is a reading of a known sensor ({} values; unknown value \
                  types: {}; ignored: {}); nothing was stored",
@@ -367,7 +367,7 @@ fn device_name(headers: &HeaderMap, from_body: Option<String>) -> Result<String,
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !valid {
         return Err(bad_request(
-            "unknown_device",
+            RejectionCode::UnknownDevice,
             "name the device: header `X-Sensor: esp8266-<chip id>` (letters, digits, - and _, \
              at most 64)",
         ));
@@ -386,7 +386,7 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
 fn parse(body: &[u8]) -> Result<DeviceBody, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         bad_request(
-            "malformed_body",
+            RejectionCode::MalformedBody,
             format!("not a device body with sensordatavalues: {e}"),
         )
     })
@@ -400,8 +400,8 @@ fn plain(value: &Value) -> String {
     }
 }
 
-fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+fn bad_request(code: RejectionCode, message: impl Into<String>) -> ApiError {
+    ApiError::refused(code, message)
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::validate::rejection::RejectionCode;
+
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {
@@ -15,6 +17,7 @@ pub struct ApiError {
     retry_after_secs: Option<u64>,
     www_authenticate: bool,
     parameter: Option<&'static str>,
+    rejection: Option<RejectionCode>,
 }
 
 /// The body of every error answer.
@@ -46,7 +49,27 @@ impl ApiError {
             retry_after_secs: None,
             www_authenticate: false,
             parameter: None,
+            rejection: None,
         }
+    }
+
+    /// A body refused for its content, as a delivery rejected as a whole is: 422 when it holds
+    /// nothing loadable, else 400 (see [`RejectionCode::nothing_loadable`]).
+    pub fn refused(code: RejectionCode, message: impl Into<String>) -> Self {
+        let status = if code.nothing_loadable() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        Self {
+            rejection: Some(code),
+            ..Self::new(status, code.as_str(), message)
+        }
+    }
+
+    /// The rejection code of a body refused for its content ([`ApiError::refused`]).
+    pub fn rejection(&self) -> Option<RejectionCode> {
+        self.rejection
     }
 
     /// 400: query parameter `name` is missing or wrong; `message` says how to write it.

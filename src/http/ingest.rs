@@ -36,6 +36,7 @@ use crate::http::HttpState;
 use crate::http::{device, journaled};
 use crate::pipeline::committer::Committed;
 use crate::pipeline::{process_with_retry, DeliveryReport};
+use crate::validate::rejection::FileRejection;
 
 /// Bodies up to this size are committed in groups with concurrent ones.
 const GROUP_BODY_MAX_BYTES: u64 = MEMORY_BYTES as u64;
@@ -383,16 +384,11 @@ async fn refuse(
     client: String,
     key: Option<String>,
 ) -> Result<Response, ApiError> {
-    let content_refusal = matches!(
-        refusal.status(),
-        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY
-    );
     let database_away = state.journal.as_ref().is_some_and(|j| j.database_away());
-    let Some((ctx, _)) = state
-        .pipeline
-        .get()
-        .filter(|_| content_refusal && !database_away)
-    else {
+    let (Some((ctx, _)), Some(code)) = (
+        state.pipeline.get().filter(|_| !database_away),
+        refusal.rejection(),
+    ) else {
         return Err(refusal);
     };
     let delivery = Delivery {
@@ -405,7 +401,7 @@ async fn refuse(
         tail: None,
         device: None,
     };
-    let rejection = crate::validate::format::FileRejection::new(refusal.code(), refusal.message());
+    let rejection = FileRejection::new(code, refusal.message());
     let recorded = tokio::time::timeout(
         state.settings.http.database_wait,
         crate::pipeline::process_unreadable(ctx, &delivery, rejection),

@@ -136,12 +136,13 @@ pub async fn keep(
     let (status, error) = match &checked.file_rejection {
         None => (StatusCode::ACCEPTED, None),
         Some(rejection) => {
-            let status = match rejection.code {
-                "no_valid_rows" | "too_many_rejects" => StatusCode::UNPROCESSABLE_ENTITY,
-                _ => StatusCode::BAD_REQUEST,
+            let status = if rejection.code.nothing_loadable() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::BAD_REQUEST
             };
             let detail = ErrorDetail {
-                code: rejection.code.to_owned(),
+                code: rejection.code.as_str().to_owned(),
                 message: rejection.message.clone(),
                 parameter: None,
             };

@@ -10,8 +10,9 @@ use utoipa::ToSchema;
 
 use crate::http::error::{ApiError, ErrorDetail};
 use crate::pipeline::{DeliveryReport, PipelineCtx};
-use crate::store::ledger::FileStatus;
+use crate::store::ledger::{self, FileStatus};
 use crate::store::query::{self, RejectEntry};
+use crate::validate::rejection::{FileRejection, RejectionCode};
 
 /// Rejects listed in a receipt; the rest are in the database and quarantine.
 const RECEIPT_REJECTS: i64 = 100;
@@ -30,49 +31,41 @@ pub async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Recei
             .map_err(|_| unavailable_after_commit())
     };
     // A duplicate answers as its first delivery did; a new one as its own report says.
-    let (stored_status, stored_error): (String, Option<String>) =
-        if report.status == FileStatus::Duplicate {
-            connect()
-                .await?
-                .query_one(
-                    "SELECT status, error FROM v_files WHERE file_id = $1",
-                    &[&report.file_id],
-                )
-                .await
-                .map(|row| (row.get(0), row.get(1)))
-                .map_err(|_| unavailable_after_commit())?
-        } else {
-            (report.status.as_str().to_owned(), report.rejection.clone())
-        };
-    let rejection_code = stored_error
-        .as_deref()
-        .and_then(|error| error.split_once(':'))
-        .map(|(code, _)| code.to_owned());
+    let (outcome, rejection) = if report.status == FileStatus::Duplicate {
+        let client = connect().await?;
+        ledger::stored_outcome(&client, report.file_id)
+            .await
+            .map_err(|_| unavailable_after_commit())?
+    } else {
+        (report.status, report.rejection.clone())
+    };
     // Every row rejected, those that conflict with stored readings included: nothing loadable.
     let conflicts_only = report.status == FileStatus::PartiallyLoaded
         && report.rows_loaded == 0
         && report.rows_duplicate == 0
         && report.rows_rejected == report.rows_read;
-    let (stored_error, rejection_code) = if conflicts_only {
+    let rejection = if conflicts_only {
         let conflicting = report
             .violation_counts
             .get("conflicting_reading")
             .copied()
             .unwrap_or(0);
-        let message = format!(
-            "no_valid_rows: all {} data rows were rejected ({conflicting} conflict with stored \
-             readings); nothing was stored",
-            report.rows_read
-        );
-        (Some(message), Some("no_valid_rows".to_owned()))
+        Some(FileRejection::new(
+            RejectionCode::NoValidRows,
+            format!(
+                "all {} data rows were rejected ({conflicting} conflict with stored readings); \
+                 nothing was stored",
+                report.rows_read
+            ),
+        ))
     } else {
-        (stored_error, rejection_code)
+        rejection
     };
-    let status = match (stored_status.as_str(), rejection_code.as_deref()) {
-        ("rejected", Some("no_valid_rows" | "too_many_rejects")) => {
+    let status = match (outcome, &rejection) {
+        (FileStatus::Rejected, Some(r)) if r.code.nothing_loadable() => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
-        ("rejected", _) => StatusCode::BAD_REQUEST,
+        (FileStatus::Rejected, _) => StatusCode::BAD_REQUEST,
         _ if conflicts_only => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::OK,
     };
@@ -90,16 +83,17 @@ pub async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Recei
         let beyond = lines.last().copied();
         rejects.retain(|r| Some(r.line) != beyond);
     }
-    let error = (status != StatusCode::OK).then(|| {
-        let (code, message) = stored_error
-            .as_deref()
-            .and_then(|error| error.split_once(": "))
-            .unwrap_or(("rejected", "the delivery was rejected"));
-        ErrorDetail {
-            code: code.to_owned(),
-            message: message.to_owned(),
+    let error = (status != StatusCode::OK).then(|| match &rejection {
+        Some(rejection) => ErrorDetail {
+            code: rejection.code.as_str().to_owned(),
+            message: rejection.message.clone(),
             parameter: None,
-        }
+        },
+        None => ErrorDetail {
+            code: "rejected".to_owned(),
+            message: "the delivery was rejected".to_owned(),
+            parameter: None,
+        },
     });
     Ok(Receipt {
         status,

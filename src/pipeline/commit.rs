@@ -17,7 +17,7 @@ use crate::store::ledger::{self, FileRecord, LocationSeen};
 use crate::store::state::SensorState;
 use crate::store::{copy, once, StoreError};
 use crate::transform::aggregate::AggregateRow;
-use crate::validate::format::FileRejection;
+use crate::validate::rejection::FileRejection;
 
 use super::tally::Tally;
 use super::{Job, PipelineCtx};

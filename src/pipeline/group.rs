@@ -24,9 +24,9 @@ use crate::store::{copy, StoreError};
 use crate::transform::aggregate::{hourly_cells, PartialAggregates};
 use crate::transform::normalize::NormalizedFrame;
 use crate::transform::{on_this_thread, transform_group};
-use crate::validate::format::FileRejection;
 use crate::validate::quarantine::QuarantineWriter;
 use crate::validate::reject::RejectedRow;
+use crate::validate::rejection::FileRejection;
 use crate::validate::{
     whole_file_rejection, FileValidator, Mode, ReadingColumns, RejectedLines, ValidatedChunk,
 };

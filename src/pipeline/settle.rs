@@ -18,10 +18,10 @@ use crate::delivery::{Disposition, FileStamp};
 use crate::error::{Error, Result};
 use crate::pipeline::{DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{ExistingFile, FileStatus};
-use crate::validate::format::FileRejection;
 use crate::validate::quarantine::{
     self, bounded_stem_and_extension, QuarantineTarget, QuarantineWriter,
 };
+use crate::validate::rejection::{FileRejection, RejectionCode};
 
 use super::tally::Tally;
 
@@ -98,7 +98,7 @@ pub(super) fn after_duplicate(
         let copy = target.path(extension.as_deref().unwrap_or("csv"));
         if !copy.exists() {
             let rejection = FileRejection::new(
-                "duplicate_of_rejected",
+                RejectionCode::DuplicateOfRejected,
                 "same content as a file rejected earlier",
             );
             quarantined.push(quarantine::quarantine_whole_file(&target, &rejection, "")?);
@@ -128,7 +128,10 @@ fn append_error_log(
         report.rows_rejected,
     );
     if let Some(reason) = &report.rejection {
-        entry.push_str(&format!(" file_rejected={}", quarantine::quoted(reason)));
+        entry.push_str(&format!(
+            " file_rejected={}",
+            quarantine::quoted(&reason.to_string())
+        ));
     }
     let details = target.path("errors.jsonl");
     if report.quarantine.contains(&details) {

@@ -28,9 +28,9 @@ use crate::store::ledger::{self, ExistingFile};
 use crate::store::{copy, StoreError};
 use crate::transform::aggregate::hourly_cells;
 use crate::transform::{transform_chunk, NormalizedBatch};
-use crate::validate::format::FileRejection;
 use crate::validate::quarantine::QuarantineWriter;
 use crate::validate::reject::{RejectReason, RejectedRow, Violation};
+use crate::validate::rejection::FileRejection;
 use crate::validate::{whole_file_rejection, FileValidator, Mode, RejectedLines, ValidatedChunk};
 
 use super::commit::{self, Ending, NewDelivery};
@@ -109,7 +109,7 @@ async fn process_in(
                 info!(
                     message = "Rejecting the delivery as a whole.",
                     file = %job.name(),
-                    code = rejection.code,
+                    code = rejection.code.as_str(),
                     reason = %rejection.message
                 );
                 mode = Mode::RejectAll(rejection);

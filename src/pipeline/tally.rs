@@ -19,7 +19,7 @@ use crate::pipeline::Job;
 use crate::store::ledger::{self, ExistingFile, FileRecord, FileStatus};
 use crate::telemetry::{self, FileOutcome};
 use crate::transform::aggregate::FileAggregates;
-use crate::validate::format::FileRejection;
+use crate::validate::rejection::FileRejection;
 use crate::validate::ValidatedChunk;
 
 /// The outcome of one delivery.
@@ -48,7 +48,7 @@ pub struct DeliveryReport {
     /// Readings loaded.
     pub reading_count: u64,
     /// Delivery-level reason when rejected whole.
-    pub rejection: Option<String>,
+    pub rejection: Option<FileRejection>,
     /// Files written to quarantine.
     pub quarantine: Vec<PathBuf>,
     /// Where a consumed file source went.
@@ -255,7 +255,7 @@ impl Tally {
             rows_rejected: self.rows_rejected,
             rows_duplicate: self.rows_duplicate,
             reading_count: self.reading_count,
-            rejection: rejection.map(ToString::to_string),
+            rejection: rejection.cloned(),
             quarantine,
             moved_to: None,
             violation_counts: self.violation_counts,

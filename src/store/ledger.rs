@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::delivery::DeviceMark;
 use crate::store::known::Known;
 use crate::store::StoreError;
+use crate::validate::rejection::FileRejection;
 
 /// Final status of a file in the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -441,6 +442,28 @@ async fn allocate_file_ids(tx: &Transaction<'_>, count: usize) -> Result<Vec<i64
         )));
     }
     Ok(ids)
+}
+
+/// What became of a stored delivery: its status and, when it was rejected as a whole, why.
+///
+/// # Errors
+/// The statement failed.
+pub async fn stored_outcome(
+    client: &impl deadpool_postgres::GenericClient,
+    file_id: i64,
+) -> Result<(FileStatus, Option<FileRejection>), StoreError> {
+    let row = client
+        .query_one(
+            "SELECT status, error FROM v_files WHERE file_id = $1",
+            &[&file_id],
+        )
+        .await?;
+    let status: String = row.get(0);
+    let error: Option<String> = row.get(1);
+    Ok((
+        FileStatus::parse(&status).unwrap_or(FileStatus::Rejected),
+        error.as_deref().and_then(FileRejection::parse),
+    ))
 }
 
 /// Records which device each sensor of `devices` belongs to (`v_sensors.device`), in the

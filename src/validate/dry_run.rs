@@ -4,8 +4,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use super::format::FileRejection;
 use super::reject::RejectedRow;
+use super::rejection::{FileRejection, RejectionCode};
 use super::{limit, open_text, FileValidator, Mode, Result, ValidateError};
 use crate::config::Settings;
 use crate::delivery::ByteSource;
@@ -86,14 +86,14 @@ pub fn whole_file_rejection(
     }
     if rows_rejected == rows_read {
         return Some(FileRejection::new(
-            "no_valid_rows",
+            RejectionCode::NoValidRows,
             format!("all {rows_read} data rows were rejected"),
         ));
     }
     let ratio = rows_rejected as f64 / rows_read as f64;
     (ratio > settings.max_reject_ratio).then(|| {
         FileRejection::new(
-            "too_many_rejects",
+            RejectionCode::TooManyRejects,
             format!(
                 "{rows_rejected} of {rows_read} data rows were rejected ({:.1} %), above the limit \
                  max_reject_ratio = {}",

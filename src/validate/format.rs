@@ -5,36 +5,12 @@
 //! position; pandas index columns (an empty name, `Unnamed: N`) are ignored. The sensor type
 //! comes from the `sensor_type` column (per row), else from the file name, else from the set of
 //! measurement columns. A header that fits none of this is a `FileRejection`: the whole file is
-//! quarantined with that reason. Pure: no I/O.
+//! quarantined with that reason (`rejection`). Pure: no I/O.
 
 use std::collections::HashSet;
 
+use super::rejection::{FileRejection, RejectionCode};
 use crate::config::Settings;
-
-/// Why a file cannot be processed at all. `code` is stable, `message` is for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileRejection {
-    /// Stable code, e.g. `unsupported_layout`.
-    pub code: &'static str,
-    /// Explanation.
-    pub message: String,
-}
-
-impl FileRejection {
-    /// A rejection with a code and a message.
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for FileRejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
-    }
-}
 
 /// Column names accepted for each identity column (lower case).
 const SENSOR_ID_ALIASES: &[&str] = &["sensor_id", "sensorid", "sensor"];
@@ -97,13 +73,13 @@ impl FileFormat {
         let header_line = trim_line_end(header_line);
         if header_line.contains(&0) {
             return Err(FileRejection::new(
-                "not_text",
+                RejectionCode::NotText,
                 "the file contains NUL bytes: it is binary, not CSV text",
             ));
         }
         let header = std::str::from_utf8(header_line).map_err(|e| {
             FileRejection::new(
-                "not_text",
+                RejectionCode::NotText,
                 format!(
                     "the header line is not UTF-8 (invalid byte at offset {}); \
                      save the file as UTF-8",
@@ -113,7 +89,7 @@ impl FileFormat {
         })?;
         if header.trim().is_empty() {
             return Err(FileRejection::new(
-                "empty_file",
+                RejectionCode::EmptyFile,
                 "the file has no header line",
             ));
         }
@@ -123,7 +99,7 @@ impl FileFormat {
 
         if is_madavi_export(&lower) {
             return Err(FileRejection::new(
-                "unsupported_layout",
+                RejectionCode::UnsupportedLayout,
                 "this is a madavi.de per-device export (columns Time;durP1;…;Signal, no \
                  sensor_id column, data rows with more fields than the header); it is not \
                  supported: download the sensor.community archive files instead",
@@ -138,7 +114,7 @@ impl FileFormat {
             .find(|c| !named.insert(c.trim()))
         {
             return Err(FileRejection::new(
-                "duplicate_column",
+                RejectionCode::DuplicateColumn,
                 format!(
                     "the header names column `{}` more than once; header was `{}`",
                     twice.trim(),
@@ -175,7 +151,7 @@ impl FileFormat {
                 .collect();
             if named.len() > 1 {
                 return Err(FileRejection::new(
-                    "duplicate_column",
+                    RejectionCode::DuplicateColumn,
                     format!(
                         "the header names the {what} column more than once (`{}`); header was \
                          `{}`",
@@ -189,7 +165,7 @@ impl FileFormat {
         let find = |aliases: &[&str]| lower.iter().position(|c| aliases.contains(&c.as_str()));
         let missing = |what: &str, aliases: &[&str]| {
             FileRejection::new(
-                "missing_column",
+                RejectionCode::MissingColumn,
                 format!(
                     "the header has no {what} column (looked for {}); header was `{header}`",
                     aliases.join(", ")
@@ -249,7 +225,7 @@ impl FileFormat {
                     .or_else(|| type_from_columns(&lower, &identity, settings, &plans))
                     .ok_or_else(|| {
                         FileRejection::new(
-                            "unknown_sensor_type",
+                            RejectionCode::UnknownSensorType,
                             format!(
                                 "the file has no sensor_type column and neither its name nor \
                                  its measurement columns match a configured sensor type; \
@@ -261,7 +237,7 @@ impl FileFormat {
         };
         if plans.iter().all(Option::is_none) {
             return Err(FileRejection::new(
-                "unknown_sensor_type",
+                RejectionCode::UnknownSensorType,
                 format!("no measurement column of any configured sensor type in header `{header}`"),
             ));
         }
@@ -498,7 +474,7 @@ mod tests {
             "data-esp8266-3654427-2018-01-03.csv",
         )
         .unwrap_err();
-        assert_eq!(error.code, "unsupported_layout");
+        assert_eq!(error.code, RejectionCode::UnsupportedLayout);
     }
 
     #[test]
@@ -510,7 +486,7 @@ mod tests {
         ] {
             let rejection =
                 FileFormat::detect(header.as_bytes(), "x_sds011.csv", &settings).unwrap_err();
-            assert_eq!(rejection.code, "duplicate_column", "{header}");
+            assert_eq!(rejection.code, RejectionCode::DuplicateColumn, "{header}");
         }
     }
 
@@ -519,7 +495,7 @@ mod tests {
         let settings = Settings::builtin();
         let rejection =
             FileFormat::detect(b"sensor_id;timestamp;P1;p1;P2\n", "x.csv", &settings).unwrap_err();
-        assert_eq!(rejection.code, "duplicate_column");
+        assert_eq!(rejection.code, RejectionCode::DuplicateColumn);
         assert!(rejection.message.contains("`p1`"), "{}", rejection.message);
         // Two index columns without a name are fine.
         assert!(
@@ -533,7 +509,7 @@ mod tests {
             FileFormat::detect(b"\x00\x01\x02", "a.csv", &Settings::builtin())
                 .unwrap_err()
                 .code,
-            "not_text"
+            RejectionCode::NotText
         );
         assert_eq!(
             FileFormat::detect(
@@ -543,17 +519,17 @@ mod tests {
             )
             .unwrap_err()
             .code,
-            "not_text"
+            RejectionCode::NotText
         );
         assert_eq!(
             detect("sensor_id;timestamp;foo;bar", "a.csv")
                 .unwrap_err()
                 .code,
-            "unknown_sensor_type"
+            RejectionCode::UnknownSensorType
         );
         assert_eq!(
             detect("id;when;P1", "a.csv").unwrap_err().code,
-            "missing_column"
+            RejectionCode::MissingColumn
         );
     }
 }

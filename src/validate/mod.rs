@@ -17,6 +17,7 @@ pub mod limit;
 pub mod quarantine;
 pub mod reject;
 mod rejected_lines;
+pub mod rejection;
 pub mod rules;
 
 pub use columns::{LineFields, ReadingColumns, ValidatedChunk};
@@ -29,9 +30,10 @@ use std::path::PathBuf;
 
 use crate::config::Settings;
 use crate::delivery::{ByteSource, SourceReader};
-use format::{FileFormat, FileRejection};
+use format::FileFormat;
 use keyset::KeySet;
 use reject::{Position, RejectReason, RejectedRow, Violation};
+use rejection::{FileRejection, RejectionCode};
 
 /// `Result` of the validation stage.
 pub type Result<T, E = ValidateError> = std::result::Result<T, E>;
@@ -156,11 +158,14 @@ impl<'s> FileValidator<'s> {
             .read_until(b'\n', &mut header)
             .map_err(read_error)?;
         if header.is_empty() {
-            return Ok(Err(FileRejection::new("empty_file", "the file is empty")));
+            return Ok(Err(FileRejection::new(
+                RejectionCode::EmptyFile,
+                "the file is empty",
+            )));
         }
         if !header.ends_with(b"\n") && header.len() as u64 == MAX_HEADER_BYTES {
             return Ok(Err(FileRejection::new(
-                "not_text",
+                RejectionCode::NotText,
                 format!("no line break in the first {MAX_HEADER_BYTES} bytes: not a CSV file"),
             )));
         }

@@ -14,8 +14,8 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::delivery::{ByteSource, RandomAccess};
-use crate::validate::format::FileRejection;
 use crate::validate::reject::{Position, RejectedRow, Violation, ViolationRecord};
+use crate::validate::rejection::FileRejection;
 use crate::validate::{Result, ValidateError};
 
 /// Version of the JSON objects in `…errors.jsonl`.

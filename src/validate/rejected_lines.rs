@@ -2,8 +2,8 @@
 
 use std::io::{BufRead, BufReader};
 
-use super::format::FileRejection;
 use super::reject::{Position, RejectReason, RejectedRow, Violation};
+use super::rejection::FileRejection;
 use super::{limit, open_text, shifted, Result, ValidateError, ValidatedChunk};
 use crate::config::Settings;
 use crate::delivery::{ByteSource, SourceReader};

@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::ingest::IngestSummary;
 use crate::pipeline::{process_group, process_with_retry, PipelineCtx};
 use crate::store::claims::Claims;
-use crate::validate::format::FileRejection;
 use crate::validate::quarantine;
+use crate::validate::rejection::{FileRejection, RejectionCode};
 
 /// Commits a group of small claimed files in one transaction (in a task of its own); returns
 /// the names to process one by one instead: all of them when the group as a whole failed (a
@@ -218,7 +218,7 @@ fn quarantine_failed(ctx: &PipelineCtx, path: &Path, reason: &str) -> Result<()>
         fingerprint: identity.content_sha256.clone(),
         max_line_bytes: ctx.settings.max_line_bytes,
     };
-    let rejection = FileRejection::new("poison_file", reason);
+    let rejection = FileRejection::new(RejectionCode::PoisonFile, reason);
     let copy = quarantine::quarantine_whole_file(&target, &rejection, "")?;
     quarantine::append_error_log(
         &ctx.settings.error_log_path(),
