@@ -29,7 +29,8 @@
 # then the burst again with one transaction per request (the ratio
 # is what the group commit gains), with the server's RSS sampled every second (first minute against
 # the end) and the acknowledged rows checked against the database, the burst again from wrk when
-# it is installed (scripts/ingest.lua); and one POST of the big file
+# it is installed (scripts/ingest.lua), then with an Idempotency-Key on every body (the ratio
+# keyed / unkeyed); and one POST of the big file
 # against `ingest` of the same file (time and peak RSS side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -203,8 +204,15 @@ if [ "$HTTP_SECONDS" -gt 0 ]; then
     psql -q -d bench_http -c "CHECKPOINT"
     before="$(psql -d bench_http -Atc "SELECT count(*) FROM v_files")"
     echo "-- the burst from wrk (2 threads, 32 connections)"
-    wrk -t2 -c32 -d"${HTTP_SECONDS}s" -s "$REPO/scripts/ingest.lua" "http://$HTTP_ADDR/v1/ingest" | tail -3
+    wrk -t2 -c32 -d"${HTTP_SECONDS}s" -s "$REPO/scripts/ingest.lua" "http://$HTTP_ADDR/v1/ingest" | tail -3 | tee wrk_plain.txt
     echo "bodies stored during the wrk run: $(( $(psql -d bench_http -Atc "SELECT count(*) FROM v_files") - before ))"
+    # The same burst with a unique Idempotency-Key on every body: keyed bodies share the
+    # group commit, so they are acknowledged at the rate of unkeyed ones.
+    echo "-- the burst from wrk, every body with an Idempotency-Key"
+    wrk -t2 -c32 -d"${HTTP_SECONDS}s" -s "$REPO/scripts/ingest.lua" "http://$HTTP_ADDR/v1/ingest" -- keyed | tail -3 | tee wrk_keyed.txt
+    plain_rps="$(awk '/^requests:/ {print $7; exit}' wrk_plain.txt)"
+    keyed_rps="$(awk '/^requests:/ {print $7; exit}' wrk_keyed.txt)"
+    printf "keyed / unkeyed requests/s: %s / %s = %.2f\n" "$keyed_rps" "$plain_rps" "$(echo "$keyed_rps / $plain_rps" | bc -l)"
   fi
   awk '{ if ($1 > peak) peak = $1 } END {printf "server RSS peak over the whole HTTP phase: %.0f MB\n", peak / 1024}' rss_http.txt
   kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || true

@@ -1,6 +1,7 @@
 -- wrk script for POST /v1/ingest: unique 100-row BME280 CSV bodies (10 sensors a body, a
 -- fleet of 1,000 sensors whose time moves on), so no body is a duplicate of another.
 --   wrk -t2 -c32 -d30s -s scripts/ingest.lua http://127.0.0.1:9898/v1/ingest
+-- With `-- keyed` after the URL, each body also carries a unique `Idempotency-Key`.
 local threads = {}
 local next_thread = 0
 
@@ -12,6 +13,7 @@ end
 
 function init(args)
   counter = 0
+  keyed = args[1] == "keyed"
   header = "sensor_id;sensor_type;location;lat;lon;timestamp;pressure;temperature;humidity\n"
 end
 
@@ -29,7 +31,11 @@ request = function()
       sensor, sensor + 50000, os.date("!%Y-%m-%dT%H:%M:%S", ts),
       95000 + (n * 7 + row) % 8000, 10 + (row % 20), 40 + (row % 50))
   end
-  return wrk.format("POST", nil, {["Content-Type"] = "text/csv"}, header .. table.concat(rows, "\n") .. "\n")
+  local headers = {["Content-Type"] = "text/csv"}
+  if keyed then
+    headers["Idempotency-Key"] = string.format("wrk-%d-%d", thread_id, counter)
+  end
+  return wrk.format("POST", nil, headers, header .. table.concat(rows, "\n") .. "\n")
 end
 
 done = function(summary, latency, requests)
