@@ -13,14 +13,14 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-mod access;
 mod catalogue;
 mod devices;
 mod folders;
+mod http;
 mod tail;
 
-pub use access::{AccessToken, Acknowledge, HttpSettings, RawHttp, RawToken, Scope};
 pub use devices::{DeviceSettings, RawDevices, RawValueTarget, ValueTarget};
+pub use http::{AccessToken, Acknowledge, HttpSettings, RawHttp, RawToken, Scope};
 pub use tail::tail_patterns;
 
 use catalogue::{build_catalogue, merge_sensor_types, BuiltinCatalogue, BUILTIN_SENSOR_TYPES};

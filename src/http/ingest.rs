@@ -149,8 +149,8 @@ async fn answer(
 ) -> Response {
     let started = Instant::now();
     let mut received = 0;
-    let taken = take(state, peer, query, headers, body, endpoint, &mut received).await;
-    let response = match taken {
+    let handled = handle_push(state, peer, query, headers, body, endpoint, &mut received).await;
+    let response = match handled {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
@@ -158,7 +158,7 @@ async fn answer(
     response
 }
 
-async fn take(
+async fn handle_push(
     state: &HttpState,
     peer: SocketAddr,
     query: IngestQuery,
@@ -463,14 +463,17 @@ fn render_in_memory(
 /// # Errors
 /// 503 with `Retry-After` when the bound or the client's share is reached.
 fn hold(state: &HttpState, peer: SocketAddr, bytes: u64) -> Result<Held, ApiError> {
-    let share = state.client_shares.take(peer.ip(), bytes).ok_or_else(|| {
-        ApiError::unavailable(
-            "too_busy",
-            "this client address holds its share of the request bytes being processed; \
+    let share = state
+        .client_shares
+        .reserve(peer.ip(), bytes)
+        .ok_or_else(|| {
+            ApiError::unavailable(
+                "too_busy",
+                "this client address holds its share of the request bytes being processed; \
              nothing was stored (finish or end the requests under way)",
-            RETRY_AFTER_SECS,
-        )
-    })?;
+                RETRY_AFTER_SECS,
+            )
+        })?;
     let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
     let permits = Arc::clone(&state.in_flight)
         .try_acquire_many_owned(kib)

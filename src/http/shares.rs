@@ -27,7 +27,7 @@ impl ClientShares {
     /// Reserves `bytes` for `client` while the returned guard lives; `None` when the client
     /// already holds its share. A request of more than the whole share is taken while the
     /// client holds nothing else.
-    pub fn take(self: &Arc<Self>, client: IpAddr, bytes: u64) -> Option<ClientHold> {
+    pub fn reserve(self: &Arc<Self>, client: IpAddr, bytes: u64) -> Option<ClientHold> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let now = held.get(&client).copied().unwrap_or(0);
         if now > 0 && now + bytes > self.limit {
@@ -71,13 +71,13 @@ mod tests {
         let shares = Arc::new(ClientShares::new(100));
         let (one, other): (IpAddr, IpAddr) =
             ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let first = shares.take(one, 60).unwrap();
-        assert!(shares.take(one, 60).is_none(), "past its share");
-        let _second = shares.take(other, 60).unwrap();
+        let first = shares.reserve(one, 60).unwrap();
+        assert!(shares.reserve(one, 60).is_none(), "past its share");
+        let _second = shares.reserve(other, 60).unwrap();
         drop(first);
-        let _again = shares.take(one, 60).unwrap();
+        let _again = shares.reserve(one, 60).unwrap();
         // More than the whole share is taken when the client holds nothing else.
-        let _large = shares.take("10.0.0.3".parse().unwrap(), 500).unwrap();
+        let _large = shares.reserve("10.0.0.3".parse().unwrap(), 500).unwrap();
         assert_eq!(shares.held.lock().unwrap().len(), 3);
     }
 }

@@ -23,7 +23,7 @@
 //!   written (see `readings`).
 
 mod columns;
-mod ledger;
+mod deliveries;
 mod readings;
 mod replaced;
 mod table;
@@ -156,11 +156,11 @@ impl Table {
             Table::Readings => readings::append(tx, table, after, up_to).await,
             Table::Files => {
                 let (view, columns) = (LedgerView::Files, columns::FILES);
-                ledger::append(tx, table, view, columns, after, up_to).await
+                deliveries::append(tx, table, view, columns, after, up_to).await
             }
             Table::Aggregates => {
                 let (view, columns) = (LedgerView::Aggregates, columns::AGGREGATES);
-                ledger::append(tx, table, view, columns, after, up_to).await
+                deliveries::append(tx, table, view, columns, after, up_to).await
             }
         }
     }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::Transaction;
 
-use crate::store::once::Claims;
+use crate::store::once::SensorClaims;
 use crate::store::rollup::{self, merge_cell, Bucket, Cell, DAY, HOUR};
 use crate::store::{Store, StoreError};
 use crate::transform::aggregate::{HourCell, Stats};
@@ -42,7 +42,7 @@ impl Pending {
     }
 
     /// Whether the bucket `start` of `sensor` may be stored already.
-    fn may_be_stored(&self, claims: &Claims, sensor: i64, start: i64) -> bool {
+    fn may_be_stored(&self, claims: &SensorClaims, sensor: i64, start: i64) -> bool {
         let committed = claims.stored_span(sensor).is_some_and(|(first, last)| {
             self.bucket.of(first) <= start && start <= self.bucket.of(last)
         });
@@ -53,7 +53,11 @@ impl Pending {
                 .is_some_and(|(lo, hi)| *lo <= start && start <= *hi)
     }
 
-    async fn flush(&mut self, tx: &Transaction<'_>, claims: &Claims) -> Result<(), StoreError> {
+    async fn flush(
+        &mut self,
+        tx: &Transaction<'_>,
+        claims: &SensorClaims,
+    ) -> Result<(), StoreError> {
         if self.cells.is_empty() {
             return Ok(());
         }
@@ -149,7 +153,11 @@ impl Rollups {
     ///
     /// # Errors
     /// A statement failed.
-    pub async fn flush(&mut self, tx: &Transaction<'_>, claims: &Claims) -> Result<(), StoreError> {
+    pub async fn flush(
+        &mut self,
+        tx: &Transaction<'_>,
+        claims: &SensorClaims,
+    ) -> Result<(), StoreError> {
         self.hours.flush(tx, claims).await?;
         self.days.flush(tx, claims).await
     }
@@ -161,7 +169,7 @@ impl Rollups {
     pub async fn finish(
         &mut self,
         tx: &Transaction<'_>,
-        claims: &Claims,
+        claims: &SensorClaims,
     ) -> Result<(), StoreError> {
         self.flush(tx, claims).await?;
         for bucket in [HOUR, DAY] {

@@ -5,7 +5,7 @@
 //! (`conflicting_reading`, the message naming the delivery that holds the stored line and its
 //! values), `replace` stores it and moves the stored line to the audit table.
 //!
-//! Cost: a sensor is claimed once per transaction (`store::once::Claims`); only lines inside
+//! Cost: a sensor is claimed once per transaction (`store::once::SensorClaims`); only lines inside
 //! the committed span of their sensor are looked up, in one query per frame. A file of new
 //! readings (the usual case) costs one claim statement per new set of sensors and nothing per
 //! line. Within one file, the validator already rejects a second line of the same key.
@@ -18,7 +18,7 @@ use polars::prelude::*;
 use crate::config::{OnConflict, Settings};
 use crate::error::{Error, Result};
 use crate::store::copy::ReadingsCopy;
-use crate::store::once::{self, Claims, Replacement, StoredLine};
+use crate::store::once::{self, Replacement, SensorClaims, StoredLine};
 use crate::store::{Store, StoreError};
 use crate::transform::aggregate::{partial_aggregates_by_part, GroupKey, PartialAggregates};
 use crate::transform::normalize::{value_column, NormalizedFrame};
@@ -66,7 +66,7 @@ impl Sifted {
 
 /// One transaction's sifting: its claims and policy.
 pub(super) struct Sifter {
-    claims: Claims,
+    claims: SensorClaims,
     policy: OnConflict,
     /// Measurement names by database id, for conflict messages.
     measurement_names: HashMap<i16, String>,
@@ -135,7 +135,7 @@ fn same(a: &[(i16, f64)], b: &[(i16, f64)]) -> bool {
 impl Sifter {
     pub fn new(settings: &Settings, store: &Store) -> Self {
         Self {
-            claims: Claims::new(std::sync::Arc::clone(store.known())),
+            claims: SensorClaims::new(std::sync::Arc::clone(store.known())),
             policy: settings.on_conflict,
             measurement_names: settings
                 .catalogue
@@ -151,7 +151,7 @@ impl Sifter {
     }
 
     /// The sensors this transaction has claimed.
-    pub fn claims(&self) -> &Claims {
+    pub fn claims(&self) -> &SensorClaims {
         &self.claims
     }
 

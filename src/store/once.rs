@@ -28,7 +28,7 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// The sensors one transaction has claimed, with the span of their readings committed before
 /// the claim (`None`: no reading stored yet).
 #[derive(Debug)]
-pub struct Claims {
+pub struct SensorClaims {
     spans: HashMap<i64, Option<(i64, i64)>>,
     /// Sensors this transaction entered as placeholders.
     placeholders: Vec<i64>,
@@ -36,7 +36,7 @@ pub struct Claims {
     known: Arc<Known>,
 }
 
-impl Claims {
+impl SensorClaims {
     /// No claims yet; sensors in `known` need no placeholder.
     pub fn new(known: Arc<Known>) -> Self {
         Self {

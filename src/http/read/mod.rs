@@ -1,7 +1,7 @@
 //! The read API: sensors, latest values, a sensor's readings page by page (JSON, CSV or
 //! NDJSON), windowed statistics with a trailing mean, the ledger of deliveries with their
 //! aggregates and rejects, and the pipeline at a glance (`/v1/summary`, what the dashboard
-//! shows): `sensors`, `rows` and `ledger`, with what they share here (access, the
+//! shows): `sensors`, `rows` and `deliveries`, with what they share here (access, the
 //! connection, parameter checks against the catalogue, JSON answers, the answer cache). Every
 //! endpoint needs the `read` scope (SPEC §10 access rules) and answers what the public views
 //! answer, through `store::query`.
@@ -11,7 +11,7 @@
 //! `/openapi.json` by its own types (`utoipa`), and registered with its document in one step
 //! (`routes!`), so what is served and what is documented cannot part.
 
-mod ledger;
+mod deliveries;
 mod rows;
 mod sensors;
 
@@ -40,10 +40,10 @@ pub fn routes() -> OpenApiRouter<HttpState> {
         .routes(routes!(sensors::latest))
         .routes(routes!(rows::readings))
         .routes(routes!(rows::series))
-        .routes(routes!(ledger::files))
-        .routes(routes!(ledger::file))
-        .routes(routes!(ledger::file_rejects))
-        .routes(routes!(ledger::summary))
+        .routes(routes!(deliveries::files))
+        .routes(routes!(deliveries::file))
+        .routes(routes!(deliveries::file_rejects))
+        .routes(routes!(deliveries::summary))
 }
 
 /// What every read handler starts with: the caller's right to read, the query string, and a

@@ -1,4 +1,4 @@
-//! The HTTP API's access configuration: tokens, each with a name and scopes, given as the
+//! `[http]`: the HTTP API's access configuration, tokens, each with a name and scopes, given as the
 //! SHA-256 of the token or as the name of an environment variable holding the token itself;
 //! and the request limits. Token values are never kept in plain text here nor printed: only
 //! their SHA-256 is held.
