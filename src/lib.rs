@@ -6,7 +6,7 @@
 //!
 //! - edges: [`commands`] (one module per command, dispatched by `main`), [`cli`], [`http`];
 //! - sources of deliveries: [`watch`] (the inbox: notify events as hints, periodic scans as the
-//!   truth, claims against other workers), [`ingest`] (files given on the command line) and
+//!   truth, claims against other workers), [`files`] (files given on the command line; [`inbox`] holds the rules of which entries are inputs, shared with the watcher) and
 //!   [`journal`] (pushes kept on local disk while the database is away, drained behind the
 //!   answer);
 //! - [`pipeline`]: a delivery through the stages in one transaction, streamed or in a group
@@ -51,9 +51,10 @@ pub mod delivery;
 pub mod embedded_db;
 pub mod error;
 pub mod faults;
+pub mod files;
 pub mod generate;
 pub mod http;
-pub mod ingest;
+pub mod inbox;
 pub mod journal;
 pub mod lake;
 pub mod pipeline;

@@ -47,7 +47,7 @@ async fn wait_for_processed(h: &Harness, count: usize) {
 }
 
 /// Runs the watcher on the harness's inbox until the inbox is empty, then stops it.
-async fn run_until_inbox_is_empty(h: &Harness) -> sensor_etl::ingest::IngestSummary {
+async fn run_until_inbox_is_empty(h: &Harness) -> sensor_etl::pipeline::IngestSummary {
     let inbox = h.workspace.path("data");
     let cancel = CancellationToken::new();
     let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));

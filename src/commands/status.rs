@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use crate::cli::exit;
 use crate::config::Settings;
-use crate::ingest::inbox_inputs;
+use crate::inbox::inbox_inputs;
 use crate::journal::{self, JournalStats};
 use crate::{database, store};
 

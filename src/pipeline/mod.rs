@@ -45,7 +45,7 @@ use crate::validate::quarantine::QuarantineTarget;
 pub use crate::delivery::Disposition;
 pub use group::{process_group, process_in_groups, SplitOutcomes};
 pub use stream::{process, process_unreadable};
-pub use tally::DeliveryReport;
+pub use tally::{DeliveryReport, IngestSummary};
 
 /// What the pipeline shares across deliveries.
 #[derive(Clone)]

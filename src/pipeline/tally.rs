@@ -263,3 +263,50 @@ impl Tally {
         }
     }
 }
+
+/// Totals of an ingest run.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct IngestSummary {
+    /// Files fully loaded.
+    pub loaded: u64,
+    /// Files partially loaded.
+    pub partially_loaded: u64,
+    /// Files rejected whole.
+    pub rejected: u64,
+    /// Files with a header and no rows.
+    pub empty: u64,
+    /// Re-deliveries of known content.
+    pub duplicate: u64,
+    /// Files that failed (I/O, database after retries).
+    pub failed: u64,
+    /// Rows read.
+    pub rows_read: u64,
+    /// Rows loaded.
+    pub rows_loaded: u64,
+    /// Rows rejected.
+    pub rows_rejected: u64,
+    /// Rows whose readings were already stored.
+    pub rows_duplicate: u64,
+}
+
+impl IngestSummary {
+    /// Adds one file's outcome.
+    pub fn add(&mut self, report: &DeliveryReport) {
+        match report.status {
+            FileStatus::Loaded => self.loaded += 1,
+            FileStatus::PartiallyLoaded => self.partially_loaded += 1,
+            FileStatus::Rejected => self.rejected += 1,
+            FileStatus::Empty => self.empty += 1,
+            FileStatus::Duplicate => self.duplicate += 1,
+        }
+        self.rows_read += report.rows_read;
+        self.rows_loaded += report.rows_loaded;
+        self.rows_rejected += report.rows_rejected;
+        self.rows_duplicate += report.rows_duplicate;
+    }
+
+    /// Whether anything was rejected (rows or whole files).
+    pub fn has_rejects(&self) -> bool {
+        self.rows_rejected > 0 || self.rejected > 0
+    }
+}

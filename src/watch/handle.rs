@@ -12,7 +12,7 @@ use tracing::{error, warn};
 use super::deferral::{Deferrals, Why};
 use crate::delivery::Delivery;
 use crate::error::{Error, Result};
-use crate::ingest::IngestSummary;
+use crate::pipeline::IngestSummary;
 use crate::pipeline::{process_group, process_with_retry, PipelineCtx};
 use crate::store::claims::Claims;
 use crate::validate::quarantine;

@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::error::{Error, Result};
-use crate::ingest::{classify_inbox_entry, InboxEntry, IngestSummary};
+use crate::inbox::{classify_inbox_entry, InboxEntry};
+use crate::pipeline::IngestSummary;
 use crate::pipeline::PipelineCtx;
 use crate::store::claims::Claims;
 use crate::validate::quarantine;
@@ -335,8 +336,7 @@ fn scan(
             InboxEntry::NotUtf8Name => {
                 // Paths are bytes: the file keeps its bytes and gets a name that can be told,
                 // logged and recorded; the next scan takes it.
-                match crate::ingest::utf8_name_for(&path)
-                    .map(|to| (std::fs::rename(&path, &to), to))
+                match crate::inbox::utf8_name_for(&path).map(|to| (std::fs::rename(&path, &to), to))
                 {
                     Some((Ok(()), to)) => warn!(
                         message = "Inbox file renamed: its name was not UTF-8.",

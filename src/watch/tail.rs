@@ -30,7 +30,7 @@ use tracing::{info, warn};
 use crate::config::tail_patterns;
 use crate::delivery::{ByteSource, Delivery, Disposition, Origin, TailMark};
 use crate::error::{Error, Result};
-use crate::ingest::is_temporary_name;
+use crate::inbox::is_temporary_name;
 use crate::pipeline::{process_with_retry, PipelineCtx};
 use crate::store::tail::{self, Position};
 use crate::store::StoreError;

@@ -258,7 +258,7 @@ pub(super) async fn summary(
 ) -> Result<Json<Summary>, ApiError> {
     authorize(&state.settings.http, &headers, peer, Scope::Read)?;
     let inbox = state.settings.data_dir.clone();
-    let files_waiting = tokio::task::spawn_blocking(move || crate::ingest::inbox_inputs(&inbox))
+    let files_waiting = tokio::task::spawn_blocking(move || crate::inbox::inbox_inputs(&inbox))
         .await
         .map_or(0, |found| found.len() as i64);
     let read = async {
