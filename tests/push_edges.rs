@@ -543,3 +543,25 @@ async fn one_address_cannot_take_the_room_of_others_and_a_header_must_come_in_ti
     drop(first);
     assert_eq!(terminate_child(&mut server), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_takes_the_time_its_load_takes_once_the_database_answered() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    // The database must answer within 50 ms; loading the body takes longer than that.
+    let (mut server, addr) =
+        serve(&workspace, &url, &[("SENSOR_ETL_HTTP__DB_WAIT_MS", "50")]).await;
+    let body = crate::support::fixtures::body_of(81, 3_000_000);
+    let rows = body.iter().filter(|&&b| b == b'\n').count() as u64 - 1;
+    let started = std::time::Instant::now();
+    let (status, _, receipt) = post(addr, "/v1/ingest?name=big.csv", &[CSV], &body);
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["rows_loaded"].as_u64(), Some(rows), "{receipt}");
+    assert!(
+        took > std::time::Duration::from_millis(50),
+        "the load took {took:?}: no longer than the wait, so this case shows nothing"
+    );
+    assert_eq!(readings_of(&url, 81).await, 2 * rows as i64);
+    assert_eq!(terminate_child(&mut server), Some(0));
+}

@@ -36,6 +36,7 @@ use crate::http::HttpState;
 use crate::http::{device, journaled};
 use crate::pipeline::committer::Committed;
 use crate::pipeline::{process_with_retry, DeliveryReport};
+use crate::store::StoreError;
 use crate::validate::rejection::FileRejection;
 
 /// Bodies up to this size are committed in groups with concurrent ones.
@@ -284,15 +285,29 @@ async fn handle_push(
     // Small bodies are committed together with whatever else is arriving.
     let grouped = in_memory && size <= GROUP_BODY_MAX_BYTES;
     let wait = state.settings.http.database_wait;
-    let outcome = tokio::time::timeout(wait, async {
-        if grouped {
-            if let Committed::Report(report) = committer.commit(delivery.clone(), size).await {
-                return *report;
+    let outcome = if in_memory {
+        // A body the journal can keep waits `wait` for its commit, then is journaled.
+        tokio::time::timeout(wait, async {
+            if grouped {
+                if let Committed::Report(report) = committer.commit(delivery.clone(), size).await {
+                    return *report;
+                }
             }
+            process_with_retry(ctx, &delivery, &CancellationToken::new()).await
+        })
+        .await
+    } else {
+        // A large body waits `wait` for the database to answer, then takes the time its load
+        // takes (one attempt: an outage during it is a 503, and the body was not stored).
+        match tokio::time::timeout(wait, ctx.store.pool().get()).await {
+            Ok(Ok(connection)) => {
+                drop(connection);
+                Ok(crate::pipeline::process(ctx, &delivery).await)
+            }
+            Ok(Err(error)) => Ok(Err(Error::from(StoreError::from(error)))),
+            Err(elapsed) => Err(elapsed),
         }
-        process_with_retry(ctx, &delivery, &CancellationToken::new()).await
-    })
-    .await;
+    };
     let away = match &outcome {
         Err(_) => true,
         Ok(Err(error)) => error.is_transient(),
