@@ -276,6 +276,15 @@ pub async fn receipt(
     if let Some(journal) = &state.journal {
         match journal.waiting_answer(&receipt_id) {
             Ok(Some(mut answer)) => {
+                // The drain marks a record loaded in the journal just after its commit: in
+                // between, the database's answer is the newer one.
+                if !journal.database_away() {
+                    if let Ok(client) = state.pool.get().await {
+                        if let Ok(Some(outcome)) = receipts::outcome(&client, &receipt_id).await {
+                            return Ok(loaded(receipt_id, outcome));
+                        }
+                    }
+                }
                 // A receipt read back is an answer about the receipt: 200, whatever the push got.
                 answer.status = StatusCode::OK.as_u16();
                 return Ok(respond(answer, &receipt_id));
@@ -296,6 +305,11 @@ pub async fn receipt(
             "no receipt {receipt_id}: neither waiting in the push journal nor loaded"
         )));
     };
+    Ok(loaded(receipt_id, outcome))
+}
+
+/// The receipt of a journaled push that was loaded, from the database's record of it.
+fn loaded(receipt_id: String, outcome: receipts::Outcome) -> Response {
     let error = outcome.error.as_deref().map(|text| {
         let (code, message) = text.split_once(": ").unwrap_or(("rejected", text));
         ErrorDetail {
@@ -320,5 +334,5 @@ pub async fn receipt(
         unknown_value_types: None,
         notes: None,
     };
-    Ok(Json(receipt).into_response())
+    Json(receipt).into_response()
 }

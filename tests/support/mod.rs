@@ -306,19 +306,25 @@ impl Drop for RestartableCluster {
     }
 }
 
-/// A minimal HTTP/1.1 GET: (status code, body).
+/// A minimal HTTP/1.1 GET: (status code, body); status 0 and no body when the connection
+/// failed or was reset (a server starting or stopping), so that probes try again.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let Ok(response) = exchange.await else {
+        return (0, String::new());
+    };
     let status = response
         .split(' ')
         .nth(1)
