@@ -292,6 +292,21 @@ impl Delivery {
         Self::file(path, Origin::Ingest(path.to_path_buf()), disposition)
     }
 
+    /// A request body pushed by `client` over HTTP (under `key`, when it gave one); it is
+    /// left where it is (memory or a spool file the request owns).
+    pub fn pushed(name: String, source: ByteSource, client: String, key: Option<String>) -> Self {
+        Self {
+            name,
+            source,
+            origin: Origin::Http(client),
+            disposition: Disposition::LeaveInPlace,
+            key,
+            journaled: None,
+            tail: None,
+            device: None,
+        }
+    }
+
     fn file(path: &Path, origin: Origin, disposition: Disposition) -> Self {
         Self {
             name: path

@@ -1040,23 +1040,10 @@ async fn serve_watched(
     url: &str,
     failpoints: &str,
 ) -> (Watched, std::net::SocketAddr) {
-    let addr = crate::support::free_local_addr();
-    let mut command = crate::support::sensor_etl_in(workspace);
-    command
-        .args([
-            "serve",
-            "--database-url",
-            url,
-            "--http-addr",
-            &addr.to_string(),
-        ])
-        .env("SENSOR_ETL_CHUNK_ROWS", "5000");
+    let (mut command, addr) = crate::support::http::serve_command(workspace, url);
+    command.env("SENSOR_ETL_CHUNK_ROWS", "5000");
     let server = Watched::spawn(command, failpoints);
-    wait_until("the server is ready", LIMIT, || async move {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-            && crate::support::http_get(addr, "/readyz").await.1 == "ready\n"
-    })
-    .await;
+    crate::support::http::until_ready(addr, LIMIT).await;
     (server, addr)
 }
 

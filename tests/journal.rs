@@ -9,18 +9,15 @@ use std::net::SocketAddr;
 use std::process::Child;
 use std::time::Duration;
 
-use crate::support::http::post;
+use crate::support::http::{post, until_ready};
 use crate::support::{
     connect, free_local_addr, http_get, wait_exit, wait_until, RestartableCluster, Workspace,
 };
 
 /// `sensor-etl serve` on a free address, answering HTTP (the database may be away).
 async fn start(workspace: &Workspace, url: &str, env: &[(&str, &str)]) -> (Child, SocketAddr) {
-    let addr = free_local_addr();
-    let mut command = crate::support::sensor_etl_in(workspace);
+    let (mut command, addr) = crate::support::http::serve_command(workspace, url);
     command
-        .args(["serve", "--database-url", url, "--http-addr"])
-        .arg(addr.to_string())
         .env("RUST_LOG", "info")
         .env("SENSOR_ETL_HTTP__DB_WAIT_MS", "300")
         .env("SENSOR_ETL_RETRY__INITIAL_DELAY_MS", "100")
@@ -39,16 +36,6 @@ async fn start(workspace: &Workspace, url: &str, env: &[(&str, &str)]) -> (Child
     )
     .await;
     (child, addr)
-}
-
-/// Waits until the server has its database (not only the journal).
-async fn until_ready(addr: SocketAddr) {
-    wait_until(
-        "the server is ready",
-        Duration::from_secs(30),
-        || async move { http_get(addr, "/readyz").await.1 == "ready\n" },
-    )
-    .await;
 }
 
 /// Every body acknowledged for `sensors` is loaded, its readings once, and no sensor of the
@@ -135,7 +122,7 @@ async fn pushes_during_an_outage_are_loaded_exactly_once_across_kill_9() {
     let url = cluster.url();
     let workspace = Workspace::new();
     let (mut server, addr) = start(&workspace, &url, &[]).await;
-    until_ready(addr).await;
+    until_ready(addr, Duration::from_secs(30)).await;
     cluster.stop();
 
     // The database is away: validated, journaled, 202 with a receipt.
@@ -274,7 +261,7 @@ async fn journal_mode_acknowledges_after_the_sync_and_loads_every_body_once() {
         &[("SENSOR_ETL_HTTP__ACKNOWLEDGE", "journal")],
     )
     .await;
-    until_ready(addr).await;
+    until_ready(addr, Duration::from_secs(30)).await;
     let mut receipts = Vec::new();
     for sensor in 100..130 {
         let (status, head, body) = post(addr, "/v1/ingest", &[CSV], csv_body(sensor).as_bytes());
@@ -357,7 +344,7 @@ async fn a_full_journal_answers_503_and_everything_acknowledged_is_loaded() {
     let workspace = Workspace::new();
     let env = [("SENSOR_ETL_HTTP__JOURNAL_MAX_BYTES", "4000")];
     let (mut server, addr) = start(&workspace, &url, &env).await;
-    until_ready(addr).await;
+    until_ready(addr, Duration::from_secs(30)).await;
     cluster.stop();
     let mut acknowledged = Vec::new();
     let mut refused = 0;
@@ -422,7 +409,7 @@ async fn a_full_disk_under_the_journal_answers_503_and_never_a_202_for_a_body_no
     let workspace = Workspace::new();
     let disk = crate::support::SmallDisk::mount(&workspace.path(".sensor-etl/journal"), 32 * 1024);
     let (mut server, addr) = start(&workspace, &url, &[]).await;
-    until_ready(addr).await;
+    until_ready(addr, Duration::from_secs(30)).await;
     cluster.stop();
     let mut acknowledged = Vec::new();
     let mut refused = 0;

@@ -25,7 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::{Acknowledge, Scope};
-use crate::delivery::{ByteSource, Delivery, DeviceMark, Disposition, Origin};
+use crate::delivery::{ByteSource, Delivery, DeviceMark};
 use crate::error::Error;
 use crate::http::access::authorize;
 use crate::http::body::{self, to_source, BodyFormat};
@@ -262,17 +262,11 @@ async fn handle_push(
         None => delivery_name(query.name.as_deref(), format),
     };
     let delivery = Delivery {
-        name,
-        source,
-        origin: Origin::Http(client),
-        disposition: Disposition::LeaveInPlace,
-        key,
-        journaled: None,
-        tail: None,
         device: device.as_ref().map(|push| DeviceMark {
             device: push.device.clone(),
             sensors: push.sensors.clone(),
         }),
+        ..Delivery::pushed(name, source, client, key)
     };
     // Journaled at once: with `acknowledge = "journal"`, or while no database was ever reached.
     let journal_first = in_memory
@@ -406,16 +400,7 @@ async fn refuse(
     ) else {
         return Err(refusal);
     };
-    let delivery = Delivery {
-        name,
-        source,
-        origin: Origin::Http(client),
-        disposition: Disposition::LeaveInPlace,
-        key,
-        journaled: None,
-        tail: None,
-        device: None,
-    };
+    let delivery = Delivery::pushed(name, source, client, key);
     let rejection = FileRejection::new(code, refusal.message());
     let recorded = tokio::time::timeout(
         state.settings.http.database_wait,

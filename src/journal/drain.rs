@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::{ByteSource, Delivery, DeviceMark, Disposition, JournalMark, Origin};
+use crate::delivery::{ByteSource, Delivery, DeviceMark, JournalMark};
 use crate::error::Error;
 use crate::pipeline::{process_in_groups, PipelineCtx};
 use crate::store::{receipts, StoreError};
@@ -223,18 +223,18 @@ fn delivery_of(record: &Record) -> Delivery {
         None => ByteSource::Memory(record.body.clone()),
     };
     Delivery {
-        name: meta.name.clone(),
-        source,
-        origin: Origin::Http(meta.client.clone()),
-        disposition: Disposition::LeaveInPlace,
-        key: meta.key.clone(),
         journaled: Some(JournalMark {
             receipt_id: meta.receipt_id.clone(),
         }),
-        tail: None,
         device: meta.device.as_ref().map(|device| DeviceMark {
             device: device.device.clone(),
             sensors: device.sensors.clone(),
         }),
+        ..Delivery::pushed(
+            meta.name.clone(),
+            source,
+            meta.client.clone(),
+            meta.key.clone(),
+        )
     }
 }

@@ -5,7 +5,7 @@
 //! `application/x-www-form-urlencoded`, as common clients do.
 
 use std::net::SocketAddr;
-use std::process::Child;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -107,32 +107,38 @@ pub fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
     (status, json)
 }
 
-/// `sensor-etl serve` on a free address with `env` set; waits until it is ready.
-pub async fn serve(workspace: &Workspace, url: &str, env: &[(&str, &str)]) -> (Child, SocketAddr) {
+/// `sensor-etl serve` in `workspace` against `url` on a free address, not started yet.
+pub fn serve_command(workspace: &Workspace, url: &str) -> (Command, SocketAddr) {
     let addr = free_local_addr();
     let mut command = sensor_etl_in(workspace);
-    command
-        .args([
-            "serve",
-            "--database-url",
-            url,
-            "--http-addr",
-            &addr.to_string(),
-        ])
-        .env("RUST_LOG", "info");
+    command.args([
+        "serve",
+        "--database-url",
+        url,
+        "--http-addr",
+        &addr.to_string(),
+    ]);
+    (command, addr)
+}
+
+/// Waits at most `limit` until the server at `addr` is ready: the database answered and
+/// deliveries are taken.
+pub async fn until_ready(addr: SocketAddr, limit: Duration) {
+    wait_until("the server is ready", limit, || async move {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+            && http_get(addr, "/readyz").await.1 == "ready\n"
+    })
+    .await;
+}
+
+/// `sensor-etl serve` on a free address with `env` set; waits until it is ready.
+pub async fn serve(workspace: &Workspace, url: &str, env: &[(&str, &str)]) -> (Child, SocketAddr) {
+    let (mut command, addr) = serve_command(workspace, url);
+    command.env("RUST_LOG", "info");
     for (key, value) in env {
         command.env(key, value);
     }
     let child = command.spawn().unwrap();
-    // Ready: the database answered and deliveries are taken.
-    wait_until(
-        "the server is ready",
-        Duration::from_secs(30),
-        || async move {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-                && http_get(addr, "/readyz").await.1 == "ready\n"
-        },
-    )
-    .await;
+    until_ready(addr, Duration::from_secs(30)).await;
     (child, addr)
 }
