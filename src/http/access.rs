@@ -3,9 +3,15 @@
 //! scope the endpoint needs (tokens compared by their SHA-256, in constant time); with none,
 //! loopback clients only. Token values are never logged; a client is known by its token's
 //! name, or by the Basic user name when one is given.
+//!
+//! Handlers ask for access by taking [`Reader`] or [`Writer`] as their first argument: the
+//! check runs before any other extractor (no body read, no connection taken for a caller
+//! without the right).
 
 use std::net::SocketAddr;
 
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use base64::prelude::{Engine, BASE64_STANDARD};
 use sha2::{Digest, Sha256};
@@ -13,6 +19,45 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{HttpSettings, Scope};
 use crate::http::error::ApiError;
+use crate::http::HttpState;
+
+/// A caller allowed the scope `WRITE` names (`true`: write, `false`: read); `client` is its
+/// name, the token's or the loopback address.
+#[derive(Debug, Clone)]
+pub struct Caller<const WRITE: bool> {
+    /// The client's name as the ledger records it.
+    pub client: String,
+}
+
+/// A caller with the `read` scope.
+pub type Reader = Caller<false>;
+
+/// A caller with the `write` scope.
+pub type Writer = Caller<true>;
+
+impl<const WRITE: bool> FromRequestParts<HttpState> for Caller<WRITE> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &HttpState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| *peer)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the client's address is unknown",
+                )
+            })?;
+        let scope = if WRITE { Scope::Write } else { Scope::Read };
+        let client = authorize(&state.settings.http, &parts.headers, peer, scope)?;
+        Ok(Self { client })
+    }
+}
 
 /// Checks a request's credentials for `scope`; returns the client's name (the token's, or the
 /// loopback address).
@@ -20,7 +65,7 @@ use crate::http::error::ApiError;
 /// # Errors
 /// 401 when a token is required and missing or wrong, 403 when it lacks the scope or the
 /// client may not call without a token.
-pub fn authorize(
+fn authorize(
     settings: &HttpSettings,
     headers: &HeaderMap,
     peer: SocketAddr,

@@ -8,6 +8,9 @@ use axum::Json;
 
 use crate::validate::rejection::RejectionCode;
 
+/// Seconds a client is told to wait when the service cannot take its request now.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {

@@ -6,47 +6,41 @@
 //! 422 nothing loadable, or an `Idempotency-Key` given again with another body; 503 with
 //! `Retry-After` when the database stays unavailable or too much is in flight.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::{Acknowledge, Scope};
+use crate::config::Acknowledge;
 use crate::delivery::{ByteSource, Delivery, DeviceMark};
 use crate::error::Error;
-use crate::http::access::authorize;
+use crate::http::access::Writer;
 use crate::http::body::{self, to_source, BodyFormat};
-use crate::http::error::{ApiError, ErrorBody};
-use crate::http::receipt::{receipt, DeviceSensor, ReceiptBody};
+use crate::http::error::{ApiError, ErrorBody, RETRY_AFTER_SECS};
+use crate::http::extract::{IdempotencyKey, InFlight, Params};
+use crate::http::receipt::{receipt, ReceiptBody};
 use crate::http::spool::{self, Received, MEMORY_BYTES};
 use crate::http::HttpState;
 use crate::http::{device, journaled};
-use crate::pipeline::committer::Committed;
-use crate::pipeline::{process_with_retry, DeliveryReport};
+use crate::pipeline::committer::{goes_in_group, Committed, Committer};
+use crate::pipeline::{process_with_retry, DeliveryReport, PipelineCtx};
 use crate::store::StoreError;
 use crate::validate::rejection::FileRejection;
 
-/// Bodies up to this size are committed in groups with concurrent ones.
-const GROUP_BODY_MAX_BYTES: u64 = MEMORY_BYTES as u64;
-
 /// Bytes a second a body must arrive at, on average, once `http.body_idle_secs` have passed.
 const BODY_MIN_RATE: u64 = 4096;
-
-/// Seconds a client is told to wait when the service cannot take its request now.
-const RETRY_AFTER_SECS: u64 = 5;
 
 /// The ingest routes: `/v1/ingest`, and the sensor.community push API (with and without the
 /// trailing slash the firmware sends), each with its OpenAPI operation.
@@ -54,8 +48,9 @@ pub fn routes() -> OpenApiRouter<HttpState> {
     OpenApiRouter::new()
         .routes(routes!(ingest))
         .routes(routes!(push_sensor_data))
-        .routes(routes!(journaled::receipt))
         .route("/v1/push-sensor-data", post(push_sensor_data))
+        .route_layer(middleware::from_fn(measured))
+        .routes(routes!(journaled::receipt))
 }
 
 /// Which endpoint a body came to.
@@ -100,14 +95,28 @@ pub struct IngestQuery {
     ),
     security((), ("token" = []))
 )]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a handler lists what it extracts, in the order it is checked"
+)]
 async fn ingest(
     State(state): State<HttpState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(query): Query<IngestQuery>,
+    Writer { client }: Writer,
+    format: BodyFormat,
+    IdempotencyKey(key): IdempotencyKey,
+    Params(query): Params<IngestQuery>,
+    held: InFlight,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    answer(&state, peer, query, &headers, body, Endpoint::Ingest).await
+    let push = Push {
+        endpoint: Endpoint::Ingest,
+        client,
+        format,
+        key,
+        name: query.name,
+    };
+    answer(&state, push, held, &headers, body).await
 }
 
 /// The sensor.community push API: one sensor of a device, named by `X-Pin`.
@@ -132,141 +141,214 @@ async fn ingest(
 )]
 async fn push_sensor_data(
     State(state): State<HttpState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Writer { client }: Writer,
+    format: BodyFormat,
+    held: InFlight,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let query = IngestQuery { name: None };
-    answer(&state, peer, query, &headers, body, Endpoint::Push).await
-}
-
-async fn answer(
-    state: &HttpState,
-    peer: SocketAddr,
-    query: IngestQuery,
-    headers: &HeaderMap,
-    body: Body,
-    endpoint: Endpoint,
-) -> Response {
-    let started = Instant::now();
-    let mut received = 0;
-    let handled = handle_push(state, peer, query, headers, body, endpoint, &mut received).await;
-    let response = match handled {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    };
-    crate::telemetry::record_http_request(response.status().as_u16(), received, started.elapsed());
-    response
-}
-
-async fn handle_push(
-    state: &HttpState,
-    peer: SocketAddr,
-    query: IngestQuery,
-    headers: &HeaderMap,
-    body: Body,
-    endpoint: Endpoint,
-    received: &mut u64,
 ) -> Result<Response, ApiError> {
-    let client = authorize(&state.settings.http, headers, peer, Scope::Write)?;
-    let format = BodyFormat::of(
-        headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok()),
-    )?;
-    if endpoint == Endpoint::Push && format != BodyFormat::Json {
+    if format != BodyFormat::Json {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "the push API takes application/json",
         ));
     }
-    let key = idempotency_key(headers)?;
-    // Back-pressure: the memory a body may take is reserved before it is read.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-    let in_memory = declared.map_or(MEMORY_BYTES as u64, |n| n.min(MEMORY_BYTES as u64));
-    let held = hold(state, peer, in_memory)?;
+    let push = Push {
+        endpoint: Endpoint::Push,
+        client,
+        format,
+        key: None,
+        name: None,
+    };
+    Ok(answer(&state, push, held, &headers, body).await)
+}
+
+/// What a push request says about its body before the body is read.
+struct Push {
+    endpoint: Endpoint,
+    /// Who sent it, as the ledger records it.
+    client: String,
+    format: BodyFormat,
+    /// The `Idempotency-Key`, if given.
+    key: Option<String>,
+    /// The `name` parameter, if given.
+    name: Option<String>,
+}
+
+impl Push {
+    fn delivery_name(&self) -> String {
+        delivery_name(self.name.as_deref(), self.format)
+    }
+}
+
+/// Bytes of a request body received, on its response for [`measured`].
+#[derive(Debug, Clone, Copy)]
+struct ReceivedBytes(u64);
+
+/// Counts each push request by status, its received bytes and its time (`/metrics`), whether
+/// an extractor or the handler answered it.
+async fn measured(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let received = response
+        .extensions()
+        .get::<ReceivedBytes>()
+        .map_or(0, |ReceivedBytes(bytes)| *bytes);
+    crate::telemetry::record_http_request(response.status().as_u16(), received, started.elapsed());
+    response
+}
+
+/// The answer to a push: the body received, made a delivery, committed (or journaled), and
+/// its receipt; the in-flight reservation is held until the delivery's outcome is known.
+async fn answer(
+    state: &HttpState,
+    push: Push,
+    held: InFlight,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let pace = spool::Pace {
         idle: state.settings.http.body_idle,
         min_rate: BODY_MIN_RATE,
     };
-    let body = spool::receive(
+    let received = spool::receive(
         body,
         state.settings.http.max_body_bytes,
         &spool::spool_dir(&state.settings.state_dir),
         pace,
     )
-    .await?;
-    *received = body.len();
-    let size = body.len();
-    let received_at = Utc::now();
-    let mut device = None;
-    // A spool file lives (and the pipeline reads it) until the answer.
-    let (source, _spooled) = match body {
-        Received::Memory(bytes) if format == BodyFormat::Csv => (ByteSource::Memory(bytes), None),
-        Received::Spooled { path, .. } if format == BodyFormat::Csv => {
-            (ByteSource::File(path.to_path_buf()), Some(path))
+    .await;
+    let (size, answered) = match received {
+        Ok(received) => (
+            received.len(),
+            deliver(state, push, held, headers, received).await,
+        ),
+        Err(error) => (0, Err(error)),
+    };
+    let mut response = answered.unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(ReceivedBytes(size));
+    response
+}
+
+/// A received body as a delivery's source: CSV as it came; JSON and NDJSON rendered (a
+/// device's body for its sensors).
+struct Source {
+    bytes: ByteSource,
+    /// A file the source was rendered into, removed with this value.
+    _rendered: Option<tempfile::TempPath>,
+    /// What a device's body says besides its readings.
+    device: Option<device::DevicePush>,
+}
+
+/// Makes `body` a delivery's source; a body refused for its content is answered as a refused
+/// delivery ([`refuse`]).
+async fn source_of(
+    state: &HttpState,
+    push: &Push,
+    headers: &HeaderMap,
+    body: Received,
+    received_at: DateTime<Utc>,
+) -> Result<Source, Refused> {
+    let plain = |bytes, rendered| Source {
+        bytes,
+        _rendered: rendered,
+        device: None,
+    };
+    match body {
+        Received::Memory(bytes) if push.format == BodyFormat::Csv => {
+            Ok(plain(ByteSource::Memory(bytes), None))
         }
-        Received::Spooled { .. } if endpoint == Endpoint::Push => {
-            return Err(ApiError::new(
+        Received::Spooled { path, .. } if push.format == BodyFormat::Csv => {
+            Ok(plain(ByteSource::File(path.to_path_buf()), Some(path)))
+        }
+        Received::Spooled { .. } if push.endpoint == Endpoint::Push => {
+            Err(Refused::Request(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 format!("a push-API body is one sensor's values: at most {MEMORY_BYTES} bytes"),
-            ));
+            )))
         }
         Received::Spooled { path, .. } => {
             // A large JSON or NDJSON body is rendered from its spool file into another one,
             // one object in memory at a time.
             let dir = spool::spool_dir(&state.settings.state_dir);
-            let spooled = path.to_path_buf();
+            let (format, spooled) = (push.format, path.to_path_buf());
             let rendered =
                 tokio::task::spawn_blocking(move || body::render_file(format, &spooled, &dir))
                     .await
-                    .map_err(|_| render_failed())?;
+                    .map_err(|_| Refused::Request(render_failed()))?;
             match rendered {
-                Ok((rendered_path, source)) => (source, Some(rendered_path)),
+                Ok((rendered_path, source)) => Ok(plain(source, Some(rendered_path))),
                 Err(refusal) => {
-                    let source = ByteSource::File(path.to_path_buf());
-                    let name = delivery_name(query.name.as_deref(), format);
-                    return refuse(state, refusal, source, name, client, key).await;
+                    let bytes = ByteSource::File(path.to_path_buf());
+                    Err(Refused::Content(refusal, bytes, Some(path)))
                 }
             }
         }
         Received::Memory(bytes) => {
             // Parsing and rendering JSON is CPU work of any length: off the async workers.
             let (settings, headers) = (Arc::clone(&state.settings), headers.clone());
-            let raw = bytes.clone();
+            let (endpoint, format, raw) = (push.endpoint, push.format, bytes.clone());
             let rendered = tokio::task::spawn_blocking(move || {
                 render_in_memory(endpoint, format, bytes, &headers, received_at, &settings)
             })
             .await
-            .map_err(|_| render_failed())?;
+            .map_err(|_| Refused::Request(render_failed()))?;
             match rendered {
-                Ok((source, push)) => {
-                    device = push;
-                    (source, None)
-                }
-                Err(refusal) => {
-                    let name = delivery_name(query.name.as_deref(), format);
-                    let source = ByteSource::Memory(raw);
-                    return refuse(state, refusal, source, name, client, key).await;
-                }
+                Ok((bytes, device)) => Ok(Source {
+                    bytes,
+                    _rendered: None,
+                    device,
+                }),
+                Err(refusal) => Err(Refused::Content(refusal, ByteSource::Memory(raw), None)),
             }
         }
+    }
+}
+
+/// Why a body did not become a delivery's source.
+enum Refused {
+    /// The request itself (too large a push body, a rendering that failed): not a delivery.
+    Request(ApiError),
+    /// The body's content, recorded as a rejected delivery of these bytes (from a spool file
+    /// removed with this value).
+    Content(ApiError, ByteSource, Option<tempfile::TempPath>),
+}
+
+async fn deliver(
+    state: &HttpState,
+    push: Push,
+    held: InFlight,
+    headers: &HeaderMap,
+    body: Received,
+) -> Result<Response, ApiError> {
+    let size = body.len();
+    let received_at = Utc::now();
+    // A spool file lives (and the pipeline reads it) until the answer.
+    let source = match source_of(state, &push, headers, body, received_at).await {
+        Ok(source) => source,
+        Err(Refused::Request(error)) => return Err(error),
+        Err(Refused::Content(refusal, bytes, _spooled)) => {
+            let delivery = Delivery::pushed(push.delivery_name(), bytes, push.client, push.key);
+            return refuse(state, refusal, delivery).await;
+        }
     };
-    let in_memory = matches!(source, ByteSource::Memory(_) | ByteSource::Rendered { .. });
+    let device = source.device;
+    let in_memory = matches!(
+        source.bytes,
+        ByteSource::Memory(_) | ByteSource::Rendered { .. }
+    );
     let name = match &device {
         Some(push) => format!("{}.json", push.device),
-        None => delivery_name(query.name.as_deref(), format),
+        None => push.delivery_name(),
     };
     let delivery = Delivery {
         device: device.as_ref().map(|push| DeviceMark {
             device: push.device.clone(),
             sensors: push.sensors.clone(),
         }),
-        ..Delivery::pushed(name, source, client, key)
+        ..Delivery::pushed(name, source.bytes, push.client, push.key)
     };
     // Journaled at once: with `acknowledge = "journal"`, or while no database was ever reached.
     let journal_first = in_memory
@@ -276,36 +358,15 @@ async fn handle_push(
     let Some((ctx, committer)) = pipeline else {
         return journaled::keep(state, delivery, device.as_ref(), received_at).await;
     };
-    // Small bodies are committed together with whatever else is arriving.
-    let grouped = in_memory && size <= GROUP_BODY_MAX_BYTES;
-    let wait = state.settings.http.database_wait;
     let outcome = if in_memory {
-        // A body the journal can keep waits `wait` for its commit, then is journaled.
-        tokio::time::timeout(wait, async {
-            if grouped {
-                if let Committed::Report(report) = committer.commit(delivery.clone(), size).await {
-                    return *report;
-                }
-            }
-            process_with_retry(ctx, &delivery, &CancellationToken::new()).await
-        })
-        .await
+        commit_or_time_out(state, ctx, committer, &delivery, size).await
     } else {
-        // A large body waits `wait` for the database to answer, then takes the time its load
-        // takes (one attempt: an outage during it is a 503, and the body was not stored).
-        match tokio::time::timeout(wait, ctx.store.pool().get()).await {
-            Ok(Ok(connection)) => {
-                drop(connection);
-                Ok(crate::pipeline::process(ctx, &delivery).await)
-            }
-            Ok(Err(error)) => Ok(Err(Error::from(StoreError::from(error)))),
-            Err(elapsed) => Err(elapsed),
-        }
+        load_large(state, ctx, &delivery).await
     };
     let away = match &outcome {
-        Err(_) => true,
-        Ok(Err(error)) => error.is_transient(),
-        Ok(Ok(_)) => false,
+        Outcome::Away => true,
+        Outcome::Failed(error) => error.is_transient(),
+        Outcome::Loaded(_) => false,
     };
     if away && in_memory {
         // The database is away: the body goes to the push journal (202), and so do the next
@@ -316,68 +377,120 @@ async fn handle_push(
         return journaled::keep(state, delivery, device.as_ref(), received_at).await;
     }
     let report = match outcome {
-        Err(_) => {
-            return Err(ApiError::unavailable(
-                "database_unavailable",
-                format!(
-                    "the database did not answer within {} ms; the body was not acknowledged \
-                     (sending it again is safe: a stored body is a duplicate)",
-                    wait.as_millis()
-                ),
-                RETRY_AFTER_SECS,
-            ))
-        }
-        // A device body's time is its receive time, so a retry differs from the first send by
-        // that alone: the key names the delivery, and the retry is answered as a duplicate.
-        Ok(Err(Error::KeyReused(file_id))) if device.is_some() => {
-            DeliveryReport::same_delivery(file_id, &delivery.name, &delivery.origin.to_string())
-        }
-        Ok(Err(Error::KeyReused(file_id))) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                format!(
-                    "this Idempotency-Key was first given with another body (delivery \
-                     {file_id}); use a new key for new content"
-                ),
-            ))
-        }
-        Ok(Err(error)) if error.is_transient() || error.is_local_fault() => {
-            return Err(ApiError::unavailable(
-                "temporarily_unavailable",
-                format!("{}; nothing was stored", crate::telemetry::chain(&error)),
-                RETRY_AFTER_SECS,
-            ))
-        }
-        Ok(Err(error)) => {
-            tracing::error!(message = "Request failed.", error = %crate::telemetry::chain(&error));
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "the delivery could not be processed; see the server log",
-            ));
-        }
-        Ok(Ok(report)) => report,
+        Outcome::Loaded(report) => report,
+        Outcome::Away => return Err(database_unavailable(state)),
+        Outcome::Failed(error) => failure_report(error, device.is_some(), &delivery)?,
     };
     drop(held);
     let mut response = receipt(ctx, &report).await?;
     if let Some(push) = device {
-        let body = &mut response.body;
-        body.sensors = Some(
-            push.sensors
-                .iter()
-                .map(|(sensor_id, sensor_type)| DeviceSensor {
-                    sensor_id: *sensor_id,
-                    sensor_type: sensor_type.clone(),
-                })
-                .collect(),
-        );
-        body.device = Some(push.device);
-        body.unknown_value_types = Some(push.unknown_value_types.into_iter().collect());
-        body.ignored_value_types = Some(push.ignored_value_types.into_iter().collect());
-        body.notes = (!push.notes.is_empty()).then_some(push.notes);
+        response.body.describe_device(push);
     }
     Ok(response.into_response())
+}
+
+/// What became of a delivery handed to the database.
+enum Outcome {
+    /// Committed (loaded, rejected, a duplicate…): its report.
+    Loaded(DeliveryReport),
+    /// The database did not answer in time: nothing was stored.
+    Away,
+    /// It failed: the database went away during it, or a reason of its own.
+    Failed(Error),
+}
+
+impl From<Result<DeliveryReport, Error>> for Outcome {
+    fn from(result: Result<DeliveryReport, Error>) -> Self {
+        result.map_or_else(Outcome::Failed, Outcome::Loaded)
+    }
+}
+
+/// A body the journal can keep waits `http.db_wait_ms` for its commit: in a group with
+/// whatever else is arriving when the shared policy says so, else alone with retries.
+async fn commit_or_time_out(
+    state: &HttpState,
+    ctx: &PipelineCtx,
+    committer: &Committer,
+    delivery: &Delivery,
+    size: u64,
+) -> Outcome {
+    let committed = tokio::time::timeout(state.settings.http.database_wait, async {
+        if goes_in_group(size, false) {
+            if let Committed::Report(report) = committer.commit(delivery.clone(), size).await {
+                return *report;
+            }
+        }
+        process_with_retry(ctx, delivery, &CancellationToken::new()).await
+    })
+    .await;
+    committed.map_or(Outcome::Away, Outcome::from)
+}
+
+/// A large body waits `http.db_wait_ms` for the database to answer, then takes the time its
+/// load takes (one attempt: an outage during it is a 503, and the body was not stored).
+async fn load_large(state: &HttpState, ctx: &PipelineCtx, delivery: &Delivery) -> Outcome {
+    match tokio::time::timeout(state.settings.http.database_wait, ctx.store.pool().get()).await {
+        Ok(Ok(connection)) => {
+            drop(connection);
+            Outcome::from(crate::pipeline::process(ctx, delivery).await)
+        }
+        Ok(Err(error)) => Outcome::from(Err(Error::from(StoreError::from(error)))),
+        Err(_) => Outcome::Away,
+    }
+}
+
+/// 503: the database did not answer in time and the body could not be journaled.
+fn database_unavailable(state: &HttpState) -> ApiError {
+    ApiError::unavailable(
+        "database_unavailable",
+        format!(
+            "the database did not answer within {} ms; the body was not acknowledged \
+             (sending it again is safe: a stored body is a duplicate)",
+            state.settings.http.database_wait.as_millis()
+        ),
+        RETRY_AFTER_SECS,
+    )
+}
+
+/// The report, or the answer, of a delivery that failed.
+fn failure_report(
+    error: Error,
+    from_device: bool,
+    delivery: &Delivery,
+) -> Result<DeliveryReport, ApiError> {
+    Err(match error {
+        // A device body's time is its receive time, so a retry differs from the first send by
+        // that alone: the key names the delivery, and the retry is answered as a duplicate.
+        Error::KeyReused(file_id) if from_device => {
+            let origin = delivery.origin.to_string();
+            return Ok(DeliveryReport::same_delivery(
+                file_id,
+                &delivery.name,
+                &origin,
+            ));
+        }
+        Error::KeyReused(file_id) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            format!(
+                "this Idempotency-Key was first given with another body (delivery {file_id}); \
+                 use a new key for new content"
+            ),
+        ),
+        error if error.is_transient() || error.is_local_fault() => ApiError::unavailable(
+            "temporarily_unavailable",
+            format!("{}; nothing was stored", crate::telemetry::chain(&error)),
+            RETRY_AFTER_SECS,
+        ),
+        error => {
+            tracing::error!(message = "Request failed.", error = %crate::telemetry::chain(&error));
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the delivery could not be processed; see the server log",
+            )
+        }
+    })
 }
 
 /// The answer to a body refused for its content (not valid JSON, no objects, a key twice): 400
@@ -388,10 +501,7 @@ async fn handle_push(
 async fn refuse(
     state: &HttpState,
     refusal: ApiError,
-    source: ByteSource,
-    name: String,
-    client: String,
-    key: Option<String>,
+    delivery: Delivery,
 ) -> Result<Response, ApiError> {
     let database_away = state.journal.as_ref().is_some_and(|j| j.database_away());
     let (Some((ctx, _)), Some(code)) = (
@@ -400,7 +510,6 @@ async fn refuse(
     ) else {
         return Err(refusal);
     };
-    let delivery = Delivery::pushed(name, source, client, key);
     let rejection = FileRejection::new(code, refusal.message());
     let recorded = tokio::time::timeout(
         state.settings.http.database_wait,
@@ -455,62 +564,6 @@ fn render_in_memory(
         Some(push) => (push.source.clone(), Some(push)),
         None => (to_source(format, bytes)?, None),
     })
-}
-
-/// Reserves `bytes` of the in-flight bound, and of the client's share of it, for as long as
-/// the guard lives.
-///
-/// # Errors
-/// 503 with `Retry-After` when the bound or the client's share is reached.
-fn hold(state: &HttpState, peer: SocketAddr, bytes: u64) -> Result<Held, ApiError> {
-    let share = state
-        .client_shares
-        .reserve(peer.ip(), bytes)
-        .ok_or_else(|| {
-            ApiError::unavailable(
-                "too_busy",
-                "this client address holds its share of the request bytes being processed; \
-             nothing was stored (finish or end the requests under way)",
-                RETRY_AFTER_SECS,
-            )
-        })?;
-    let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
-    let permits = Arc::clone(&state.in_flight)
-        .try_acquire_many_owned(kib)
-        .map_err(|_| {
-            ApiError::unavailable(
-                "too_busy",
-                "too many request bytes are being processed; nothing was stored",
-                RETRY_AFTER_SECS,
-            )
-        })?;
-    Ok((permits, share, crate::telemetry::InFlightBytes::hold(bytes)))
-}
-
-/// A reservation of in-flight bytes, the client's part in it, and its share of the gauge.
-type Held = (
-    OwnedSemaphorePermit,
-    crate::http::shares::ClientHold,
-    crate::telemetry::InFlightBytes,
-);
-
-/// Longest `Idempotency-Key` taken.
-const MAX_KEY_CHARS: usize = 200;
-
-/// The `Idempotency-Key` header, if given.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value.to_str().map(str::trim).unwrap_or_default();
-    if key.is_empty() || key.chars().count() > MAX_KEY_CHARS {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_idempotency_key",
-            format!("Idempotency-Key must be 1 to {MAX_KEY_CHARS} visible ASCII characters"),
-        ));
-    }
-    Ok(Some(key.to_owned()))
 }
 
 /// Characters of a `name` parameter kept.

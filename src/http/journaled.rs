@@ -8,10 +8,8 @@
 //! Past the journal's bound, or on a full disk, the answer is 503: never a 202 for a body that
 //! is not on disk.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -20,11 +18,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::config::Scope;
 use crate::delivery::{ByteSource, Delivery};
-use crate::http::access::authorize;
+use crate::http::access::Reader;
 use crate::http::device::DevicePush;
-use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
+use crate::http::error::{ApiError, ErrorBody, ErrorDetail, RETRY_AFTER_SECS};
 use crate::http::HttpState;
 use crate::journal::record::{Answer, DeviceSensors, Meta};
 use crate::journal::JournalError;
@@ -34,9 +31,6 @@ use crate::validate::reject::RejectedRow;
 
 /// Rejects listed in a receipt; the rest are in the database and quarantine once loaded.
 const RECEIPT_REJECTS: usize = 100;
-
-/// Seconds a client is told to wait when the journal cannot take its body.
-const RETRY_AFTER_SECS: u64 = 5;
 
 /// The receipt of a journaled push, and what `GET /v1/receipts/{id}` says of it later.
 #[derive(Debug, Serialize, ToSchema)]
@@ -268,11 +262,9 @@ fn internal() -> ApiError {
 )]
 pub async fn receipt(
     State(state): State<HttpState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    _: Reader,
     Path(receipt_id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state.settings.http, &headers, peer, Scope::Read)?;
     if let Some(journal) = &state.journal {
         match journal.waiting_answer(&receipt_id) {
             Ok(Some(mut answer)) => {

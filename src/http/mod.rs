@@ -22,6 +22,7 @@ pub mod device;
 pub mod docs;
 pub mod encoding;
 pub mod error;
+pub mod extract;
 pub mod ingest;
 pub mod journaled;
 pub mod operator;

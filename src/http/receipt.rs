@@ -8,7 +8,8 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::http::error::{ApiError, ErrorDetail};
+use crate::http::device::DevicePush;
+use crate::http::error::{ApiError, ErrorDetail, RETRY_AFTER_SECS};
 use crate::pipeline::{DeliveryReport, PipelineCtx};
 use crate::store::ledger::{self, FileStatus};
 use crate::store::query::{self, RejectEntry};
@@ -16,9 +17,6 @@ use crate::validate::rejection::{FileRejection, RejectionCode};
 
 /// Rejects listed in a receipt; the rest are in the database and quarantine.
 const RECEIPT_REJECTS: i64 = 100;
-
-/// Seconds a client is told to wait when the receipt cannot be read.
-const RETRY_AFTER_SECS: u64 = 5;
 
 /// The JSON receipt, with the status code its outcome calls for; a rejected delivery (or a
 /// duplicate of one) also carries `error`, as every error answer does.
@@ -164,6 +162,26 @@ pub struct DeviceSensor {
     pub sensor_id: i64,
     /// Sensor type of the catalogue (e.g. `SDS011`, `BME280`).
     pub sensor_type: String,
+}
+
+impl ReceiptBody {
+    /// Adds what a device's body said besides its readings: the device, its sensors, the
+    /// value types left out, and what was read as "nothing read".
+    pub fn describe_device(&mut self, push: DevicePush) {
+        self.sensors = Some(
+            push.sensors
+                .into_iter()
+                .map(|(sensor_id, sensor_type)| DeviceSensor {
+                    sensor_id,
+                    sensor_type,
+                })
+                .collect(),
+        );
+        self.device = Some(push.device);
+        self.unknown_value_types = Some(push.unknown_value_types.into_iter().collect());
+        self.ignored_value_types = Some(push.ignored_value_types.into_iter().collect());
+        self.notes = (!push.notes.is_empty()).then_some(push.notes);
+    }
 }
 
 /// A receipt and its status code.

@@ -29,6 +29,15 @@ pub const GROUP_MAX_DELIVERIES: usize = 256;
 /// Bytes of the deliveries of one group at most.
 pub const GROUP_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Deliveries up to this size go in groups; larger ones get a transaction of their own.
+pub const GROUP_MAX_DELIVERY_BYTES: u64 = 1024 * 1024;
+
+/// The group policy every source follows: a delivery goes in a group commit when it is small
+/// and has not failed before (a retry goes alone, so a fault of its own cannot stop others).
+pub fn goes_in_group(size: u64, tried_before: bool) -> bool {
+    !tried_before && size <= GROUP_MAX_DELIVERY_BYTES
+}
+
 /// What became of a delivery handed to the committer.
 #[derive(Debug)]
 pub enum Committed {

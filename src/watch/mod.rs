@@ -26,6 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::error::{Error, Result};
 use crate::inbox::{classify_inbox_entry, InboxEntry};
+use crate::pipeline::committer::goes_in_group;
 use crate::pipeline::IngestSummary;
 use crate::pipeline::PipelineCtx;
 use crate::store::claims::Claims;
@@ -69,9 +70,6 @@ struct Observation {
 
 /// Files claimed at a time: a group-commit batch of small files.
 const CLAIM_BATCH: i64 = 128;
-
-/// Files up to this size are committed in groups; larger ones get a transaction of their own.
-const GROUP_COMMIT_MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// A worker id unique across machines and restarts: host, process id and start time.
 pub fn worker_id() -> String {
@@ -215,9 +213,8 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
         // Small files never tried before go together in one transaction; the rest one by one.
         let (group, single): (Vec<_>, Vec<_>) =
             claimed.into_iter().partition(|(name, attempts)| {
-                *attempts == 0
-                    && std::fs::metadata(inbox.join(name))
-                        .is_ok_and(|m| m.len() <= GROUP_COMMIT_MAX_FILE_BYTES)
+                std::fs::metadata(inbox.join(name))
+                    .is_ok_and(|m| goes_in_group(m.len(), *attempts > 0))
             });
         let mut single = single;
         if group.len() > 1 && !cancel.is_cancelled() {

@@ -2,21 +2,17 @@
 //! `/v1/files/{id}/rejects`, and `/v1/summary` (the pipeline at a glance, what the dashboard
 //! shows).
 
-use std::net::SocketAddr;
-
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{begin, page_url, Read};
-use crate::config::Scope;
-use crate::http::access::authorize;
+use super::page_url;
+use crate::http::access::Reader;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
+use crate::http::extract::{Db, Params};
 use crate::http::params::{self, optional};
 use crate::http::HttpState;
 use crate::store::query;
@@ -57,12 +53,11 @@ pub struct FilesParams {
     security((), ("token" = []))
 )]
 pub(super) async fn files(
-    State(state): State<HttpState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    query: Result<Query<FilesParams>, QueryRejection>,
+    State(_state): State<HttpState>,
+    _: Reader,
+    Params(params): Params<FilesParams>,
+    Db(client): Db,
 ) -> Result<Json<Vec<FileEntry>>, ApiError> {
-    let Read { params, client } = begin(&state, &headers, peer, query).await?;
     let status = optional(params.status.as_deref());
     if let Some(status) = status {
         if !["loaded", "partially_loaded", "rejected", "empty"].contains(&status) {
@@ -113,12 +108,10 @@ async fn known_file(client: &deadpool_postgres::Client, id: i64) -> Result<FileE
     security((), ("token" = []))
 )]
 pub(super) async fn file(
-    State(state): State<HttpState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: Reader,
     Path(id): Path<String>,
+    Db(client): Db,
 ) -> Result<Json<FileDetail>, ApiError> {
-    let Read { client, .. } = begin::<()>(&state, &headers, peer, Ok(Query(()))).await?;
     let id = file_id(&id)?;
     let file = known_file(&client, id).await?;
     let deliveries = query::file_deliveries(&client, id).await?;
@@ -166,13 +159,11 @@ pub struct RejectsPage {
     security((), ("token" = []))
 )]
 pub(super) async fn file_rejects(
-    State(state): State<HttpState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: Reader,
     Path(id): Path<String>,
-    query: Result<Query<RejectsParams>, QueryRejection>,
+    Params(params): Params<RejectsParams>,
+    Db(client): Db,
 ) -> Result<Json<RejectsPage>, ApiError> {
-    let Read { params, client } = begin(&state, &headers, peer, query).await?;
     let id = file_id(&id)?;
     let limit = params::limit(params.limit.as_deref(), REJECTS_PAGE, REJECTS_PAGE_MAX)?;
     let after = optional(params.after.as_deref())
@@ -253,10 +244,8 @@ pub struct Summary {
 )]
 pub(super) async fn summary(
     State(state): State<HttpState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: Reader,
 ) -> Result<Json<Summary>, ApiError> {
-    authorize(&state.settings.http, &headers, peer, Scope::Read)?;
     let inbox = state.settings.data_dir.clone();
     let files_waiting = tokio::task::spawn_blocking(move || crate::inbox::inbox_inputs(&inbox))
         .await

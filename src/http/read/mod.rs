@@ -15,18 +15,13 @@ mod deliveries;
 mod rows;
 mod sensors;
 
-use std::net::SocketAddr;
-
-use axum::extract::rejection::QueryRejection;
-use axum::extract::Query;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::{Scope, Settings};
-use crate::http::access::authorize;
+use crate::config::Settings;
 use crate::http::cache::Answer;
 use crate::http::error::ApiError;
 use crate::http::params::{self, optional};
@@ -44,35 +39,6 @@ pub fn routes() -> OpenApiRouter<HttpState> {
         .routes(routes!(deliveries::file))
         .routes(routes!(deliveries::file_rejects))
         .routes(routes!(deliveries::summary))
-}
-
-/// What every read handler starts with: the caller's right to read, the query string, and a
-/// connection.
-struct Read<T> {
-    params: T,
-    client: deadpool_postgres::Object,
-}
-
-async fn begin<T>(
-    state: &HttpState,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    query: Result<Query<T>, QueryRejection>,
-) -> Result<Read<T>, ApiError> {
-    authorize(&state.settings.http, headers, peer, Scope::Read)?;
-    let Query(params) = query.map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("the query string cannot be read: {}", rejection.body_text()),
-        )
-    })?;
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|e| ApiError::from_store(&e.into()))?;
-    Ok(Read { params, client })
 }
 
 /// A JSON answer written into one buffer sized for it up front (a list of 3,000 latest values

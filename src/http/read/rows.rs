@@ -1,11 +1,8 @@
 //! `/v1/readings` (a sensor's readings page by page, as JSON, CSV or NDJSON) and `/v1/series`
 //! (windowed statistics with a trailing mean).
 
-use std::net::SocketAddr;
-
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, Uri};
+use axum::extract::State;
+use axum::http::Uri;
 use axum::response::Response;
 use base64::prelude::{Engine, BASE64_URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
@@ -13,13 +10,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    answer_response, begin, internal, json_body, known_measurement, known_sensor,
-    known_sensor_type, page_url, rows_response, to_json, Read,
+    answer_response, internal, json_body, known_measurement, known_sensor, known_sensor_type,
+    page_url, rows_response, to_json,
 };
 use crate::config::Settings;
+use crate::http::access::Reader;
 use crate::http::cache::Answer;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
+use crate::http::extract::{Db, Params};
 use crate::http::params::required;
 use crate::http::params::{self, optional};
 use crate::http::HttpState;
@@ -144,11 +143,10 @@ fn decode_cursor(text: &str) -> Result<ReadingCursor, ApiError> {
 )]
 pub(super) async fn readings(
     State(state): State<HttpState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    query: Result<Query<ReadingsParams>, QueryRejection>,
+    _: Reader,
+    Params(params): Params<ReadingsParams>,
+    Db(client): Db,
 ) -> Result<Response, ApiError> {
-    let Read { params, client } = begin(&state, &headers, peer, query).await?;
     let format = row_format(params.format.as_deref())?;
     let (sensor_id, sensor_type) =
         known_sensor(&client, required("sensor_id", params.sensor_id.as_deref())?).await?;
@@ -298,12 +296,11 @@ pub struct Series {
 )]
 pub(super) async fn series(
     State(state): State<HttpState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: Reader,
     uri: Uri,
-    query: Result<Query<SeriesParams>, QueryRejection>,
+    Params(params): Params<SeriesParams>,
+    Db(mut client): Db,
 ) -> Result<Response, ApiError> {
-    let Read { params, mut client } = begin(&state, &headers, peer, query).await?;
     let measurement = required("measurement", params.measurement.as_deref())?;
     let (start, end) = params::range(params.start.as_deref(), params.end.as_deref())?;
     let bucket_secs =

@@ -2,22 +2,20 @@
 //! in pages (by sensor id, the next in `Link`) and can be searched, so that a fleet of tens of
 //! thousands of sensors costs a request no more than one page.
 
-use std::net::SocketAddr;
-
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, Uri};
+use axum::extract::State;
+use axum::http::Uri;
 use axum::response::Response;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{
-    answer_response, begin, known_measurement, known_sensor, known_sensor_type, page_url, to_json,
-    Read,
+    answer_response, known_measurement, known_sensor, known_sensor_type, page_url, to_json,
 };
+use crate::http::access::Reader;
 use crate::http::cache::Answer;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
+use crate::http::extract::{Db, Params};
 use crate::http::params::{self, optional};
 use crate::http::HttpState;
 use crate::store::query;
@@ -64,12 +62,11 @@ const SENSORS_PAGE_MAX: i64 = 10_000;
 )]
 pub(super) async fn sensors(
     State(state): State<HttpState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: Reader,
     uri: Uri,
-    query: Result<Query<SensorsParams>, QueryRejection>,
+    Params(params): Params<SensorsParams>,
+    Db(mut client): Db,
 ) -> Result<Response, ApiError> {
-    let Read { params, mut client } = begin(&state, &headers, peer, query).await?;
     let sensor_type =
         known_sensor_type(&state.settings, &client, params.sensor_type.as_deref()).await?;
     let location_id = optional(params.location_id.as_deref())
@@ -152,12 +149,11 @@ pub struct LatestParams {
 )]
 pub(super) async fn latest(
     State(state): State<HttpState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: Reader,
     uri: Uri,
-    query: Result<Query<LatestParams>, QueryRejection>,
+    Params(params): Params<LatestParams>,
+    Db(mut client): Db,
 ) -> Result<Response, ApiError> {
-    let Read { params, mut client } = begin(&state, &headers, peer, query).await?;
     let sensor_type =
         known_sensor_type(&state.settings, &client, params.sensor_type.as_deref()).await?;
     let sensor_id = match optional(params.sensor_id.as_deref()) {
