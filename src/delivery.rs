@@ -212,7 +212,8 @@ pub enum Disposition {
     /// The source stays where it is (`ingest`, request bodies); a rejected file is copied into
     /// quarantine.
     LeaveInPlace,
-    /// The file leaves the inbox (`run`): to `processed/`, deleted, or moved into quarantine.
+    /// The file leaves its folder once committed (`run`, `ingest --consume`): its source moves
+    /// it to `processed/` or deletes it (`sources::dispose`).
     Consume,
 }
 
@@ -239,6 +240,10 @@ pub struct Delivery {
     /// Set for a device push: the device its sensors belong to, recorded in the delivery's own
     /// transaction.
     pub device: Option<DeviceMark>,
+    /// Set by a source whose files a writer may still be filling (the inbox): a reading with
+    /// no data rows of a file younger than this is not final, so it is rolled back and taken
+    /// again later.
+    pub empty_grace: Option<std::time::Duration>,
 }
 
 /// The device a pushed body came from, and its sensors in that body: (sensor id, type).
@@ -278,13 +283,17 @@ pub struct JournalMark {
 }
 
 impl Delivery {
-    /// A file of the watched inbox; it leaves the inbox once committed.
-    pub fn inbox_file(path: &Path) -> Self {
-        Self::file(
-            path,
-            Origin::Inbox(path.to_path_buf()),
-            Disposition::Consume,
-        )
+    /// A file of the watched inbox; it leaves the inbox once committed. Read with no data
+    /// rows while younger than `empty_grace`, it is not final.
+    pub fn inbox_file(path: &Path, empty_grace: std::time::Duration) -> Self {
+        Self {
+            empty_grace: Some(empty_grace),
+            ..Self::file(
+                path,
+                Origin::Inbox(path.to_path_buf()),
+                Disposition::Consume,
+            )
+        }
     }
 
     /// A file given to `ingest`; `disposition` says whether it stays in place.
@@ -304,6 +313,7 @@ impl Delivery {
             journaled: None,
             tail: None,
             device: None,
+            empty_grace: None,
         }
     }
 
@@ -320,6 +330,7 @@ impl Delivery {
             journaled: None,
             tail: None,
             device: None,
+            empty_grace: None,
         }
     }
 

@@ -2,7 +2,7 @@
 //! source chain kept.
 //!
 //! Each stage owns its error (`config::ConfigError`, `validate::ValidateError`,
-//! `store::StoreError`, `embedded_db::EmbeddedDbError`, polars' error for `transform`); only
+//! `store::StoreError`, `database::embedded::EmbeddedDbError`, polars' error for `transform`); only
 //! the pipeline, the sources and the commands use this one. Rejected rows are never errors
 //! (they are outcomes, see `validate::reject`); an `Error` ends one delivery (I/O, database)
 //! or the process (configuration). `Error::is_transient` tells the retry loop which database
@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
-use crate::embedded_db::EmbeddedDbError;
+use crate::database::embedded::EmbeddedDbError;
 use crate::store::StoreError;
 use crate::validate::ValidateError;
 

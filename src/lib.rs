@@ -5,21 +5,20 @@
 //! down (`docs/architecture.md` draws the whole path):
 //!
 //! - edges: [`commands`] (one module per command, dispatched by `main`), [`cli`], [`http`];
-//! - sources of deliveries: [`watch`] (the inbox: notify events as hints, periodic scans as the
-//!   truth, claims against other workers), [`files`] (files given on the command line; [`inbox`] holds the rules of which entries are inputs, shared with the watcher) and
-//!   [`journal`] (pushes kept on local disk while the database is away, drained behind the
-//!   answer);
+//! - [`sources`] of deliveries, each taking, acknowledging and disposing of its own: the
+//!   watched inbox, files given on the command line, and the push journal (pushes kept on
+//!   local disk while the database is away, drained behind the answer);
 //! - [`pipeline`]: a delivery through the stages in one transaction, streamed or in a group
 //!   commit, then settled (quarantine, error log, disposition);
 //! - stages: [`validate`] (format sniffing, row rules, quarantine output), [`transform`]
 //!   (polars normalization and aggregates), [`store`] (pool, migrations, COPY, ledger, claims);
 //! - consumers: [`lake`] (Delta Lake tables of what was loaded);
-//! - bottom: [`config`], [`delivery`], [`telemetry`], [`embedded_db`] / [`database`] (which
-//!   database), [`generate`] (test data), [`faults`] (named fault points for the tests), and
+//! - bottom: [`config`], [`delivery`], [`telemetry`], [`database`] (which database: a
+//!   configured one, or the embedded cluster), [`generate`] (test data), [`faults`] (named fault points for the tests), and
 //!   [`error`], the crate-wide error above the stages' own.
 //!
 //! Shutdown is owned by the commands: they fire a `CancellationToken` on SIGINT/SIGTERM;
-//! [`watch::run`] then stops taking files and finishes or rolls back the one in hand.
+//! [`sources::watch::run`] then stops taking files and finishes or rolls back the one in hand.
 //!
 //! ```no_run
 //! # async fn example() -> sensor_etl::error::Result<()> {
@@ -48,18 +47,14 @@ pub mod commands;
 pub mod config;
 pub mod database;
 pub mod delivery;
-pub mod embedded_db;
 pub mod error;
 pub mod faults;
-pub mod files;
 pub mod generate;
 pub mod http;
-pub mod inbox;
-pub mod journal;
 pub mod lake;
 pub mod pipeline;
+pub mod sources;
 pub mod store;
 pub mod telemetry;
 pub mod transform;
 pub mod validate;
-pub mod watch;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use sensor_etl::delivery::Disposition;
-use sensor_etl::files::{collect_inputs, ingest_files};
+use sensor_etl::sources::files::{collect_inputs, ingest_files};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{data_rows, deliver, realdata_dir, Harness};

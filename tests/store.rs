@@ -6,7 +6,7 @@ use std::path::Path;
 
 use sensor_etl::config::RawMeasurement;
 use sensor_etl::config::RawSensorType;
-use sensor_etl::delivery::{ByteSource, Delivery, Disposition, Origin};
+use sensor_etl::delivery::{ByteSource, Delivery, Disposition};
 use sensor_etl::pipeline::process;
 use sensor_etl::store::ledger::FileStatus;
 
@@ -709,16 +709,12 @@ async fn a_delivery_from_memory_loads_like_a_file() {
                 8;2020-01-01T00:00:00;20;50\n\
                 8;2020-01-01T00:01:00;abc;50\n\
                 8;2020-01-01T00:02:00;21;50\n";
-    let delivery = Delivery {
-        name: "gateway_dht22.csv".to_owned(),
-        source: ByteSource::Memory(bytes::Bytes::from_static(body.as_bytes())),
-        origin: Origin::Http("127.0.0.1".to_owned()),
-        disposition: Disposition::LeaveInPlace,
-        key: None,
-        journaled: None,
-        tail: None,
-        device: None,
-    };
+    let delivery = Delivery::pushed(
+        "gateway_dht22.csv".to_owned(),
+        ByteSource::Memory(bytes::Bytes::from_static(body.as_bytes())),
+        "127.0.0.1".to_owned(),
+        None,
+    );
     let report = process(&h.ctx, &delivery).await.unwrap();
     assert_eq!(report.status, FileStatus::PartiallyLoaded);
     assert_eq!(
@@ -959,15 +955,13 @@ async fn idempotency_keys_hold_inside_group_commits() {
     let body = |sensor: u32| {
         format!("sensor_id;timestamp;temperature;humidity\n{sensor};2020-01-01T00:00:00;20;50\n")
     };
-    let keyed = |key: &str, text: String| Delivery {
-        name: "gateway_dht22.csv".to_owned(),
-        source: ByteSource::Memory(bytes::Bytes::from(text)),
-        origin: Origin::Http("127.0.0.1".to_owned()),
-        disposition: Disposition::LeaveInPlace,
-        key: Some(key.to_owned()),
-        journaled: None,
-        tail: None,
-        device: None,
+    let keyed = |key: &str, text: String| {
+        Delivery::pushed(
+            "gateway_dht22.csv".to_owned(),
+            ByteSource::Memory(bytes::Bytes::from(text)),
+            "127.0.0.1".to_owned(),
+            Some(key.to_owned()),
+        )
     };
     let first = vec![keyed("a", body(11)), keyed("b", body(12))];
     let outcomes = sensor_etl::pipeline::process_group(&h.ctx, &first)
@@ -1010,15 +1004,13 @@ async fn a_group_with_a_conflicting_delivery_is_split_until_that_one_goes_alone(
     let body = |sensor: u32, value: u32| {
         format!("sensor_id;timestamp;temperature;humidity\n{sensor};2020-01-01T00:00:00;{value};50\n{sensor};2020-01-01T00:01:00;{value};50\n")
     };
-    let memory = |text: String| Delivery {
-        name: "gateway_dht22.csv".to_owned(),
-        source: ByteSource::Memory(bytes::Bytes::from(text)),
-        origin: Origin::Http("127.0.0.1".to_owned()),
-        disposition: Disposition::LeaveInPlace,
-        key: None,
-        journaled: None,
-        tail: None,
-        device: None,
+    let memory = |text: String| {
+        Delivery::pushed(
+            "gateway_dht22.csv".to_owned(),
+            ByteSource::Memory(bytes::Bytes::from(text)),
+            "127.0.0.1".to_owned(),
+            None,
+        )
     };
     process(&h.ctx, &memory(body(20, 20))).await.unwrap();
     let group: Vec<Delivery> = [(21, 20), (22, 20), (20, 25), (23, 20), (24, 20)]

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use sensor_etl::watch;
+use sensor_etl::sources::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{deliver, Harness};

@@ -3,7 +3,7 @@
 
 use crate::cli::{exit, DbAction};
 use crate::config::Settings;
-use crate::{database, embedded_db};
+use crate::database::{self, embedded};
 
 /// Starts, stops or names the database.
 ///
@@ -21,7 +21,7 @@ pub async fn run(settings: &Settings, action: DbAction) -> anyhow::Result<u8> {
             println!("{}", target.psql_command());
         }
         DbAction::Stop => {
-            let cluster = embedded_db::EmbeddedCluster::new(&settings.state_dir.join("postgres"))?;
+            let cluster = embedded::EmbeddedCluster::new(&settings.state_dir.join("postgres"))?;
             cluster.stop()?;
             println!(
                 "embedded PostgreSQL in {} stopped",

@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::exit;
 use crate::config::Settings;
 use crate::delivery::Disposition;
-use crate::files::{collect_inputs, ingest_files};
 use crate::pipeline::DeliveryReport;
 use crate::pipeline::IngestSummary;
+use crate::sources::files::{collect_inputs, ingest_files};
 use crate::telemetry;
 
 use super::{connect, shutdown_on_signal};

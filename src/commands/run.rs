@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::http::HttpState;
-use crate::journal::{self, Journal};
 use crate::pipeline::PipelineCtx;
+use crate::sources::journal::{self, Journal};
+use crate::sources::watch;
 use crate::store::{self, Store};
-use crate::{database, http, lake, telemetry, watch};
+use crate::{database, http, lake, telemetry};
 
 /// Whether the inbox is watched (`run`) or only the HTTP API is served (`serve`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use anyhow::Context;
 
 use crate::cli::exit;
 use crate::config::Settings;
-use crate::inbox::inbox_inputs;
-use crate::journal::{self, JournalStats};
+use crate::sources::inbox::inbox_inputs;
+use crate::sources::journal::{self, JournalStats};
 use crate::{database, store};
 
 /// The push journal of `state_dir` as the database sees it: records whose receipts it does not

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use crate::cli::exit;
 use crate::config::Settings;
-use crate::files::collect_inputs;
+use crate::sources::files::collect_inputs;
 use crate::validate;
 
 /// Validates `paths` and prints what would load and what not, and why.

@@ -377,7 +377,7 @@ async fn deliver(
         return journaled::keep(state, delivery, device.as_ref(), received_at).await;
     }
     let report = match outcome {
-        Outcome::Loaded(report) => report,
+        Outcome::Loaded(report) => *report,
         Outcome::Away => return Err(database_unavailable(state)),
         Outcome::Failed(error) => failure_report(error, device.is_some(), &delivery)?,
     };
@@ -392,7 +392,7 @@ async fn deliver(
 /// What became of a delivery handed to the database.
 enum Outcome {
     /// Committed (loaded, rejected, a duplicate…): its report.
-    Loaded(DeliveryReport),
+    Loaded(Box<DeliveryReport>),
     /// The database did not answer in time: nothing was stored.
     Away,
     /// It failed: the database went away during it, or a reason of its own.
@@ -401,7 +401,7 @@ enum Outcome {
 
 impl From<Result<DeliveryReport, Error>> for Outcome {
     fn from(result: Result<DeliveryReport, Error>) -> Self {
-        result.map_or_else(Outcome::Failed, Outcome::Loaded)
+        result.map_or_else(Outcome::Failed, |report| Outcome::Loaded(Box::new(report)))
     }
 }
 

@@ -71,7 +71,7 @@ pub struct HttpState {
     pub answers: Arc<cache::AnswerCache>,
     /// The push journal: pushes answered 202 while the database is away (or always, with
     /// `http.acknowledge = "journal"`); none in a server that keeps no journal.
-    pub journal: Option<Arc<crate::journal::Journal>>,
+    pub journal: Option<Arc<crate::sources::journal::Journal>>,
 }
 
 impl HttpState {
@@ -92,7 +92,7 @@ impl HttpState {
     }
 
     /// The same state, keeping pushes in `journal` while the database is away.
-    pub fn with_journal(mut self, journal: Arc<crate::journal::Journal>) -> Self {
+    pub fn with_journal(mut self, journal: Arc<crate::sources::journal::Journal>) -> Self {
         self.journal = Some(journal);
         self
     }

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::config::Settings;
-use crate::delivery::{Delivery, FileStamp, Identity, Origin};
+use crate::delivery::{Delivery, FileStamp, Identity};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::validate::quarantine::QuarantineTarget;
@@ -107,19 +107,19 @@ impl Job {
         }
     }
 
-    /// An inbox file with no data rows (empty, a header alone, a header line not yet ended)
-    /// that is younger than the grace period is not final: a writer that keeps it open may
+    /// A file with no data rows (empty, a header alone, a header line not yet ended) that is
+    /// younger than its source's grace period is not final: a writer that keeps it open may
     /// still add rows.
-    fn check_final(&self, settings: &Settings, rows_read: u64) -> Result<()> {
-        if rows_read > 0 || !matches!(self.delivery.origin, Origin::Inbox(_)) {
+    fn check_final(&self, rows_read: u64) -> Result<()> {
+        let Some(grace) = self.delivery.empty_grace.filter(|_| rows_read == 0) else {
             return Ok(());
-        }
+        };
         let age = self
             .stamp
             .and_then(|s| s.modified())
             .and_then(|m| m.elapsed().ok())
             .unwrap_or_default();
-        if age < settings.empty_file_grace {
+        if age < grace {
             return Err(Error::NotFinal(
                 self.delivery.source.to_string(),
                 age.as_secs(),

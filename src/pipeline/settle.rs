@@ -1,26 +1,20 @@
 //! Around the commit: quarantine output published just before it, then the error-log entry
-//! and the source's disposition after it.
+//! after it. (What becomes of a file source is its source's business: `sources::dispose`.)
 //!
 //! Quarantine names are deterministic (name stem and content hash), so a crash between the
-//! publication and the commit only means the same files are written again. A file source
-//! leaves the inbox only after its delivery committed; a crash between the commit and the move
-//! leaves it in place, and the next attempt finds it in the ledger as a duplicate and moves
-//! it then.
+//! publication and the commit only means the same files are written again.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::Settings;
-use crate::delivery::{Disposition, FileStamp};
-use crate::error::{Error, Result};
+use crate::delivery::Disposition;
+use crate::error::Result;
 use crate::pipeline::{DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{ExistingFile, FileStatus};
-use crate::validate::quarantine::{
-    self, bounded_stem_and_extension, QuarantineTarget, QuarantineWriter,
-};
+use crate::validate::quarantine::{self, QuarantineTarget, QuarantineWriter};
 use crate::validate::rejection::{FileRejection, RejectionCode};
 
 use super::tally::Tally;
@@ -54,7 +48,7 @@ pub(super) fn publish_quarantine(
     Ok(quarantined)
 }
 
-/// After the commit of a new delivery: the error-log entry and the source's disposition.
+/// After the commit of a new delivery: the error-log entry.
 pub(super) fn after_commit(
     ctx: &PipelineCtx,
     job: &Job,
@@ -67,13 +61,12 @@ pub(super) fn after_commit(
             &job.quarantine_target(&ctx.settings),
         )?;
     }
-    let moved_to = dispose(&ctx.settings, job, report.status)?;
-    Ok(DeliveryReport { moved_to, ..report })
+    Ok(report)
 }
 
-/// After the commit of a delivery whose content was already known: nothing loaded; a consumed
-/// file source is disposed of (with its quarantine copy made sure of when the first delivery
-/// of these bytes was rejected).
+/// After the commit of a delivery whose content was already known: nothing loaded; for a
+/// source that goes after the commit, its quarantine copy is made sure of when the first
+/// delivery of these bytes was rejected.
 pub(super) fn after_duplicate(
     ctx: &PipelineCtx,
     job: &Job,
@@ -104,11 +97,7 @@ pub(super) fn after_duplicate(
             quarantined.push(quarantine::quarantine_whole_file(&target, &rejection, "")?);
         }
     }
-    let moved_to = dispose(settings, job, FileStatus::Duplicate)?;
-    Ok(DeliveryReport {
-        moved_to,
-        ..DeliveryReport::duplicate(job, &existing, quarantined)
-    })
+    Ok(DeliveryReport::duplicate(job, &existing, quarantined))
 }
 
 fn append_error_log(
@@ -150,69 +139,4 @@ fn append_error_log(
         &settings.error_log_path(),
         &entry,
     )?)
-}
-
-/// Moves a committed file source out of the inbox (`Consume`); leaves anything else in place.
-///
-/// A file replaced or changed since it was taken is not the one committed: it stays, to be
-/// taken again. A file already gone (removed by its producer) is fine: its rows are committed.
-/// A copy across file systems goes through a temporary name, so `processed/` never holds a
-/// partial file; a failure (disk full) leaves the source in the inbox, and the next attempt
-/// finds it committed and moves it then.
-fn dispose(settings: &Settings, job: &Job, status: FileStatus) -> Result<Option<PathBuf>> {
-    let Some(path) = job.delivery.path() else {
-        return Ok(None);
-    };
-    if job.delivery.disposition == Disposition::LeaveInPlace {
-        return Ok(None);
-    }
-    match FileStamp::of(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            info!(
-                message = "The file left the inbox while it was loaded; its rows are committed.",
-                file = %path.display()
-            );
-            return Ok(None);
-        }
-        Err(e) => return Err(Error::io(path, e)),
-        Ok(now) if job.stamp.is_some_and(|taken| taken != now) => {
-            warn!(
-                message = "The file changed after it was taken; it stays to be taken again.",
-                file = %path.display()
-            );
-            return Ok(None);
-        }
-        Ok(_) => {}
-    }
-    if status == FileStatus::Rejected || settings.delete_after_load {
-        // A rejected file already has its copy in quarantine.
-        fs::remove_file(path).map_err(|e| Error::io(path, e))?;
-        return Ok(None);
-    }
-    fs::create_dir_all(&settings.processed_dir)
-        .map_err(|e| Error::io(&settings.processed_dir, e))?;
-    let mut destination = settings.processed_dir.join(job.name());
-    if destination.exists() {
-        let (stem, extension) = bounded_stem_and_extension(job.name());
-        let extension = extension.map(|e| format!(".{e}")).unwrap_or_default();
-        destination = settings
-            .processed_dir
-            .join(format!("{stem}.{}{extension}", &job.fingerprint()[..12]));
-    }
-    if fs::rename(path, &destination).is_err() {
-        // Another file system: copy to a temporary name, sync, rename, then remove.
-        let temp =
-            settings
-                .processed_dir
-                .join(format!(".{}.{}.tmp", job.name(), std::process::id()));
-        let copied = fs::copy(path, &temp)
-            .and_then(|_| fs::File::open(&temp)?.sync_all())
-            .and_then(|()| fs::rename(&temp, &destination));
-        if let Err(e) = copied {
-            let _ = fs::remove_file(&temp);
-            return Err(Error::io(&destination, e));
-        }
-        fs::remove_file(path).map_err(|e| Error::io(path, e))?;
-    }
-    Ok(Some(destination))
 }

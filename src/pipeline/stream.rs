@@ -278,7 +278,7 @@ async fn stage(
     }
     // Before anything is published: a young inbox file with no rows may still be written, and
     // a file that changed was not read as it is.
-    job.check_final(settings, tally.rows_read)?;
+    job.check_final(tally.rows_read)?;
     job.check_unchanged()?;
     let quarantined = settle::publish_quarantine(&target, rejection.as_ref(), &tally, writer)?;
     let replaced = rollups.replaced_sensors();

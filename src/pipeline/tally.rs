@@ -15,6 +15,7 @@ use serde::Serialize;
 use tracing::info;
 
 use crate::config::Settings;
+use crate::delivery::FileStamp;
 use crate::pipeline::Job;
 use crate::store::ledger::{self, ExistingFile, FileRecord, FileStatus};
 use crate::telemetry::{self, FileOutcome};
@@ -51,8 +52,12 @@ pub struct DeliveryReport {
     pub rejection: Option<FileRejection>,
     /// Files written to quarantine.
     pub quarantine: Vec<PathBuf>,
-    /// Where a consumed file source went.
+    /// Where a consumed file source went (set by its source, after the commit).
     pub moved_to: Option<PathBuf>,
+    /// What the file source looked like when it was read, for its source to tell whether it
+    /// changed since.
+    #[serde(skip)]
+    pub taken: Option<FileStamp>,
     /// Violations by rule code.
     pub violation_counts: BTreeMap<&'static str, u64>,
     /// Wall time.
@@ -84,6 +89,7 @@ impl DeliveryReport {
             rejection: None,
             quarantine: Vec::new(),
             moved_to: None,
+            taken: None,
             violation_counts: BTreeMap::new(),
             elapsed_ms: 0,
         }
@@ -258,6 +264,7 @@ impl Tally {
             rejection: rejection.cloned(),
             quarantine,
             moved_to: None,
+            taken: job.stamp,
             violation_counts: self.violation_counts,
             elapsed_ms: 0,
         }

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 use sensor_etl::config::{RawConfig, Settings};
 use sensor_etl::database::create_database;
-use sensor_etl::embedded_db::EmbeddedCluster;
+use sensor_etl::database::embedded::EmbeddedCluster;
 use sensor_etl::pipeline::PipelineCtx;
 use sensor_etl::store::Store;
 

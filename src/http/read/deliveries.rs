@@ -225,7 +225,7 @@ pub struct Summary {
     /// Latest deliveries with rejected rows or rejected whole.
     pub recent_problems: Vec<RecentProblem>,
     /// The push journal: bodies waiting to be loaded (none when this server keeps no journal).
-    pub journal: Option<crate::journal::JournalStats>,
+    pub journal: Option<crate::sources::journal::JournalStats>,
     /// When this was read.
     pub at: DateTime<Utc>,
 }
@@ -247,9 +247,10 @@ pub(super) async fn summary(
     _: Reader,
 ) -> Result<Json<Summary>, ApiError> {
     let inbox = state.settings.data_dir.clone();
-    let files_waiting = tokio::task::spawn_blocking(move || crate::inbox::inbox_inputs(&inbox))
-        .await
-        .map_or(0, |found| found.len() as i64);
+    let files_waiting =
+        tokio::task::spawn_blocking(move || crate::sources::inbox::inbox_inputs(&inbox))
+            .await
+            .map_or(0, |found| found.len() as i64);
     let read = async {
         let client = state.pool.get().await?;
         let ledger = status::summary(&client, 10).await?;

@@ -25,10 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::error::{Error, Result};
-use crate::inbox::{classify_inbox_entry, InboxEntry};
 use crate::pipeline::committer::goes_in_group;
 use crate::pipeline::IngestSummary;
 use crate::pipeline::PipelineCtx;
+use crate::sources::inbox::{classify_inbox_entry, InboxEntry};
 use crate::store::claims::Claims;
 use crate::validate::quarantine;
 
@@ -333,7 +333,8 @@ fn scan(
             InboxEntry::NotUtf8Name => {
                 // Paths are bytes: the file keeps its bytes and gets a name that can be told,
                 // logged and recorded; the next scan takes it.
-                match crate::inbox::utf8_name_for(&path).map(|to| (std::fs::rename(&path, &to), to))
+                match crate::sources::inbox::utf8_name_for(&path)
+                    .map(|to| (std::fs::rename(&path, &to), to))
                 {
                     Some((Ok(()), to)) => warn!(
                         message = "Inbox file renamed: its name was not UTF-8.",

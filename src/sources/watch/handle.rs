@@ -13,7 +13,8 @@ use super::deferral::{Deferrals, Why};
 use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::pipeline::IngestSummary;
-use crate::pipeline::{process_group, process_with_retry, PipelineCtx};
+use crate::pipeline::{process_group, process_with_retry, DeliveryReport, PipelineCtx};
+use crate::sources::dispose::dispose;
 use crate::store::claims::Claims;
 use crate::validate::quarantine;
 use crate::validate::rejection::{FileRejection, RejectionCode};
@@ -30,7 +31,7 @@ pub(super) async fn handle_group(
 ) -> Vec<String> {
     let deliveries: Vec<Delivery> = names
         .iter()
-        .map(|name| Delivery::inbox_file(&inbox.join(name)))
+        .map(|name| Delivery::inbox_file(&inbox.join(name), ctx.settings.empty_file_grace))
         .collect();
     let task = {
         let ctx = ctx.clone();
@@ -43,13 +44,8 @@ pub(super) async fn handle_group(
                 let path = delivery.path().unwrap_or(inbox);
                 let name = delivery.name.clone();
                 match outcome {
-                    Ok(report) if !path.exists() => {
-                        state.summary.add(&report);
-                        state.deferrals.clear(&name);
-                        gone.push(name);
-                    }
-                    Ok(report) => {
-                        state.summary.add(&report);
+                    Ok(report) if leave_inbox(ctx, state, &name, &report) => gone.push(name),
+                    Ok(_) => {
                         let _ = claims.release(&name, false, None).await;
                     }
                     Err(failure) if failure.is_local_fault() => {
@@ -106,7 +102,11 @@ pub(super) async fn handle_file(
         return;
     }
     let task = {
-        let (ctx, delivery, cancel) = (ctx.clone(), Delivery::inbox_file(path), cancel.clone());
+        let (ctx, delivery, cancel) = (
+            ctx.clone(),
+            Delivery::inbox_file(path, ctx.settings.empty_file_grace),
+            cancel.clone(),
+        );
         tokio::spawn(async move { process_with_retry(&ctx, &delivery, &cancel).await })
     };
     let abort = task.abort_handle();
@@ -122,9 +122,8 @@ pub(super) async fn handle_file(
     };
     match outcome {
         Ok(Ok(report)) => {
-            state.summary.add(&report);
-            state.deferrals.clear(name);
-            let _ = claims.release(name, !path.exists(), None).await;
+            let gone = leave_inbox(ctx, state, name, &report);
+            let _ = claims.release(name, gone, None).await;
         }
         Ok(Err(Error::Cancelled(_))) => {
             let _ = claims.release(name, false, None).await;
@@ -149,6 +148,28 @@ pub(super) async fn handle_file(
         Err(join_error) => {
             let reason = format!("a pipeline stage crashed: {join_error}");
             record_failure(ctx, claims, path, name, attempts + 1, &reason, state).await;
+        }
+    }
+}
+
+/// After a file's commit: counts it, and takes it out of the inbox (`sources::dispose`);
+/// returns whether it is gone. A file that cannot be moved now (disk full …) waits like any
+/// local fault; its next attempt finds it committed and moves it then.
+fn leave_inbox(
+    ctx: &PipelineCtx,
+    state: &mut WatchState,
+    name: &str,
+    report: &DeliveryReport,
+) -> bool {
+    state.summary.add(report);
+    match dispose(&ctx.settings, report) {
+        Ok(disposed) => {
+            state.deferrals.clear(name);
+            disposed.is_gone()
+        }
+        Err(failure) => {
+            state.defer(ctx, name, &failure);
+            false
         }
     }
 }
@@ -207,7 +228,7 @@ fn quarantine_failed(ctx: &PipelineCtx, path: &Path, reason: &str) -> Result<()>
     if !path.exists() {
         return Ok(());
     }
-    let delivery = Delivery::inbox_file(path);
+    let delivery = Delivery::inbox_file(path, ctx.settings.empty_file_grace);
     let identity = delivery
         .identify()
         .map_err(|e| Error::Read(delivery.source.to_string(), e))?;

@@ -1,14 +1,17 @@
 //! Which database to use: the configured `DATABASE_URL`, or the embedded default cluster under
 //! `<state_dir>/postgres`, started on demand (it keeps running for later commands; `sensor-etl
-//! db stop` ends it) with its `sensor_etl` database created if missing.
+//! db stop` ends it) with its `sensor_etl` database created if missing ([`embedded`] runs
+//! that cluster).
+
+pub mod embedded;
 
 use tokio_postgres::NoTls;
 use tracing::info;
 
 use crate::config::Settings;
-use crate::embedded_db::{EmbeddedCluster, DATABASE_NAME};
 use crate::error::Result;
 use crate::store::StoreError;
+use embedded::{EmbeddedCluster, DATABASE_NAME};
 
 /// Where the database is.
 #[derive(Debug, Clone)]

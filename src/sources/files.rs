@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use crate::delivery::{Delivery, Disposition};
-use crate::inbox::is_candidate;
 use crate::pipeline::{process_with_retry, DeliveryReport, IngestSummary, PipelineCtx};
+use crate::sources::dispose::{dispose, Disposed};
+use crate::sources::inbox::is_candidate;
 
 /// Times `ingest` reads a file again that changed while it was read.
 const SOURCE_CHANGED_RETRIES: usize = 3;
@@ -78,6 +79,16 @@ pub async fn ingest_files(
                 break;
             }
             outcome = process_with_retry(ctx, &delivery, cancel).await;
+        }
+        if disposition == Disposition::Consume {
+            // Consumed: the committed file leaves its folder, as the inbox's files do.
+            outcome = outcome.and_then(|report| {
+                let moved_to = match dispose(&ctx.settings, &report)? {
+                    Disposed::Gone(moved_to) => moved_to,
+                    Disposed::Stays => None,
+                };
+                Ok(DeliveryReport { moved_to, ..report })
+            });
         }
         match outcome {
             Ok(report) => {

@@ -30,8 +30,8 @@ use tracing::{info, warn};
 use crate::config::tail_patterns;
 use crate::delivery::{ByteSource, Delivery, Disposition, Origin, TailMark};
 use crate::error::{Error, Result};
-use crate::inbox::is_temporary_name;
 use crate::pipeline::{process_with_retry, PipelineCtx};
+use crate::sources::inbox::is_temporary_name;
 use crate::store::tail::{self, Position};
 use crate::store::StoreError;
 
@@ -164,7 +164,7 @@ async fn follow(ctx: &PipelineCtx, path: &Path, cancel: &CancellationToken) -> R
         }
     }
     if quiet && metadata.len() == recorded.byte {
-        dispose(ctx, path)?;
+        dispose(ctx, path, &head.fingerprint)?;
     }
     Ok(())
 }
@@ -288,33 +288,21 @@ fn block_delivery(
             check: check_of(&block.bytes[..block.len as usize]),
         }),
         device: None,
+        empty_grace: None,
     }
 }
 
 /// A tailed file that is done: out of the inbox, as any loaded inbox file.
-fn dispose(ctx: &PipelineCtx, path: &Path) -> Result<()> {
-    let settings = &ctx.settings;
-    if settings.delete_after_load {
-        std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
-        info!(message = "Tailed file done and deleted.", file = %path.display());
-        return Ok(());
-    }
-    std::fs::create_dir_all(&settings.processed_dir)
-        .map_err(|e| Error::io(&settings.processed_dir, e))?;
-    let name = path.file_name().unwrap_or_default();
-    let mut destination = settings.processed_dir.join(name);
-    let mut n = 1;
-    while destination.exists() {
-        destination = settings
-            .processed_dir
-            .join(format!("{}.{n}", name.to_string_lossy()));
-        n += 1;
-    }
-    std::fs::rename(path, &destination).map_err(|e| Error::io(path, e))?;
+fn dispose(ctx: &PipelineCtx, path: &Path, fingerprint: &str) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let moved = crate::sources::dispose::retire(&ctx.settings, path, &name, fingerprint, false)?;
     info!(
-        message = "Tailed file done: every line loaded and quiet; moved.",
+        message = "Tailed file done: every line loaded and quiet.",
         file = %path.display(),
-        to = %destination.display()
+        moved_to = %moved.map_or_else(|| "(deleted)".to_owned(), |to| to.display().to_string())
     );
     Ok(())
 }
