@@ -275,6 +275,34 @@ pub struct TailMark {
     pub check: String,
 }
 
+/// What became of a delivery's data rows: each row read was loaded, rejected (with its line
+/// and reason), or a duplicate of readings already stored. Serialized with the ledger's
+/// column names (`rows_read`, `rows_loaded`, `rows_rejected`, `rows_duplicate`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RowCounts {
+    /// Data rows read.
+    #[serde(rename = "rows_read")]
+    pub read: u64,
+    /// Rows whose readings were stored.
+    #[serde(rename = "rows_loaded")]
+    pub loaded: u64,
+    /// Rows rejected.
+    #[serde(rename = "rows_rejected")]
+    pub rejected: u64,
+    /// Rows whose readings were already stored with the same values (not stored again).
+    #[serde(rename = "rows_duplicate")]
+    pub duplicate: u64,
+}
+
+impl std::ops::AddAssign for RowCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.read += other.read;
+        self.loaded += other.loaded;
+        self.rejected += other.rejected;
+        self.duplicate += other.duplicate;
+    }
+}
+
 /// Where in the push journal a delivery was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalMark {

@@ -36,7 +36,7 @@
 //!     Disposition::LeaveInPlace,
 //! );
 //! let report = pipeline::process(&ctx, &delivery).await?;
-//! println!("{} rows loaded, {} rejected", report.rows_loaded, report.rows_rejected);
+//! println!("{} rows loaded, {} rejected", report.rows.loaded, report.rows.rejected);
 //! # Ok(()) }
 //! ```
 

@@ -231,10 +231,8 @@ pub fn chain(error: &dyn std::error::Error) -> String {
 pub struct FileOutcome<'a> {
     /// Ledger status (`loaded`, `duplicate`, …).
     pub status: &'static str,
-    /// Rows loaded.
-    pub rows_loaded: u64,
-    /// Rows rejected.
-    pub rows_rejected: u64,
+    /// What became of its rows.
+    pub rows: crate::delivery::RowCounts,
     /// Violations by rule code.
     pub violations: &'a [(&'static str, u64)],
     /// Wall time.
@@ -244,8 +242,8 @@ pub struct FileOutcome<'a> {
 /// Records a processed file.
 pub fn record_file(outcome: FileOutcome<'_>) {
     metrics::counter!(FILES_TOTAL, "status" => outcome.status).increment(1);
-    metrics::counter!(ROWS_LOADED_TOTAL).increment(outcome.rows_loaded);
-    metrics::counter!(ROWS_REJECTED_TOTAL).increment(outcome.rows_rejected);
+    metrics::counter!(ROWS_LOADED_TOTAL).increment(outcome.rows.loaded);
+    metrics::counter!(ROWS_REJECTED_TOTAL).increment(outcome.rows.rejected);
     for (code, count) in outcome.violations {
         metrics::counter!(VIOLATIONS_TOTAL, "code" => *code).increment(*count);
     }

@@ -110,9 +110,9 @@ async fn a_corrected_file_keeps_the_first_value_and_counts_the_rest_as_duplicate
     let (first, corrected) = first_and_corrected(&h);
     process(&h.ctx, &delivery(&first)).await.unwrap();
     let report = process(&h.ctx, &delivery(&corrected)).await.unwrap();
-    assert_eq!(report.rows_duplicate, 4);
-    assert_eq!(report.rows_rejected, 1);
-    assert_eq!(report.rows_loaded, 1);
+    assert_eq!(report.rows.duplicate, 4);
+    assert_eq!(report.rows.rejected, 1);
+    assert_eq!(report.rows.loaded, 1);
     assert_eq!(file_counts(&h, "corrected_sds011.csv").await, (6, 1, 1, 4));
     // 6 lines of two measurements, each once; the stored P1 at minute 2 is the first one.
     assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 12);
@@ -197,9 +197,9 @@ async fn with_replace_the_new_value_wins_and_the_old_one_is_kept() {
     let report = process(&h.ctx, &delivery(&corrected)).await.unwrap();
     assert_eq!(
         (
-            report.rows_loaded,
-            report.rows_rejected,
-            report.rows_duplicate
+            report.rows.loaded,
+            report.rows.rejected,
+            report.rows.duplicate
         ),
         (2, 0, 4)
     );
@@ -299,13 +299,13 @@ async fn two_deliveries_of_the_same_readings_at_once_store_each_reading_once() {
                 process_with_retry(&h.ctx, &right, &cancel),
             );
             let (a, b) = (a.unwrap(), b.unwrap());
-            assert_eq!(a.rows_read + b.rows_read, 8_000);
+            assert_eq!(a.rows.read + b.rows.read, 8_000);
             let rows = 8_000 * i64::from(round + 1);
             assert_eq!(h.count("SELECT count(*) FROM v_readings").await, rows);
             // Whichever went first, the other found 3,000 equal lines and 1,000 others.
-            assert_eq!(a.rows_duplicate + b.rows_duplicate, 3_000, "{policy}");
+            assert_eq!(a.rows.duplicate + b.rows.duplicate, 3_000, "{policy}");
             match policy {
-                "keep_first" => assert_eq!(a.rows_rejected + b.rows_rejected, 1_000),
+                "keep_first" => assert_eq!(a.rows.rejected + b.rows.rejected, 1_000),
                 _ => assert_eq!(
                     h.count("SELECT count(*) FROM sensor_etl.replaced_readings")
                         .await,
@@ -354,12 +354,12 @@ async fn a_month_repackaged_from_real_archive_days_stores_nothing_again() {
 
     let repackaged = write(&h.workspace.path("in/2018-12_sds011_5331.csv"), &monthly);
     let report = process(&h.ctx, &delivery(&repackaged)).await.unwrap();
-    assert_eq!(report.rows_loaded, 0);
+    assert_eq!(report.rows.loaded, 0);
     assert_eq!(
-        report.rows_duplicate + report.rows_rejected,
-        report.rows_read
+        report.rows.duplicate + report.rows.rejected,
+        report.rows.read
     );
-    assert!(report.rows_duplicate > 10_000, "{}", report.rows_duplicate);
+    assert!(report.rows.duplicate > 10_000, "{}", report.rows.duplicate);
     assert_eq!(h.count("SELECT count(*) FROM v_readings").await, readings);
     assert_eq!(
         daily_means(&h.client).await,

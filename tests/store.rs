@@ -197,7 +197,7 @@ async fn an_interrupted_file_leaves_nothing_and_loads_once_later() {
     .await
     .unwrap();
     assert_eq!(
-        (report.status, report.rows_loaded),
+        (report.status, report.rows.loaded),
         (FileStatus::Loaded, 40_000)
     );
     assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 120_000);
@@ -223,7 +223,7 @@ async fn too_many_rejects_quarantine_the_whole_file() {
     .await
     .unwrap();
     assert_eq!(
-        (report.status, report.rows_loaded, report.rows_rejected),
+        (report.status, report.rows.loaded, report.rows.rejected),
         (FileStatus::Rejected, 0, 3)
     );
     assert_eq!(
@@ -299,7 +299,7 @@ async fn a_sensor_type_added_by_configuration_loads_without_migration() {
     )
     .await
     .unwrap();
-    assert_eq!((report.rows_loaded, report.rows_rejected), (1, 1));
+    assert_eq!((report.rows.loaded, report.rows.rejected), (1, 1));
     let row = h
         .client
         .query_one(
@@ -427,7 +427,7 @@ async fn rejects_in_many_chunks_leave_every_line_accounted_for_once() {
     let bad = bad_lines.len() as u64;
     assert_eq!(report.status, FileStatus::PartiallyLoaded);
     assert_eq!(
-        (report.rows_read, report.rows_loaded, report.rows_rejected),
+        (report.rows.read, report.rows.loaded, report.rows.rejected),
         (rows as u64, rows as u64 - bad, bad)
     );
     let loaded: Vec<i32> = h
@@ -680,7 +680,7 @@ async fn many_distinct_positions_stay_in_the_rows() {
     )
     .await
     .unwrap();
-    assert_eq!(report.rows_loaded, u64::from(lines));
+    assert_eq!(report.rows.loaded, u64::from(lines));
     assert_eq!(h.count("SELECT count(*) FROM positions").await, 0);
     assert_eq!(
         h.count("SELECT count(*) FROM readings WHERE position_id IS NULL AND lat IS NOT NULL")
@@ -718,7 +718,7 @@ async fn a_delivery_from_memory_loads_like_a_file() {
     let report = process(&h.ctx, &delivery).await.unwrap();
     assert_eq!(report.status, FileStatus::PartiallyLoaded);
     assert_eq!(
-        (report.rows_read, report.rows_loaded, report.rows_rejected),
+        (report.rows.read, report.rows.loaded, report.rows.rejected),
         (3, 2, 1)
     );
     assert_eq!(report.path, None);
@@ -777,7 +777,7 @@ async fn latest_values_and_sensor_spans_follow_every_delivery() {
     )
     .await
     .unwrap();
-    assert_eq!(report.rows_loaded, 60);
+    assert_eq!(report.rows.loaded, 60);
     assert_sensor_state_matches_the_readings(&h.client).await;
 
     // A group: older readings of sensor 1 (nothing latest changes), newer ones of sensor 2,
@@ -836,7 +836,7 @@ async fn latest_values_and_sensor_spans_follow_every_delivery() {
     )
     .await
     .unwrap();
-    assert_eq!((alone.rows_loaded, alone.rows_rejected), (0, 1));
+    assert_eq!((alone.rows.loaded, alone.rows.rejected), (0, 1));
     assert_sensor_state_matches_the_readings(&h.client).await;
 }
 

@@ -117,12 +117,12 @@ fn report_line(report: &DeliveryReport) -> String {
         "{:<17} {}  rows read {}, loaded {}, rejected {}",
         report.status.as_str(),
         source,
-        report.rows_read,
-        report.rows_loaded,
-        report.rows_rejected
+        report.rows.read,
+        report.rows.loaded,
+        report.rows.rejected
     );
-    if report.rows_duplicate > 0 {
-        line.push_str(&format!(", already stored {}", report.rows_duplicate));
+    if report.rows.duplicate > 0 {
+        line.push_str(&format!(", already stored {}", report.rows.duplicate));
     }
     if let Some(reason) = &report.rejection {
         line.push_str(&format!("  ({reason})"));
@@ -140,9 +140,9 @@ fn print_summary(summary: &IngestSummary) {
         summary.empty,
         summary.duplicate,
         summary.failed,
-        summary.rows_read,
-        summary.rows_loaded,
-        summary.rows_rejected,
-        summary.rows_duplicate
+        summary.rows.read,
+        summary.rows.loaded,
+        summary.rows.rejected,
+        summary.rows.duplicate
     );
 }

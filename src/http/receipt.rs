@@ -39,9 +39,9 @@ pub async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Recei
     };
     // Every row rejected, those that conflict with stored readings included: nothing loadable.
     let conflicts_only = report.status == FileStatus::PartiallyLoaded
-        && report.rows_loaded == 0
-        && report.rows_duplicate == 0
-        && report.rows_rejected == report.rows_read;
+        && report.rows.loaded == 0
+        && report.rows.duplicate == 0
+        && report.rows.rejected == report.rows.read;
     let rejection = if conflicts_only {
         let conflicting = report
             .violation_counts
@@ -53,7 +53,7 @@ pub async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Recei
             format!(
                 "all {} data rows were rejected ({conflicting} conflict with stored readings); \
                  nothing was stored",
-                report.rows_read
+                report.rows.read
             ),
         ))
     } else {
@@ -68,7 +68,7 @@ pub async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Recei
         _ => StatusCode::OK,
     };
     let mut rejects = Vec::new();
-    if report.status != FileStatus::Duplicate && report.rows_rejected > 0 {
+    if report.status != FileStatus::Duplicate && report.rows.rejected > 0 {
         let client = connect().await?;
         rejects = query::rejects(&client, report.file_id, None, RECEIPT_REJECTS + 1)
             .await
@@ -98,10 +98,10 @@ pub async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Recei
         body: ReceiptBody {
             file_id: report.file_id,
             status: report.status.as_str().to_owned(),
-            rows_read: report.rows_read,
-            rows_loaded: report.rows_loaded,
-            rows_rejected: report.rows_rejected,
-            rows_duplicate: report.rows_duplicate,
+            rows_read: report.rows.read,
+            rows_loaded: report.rows.loaded,
+            rows_rejected: report.rows.rejected,
+            rows_duplicate: report.rows.duplicate,
             rejects,
             rejects_truncated: truncated,
             error,

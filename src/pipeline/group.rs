@@ -94,7 +94,7 @@ fn prepare(settings: &Settings, job: Job) -> Result<Prepared> {
         let rejection = header_rejection.or(whole_file);
         if rejection.is_none() {
             if let Some(verdict) =
-                whole_file_rejection(tally.rows_read, tally.rows_invalid(), settings)
+                whole_file_rejection(tally.rows.read, tally.rows_invalid(), settings)
             {
                 writer.abort();
                 mode = Mode::RejectAll(verdict);
@@ -103,7 +103,7 @@ fn prepare(settings: &Settings, job: Job) -> Result<Prepared> {
         }
         // Before anything is published: a young inbox file with no rows may still be written,
         // and a file that changed was not read as it is.
-        job.check_final(tally.rows_read)?;
+        job.check_final(tally.rows.read)?;
         job.check_unchanged()?;
         let quarantined = settle::publish_quarantine(&target, rejection.as_ref(), &tally, writer)?;
         return Ok(Prepared {

@@ -37,7 +37,7 @@ pub(super) fn publish_quarantine(
         );
         let details = format!(
             "rows read: {}\nrows rejected: {}\nper-row reasons: {per_row}\n",
-            tally.rows_read, tally.rows_rejected,
+            tally.rows.read, tally.rows.rejected,
         );
         quarantined.push(quarantine::quarantine_whole_file(
             target, rejection, &details,
@@ -54,7 +54,7 @@ pub(super) fn after_commit(
     job: &Job,
     report: DeliveryReport,
 ) -> Result<DeliveryReport> {
-    if report.rows_rejected > 0 || report.rejection.is_some() {
+    if report.rows.rejected > 0 || report.rejection.is_some() {
         append_error_log(
             &ctx.settings,
             &report,
@@ -112,9 +112,9 @@ fn append_error_log(
         quarantine::quoted(&report.file_name),
         report.fingerprint,
         report.status,
-        report.rows_read,
-        report.rows_loaded,
-        report.rows_rejected,
+        report.rows.read,
+        report.rows.loaded,
+        report.rows.rejected,
     );
     if let Some(reason) = &report.rejection {
         entry.push_str(&format!(

@@ -269,7 +269,7 @@ async fn stage(
 
     let rejection = header_rejection.or(whole_file);
     if rejection.is_none() {
-        if let Some(verdict) = whole_file_rejection(tally.rows_read, tally.rows_invalid(), settings)
+        if let Some(verdict) = whole_file_rejection(tally.rows.read, tally.rows_invalid(), settings)
         {
             // Roll back (by dropping the transaction) and go again, rejecting every row.
             writer.abort();
@@ -278,7 +278,7 @@ async fn stage(
     }
     // Before anything is published: a young inbox file with no rows may still be written, and
     // a file that changed was not read as it is.
-    job.check_final(tally.rows_read)?;
+    job.check_final(tally.rows.read)?;
     job.check_unchanged()?;
     let quarantined = settle::publish_quarantine(&target, rejection.as_ref(), &tally, writer)?;
     let replaced = rollups.replaced_sensors();

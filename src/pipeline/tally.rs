@@ -15,7 +15,7 @@ use serde::Serialize;
 use tracing::info;
 
 use crate::config::Settings;
-use crate::delivery::FileStamp;
+use crate::delivery::{FileStamp, RowCounts};
 use crate::pipeline::Job;
 use crate::store::ledger::{self, ExistingFile, FileRecord, FileStatus};
 use crate::telemetry::{self, FileOutcome};
@@ -38,14 +38,9 @@ pub struct DeliveryReport {
     pub file_id: i64,
     /// Outcome.
     pub status: FileStatus,
-    /// Data rows read.
-    pub rows_read: u64,
-    /// Rows loaded.
-    pub rows_loaded: u64,
-    /// Rows rejected.
-    pub rows_rejected: u64,
-    /// Rows whose readings were already stored with the same values (not loaded again).
-    pub rows_duplicate: u64,
+    /// What became of its data rows.
+    #[serde(flatten)]
+    pub rows: RowCounts,
     /// Readings loaded.
     pub reading_count: u64,
     /// Delivery-level reason when rejected whole.
@@ -81,10 +76,7 @@ impl DeliveryReport {
             fingerprint: String::new(),
             file_id,
             status: FileStatus::Duplicate,
-            rows_read: 0,
-            rows_loaded: 0,
-            rows_rejected: 0,
-            rows_duplicate: 0,
+            rows: RowCounts::default(),
             reading_count: 0,
             rejection: None,
             quarantine: Vec::new(),
@@ -108,8 +100,7 @@ impl DeliveryReport {
             .collect();
         telemetry::record_file(FileOutcome {
             status: report.status.as_str(),
-            rows_loaded: report.rows_loaded,
-            rows_rejected: report.rows_rejected,
+            rows: report.rows,
             violations: &violations,
             elapsed: started.elapsed(),
         });
@@ -120,10 +111,10 @@ impl DeliveryReport {
             origin = %report.origin,
             fingerprint = %&report.fingerprint[..12],
             status = %report.status,
-            rows_read = report.rows_read,
-            rows_loaded = report.rows_loaded,
-            rows_rejected = report.rows_rejected,
-            rows_duplicate = report.rows_duplicate,
+            rows_read = report.rows.read,
+            rows_loaded = report.rows.loaded,
+            rows_rejected = report.rows.rejected,
+            rows_duplicate = report.rows.duplicate,
             elapsed_ms = report.elapsed_ms
         );
         report
@@ -133,10 +124,7 @@ impl DeliveryReport {
 /// What a delivery added up to while it was read.
 #[derive(Default)]
 pub(super) struct Tally {
-    pub rows_read: u64,
-    pub rows_loaded: u64,
-    pub rows_rejected: u64,
-    pub rows_duplicate: u64,
+    pub rows: RowCounts,
     /// Rejected rows among `rows_rejected` that conflict with stored readings.
     pub rows_conflicting: u64,
     pub reading_count: u64,
@@ -149,9 +137,9 @@ pub(super) struct Tally {
 impl Tally {
     /// Adds one validated chunk (its readings are counted where they are written).
     pub fn absorb(&mut self, chunk: &ValidatedChunk, settings: &Settings) {
-        self.rows_read += chunk.rows_read;
-        self.rows_loaded += chunk.rows_accepted;
-        self.rows_rejected += chunk.rejects.len() as u64;
+        self.rows.read += chunk.rows_read;
+        self.rows.loaded += chunk.rows_accepted;
+        self.rows.rejected += chunk.rejects.len() as u64;
         for violation in chunk.rejects.iter().flat_map(|r| &r.violations) {
             *self
                 .violation_counts
@@ -168,9 +156,9 @@ impl Tally {
     /// Takes the lines sifted out of the loaded ones: `duplicates` already stored with the
     /// same values, `conflicts` rejected for other values.
     pub fn sifted(&mut self, duplicates: u64, conflicts: u64) {
-        self.rows_loaded = self.rows_loaded.saturating_sub(duplicates + conflicts);
-        self.rows_duplicate += duplicates;
-        self.rows_rejected += conflicts;
+        self.rows.loaded = self.rows.loaded.saturating_sub(duplicates + conflicts);
+        self.rows.duplicate += duplicates;
+        self.rows.rejected += conflicts;
         self.rows_conflicting += conflicts;
         if conflicts > 0 {
             *self
@@ -182,12 +170,12 @@ impl Tally {
 
     /// Rows rejected by the row rules (the ratio that can reject a delivery as a whole).
     pub fn rows_invalid(&self) -> u64 {
-        self.rows_rejected - self.rows_conflicting
+        self.rows.rejected - self.rows_conflicting
     }
 
     /// The ledger status: `rejected_whole` when the delivery got a delivery-level rejection.
     pub fn status(&self, rejected_whole: bool) -> FileStatus {
-        match (rejected_whole, self.rows_read, self.rows_rejected) {
+        match (rejected_whole, self.rows.read, self.rows.rejected) {
             (true, _, _) => FileStatus::Rejected,
             (false, 0, _) => FileStatus::Empty,
             (false, _, 0) => FileStatus::Loaded,
@@ -225,10 +213,7 @@ impl Tally {
             origin,
             size_bytes: job.identity.size_bytes,
             status: self.status(rejection.is_some()),
-            rows_read: self.rows_read,
-            rows_loaded: self.rows_loaded,
-            rows_rejected: self.rows_rejected,
-            rows_duplicate: self.rows_duplicate,
+            rows: self.rows,
             reading_count: self.reading_count,
             received_at,
             error: rejection,
@@ -256,10 +241,7 @@ impl Tally {
             fingerprint: job.fingerprint().to_owned(),
             file_id,
             status,
-            rows_read: self.rows_read,
-            rows_loaded: self.rows_loaded,
-            rows_rejected: self.rows_rejected,
-            rows_duplicate: self.rows_duplicate,
+            rows: self.rows,
             reading_count: self.reading_count,
             rejection: rejection.cloned(),
             quarantine,
@@ -286,14 +268,9 @@ pub struct IngestSummary {
     pub duplicate: u64,
     /// Files that failed (I/O, database after retries).
     pub failed: u64,
-    /// Rows read.
-    pub rows_read: u64,
-    /// Rows loaded.
-    pub rows_loaded: u64,
-    /// Rows rejected.
-    pub rows_rejected: u64,
-    /// Rows whose readings were already stored.
-    pub rows_duplicate: u64,
+    /// What became of its data rows.
+    #[serde(flatten)]
+    pub rows: RowCounts,
 }
 
 impl IngestSummary {
@@ -306,14 +283,11 @@ impl IngestSummary {
             FileStatus::Empty => self.empty += 1,
             FileStatus::Duplicate => self.duplicate += 1,
         }
-        self.rows_read += report.rows_read;
-        self.rows_loaded += report.rows_loaded;
-        self.rows_rejected += report.rows_rejected;
-        self.rows_duplicate += report.rows_duplicate;
+        self.rows += report.rows;
     }
 
     /// Whether anything was rejected (rows or whole files).
     pub fn has_rejects(&self) -> bool {
-        self.rows_rejected > 0 || self.rejected > 0
+        self.rows.rejected > 0 || self.rejected > 0
     }
 }

@@ -12,6 +12,7 @@ use deadpool_postgres::Transaction;
 use serde::Serialize;
 
 use crate::delivery::DeviceMark;
+use crate::delivery::RowCounts;
 use crate::store::known::Known;
 use crate::store::StoreError;
 use crate::validate::rejection::FileRejection;
@@ -90,14 +91,8 @@ pub struct FileRecord<'a> {
     pub size_bytes: u64,
     /// Outcome.
     pub status: FileStatus,
-    /// Data rows read.
-    pub rows_read: u64,
-    /// Rows loaded.
-    pub rows_loaded: u64,
-    /// Rows rejected.
-    pub rows_rejected: u64,
-    /// Rows whose readings were already stored with the same values.
-    pub rows_duplicate: u64,
+    /// What became of its data rows.
+    pub rows: RowCounts,
     /// Readings loaded.
     pub reading_count: u64,
     /// When processing started.
@@ -239,11 +234,11 @@ pub async fn insert_files(
     let origins: Vec<&str> = records.iter().map(|r| r.origin).collect();
     let sizes = column(|r| as_i64(r.size_bytes));
     let statuses: Vec<&str> = records.iter().map(|r| r.status.as_str()).collect();
-    let read = column(|r| as_i64(r.rows_read));
-    let loaded = column(|r| as_i64(r.rows_loaded));
-    let rejected = column(|r| as_i64(r.rows_rejected));
+    let read = column(|r| as_i64(r.rows.read));
+    let loaded = column(|r| as_i64(r.rows.loaded));
+    let rejected = column(|r| as_i64(r.rows.rejected));
     let readings = column(|r| as_i64(r.reading_count));
-    let duplicate = column(|r| as_i64(r.rows_duplicate));
+    let duplicate = column(|r| as_i64(r.rows.duplicate));
     let received: Vec<DateTime<Utc>> = records.iter().map(|r| r.received_at).collect();
     let errors: Vec<Option<&str>> = records.iter().map(|r| r.error).collect();
     tx.execute(

@@ -9,6 +9,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use serde::Serialize;
 
 use super::StoreError;
+use crate::delivery::RowCounts;
 
 /// A delivery's journal receipt and the ledger row it came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,14 +122,9 @@ pub struct Outcome {
     pub file_id: Option<i64>,
     /// `loaded`, `partially_loaded`, `rejected`, `empty`, `duplicate` or `failed`.
     pub status: String,
-    /// Rows read.
-    pub rows_read: i64,
-    /// Rows stored.
-    pub rows_loaded: i64,
-    /// Rows rejected.
-    pub rows_rejected: i64,
-    /// Rows whose readings were stored already.
-    pub rows_duplicate: i64,
+    /// What became of its rows (none for a duplicate or a failure).
+    #[serde(flatten)]
+    pub rows: RowCounts,
     /// Why the delivery was rejected, or why the body failed (`code: message`).
     pub error: Option<String>,
 }
@@ -154,11 +150,13 @@ pub async fn outcome(
         let file_id: Option<i64> = row.get(0);
         let duplicate: bool = row.get(1);
         let failure: Option<String> = row.get(2);
-        let counts = |i: usize| -> i64 {
+        let counts = |i: usize| -> u64 {
             if duplicate {
                 0
             } else {
-                row.get::<_, Option<i64>>(i).unwrap_or(0)
+                row.get::<_, Option<i64>>(i)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0)
             }
         };
         let status = match (&failure, duplicate) {
@@ -171,10 +169,12 @@ pub async fn outcome(
         Outcome {
             file_id,
             status,
-            rows_read: counts(4),
-            rows_loaded: counts(5),
-            rows_rejected: counts(6),
-            rows_duplicate: counts(7),
+            rows: RowCounts {
+                read: counts(4),
+                loaded: counts(5),
+                rejected: counts(6),
+                duplicate: counts(7),
+            },
             error: failure.or_else(|| row.get(8)),
         }
     }))
