@@ -12,15 +12,10 @@ use sensor_etl::delivery::{Delivery, Disposition};
 use sensor_etl::pipeline::{process, process_group, process_with_retry};
 
 use crate::support::fixtures::assert_sensor_state_matches_the_readings;
+use crate::support::fixtures::write_file;
 use crate::support::Harness;
 
 const HEADER: &str = "sensor_id;sensor_type;location;lat;lon;timestamp;P1;P2\n";
-
-fn write(path: &Path, text: &str) -> PathBuf {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-    path.to_path_buf()
-}
 
 fn line(sensor: i64, minute: u32, p1: f64, p2: f64) -> String {
     format!(
@@ -99,8 +94,8 @@ fn first_and_corrected(h: &Harness) -> (PathBuf, PathBuf) {
     }
     corrected.push_str(&line(1, 5, 15.0, 5.0));
     (
-        write(&dir.join("first_sds011.csv"), &first),
-        write(&dir.join("corrected_sds011.csv"), &corrected),
+        write_file(&dir.join("first_sds011.csv"), &first),
+        write_file(&dir.join("corrected_sds011.csv"), &corrected),
     )
 }
 
@@ -164,11 +159,11 @@ async fn a_corrected_file_keeps_the_first_value_and_counts_the_rest_as_duplicate
 
     // The same readings a third time, as a group of two files: all duplicates.
     let dir = h.workspace.path("again");
-    let a = write(
+    let a = write_file(
         &dir.join("a_sds011.csv"),
         &format!("{HEADER}{}", line(1, 0, 10.0, 5.0)),
     );
-    let b = write(
+    let b = write_file(
         &dir.join("b_sds011.csv"),
         &format!(
             "{HEADER}{}{}",
@@ -243,7 +238,7 @@ async fn with_replace_the_new_value_wins_and_the_old_one_is_kept() {
     // The latest reading replaced by a line without PM2.5: v_latest follows for PM10, and
     // PM2.5's latest is the reading before.
     let dir = h.workspace.path("later");
-    let latest = write(
+    let latest = write_file(
         &dir.join("latest_sds011.csv"),
         &format!("{HEADER}1;SDS011;101;48.1;11.5;2021-05-01T00:05:00;7.25;\n"),
     );
@@ -290,8 +285,8 @@ async fn two_deliveries_of_the_same_readings_at_once_store_each_reading_once() {
                     right.push_str(&line(sensor, minute, p1, 1.0));
                 }
             }
-            let left = write(&dir.join(format!("left{round}_sds011.csv")), &left);
-            let right = write(&dir.join(format!("right{round}_sds011.csv")), &right);
+            let left = write_file(&dir.join(format!("left{round}_sds011.csv")), &left);
+            let right = write_file(&dir.join(format!("right{round}_sds011.csv")), &right);
             let cancel = tokio_util::sync::CancellationToken::new();
             let (left, right) = (delivery(&left), delivery(&right));
             let (a, b) = tokio::join!(
@@ -352,7 +347,7 @@ async fn a_month_repackaged_from_real_archive_days_stores_nothing_again() {
     let readings = h.count("SELECT count(*) FROM v_readings").await;
     assert!(before.len() >= 56, "two measurements a day");
 
-    let repackaged = write(&h.workspace.path("in/2018-12_sds011_5331.csv"), &monthly);
+    let repackaged = write_file(&h.workspace.path("in/2018-12_sds011_5331.csv"), &monthly);
     let report = process(&h.ctx, &delivery(&repackaged)).await.unwrap();
     assert_eq!(report.rows.loaded, 0);
     assert_eq!(

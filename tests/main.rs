@@ -20,6 +20,7 @@ mod promises;
 mod push_edges;
 mod read_api;
 mod realdata;
-mod store;
+mod schema;
 mod support;
+mod transactions;
 mod watch;

@@ -176,3 +176,10 @@ pub async fn assert_sensor_state_matches_the_readings(client: &tokio_postgres::C
         );
     }
 }
+
+/// Writes `text` to `path`, making its folder; returns the path.
+pub fn write_file(path: &std::path::Path, text: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
+}

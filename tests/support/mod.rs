@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "failpoints")]
+pub mod faulted;
 pub mod fixtures;
 pub mod http;
 pub mod workers;

@@ -1,28 +1,23 @@
-//! The store against a real PostgreSQL: COPY round trip with NULLs, the ledger's duplicate
-//! detection, all-or-nothing file transactions, whole-file rejection, and sensor types added
-//! by configuration alone.
-
-use std::path::Path;
+//! The store's tables and views against a real PostgreSQL: the COPY round trip with NULLs,
+//! sensor types added by configuration alone, upgrades that keep every reading, the plans of
+//! the common questions, one row per statistics bucket, positions kept in the rows, latest
+//! values and spans, and a public schema that holds only the views.
 
 use sensor_etl::config::RawMeasurement;
 use sensor_etl::config::RawSensorType;
-use sensor_etl::delivery::{ByteSource, Delivery, Disposition};
+use sensor_etl::delivery::{Delivery, Disposition};
 use sensor_etl::pipeline::process;
 use sensor_etl::store::ledger::FileStatus;
 
 use crate::support::fixtures::assert_sensor_state_matches_the_readings;
-use crate::support::{deliver, Harness};
-
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
+use crate::support::fixtures::write_file;
+use crate::support::Harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_round_trip_keeps_values_and_nulls() {
     let h = Harness::new().await;
     let path = h.workspace.path("in/station_dht22.csv");
-    write(
+    write_file(
         &path,
         "sensor_id,timestamp,temperature,humidity\n7,2020-05-01T10:00:00+02:00,-3.25,\n7,2020-05-01 08:01:00.5,21.5,55\n",
     );
@@ -105,176 +100,6 @@ async fn copy_round_trip_keeps_values_and_nulls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redelivered_content_is_a_duplicate_and_loads_nothing() {
-    let h = Harness::new().await;
-    let first = h.workspace.path("in/a_sds011.csv");
-    write(
-        &first,
-        "sensor_id;sensor_type;timestamp;P1;P2\n1;SDS011;2021-01-01T00:00:00;1.5;0.5\n",
-    );
-    process(
-        &h.ctx,
-        &Delivery::input_file(&first, Disposition::LeaveInPlace),
-    )
-    .await
-    .unwrap();
-    let again = deliver(&first, &h.workspace.path("in2"), "other_name.csv");
-    let report = process(
-        &h.ctx,
-        &Delivery::input_file(&again, Disposition::LeaveInPlace),
-    )
-    .await
-    .unwrap();
-    assert_eq!(report.status, FileStatus::Duplicate);
-    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 2);
-    assert_eq!(h.count("SELECT count(*) FROM v_files").await, 1);
-
-    // Different bytes under the old name are a new file.
-    write(
-        &first,
-        "sensor_id;sensor_type;timestamp;P1;P2\n1;SDS011;2021-01-01T00:02:30;1.6;0.6\n",
-    );
-    let report = process(
-        &h.ctx,
-        &Delivery::input_file(&first, Disposition::LeaveInPlace),
-    )
-    .await
-    .unwrap();
-    assert_eq!(report.status, FileStatus::Loaded);
-    assert_eq!(h.count("SELECT count(*) FROM v_files").await, 2);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_file_leaves_nothing_and_loads_once_later() {
-    let h = Harness::with_config(|raw| raw.chunk_rows = 200).await;
-    let path = h.workspace.path("in/big_bme280.csv");
-    let mut text = String::from("sensor_id;sensor_type;location;lat;lon;timestamp;pressure;altitude;pressure_sealevel;temperature;humidity\n");
-    let start = chrono::DateTime::from_timestamp(1_640_995_200, 0).unwrap();
-    for i in 0..40_000i64 {
-        let ts = (start + chrono::Duration::seconds(i)).format("%Y-%m-%dT%H:%M:%SZ");
-        text.push_str(&format!(
-            "{};BME280;9;48.1;9.2;{ts};{};;;{};{}\n",
-            i % 50,
-            99_000 + i % 1000,
-            (i % 40) as f64 / 2.0,
-            (i % 100) as f64
-        ));
-    }
-    write(&path, &text);
-
-    let ctx = h.ctx.clone();
-    let task_path = path.clone();
-    let task = tokio::spawn(async move {
-        process(
-            &ctx,
-            &Delivery::input_file(&task_path, Disposition::LeaveInPlace),
-        )
-        .await
-    });
-    // Wait until the file's transaction has written something, then kill the work.
-    for _ in 0..200 {
-        let writing = h
-            .count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY readings%'")
-            .await;
-        if writing > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    task.abort();
-    assert!(
-        task.await.unwrap_err().is_cancelled(),
-        "the file was still in progress"
-    );
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 0);
-    assert_eq!(h.count("SELECT count(*) FROM files").await, 0);
-
-    let report = process(
-        &h.ctx,
-        &Delivery::input_file(&path, Disposition::LeaveInPlace),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        (report.status, report.rows.loaded),
-        (FileStatus::Loaded, 40_000)
-    );
-    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 120_000);
-    assert_eq!(
-        h.count("SELECT count(*) FROM (SELECT DISTINCT file_id, line FROM v_readings) d")
-            .await,
-        40_000
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn too_many_rejects_quarantine_the_whole_file() {
-    let h = Harness::with_config(|raw| raw.max_reject_ratio = 0.5).await;
-    let path = h.workspace.path("in/mostly_bad_dht22.csv");
-    write(
-        &path,
-        "sensor_id;timestamp;temperature;humidity\n1;2020-01-01T00:00:00;20;50\n1;2020-01-01T00:01:00;99;50\n1;2020-01-01T00:02:00;x;50\n",
-    );
-    let report = process(
-        &h.ctx,
-        &Delivery::input_file(&path, Disposition::LeaveInPlace),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        (report.status, report.rows.loaded, report.rows.rejected),
-        (FileStatus::Rejected, 0, 3)
-    );
-    assert_eq!(
-        report.rejection.map(|r| r.code.as_str()),
-        Some("too_many_rejects")
-    );
-    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 0);
-    assert_eq!(h.count("SELECT count(*) FROM v_aggregates").await, 0);
-    let codes = h
-        .client
-        .query("SELECT line, code FROM v_rejects ORDER BY line", &[])
-        .await
-        .unwrap();
-    let codes: Vec<(i64, String)> = codes.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(
-        codes,
-        vec![
-            (2, "file_rejected".to_owned()),
-            (3, "out_of_range".to_owned()),
-            (4, "not_a_number".to_owned())
-        ]
-    );
-    let quarantine = h.workspace.path("quarantine");
-    let names: Vec<String> = std::fs::read_dir(&quarantine)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    let copy = names
-        .iter()
-        .find(|n| n.ends_with(".csv"))
-        .expect("whole file copied");
-    assert_eq!(
-        std::fs::read(quarantine.join(copy)).unwrap(),
-        std::fs::read(&path).unwrap()
-    );
-    let reason = names
-        .iter()
-        .find(|n| n.ends_with(".reason.txt"))
-        .expect("reason file");
-    assert!(std::fs::read_to_string(quarantine.join(reason))
-        .unwrap()
-        .contains("too_many_rejects"));
-    assert!(path.exists(), "ingest leaves its input in place");
-    let log = std::fs::read_to_string(h.workspace.path("logs/errors.log")).unwrap();
-    assert!(
-        log.contains("mostly_bad_dht22.csv") && log.contains("rows_rejected=3"),
-        "{log}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sensor_type_added_by_configuration_loads_without_migration() {
     let h = Harness::with_config(|raw| {
         raw.sensor_types.push(RawSensorType {
@@ -292,7 +117,7 @@ async fn a_sensor_type_added_by_configuration_loads_without_migration() {
     })
     .await;
     let path = h.workspace.path("in/2024-01-01_scd30_sensor_9.csv");
-    write(&path, "sensor_id;sensor_type;timestamp;CO2_ppm\n9;SCD30;2024-01-01T00:00:00;415\n9;SCD30;2024-01-01T00:01:00;20000\n");
+    write_file(&path, "sensor_id;sensor_type;timestamp;CO2_ppm\n9;SCD30;2024-01-01T00:00:00;415\n9;SCD30;2024-01-01T00:01:00;20000\n");
     let report = process(
         &h.ctx,
         &Delivery::input_file(&path, Disposition::LeaveInPlace),
@@ -321,144 +146,6 @@ async fn a_sensor_type_added_by_configuration_loads_without_migration() {
             415.0,
             "ppm".to_owned()
         )
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_commit_keeps_each_file_its_own_outcome() {
-    let h = Harness::new().await;
-    let dir = h.workspace.path("in");
-    let good = dir.join("good_dht22.csv");
-    write(&good, "sensor_id;timestamp;temperature;humidity\n1;2020-01-01T00:00:00;20;50\n1;2020-01-01T00:01:00;21;51\n");
-    let same = deliver(&good, &dir, "same_bytes_dht22.csv");
-    let bad = dir.join("bad_dht22.csv");
-    write(&bad, "sensor_id;timestamp;temperature;humidity\n2;2020-01-01T00:00:00;99;50\n2;2020-01-01T00:01:00;x;50\n2;2020-01-01T00:02:00;20;50\n");
-    let unknown = dir.join("unknown.csv");
-    write(
-        &unknown,
-        "sensor_id;timestamp;foo\n3;2020-01-01T00:00:00;1\n",
-    );
-    let deliveries: Vec<Delivery> = [&good, &same, &bad, &unknown]
-        .into_iter()
-        .map(|path| Delivery::input_file(path, Disposition::LeaveInPlace))
-        .collect();
-    let outcomes = sensor_etl::pipeline::process_group(&h.ctx, &deliveries)
-        .await
-        .unwrap();
-    let statuses: Vec<(String, FileStatus)> = outcomes
-        .iter()
-        .map(|(delivery, outcome)| (delivery.name.clone(), outcome.as_ref().unwrap().status))
-        .collect();
-    assert_eq!(
-        statuses,
-        vec![
-            ("good_dht22.csv".to_owned(), FileStatus::Loaded),
-            ("same_bytes_dht22.csv".to_owned(), FileStatus::Duplicate),
-            ("bad_dht22.csv".to_owned(), FileStatus::Rejected),
-            ("unknown.csv".to_owned(), FileStatus::Rejected),
-        ]
-    );
-    assert_eq!(h.count("SELECT count(*) FROM v_files").await, 3);
-    // Every delivery, the duplicate included, records where it came from.
-    assert_eq!(
-        h.count(&format!(
-            "SELECT count(*) FROM file_deliveries WHERE origin = 'ingest:{}'",
-            same.display()
-        ))
-        .await,
-        1
-    );
-    assert_eq!(
-        h.count("SELECT count(*) FROM file_deliveries WHERE origin LIKE 'ingest:%'")
-            .await,
-        4
-    );
-    assert_eq!(
-        h.count("SELECT count(*) FROM v_readings").await,
-        4,
-        "only the good file's readings"
-    );
-    assert_eq!(
-        h.count("SELECT count(DISTINCT (file_id, line)) FROM v_rejects")
-            .await,
-        4
-    );
-    assert_eq!(
-        h.count("SELECT count(*) FROM v_files WHERE rows_read <> rows_loaded + rows_rejected")
-            .await,
-        0
-    );
-}
-
-/// A file of many chunks with rejects in most of them: the readings COPY pauses for the
-/// rejects and resumes, and every line ends up exactly once, loaded or rejected.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejects_in_many_chunks_leave_every_line_accounted_for_once() {
-    let h = Harness::with_config(|raw| raw.chunk_rows = 100).await;
-    let path = h.workspace.path("in/many_chunks_dht22.csv");
-    let mut text = String::from("sensor_id,location,lat,lon,timestamp,temperature,humidity\n");
-    let rows = 3_000i64;
-    let mut bad_lines = Vec::new();
-    for i in 0..rows {
-        let line = i + 2;
-        let sensor = i % 7;
-        // Sensors move between two places, so positions differ within a chunk.
-        let (location, lat) = if i % 2 == 0 { (10, 42.5) } else { (11, 42.75) };
-        let humidity = if i % 9 == 4 {
-            bad_lines.push(line);
-            "wet".to_owned()
-        } else {
-            format!("{}", 40 + i % 50)
-        };
-        text.push_str(&format!(
-            "{sensor},{location},{lat},23.3,2021-03-01T00:{:02}:{:02},{}.5,{humidity}\n",
-            (i / 60) % 60,
-            i % 60,
-            i % 30
-        ));
-    }
-    write(&path, &text);
-    let report = process(
-        &h.ctx,
-        &Delivery::input_file(&path, Disposition::LeaveInPlace),
-    )
-    .await
-    .unwrap();
-    let bad = bad_lines.len() as u64;
-    assert_eq!(report.status, FileStatus::PartiallyLoaded);
-    assert_eq!(
-        (report.rows.read, report.rows.loaded, report.rows.rejected),
-        (rows as u64, rows as u64 - bad, bad)
-    );
-    let loaded: Vec<i32> = h
-        .client
-        .query("SELECT line FROM readings ORDER BY line", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let rejected: Vec<i64> = h
-        .client
-        .query("SELECT line FROM v_rejects ORDER BY line", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(rejected, bad_lines);
-    let mut all: Vec<i64> = loaded.iter().map(|l| i64::from(*l)).collect();
-    all.extend(&rejected);
-    all.sort_unstable();
-    assert_eq!(all, (2..rows + 2).collect::<Vec<_>>());
-    // Each loaded line has both values and the position it was read with.
-    assert_eq!(
-        h.count(
-            "SELECT count(*) FROM v_readings WHERE (line % 2 = 0 AND location_id = 10 AND lat = 42.5) \
-             OR (line % 2 = 1 AND location_id = 11 AND lat = 42.75)"
-        )
-        .await,
-        2 * (rows - bad as i64)
     );
 }
 
@@ -553,7 +240,7 @@ async fn common_questions_use_the_readings_index() {
             i % 60
         ));
     }
-    write(&path, &text);
+    write_file(&path, &text);
     process(
         &h.ctx,
         &Delivery::input_file(&path, Disposition::LeaveInPlace),
@@ -595,7 +282,7 @@ async fn each_statistics_bucket_is_one_row_found_by_its_key() {
     let dir = h.workspace.path("in");
     for (name, minute) in [("a_dht22.csv", 0), ("b_dht22.csv", 30)] {
         let path = dir.join(name);
-        write(
+        write_file(
             &path,
             &format!(
                 "sensor_id,timestamp,temperature,humidity\n\
@@ -673,7 +360,7 @@ async fn many_distinct_positions_stay_in_the_rows() {
             i % 40
         ));
     }
-    write(&path, &text);
+    write_file(&path, &text);
     let report = process(
         &h.ctx,
         &Delivery::input_file(&path, Disposition::LeaveInPlace),
@@ -697,52 +384,6 @@ async fn many_distinct_positions_stay_in_the_rows() {
         .await,
         2 * i64::from(lines)
     );
-}
-
-/// A delivery whose bytes are in memory (as a request body will be) goes through the same
-/// pipeline: readings, rejects, quarantine from the bytes, origin in the ledger; the same
-/// bytes again are a duplicate.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delivery_from_memory_loads_like_a_file() {
-    let h = Harness::new().await;
-    let body = "sensor_id;timestamp;temperature;humidity\n\
-                8;2020-01-01T00:00:00;20;50\n\
-                8;2020-01-01T00:01:00;abc;50\n\
-                8;2020-01-01T00:02:00;21;50\n";
-    let delivery = Delivery::pushed(
-        "gateway_dht22.csv".to_owned(),
-        ByteSource::Memory(bytes::Bytes::from_static(body.as_bytes())),
-        "127.0.0.1".to_owned(),
-        None,
-    );
-    let report = process(&h.ctx, &delivery).await.unwrap();
-    assert_eq!(report.status, FileStatus::PartiallyLoaded);
-    assert_eq!(
-        (report.rows.read, report.rows.loaded, report.rows.rejected),
-        (3, 2, 1)
-    );
-    assert_eq!(report.path, None);
-    assert_eq!(
-        h.count("SELECT count(*) FROM v_rejects WHERE line = 3 AND code = 'not_a_number'")
-            .await,
-        1
-    );
-    assert_eq!(
-        h.count("SELECT count(*) FROM file_deliveries WHERE origin = 'http:127.0.0.1'")
-            .await,
-        1
-    );
-    let rejected = report
-        .quarantine
-        .iter()
-        .find(|p| p.to_string_lossy().ends_with(".rejected.csv"))
-        .expect("the rejected row in quarantine");
-    assert_eq!(
-        std::fs::read_to_string(rejected).unwrap(),
-        "sensor_id;timestamp;temperature;humidity\n8;2020-01-01T00:01:00;abc;50\n"
-    );
-    let again = process(&h.ctx, &delivery).await.unwrap();
-    assert_eq!(again.status, FileStatus::Duplicate);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -770,7 +411,7 @@ async fn latest_values_and_sensor_spans_follow_every_delivery() {
             minute
         ));
     }
-    write(&streamed, &text);
+    write_file(&streamed, &text);
     let report = process(
         &h.ctx,
         &Delivery::input_file(&streamed, Disposition::LeaveInPlace),
@@ -784,11 +425,11 @@ async fn latest_values_and_sensor_spans_follow_every_delivery() {
     // sensor 2's newest reading again in another file (a duplicate, stored once), and a new
     // sensor 3 in two files of the group.
     let older = dir.join("b_dht22.csv");
-    write(&older, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n1;10;50.0;8.0;2020-02-01T00:00:00;1;2\n");
+    write_file(&older, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n1;10;50.0;8.0;2020-02-01T00:00:00;1;2\n");
     let newer = dir.join("c_dht22.csv");
-    write(&newer, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n2;21;52.5;9.5;2020-03-02T00:00:00;7;70\n3;30;53.0;10.0;2020-03-01T00:00:00;3;30\n");
+    write_file(&newer, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n2;21;52.5;9.5;2020-03-02T00:00:00;7;70\n3;30;53.0;10.0;2020-03-01T00:00:00;3;30\n");
     let tie = dir.join("d_dht22.csv");
-    write(&tie, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n2;21;52.5;9.5;2020-03-02T00:00:00;7;70\n3;30;53.0;10.0;2020-03-01T00:05:00;4;\n");
+    write_file(&tie, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n2;21;52.5;9.5;2020-03-02T00:00:00;7;70\n3;30;53.0;10.0;2020-03-01T00:05:00;4;\n");
     let deliveries: Vec<Delivery> = [&older, &newer, &tie]
         .into_iter()
         .map(|path| Delivery::input_file(path, Disposition::LeaveInPlace))
@@ -815,7 +456,7 @@ async fn latest_values_and_sensor_spans_follow_every_delivery() {
     // Another value for that reading in a group: the group goes file by file (where the line
     // is rejected with its reason), nothing of it committed.
     let conflicting = dir.join("e_dht22.csv");
-    write(&conflicting, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n2;21;52.5;9.5;2020-03-02T00:00:00;8;80\n");
+    write_file(&conflicting, "sensor_id;location;lat;lon;timestamp;temperature;humidity\n2;21;52.5;9.5;2020-03-02T00:00:00;8;80\n");
     let files = h.count("SELECT count(*) FROM v_files").await;
     let failed = sensor_etl::pipeline::process_group(
         &h.ctx,
@@ -892,7 +533,7 @@ async fn upgrading_fills_the_per_sensor_state_from_the_readings() {
 async fn the_public_schema_holds_only_the_views() {
     let h = Harness::new().await;
     let path = h.workspace.path("in/station_dht22.csv");
-    write(
+    write_file(
         &path,
         "sensor_id,timestamp,temperature,humidity\n7,2020-05-01T10:00:00,20.5,50\n\
          7,2020-05-01T10:01:00,abc,50\n",
@@ -947,96 +588,4 @@ async fn the_public_schema_holds_only_the_views() {
             .get(0);
         assert!(rows > 0, "{view} answers a plain connection");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_keys_hold_inside_group_commits() {
-    let h = Harness::new().await;
-    let body = |sensor: u32| {
-        format!("sensor_id;timestamp;temperature;humidity\n{sensor};2020-01-01T00:00:00;20;50\n")
-    };
-    let keyed = |key: &str, text: String| {
-        Delivery::pushed(
-            "gateway_dht22.csv".to_owned(),
-            ByteSource::Memory(bytes::Bytes::from(text)),
-            "127.0.0.1".to_owned(),
-            Some(key.to_owned()),
-        )
-    };
-    let first = vec![keyed("a", body(11)), keyed("b", body(12))];
-    let outcomes = sensor_etl::pipeline::process_group(&h.ctx, &first)
-        .await
-        .unwrap();
-    assert!(outcomes
-        .iter()
-        .all(|(_, o)| o.as_ref().unwrap().status == FileStatus::Loaded));
-    assert_eq!(h.count("SELECT count(*) FROM idempotency_keys").await, 2);
-    // The same key and bytes again in a group: a duplicate of the first.
-    let again = vec![keyed("a", body(11)), keyed("c", body(13))];
-    let outcomes = sensor_etl::pipeline::process_group(&h.ctx, &again)
-        .await
-        .unwrap();
-    let statuses: Vec<FileStatus> = outcomes
-        .iter()
-        .map(|(_, o)| o.as_ref().unwrap().status)
-        .collect();
-    assert_eq!(statuses, vec![FileStatus::Duplicate, FileStatus::Loaded]);
-    // A key naming other content fails the group as a whole; alone, that one is refused.
-    let reused = vec![keyed("b", body(14)), keyed("d", body(15))];
-    assert!(sensor_etl::pipeline::process_group(&h.ctx, &reused)
-        .await
-        .is_err());
-    assert_eq!(
-        h.count("SELECT count(*) FROM v_readings WHERE sensor_id IN (14, 15)")
-            .await,
-        0
-    );
-    let refused = process(&h.ctx, &reused[0]).await.unwrap_err();
-    assert!(
-        matches!(refused, sensor_etl::error::Error::KeyReused(_)),
-        "{refused}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_with_a_conflicting_delivery_is_split_until_that_one_goes_alone() {
-    let h = Harness::new().await;
-    let body = |sensor: u32, value: u32| {
-        format!("sensor_id;timestamp;temperature;humidity\n{sensor};2020-01-01T00:00:00;{value};50\n{sensor};2020-01-01T00:01:00;{value};50\n")
-    };
-    let memory = |text: String| {
-        Delivery::pushed(
-            "gateway_dht22.csv".to_owned(),
-            ByteSource::Memory(bytes::Bytes::from(text)),
-            "127.0.0.1".to_owned(),
-            None,
-        )
-    };
-    process(&h.ctx, &memory(body(20, 20))).await.unwrap();
-    let group: Vec<Delivery> = [(21, 20), (22, 20), (20, 25), (23, 20), (24, 20)]
-        .into_iter()
-        .map(|(sensor, value)| memory(body(sensor, value)))
-        .collect();
-    let outcomes = sensor_etl::pipeline::process_in_groups(&h.ctx, &group).await;
-    let statuses: Vec<FileStatus> = outcomes
-        .iter()
-        .map(|(_, o)| o.as_ref().unwrap().as_ref().unwrap().status)
-        .collect();
-    assert_eq!(
-        statuses,
-        vec![
-            FileStatus::Loaded,
-            FileStatus::Loaded,
-            FileStatus::PartiallyLoaded,
-            FileStatus::Loaded,
-            FileStatus::Loaded
-        ]
-    );
-    assert_eq!(
-        h.count("SELECT count(*) FROM v_rejects WHERE code = 'conflicting_reading'")
-            .await,
-        2,
-        "the conflicting lines are rejected with their reason"
-    );
-    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 5 * 4);
 }
