@@ -18,19 +18,20 @@ use chrono::Utc;
 use crate::config::Settings;
 use crate::delivery::Delivery;
 use crate::error::{Error, Result};
-use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
-use crate::store::ledger::{self, ExistingFile};
-use crate::store::{copy, StoreError};
+use crate::pipeline::settle::{self, Concluded};
+use crate::pipeline::{DeliveryReport, Job, PipelineCtx};
+
+use crate::store::copy::{self, DeliveryTx};
+use crate::store::StoreError;
 use crate::transform::aggregate::{hourly_cells, PartialAggregates};
 use crate::transform::normalize::NormalizedFrame;
 use crate::transform::{on_this_thread, transform_group};
 use crate::validate::quarantine::QuarantineWriter;
 use crate::validate::reject::RejectedRow;
 use crate::validate::rejection::FileRejection;
-use crate::validate::{
-    whole_file_rejection, FileValidator, Mode, ReadingColumns, RejectedLines, ValidatedChunk,
-};
+use crate::validate::{FileValidator, Mode, ReadingColumns, RejectedLines, ValidatedChunk};
 
+use super::admit::{admit, Candidate, Fate};
 use super::commit::{self, DuplicateDelivery, Ending, NewDelivery};
 use super::rollup::Rollups;
 use super::sift::Sifter;
@@ -91,21 +92,23 @@ fn prepare(settings: &Settings, job: Job) -> Result<Prepared> {
                 header_rejection = Some(rejection);
             }
         }
-        let rejection = header_rejection.or(whole_file);
-        if rejection.is_none() {
-            if let Some(verdict) =
-                whole_file_rejection(tally.rows.read, tally.rows_invalid(), settings)
-            {
-                writer.abort();
+        let concluded = settle::conclude(
+            &job,
+            settings,
+            header_rejection.or(whole_file),
+            &tally,
+            writer,
+        )?;
+        let (rejection, quarantined) = match concluded {
+            Concluded::RejectWhole(verdict) => {
                 mode = Mode::RejectAll(verdict);
                 continue;
             }
-        }
-        // Before anything is published: a young inbox file with no rows may still be written,
-        // and a file that changed was not read as it is.
-        job.check_final(tally.rows.read)?;
-        job.check_unchanged()?;
-        let quarantined = settle::publish_quarantine(&target, rejection.as_ref(), &tally, writer)?;
+            Concluded::Published {
+                rejection,
+                quarantined,
+            } => (rejection, quarantined),
+        };
         return Ok(Prepared {
             job,
             readings: accepted,
@@ -241,10 +244,6 @@ fn in_order(mut outcomes: Vec<(usize, (Delivery, Result<DeliveryReport>))>) -> G
     outcomes.into_iter().map(|(_, outcome)| outcome).collect()
 }
 
-/// Each delivery of a group: new (with its id), or a duplicate of a known delivery or of an
-/// earlier one of the group.
-type Fate = std::result::Result<i64, ExistingFile>;
-
 /// Writes a prepared group in one transaction and commits it.
 async fn write_group(
     ctx: &PipelineCtx,
@@ -255,61 +254,21 @@ async fn write_group(
     let received_at = Utc::now();
     let mut client = ctx.store.pool().get().await.map_err(StoreError::from)?;
     let tx = client.transaction().await.map_err(StoreError::from)?;
-    let hashes: Vec<String> = ready
+    // A key that names other content (stored, or of another delivery of the group) sends
+    // the group delivery by delivery, where that one is refused with its reason.
+    let candidates: Vec<Candidate<'_>> = ready
         .iter()
-        .map(|f| f.job.fingerprint().to_owned())
+        .map(|f| (&f.job, f.tally.status(f.rejection.is_some())))
         .collect();
-    // Idempotency keys first, in a stable order, as the streamed path takes a key before its
-    // content. A key that names other content (stored, or of another delivery of the group)
-    // sends the group delivery by delivery, where that one is refused with its reason.
-    let mut keyed: Vec<(&str, &str)> = ready
-        .iter()
-        .filter_map(|f| Some((f.job.delivery.key.as_deref()?, f.job.fingerprint())))
-        .collect();
-    keyed.sort_unstable();
-    for (i, (key, fingerprint)) in keyed.iter().enumerate() {
-        let named_twice = i > 0 && keyed[i - 1].0 == *key && keyed[i - 1].1 != *fingerprint;
-        let stored = ledger::lock_key(&tx, key).await?;
-        if named_twice || stored.is_some_and(|s| s.content_sha256 != *fingerprint) {
+    let fates = match admit(&tx, &candidates).await? {
+        Ok(fates) => fates,
+        Err(other) => {
             return Err(Error::GroupConflict(format!(
-                "Idempotency-Key `{key}` names other content"
-            )));
+                "Idempotency-Key `{}` names other content",
+                other.key
+            )))
         }
-    }
-    // Sent together (one round trip), run in this order: the locks, then the ledger read. An
-    // id is drawn for every delivery; those of duplicates are left unused.
-    let ((), mut known, ids) = futures_util::try_join!(
-        ledger::lock_contents(&tx, &hashes),
-        ledger::find_files(&tx, &hashes),
-        ledger::next_file_ids(&tx, hashes.len()),
-    )?;
-    let mut ids = ids.into_iter();
-    let mut fates: Vec<Fate> = Vec::with_capacity(ready.len());
-    for file in ready.iter() {
-        match known.get(file.job.fingerprint()) {
-            Some(existing) => fates.push(Err(existing.clone())),
-            None => {
-                let file_id = ids.next().expect("one id per new content");
-                known.insert(
-                    file.job.fingerprint().to_owned(),
-                    ExistingFile {
-                        file_id,
-                        status: file.tally.status(file.rejection.is_some()),
-                        file_name: file.job.name().to_owned(),
-                    },
-                );
-                fates.push(Ok(file_id));
-            }
-        }
-    }
-    for (fate, file) in fates.iter().zip(ready.iter()) {
-        if let Some(key) = file.job.delivery.key.as_deref() {
-            let file_id = fate
-                .as_ref()
-                .map_or_else(|existing| existing.file_id, |id| *id);
-            ledger::record_key(&tx, key, file.job.fingerprint(), file_id).await?;
-        }
-    }
+    };
     let file_ids: Vec<Option<i64>> = fates
         .iter()
         .map(|fate| fate.as_ref().ok().copied())
@@ -319,8 +278,9 @@ async fn write_group(
     let names: Vec<String> = ready.iter().map(|f| f.job.name().to_owned()).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut sifter = Sifter::new(&ctx.settings, &ctx.store);
+    let mut writing = DeliveryTx::new(&tx);
     let mut sifted = sifter
-        .sift(&tx, &ctx.store, &frame, &file_ids, &names, &mut None)
+        .sift(&mut writing, &ctx.store, &frame, &file_ids, &names)
         .await?;
     if let Some((_, _, message)) = sifted.conflicts.first() {
         return Err(Error::GroupConflict(message.clone()));
@@ -354,8 +314,10 @@ async fn write_group(
         .zip(ready)
         .filter_map(|(fate, file)| fate.as_ref().ok().map(|id| (*id, file)))
         .collect();
-    copy::copy_readings(&tx, &ctx.store, &frame, &file_ids).await?;
-    rollups.finish(&tx, sifter.claims()).await?;
+    writing.copy_readings(&ctx.store, &frame, &file_ids).await?;
+    rollups
+        .finish(writing.statement().await?, sifter.claims())
+        .await?;
     let rejects: Vec<(i64, &[RejectedRow])> = new_files
         .iter()
         .map(|(id, file)| (*id, file.rejects.as_slice()))

@@ -18,6 +18,7 @@
 //! bytes a duplicate. Transient database errors are retried with exponential backoff and
 //! jitter ([`process_with_retry`]); the source stays where it is meanwhile.
 
+mod admit;
 mod commit;
 pub mod committer;
 mod group;

@@ -16,12 +16,60 @@ use crate::pipeline::{DeliveryReport, Job, PipelineCtx};
 use crate::store::ledger::{ExistingFile, FileStatus};
 use crate::validate::quarantine::{self, QuarantineTarget, QuarantineWriter};
 use crate::validate::rejection::{FileRejection, RejectionCode};
+use crate::validate::whole_file_rejection;
 
 use super::tally::Tally;
 
+/// How a delivery read to its end is concluded.
+pub(super) enum Concluded {
+    /// Over the reject limit: read it again, rejecting it whole for this reason (what was
+    /// written of its quarantine output is discarded).
+    RejectWhole(FileRejection),
+    /// Its quarantine output is published: the delivery may commit.
+    Published {
+        /// Why it is rejected whole, if it is.
+        rejection: Option<FileRejection>,
+        /// The quarantine files written.
+        quarantined: Vec<PathBuf>,
+    },
+}
+
+/// The one end of reading a delivery, for both paths: `rejection` (its header, or the whole-
+/// file verdict it was read under) stands; else a delivery over the reject limit is to be read
+/// again as a whole rejection; else, once its source is final and unchanged, its quarantine
+/// output is published.
+///
+/// # Errors
+/// The source is not final or changed while it was read, or quarantine cannot be written.
+pub(super) fn conclude(
+    job: &Job,
+    settings: &Settings,
+    rejection: Option<FileRejection>,
+    tally: &Tally,
+    writer: QuarantineWriter,
+) -> Result<Concluded> {
+    if rejection.is_none() {
+        if let Some(verdict) = whole_file_rejection(tally.rows.read, tally.rows_invalid(), settings)
+        {
+            writer.abort();
+            return Ok(Concluded::RejectWhole(verdict));
+        }
+    }
+    // Before anything is published: a young inbox file with no rows may still be written, and
+    // a file that changed was not read as it is.
+    job.check_final(tally.rows.read)?;
+    job.check_unchanged()?;
+    let target = job.quarantine_target(settings);
+    let quarantined = publish_quarantine(&target, rejection.as_ref(), tally, writer)?;
+    Ok(Concluded::Published {
+        rejection,
+        quarantined,
+    })
+}
+
 /// Publishes a delivery's quarantine output (and, when it is rejected whole, its copy and
 /// reason file) before the commit; returns the paths written.
-pub(super) fn publish_quarantine(
+fn publish_quarantine(
     target: &QuarantineTarget,
     rejection: Option<&FileRejection>,
     tally: &Tally,

@@ -12,12 +12,11 @@
 
 use std::collections::HashMap;
 
-use deadpool_postgres::Transaction;
 use polars::prelude::*;
 
 use crate::config::{OnConflict, Settings};
 use crate::error::{Error, Result};
-use crate::store::copy::ReadingsCopy;
+use crate::store::copy::DeliveryTx;
 use crate::store::once::{self, Replacement, SensorClaims, StoredLine};
 use crate::store::{Store, StoreError};
 use crate::transform::aggregate::{partial_aggregates_by_part, GroupKey, PartialAggregates};
@@ -165,12 +164,11 @@ impl Sifter {
     /// then goes file by file).
     pub async fn sift(
         &mut self,
-        tx: &Transaction<'_>,
+        writing: &mut DeliveryTx<'_, '_>,
         store: &Store,
         normalized: &NormalizedFrame,
         file_ids: &[Option<i64>],
         names: &[&str],
-        copy: &mut Option<ReadingsCopy>,
     ) -> Result<Sifted> {
         let lines = Lines::of(normalized, store)?;
         let height = normalized.frame.height();
@@ -221,8 +219,9 @@ impl Sifter {
             .collect();
         unclaimed.sort_unstable();
         if !unclaimed.is_empty() {
-            ReadingsCopy::finish_open(copy).await?;
-            self.claims.claim(tx, &unclaimed).await?;
+            self.claims
+                .claim(writing.statement().await?, &unclaimed)
+                .await?;
         }
         let windows: Vec<(i64, i64, i64)> = spans
             .iter()
@@ -235,8 +234,7 @@ impl Sifter {
         let stored = if windows.is_empty() {
             HashMap::new()
         } else {
-            ReadingsCopy::finish_open(copy).await?;
-            once::stored_lines(tx, &windows).await?
+            once::stored_lines(writing.statement().await?, &windows).await?
         };
         let several_parts = file_ids.len() > 1;
         if stored.is_empty() && !several_parts {
@@ -308,8 +306,7 @@ impl Sifter {
             }
         }
         if !replaced.is_empty() {
-            ReadingsCopy::finish_open(copy).await?;
-            once::replace(tx, &replaced).await?;
+            once::replace(writing.statement().await?, &replaced).await?;
             sifted.replaced = replaced.iter().map(|r| (r.0, r.1)).collect();
         }
         if keep.iter().all(|k| *k) {

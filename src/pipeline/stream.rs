@@ -23,16 +23,19 @@ use tracing::info;
 use crate::config::Settings;
 use crate::delivery::{ByteSource, Delivery};
 use crate::error::{Error, Result};
-use crate::pipeline::{settle, DeliveryReport, Job, PipelineCtx};
-use crate::store::ledger::{self, ExistingFile};
-use crate::store::{copy, StoreError};
+use crate::pipeline::settle::{self, Concluded};
+use crate::pipeline::{DeliveryReport, Job, PipelineCtx};
+use crate::store::copy::{self, DeliveryTx};
+use crate::store::ledger::{ExistingFile, FileStatus};
+use crate::store::StoreError;
 use crate::transform::aggregate::hourly_cells;
 use crate::transform::{transform_chunk, NormalizedBatch};
 use crate::validate::quarantine::QuarantineWriter;
 use crate::validate::reject::{RejectReason, RejectedRow, Violation};
 use crate::validate::rejection::FileRejection;
-use crate::validate::{whole_file_rejection, FileValidator, Mode, RejectedLines, ValidatedChunk};
+use crate::validate::{FileValidator, Mode, RejectedLines, ValidatedChunk};
 
+use super::admit::admit;
 use super::commit::{self, Ending, NewDelivery};
 use super::rollup::Rollups;
 use super::sift::{Conflict, Sifter};
@@ -156,32 +159,24 @@ async fn stage(
     let tx = &transaction;
     let settings = &ctx.settings;
     let received_at = Utc::now();
-    let key = job.delivery.key.as_deref();
-    if let Some(key) = key {
-        if let Some(keyed) = ledger::lock_key(tx, key).await? {
-            if keyed.content_sha256 != job.fingerprint() {
-                return Err(Error::KeyReused(keyed.file_id));
+    // The status a new delivery will have matters only to a later one of the same
+    // transaction, and a streamed delivery is alone in its.
+    let file_id = match admit(tx, &[(job, FileStatus::Loaded)]).await? {
+        Err(other) => return Err(Error::KeyReused(other.file_id.unwrap_or_default())),
+        Ok(fates) => match fates.into_iter().next().expect("one fate per delivery") {
+            Ok(file_id) => file_id,
+            Err(existing) => {
+                let ending = Ending {
+                    received_at,
+                    replaced_sensors: &[],
+                    placeholders: &[],
+                };
+                let duplicate = [(job, existing.file_id)];
+                commit::record_and_commit(transaction, ctx, &[], &duplicate, ending).await?;
+                return Ok(Outcome::Duplicate(existing));
             }
-        }
-    }
-    ledger::lock_content(tx, job.fingerprint()).await?;
-    if let Some(existing) = ledger::find_file(tx, job.fingerprint()).await? {
-        if let Some(key) = key {
-            ledger::record_key(tx, key, job.fingerprint(), existing.file_id).await?;
-        }
-        let ending = Ending {
-            received_at,
-            replaced_sensors: &[],
-            placeholders: &[],
-        };
-        let duplicate = [(job, existing.file_id)];
-        commit::record_and_commit(transaction, ctx, &[], &duplicate, ending).await?;
-        return Ok(Outcome::Duplicate(existing));
-    }
-    let file_id = ledger::next_file_id(tx).await?;
-    if let Some(key) = key {
-        ledger::record_key(tx, key, job.fingerprint(), file_id).await?;
-    }
+        },
+    };
 
     let whole_file = mode.whole_rejection().cloned();
     let Producer {
@@ -197,7 +192,7 @@ async fn stage(
 
     // The chunks' readings stream into one COPY; rejects wait in `pending_rejects` (at most
     // `chunk_rows` of them) and are copied when the readings COPY pauses or ends.
-    let mut readings_copy: Option<copy::ReadingsCopy> = None;
+    let mut writing = DeliveryTx::new(tx);
     let mut pending_rejects: Vec<RejectedRow> = Vec::new();
     while let Some(event) = receiver.recv().await {
         match event? {
@@ -211,12 +206,11 @@ async fn stage(
                 if let Some(batch) = batch {
                     let mut sifted = sifter
                         .sift(
-                            tx,
+                            &mut writing,
                             &ctx.store,
                             &batch.frame,
                             &[Some(file_id)],
                             &[job.name()],
-                            &mut readings_copy,
                         )
                         .await?;
                     let (frame, partials, hours) = match sifted.kept.take() {
@@ -235,19 +229,16 @@ async fn stage(
                         pending_rejects.extend(conflicts);
                     }
                     if frame.frame.height() > 0 {
-                        if readings_copy.is_none() {
-                            readings_copy = Some(copy::ReadingsCopy::start(tx).await?);
-                        }
-                        if let Some(copy) = readings_copy.as_mut() {
-                            tally.reading_count +=
-                                copy.write(&ctx.store, &frame, &[Some(file_id)]).await?;
-                            crate::faults::point("pipeline::copy-chunk");
-                        }
+                        tally.reading_count += writing
+                            .copy_readings(&ctx.store, &frame, &[Some(file_id)])
+                            .await?;
+                        crate::faults::point("pipeline::copy-chunk");
                     }
                     tally.aggregates.merge(partials);
                     if rollups.is_full() {
-                        copy::ReadingsCopy::finish_open(&mut readings_copy).await?;
-                        rollups.flush(tx, sifter.claims()).await?;
+                        rollups
+                            .flush(writing.statement().await?, sifter.claims())
+                            .await?;
                     }
                 }
                 if !chunk.rejects.is_empty() {
@@ -255,7 +246,7 @@ async fn stage(
                     pending_rejects.extend(chunk.rejects);
                 }
                 if pending_rejects.len() >= settings.chunk_rows {
-                    copy::ReadingsCopy::finish_open(&mut readings_copy).await?;
+                    let tx = writing.statement().await?;
                     copy::copy_rejects(tx, &[(file_id, &pending_rejects)]).await?;
                     pending_rejects.clear();
                 }
@@ -263,24 +254,24 @@ async fn stage(
         }
     }
     producer.await.expect("validator thread does not panic");
-    copy::ReadingsCopy::finish_open(&mut readings_copy).await?;
+    let tx = writing.statement().await?;
     copy::copy_rejects(tx, &[(file_id, &pending_rejects)]).await?;
     rollups.finish(tx, sifter.claims()).await?;
 
-    let rejection = header_rejection.or(whole_file);
-    if rejection.is_none() {
-        if let Some(verdict) = whole_file_rejection(tally.rows.read, tally.rows_invalid(), settings)
-        {
-            // Roll back (by dropping the transaction) and go again, rejecting every row.
-            writer.abort();
-            return Ok(Outcome::RejectWhole(verdict));
-        }
-    }
-    // Before anything is published: a young inbox file with no rows may still be written, and
-    // a file that changed was not read as it is.
-    job.check_final(tally.rows.read)?;
-    job.check_unchanged()?;
-    let quarantined = settle::publish_quarantine(&target, rejection.as_ref(), &tally, writer)?;
+    let (rejection, quarantined) = match settle::conclude(
+        job,
+        settings,
+        header_rejection.or(whole_file),
+        &tally,
+        writer,
+    )? {
+        // Rolled back (the transaction is dropped), to be read again rejecting every row.
+        Concluded::RejectWhole(verdict) => return Ok(Outcome::RejectWhole(verdict)),
+        Concluded::Published {
+            rejection,
+            quarantined,
+        } => (rejection, quarantined),
+    };
     let replaced = rollups.replaced_sensors();
     let new = [NewDelivery {
         file_id,

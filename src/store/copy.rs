@@ -74,26 +74,57 @@ impl CopyStream {
     }
 }
 
-/// Copies a normalized frame's readings in a COPY of their own; see `ReadingsCopy::write`.
-///
-/// # Errors
-/// As `ReadingsCopy::write`.
-pub async fn copy_readings(
-    tx: &Transaction<'_>,
-    store: &Store,
-    normalized: &NormalizedFrame,
-    file_ids: &[Option<i64>],
-) -> Result<u64> {
-    let mut copy = ReadingsCopy::start(tx).await?;
-    let readings = copy.write(store, normalized, file_ids).await?;
-    copy.finish().await?;
-    Ok(readings)
+/// A delivery transaction and the readings COPY it may have open, travelling together: the
+/// COPY starts with the first readings written and is closed before any other statement
+/// ([`DeliveryTx::statement`]), so no statement can meet an open COPY on the connection.
+pub struct DeliveryTx<'a, 't> {
+    tx: &'a Transaction<'t>,
+    copy: Option<ReadingsCopy>,
+}
+
+impl<'a, 't> DeliveryTx<'a, 't> {
+    /// The transaction, with no COPY open.
+    pub fn new(tx: &'a Transaction<'t>) -> Self {
+        Self { tx, copy: None }
+    }
+
+    /// The transaction, for a statement: the open COPY, if any, is closed first.
+    ///
+    /// # Errors
+    /// Closing the COPY failed.
+    pub async fn statement(&mut self) -> Result<&'a Transaction<'t>> {
+        if let Some(copy) = self.copy.take() {
+            copy.finish().await?;
+        }
+        Ok(self.tx)
+    }
+
+    /// Writes a frame's readings into the COPY (see [`ReadingsCopy::write`]), starting it
+    /// when none is open; returns the number of readings written.
+    ///
+    /// # Errors
+    /// The COPY failed.
+    pub async fn copy_readings(
+        &mut self,
+        store: &Store,
+        normalized: &NormalizedFrame,
+        file_ids: &[Option<i64>],
+    ) -> Result<u64> {
+        if normalized.frame.height() == 0 {
+            return Ok(0);
+        }
+        let copy = match &mut self.copy {
+            Some(copy) => copy,
+            open => open.insert(ReadingsCopy::start(self.tx).await?),
+        };
+        copy.write(store, normalized, file_ids).await
+    }
 }
 
 /// One COPY into `readings` that any number of frames are written into, so that a file's
 /// chunks stream to the server without a pause between them. Nothing else can run on the
 /// transaction's connection until `finish`.
-pub struct ReadingsCopy {
+struct ReadingsCopy {
     stream: CopyStream,
 }
 
@@ -114,18 +145,6 @@ impl ReadingsCopy {
     /// The database failed.
     pub async fn finish(self) -> Result<u64> {
         self.stream.finish().await
-    }
-
-    /// Ends the COPY in progress, if any, so that the transaction's connection can take a
-    /// statement.
-    ///
-    /// # Errors
-    /// The database failed.
-    pub async fn finish_open(copy: &mut Option<Self>) -> Result<()> {
-        if let Some(copy) = copy.take() {
-            copy.finish().await?;
-        }
-        Ok(())
     }
 
     /// Writes a normalized frame's readings, one database row per source line: its

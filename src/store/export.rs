@@ -4,7 +4,7 @@
 //!
 //! The horizon is the highest ledger id below which no delivery is still being written. Every
 //! delivery transaction holds the ledger's ROW EXCLUSIVE lock from the moment it allocates its
-//! ids (see `ledger::next_file_id`), so reading `max(file_id)` under a brief SHARE lock waits
+//! ids (see `ledger::next_file_ids`), so reading `max(file_id)` under a brief SHARE lock waits
 //! for the deliveries in flight and sees every id up to the horizon committed or gone: a
 //! delivery with a smaller id that commits later cannot be skipped.
 //!

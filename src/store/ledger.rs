@@ -105,20 +105,6 @@ fn as_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Serializes the transactions of workers holding the same content until commit.
-///
-/// # Errors
-/// The statement failed.
-pub async fn lock_content(tx: &Transaction<'_>, content_sha256: &str) -> Result<(), StoreError> {
-    tx.execute(
-        &tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .await?,
-        &[&content_sha256],
-    )
-    .await?;
-    Ok(())
-}
-
 /// What an `Idempotency-Key` names, read under a lock held until the transaction ends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyedDelivery {
@@ -179,41 +165,6 @@ pub async fn record_key(
     )
     .await?;
     Ok(())
-}
-
-/// The ledger row of this content, if any.
-///
-/// # Errors
-/// The query failed.
-pub async fn find_file(
-    tx: &Transaction<'_>,
-    content_sha256: &str,
-) -> Result<Option<ExistingFile>, StoreError> {
-    let row = tx
-        .query_opt(
-            &tx.prepare_cached(
-                "SELECT file_id, status, file_name FROM files WHERE content_sha256 = $1",
-            )
-            .await?,
-            &[&content_sha256],
-        )
-        .await?;
-    Ok(row.map(|row| ExistingFile {
-        file_id: row.get(0),
-        status: FileStatus::parse(row.get(1)).unwrap_or(FileStatus::Loaded),
-        file_name: row.get(2),
-    }))
-}
-
-/// Allocates the id of a new file (its rows are copied before its ledger row is inserted).
-///
-/// The transaction holds the ledger's ROW EXCLUSIVE lock from here to its end, as the insert
-/// of its ledger row would, so a lake export's horizon (`export::horizon`) waits for it.
-///
-/// # Errors
-/// The query failed.
-pub async fn next_file_id(tx: &Transaction<'_>) -> Result<i64, StoreError> {
-    Ok(allocate_file_ids(tx, 1).await?[0])
 }
 
 /// Inserts the ledger rows and deliveries of several new files with two statements.
