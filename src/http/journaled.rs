@@ -20,12 +20,12 @@ use utoipa::ToSchema;
 
 use crate::delivery::{ByteSource, Delivery};
 use crate::http::access::Reader;
+use crate::http::answers::RejectEntry;
 use crate::http::device::DevicePush;
 use crate::http::error::{ApiError, ErrorBody, ErrorDetail, RETRY_AFTER_SECS};
 use crate::http::HttpState;
 use crate::sources::journal::record::{Answer, DeviceSensors, Meta};
 use crate::sources::journal::JournalError;
-use crate::store::query::RejectEntry;
 use crate::store::receipts;
 use crate::validate::reject::RejectedRow;
 

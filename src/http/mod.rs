@@ -15,6 +15,7 @@
 //! access token. It stops when the shutdown token fires, after the requests under way.
 
 pub mod access;
+pub mod answers;
 pub mod body;
 pub mod cache;
 pub mod dashboard;

@@ -8,11 +8,12 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::http::answers::{self, RejectEntry};
 use crate::http::device::DevicePush;
 use crate::http::error::{ApiError, ErrorDetail, RETRY_AFTER_SECS};
 use crate::pipeline::{DeliveryReport, PipelineCtx};
 use crate::store::ledger::{self, FileStatus};
-use crate::store::query::{self, RejectEntry};
+use crate::store::query;
 use crate::validate::rejection::{FileRejection, RejectionCode};
 
 /// Rejects listed in a receipt; the rest are in the database and quarantine.
@@ -67,11 +68,12 @@ pub async fn receipt(ctx: &PipelineCtx, report: &DeliveryReport) -> Result<Recei
         _ if conflicts_only => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::OK,
     };
-    let mut rejects = Vec::new();
+    let mut rejects: Vec<RejectEntry> = Vec::new();
     if report.status != FileStatus::Duplicate && report.rows.rejected > 0 {
         let client = connect().await?;
         rejects = query::rejects(&client, report.file_id, None, RECEIPT_REJECTS + 1)
             .await
+            .map(answers::all)
             .map_err(|_| unavailable_after_commit())?;
     }
     let mut lines: Vec<i64> = rejects.iter().map(|r| r.line).collect();

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::store::StoreError;
 
 /// Files per status and their row counts, for `sensor-etl status`.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StatusCount {
     /// Status.
     pub status: String,
@@ -24,7 +24,7 @@ pub struct StatusCount {
 }
 
 /// A recent file with a problem.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RecentProblem {
     /// File id.
     pub file_id: i64,

@@ -10,16 +10,17 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::page_url;
 use crate::http::access::Reader;
+use crate::http::answers::{
+    self, DeliveryEntry, FileAggregate, FileEntry, ReasonCount, RecentProblem, RejectEntry,
+    StatusCount, Throughput,
+};
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::http::extract::{Db, Params};
 use crate::http::params::{self, optional};
 use crate::http::HttpState;
 use crate::store::query;
-use crate::store::query::{
-    DeliveryEntry, FileAggregate, FileEntry, ReasonCount, RejectEntry, Throughput,
-};
-use crate::store::status::{self, RecentProblem, StatusCount};
+use crate::store::status;
 
 /// Rejects per page by default, and at most.
 const REJECTS_PAGE: i64 = 1_000;
@@ -69,7 +70,7 @@ pub(super) async fn files(
     }
     let limit = params::limit(params.limit.as_deref(), FILES_PAGE, FILES_PAGE_MAX)?;
     let found = query::files(&client, status, limit).await?;
-    Ok(Json(found))
+    Ok(Json(answers::all(found)))
 }
 
 /// A delivery, its arrivals and its aggregates.
@@ -90,6 +91,7 @@ fn file_id(text: &str) -> Result<i64, ApiError> {
 async fn known_file(client: &deadpool_postgres::Client, id: i64) -> Result<FileEntry, ApiError> {
     query::file(client, id)
         .await?
+        .map(FileEntry::from)
         .ok_or_else(|| ApiError::not_found(format!("no file {id}")))
 }
 
@@ -114,8 +116,8 @@ pub(super) async fn file(
 ) -> Result<Json<FileDetail>, ApiError> {
     let id = file_id(&id)?;
     let file = known_file(&client, id).await?;
-    let deliveries = query::file_deliveries(&client, id).await?;
-    let aggregates = query::file_aggregates(&client, id).await?;
+    let deliveries = answers::all(query::file_deliveries(&client, id).await?);
+    let aggregates = answers::all(query::file_aggregates(&client, id).await?);
     Ok(Json(FileDetail {
         file,
         deliveries,
@@ -170,7 +172,8 @@ pub(super) async fn file_rejects(
         .map(|text| params::integer("after", text))
         .transpose()?;
     known_file(&client, id).await?;
-    let mut rejects = query::rejects(&client, id, after, limit + 1).await?;
+    let mut rejects: Vec<RejectEntry> =
+        answers::all(query::rejects(&client, id, after, limit + 1).await?);
     let more = lines_in(&rejects) as i64 > limit;
     if more {
         let beyond = rejects.last().map(|r| r.line);
@@ -225,7 +228,7 @@ pub struct Summary {
     /// Latest deliveries with rejected rows or rejected whole.
     pub recent_problems: Vec<RecentProblem>,
     /// The push journal: bodies waiting to be loaded (none when this server keeps no journal).
-    pub journal: Option<crate::sources::journal::JournalStats>,
+    pub journal: Option<answers::JournalDepth>,
     /// When this was read.
     pub at: DateTime<Utc>,
 }
@@ -270,17 +273,17 @@ pub(super) async fn summary(
         rejects_by_reason: Vec::new(),
         throughput: Throughput::default(),
         recent_problems: Vec::new(),
-        journal: state.journal.as_ref().map(|journal| journal.stats()),
+        journal: state.journal.as_ref().map(|journal| journal.stats().into()),
         at: Utc::now(),
     };
     match tokio::time::timeout(std::time::Duration::from_secs(3), read).await {
         Ok(Ok((ledger, reasons, throughput))) => {
-            summary.files_by_status = ledger.by_status;
+            summary.files_by_status = answers::all(ledger.by_status);
             summary.duplicate_deliveries = ledger.duplicate_deliveries;
             summary.reading_count = ledger.reading_count;
-            summary.recent_problems = ledger.recent_problems;
-            summary.rejects_by_reason = reasons;
-            summary.throughput = throughput;
+            summary.recent_problems = answers::all(ledger.recent_problems);
+            summary.rejects_by_reason = answers::all(reasons);
+            summary.throughput = throughput.into();
         }
         Ok(Err(error)) => {
             summary.database = DatabaseState {

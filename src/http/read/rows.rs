@@ -15,6 +15,7 @@ use super::{
 };
 use crate::config::Settings;
 use crate::http::access::Reader;
+use crate::http::answers::{self, Bucket, Reading};
 use crate::http::cache::Answer;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
@@ -23,7 +24,7 @@ use crate::http::params::required;
 use crate::http::params::{self, optional};
 use crate::http::HttpState;
 use crate::store::query;
-use crate::store::query::{Bucket, Reading, ReadingCursor, SeriesQuery, SeriesScope};
+use crate::store::query::{ReadingCursor, SeriesQuery, SeriesScope};
 
 /// Readings per page by default, and at most.
 const READINGS_PAGE: i64 = 10_000;
@@ -188,6 +189,7 @@ pub(super) async fn readings(
         )),
         _ => None,
     };
+    let page: Vec<Reading> = answers::all(page);
     Ok(match format {
         RowFormat::Json => {
             let size = page.len() * 160;
@@ -352,7 +354,7 @@ pub(super) async fn series(
     let body = state
         .answers
         .answer(&mut client, &uri.to_string(), async |tx| {
-            let buckets = query::series(tx, &asked).await?;
+            let buckets: Vec<Bucket> = answers::all(query::series(tx, &asked).await?);
             let size = buckets.len() * 200;
             to_json(&Series { buckets }, size).map(Answer::from)
         })

@@ -12,6 +12,7 @@ use super::{
     answer_response, known_measurement, known_sensor, known_sensor_type, page_url, to_json,
 };
 use crate::http::access::Reader;
+use crate::http::answers::{self, LatestValue, SensorInfo};
 use crate::http::cache::Answer;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
@@ -19,7 +20,6 @@ use crate::http::extract::{Db, Params};
 use crate::http::params::{self, optional};
 use crate::http::HttpState;
 use crate::store::query;
-use crate::store::query::{LatestValue, SensorInfo};
 
 /// Filters of `GET /v1/sensors`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -111,6 +111,7 @@ pub(super) async fn sensors(
                 }
                 _ => None,
             };
+            let found: Vec<SensorInfo> = answers::all(found);
             let body = to_json(&found, found.len() * 260)?;
             Ok::<_, ApiError>(Answer {
                 body: body.into(),
@@ -167,7 +168,9 @@ pub(super) async fn latest(
     let body = state
         .answers
         .answer(&mut client, &uri.to_string(), async |tx| {
-            let found = query::latest(tx, sensor_id, sensor_type.as_deref(), measurement).await?;
+            let found: Vec<LatestValue> = answers::all(
+                query::latest(tx, sensor_id, sensor_type.as_deref(), measurement).await?,
+            );
             to_json(&found, found.len() * 200).map(Answer::from)
         })
         .await?;

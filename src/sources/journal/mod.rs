@@ -138,7 +138,7 @@ struct State {
 }
 
 /// Depth and progress of the journal.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct JournalStats {
     /// Bodies waiting to be loaded.
     pub bodies: u64,

@@ -2,14 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::{query, query_one, query_opt};
 use crate::store::StoreError;
 /// A sensor: its type, where it was last measured, what it measures and the span of its
 /// readings.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct SensorInfo {
     /// Sensor id (sensor.community `sensor_id`, or derived for a device).
     pub sensor_id: i64,
@@ -34,7 +32,7 @@ pub struct SensorInfo {
 }
 
 /// The latest reading of one (sensor, measurement).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct LatestValue {
     /// Sensor id (sensor.community `sensor_id`, or derived for a device).
     pub sensor_id: i64,

@@ -3,14 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use serde::Serialize;
 use tokio_postgres::Row;
-use utoipa::ToSchema;
 
 use super::{query, query_one, query_opt};
 use crate::store::StoreError;
 /// A delivery in the ledger (a file or a request body).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct FileEntry {
     /// The delivery (file or request body) in the ledger.
     pub file_id: i64,
@@ -39,7 +37,7 @@ pub struct FileEntry {
 }
 
 /// One per-file aggregate: per sensor type, or per sensor.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct FileAggregate {
     /// `sensor_type` or `sensor`.
     pub scope: String,
@@ -70,7 +68,7 @@ pub struct FileAggregate {
 }
 
 /// One arrival of a delivery's content (the first, and every duplicate).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct DeliveryEntry {
     /// The arrival.
     pub delivery_id: i64,
@@ -85,7 +83,7 @@ pub struct DeliveryEntry {
 }
 
 /// A rejected row and why.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct RejectEntry {
     /// Physical line (the header is line 1; for a JSON array, the position in it).
     pub line: i64,
@@ -100,7 +98,7 @@ pub struct RejectEntry {
 }
 
 /// Rejected rows of one reason.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ReasonCount {
     /// Stable reason code (e.g. `out_of_range`).
     pub code: String,
@@ -109,7 +107,7 @@ pub struct ReasonCount {
 }
 
 /// What was loaded lately.
-#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default)]
 pub struct Throughput {
     /// Deliveries committed in the last minute.
     pub files_last_minute: i64,

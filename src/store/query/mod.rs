@@ -9,8 +9,9 @@
 //! Guarantees: read-only statements, every value bound as a parameter (the SQL text is
 //! chosen from fixed pieces, never built from input); time ranges are half-open
 //! `[start, end)`; pages follow one total order, `(ts, file_id, line)` for readings and `line`
-//! for rejects, so paging visits every row once. The caller validates parameters; the types
-//! here are what the HTTP API returns (their JSON schema is derived from them).
+//! for rejects, so paging visits every row once. The caller validates parameters; the rows
+//! returned here are the store's, and the HTTP API answers with its own types built from them
+//! (`http::answers`).
 
 mod catalogue;
 mod deliveries;

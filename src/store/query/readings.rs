@@ -2,13 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::query;
 use crate::store::StoreError;
 /// One reading of one measurement, with its provenance (file and line).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Reading {
     /// Time of the reading (UTC).
     pub ts: DateTime<Utc>,

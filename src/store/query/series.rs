@@ -2,16 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use serde::Serialize;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
-use utoipa::ToSchema;
 
 use super::query;
 use super::readings::WANTED;
 use crate::store::StoreError;
 /// One time bucket of a series, aligned to the UTC epoch.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Bucket {
     /// Start of the bucket; it covers `[start, start + bucket)`.
     pub start: DateTime<Utc>,
@@ -27,7 +25,6 @@ pub struct Bucket {
     pub stddev: Option<f64>,
     /// Mean of every reading in the trailing window of length `rolling` that ends at the
     /// bucket's end; present only when `rolling` is asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub rolling_mean: Option<f64>,
 }
 
