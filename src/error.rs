@@ -2,7 +2,7 @@
 //! source chain kept.
 //!
 //! Each stage owns its error (`config::ConfigError`, `validate::ValidateError`,
-//! `store::StoreError`, `database::embedded::EmbeddedDbError`, polars' error for `transform`); only
+//! `store::StoreError`, polars' error for `transform`); only
 //! the pipeline, the sources and the commands use this one. Rejected rows are never errors
 //! (they are outcomes, see `validate::reject`); an `Error` ends one delivery (I/O, database)
 //! or the process (configuration). `Error::is_transient` tells the retry loop which database
@@ -11,7 +11,6 @@
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
-use crate::database::embedded::EmbeddedDbError;
 use crate::store::StoreError;
 use crate::validate::ValidateError;
 
@@ -57,9 +56,6 @@ pub enum Error {
     /// The database failed.
     #[error("database error")]
     Store(#[from] StoreError),
-    /// The embedded PostgreSQL cluster could not be set up.
-    #[error("embedded PostgreSQL")]
-    EmbeddedDb(#[from] EmbeddedDbError),
     /// Shutdown was requested while the delivery waited for the database; its source stays
     /// in place.
     #[error("shutdown requested before {0} could be processed")]

@@ -9,7 +9,7 @@
 //!   watched inbox, files given on the command line, and the push journal (pushes kept on
 //!   local disk while the database is away, drained behind the answer);
 //! - [`pipeline`]: a delivery through the stages in one transaction, streamed or in a group
-//!   commit, then settled (quarantine, error log, disposition);
+//!   commit, then settled (quarantine, error log) and reported to its source;
 //! - stages: [`validate`] (format sniffing, row rules, quarantine output), [`transform`]
 //!   (polars normalization and aggregates), [`store`] (pool, migrations, COPY, ledger, claims);
 //! - consumers: [`lake`] (Delta Lake tables of what was loaded);

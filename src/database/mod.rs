@@ -9,8 +9,20 @@ use tokio_postgres::NoTls;
 use tracing::info;
 
 use crate::config::Settings;
-use crate::error::Result;
 use crate::store::StoreError;
+
+/// Why the database could not be found, started or prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// The embedded cluster failed.
+    #[error(transparent)]
+    Embedded(#[from] embedded::EmbeddedDbError),
+    /// The database refused a statement or a connection.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type Result<T, E = DatabaseError> = std::result::Result<T, E>;
 use embedded::{EmbeddedCluster, DATABASE_NAME};
 
 /// Where the database is.
@@ -123,7 +135,7 @@ async fn find(settings: &Settings, embedded: Embedded) -> Result<DatabaseTarget>
             Embedded::Start => cluster.start()?,
             Embedded::Attach => cluster.attach()?,
         }
-        Ok::<_, crate::error::Error>(cluster)
+        Ok::<_, DatabaseError>(cluster)
     })
     .await
     .expect("the cluster task does not panic")?;

@@ -1,19 +1,22 @@
 //! The pipeline: takes a [`Delivery`] from any source through validate → transform → store
-//! and settles it after the commit.
+//! and returns its report; what becomes of the source afterwards is the source's business.
 //!
 //! - [`stream`]: one delivery streamed in bounded chunks into one transaction (any size);
 //! - [`group`]: the group commit, several small deliveries in one transaction;
+//! - [`admit`]: the start of every delivery transaction, on both paths: keys and contents
+//!   locked, each delivery new or a duplicate;
 //! - [`commit`]: the end of every delivery transaction, on both paths: what is written after
 //!   the readings, the commit, and what follows it ([`marks`]: receipts, tail positions,
 //!   devices);
 //! - [`committer`]: the group commit for deliveries arriving concurrently (request bodies);
-//! - [`settle`]: what happens before and after a commit (quarantine published, error-log
-//!   entry, the source disposed of);
+//! - [`settle`]: what happens before and after a commit (a delivery over the reject limit
+//!   read again as a whole rejection, or its quarantine output published; the error-log
+//!   entry);
 //! - [`tally`]: what a delivery adds up to while it is read, and its report.
 //!
 //! Guarantees: everything a delivery changes in the database commits in one transaction
 //! (readings, rejects, aggregates, sensors, ledger row, marks), in `commit`; quarantine output is published under
-//! deterministic names just before that commit; the source is disposed of only after it. The
+//! deterministic names just before that commit; a source moves its file only after it. The
 //! ledger, keyed by content hash under an advisory lock, makes a second delivery of the same
 //! bytes a duplicate. Transient database errors are retried with exponential backoff and
 //! jitter ([`process_with_retry`]); the source stays where it is meanwhile.

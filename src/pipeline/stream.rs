@@ -9,8 +9,8 @@
 //! (`sift`). A delivery whose reject ratio is over the limit is rolled back and read again as a
 //! whole rejection.
 //!
-//! Nothing of a delivery is visible before that commit, and its source is disposed of only
-//! after it (`settle`).
+//! Nothing of a delivery is visible before that commit; its source acts on the report after
+//! it.
 
 use std::sync::Arc;
 use std::time::Instant;
