@@ -33,8 +33,8 @@ use crate::validate::{FileValidator, Mode, ReadingColumns, RejectedLines, Valida
 
 use super::admit::{admit, Candidate, Fate};
 use super::commit::{self, DuplicateDelivery, Ending, NewDelivery};
-use super::rollup::Rollups;
 use super::sift::Sifter;
+use super::statistics::PendingStatistics;
 use super::tally::Tally;
 
 /// A small delivery read, validated and quarantined in memory, ready to be written.
@@ -305,17 +305,17 @@ async fn write_group(
         }
     }
     let ready: &[Prepared] = ready;
-    let mut rollups = Rollups::new();
+    let mut statistics = PendingStatistics::new();
     let hours = on_this_thread(|| hourly_cells(&frame)).map_err(Error::Transform)?;
-    rollups.add(&hours, &file_ids, &ctx.store);
-    rollups.replaced(&sifted.replaced);
+    statistics.add(&hours, &file_ids, &ctx.store);
+    statistics.replaced(&sifted.replaced);
     let new_files: Vec<(i64, &Prepared)> = fates
         .iter()
         .zip(ready)
         .filter_map(|(fate, file)| fate.as_ref().ok().map(|id| (*id, file)))
         .collect();
     writing.copy_readings(&ctx.store, &frame, &file_ids).await?;
-    rollups
+    statistics
         .finish(writing.statement().await?, sifter.claims())
         .await?;
     let rejects: Vec<(i64, &[RejectedRow])> = new_files
@@ -337,7 +337,7 @@ async fn write_group(
         .zip(ready)
         .filter_map(|(fate, file)| fate.as_ref().err().map(|e| (&file.job, e.file_id)))
         .collect();
-    let replaced = rollups.replaced_sensors();
+    let replaced = statistics.replaced_sensors();
     let ending = Ending {
         received_at,
         replaced_sensors: &replaced,

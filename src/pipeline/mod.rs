@@ -26,9 +26,9 @@ mod commit;
 pub mod committer;
 mod group;
 mod marks;
-mod rollup;
 mod settle;
 mod sift;
+mod statistics;
 mod stream;
 mod tally;
 

@@ -37,8 +37,8 @@ use crate::validate::{FileValidator, Mode, RejectedLines, ValidatedChunk};
 
 use super::admit::admit;
 use super::commit::{self, Ending, NewDelivery};
-use super::rollup::Rollups;
 use super::sift::{Conflict, Sifter};
+use super::statistics::PendingStatistics;
 use super::tally::Tally;
 
 /// Rejected rows for the lines sifted out as conflicts, located in the source.
@@ -188,7 +188,7 @@ async fn stage(
     let mut header_rejection = None;
     let mut tally = Tally::default();
     let mut sifter = Sifter::new(settings, &ctx.store);
-    let mut rollups = Rollups::new();
+    let mut statistics = PendingStatistics::new();
 
     // The chunks' readings stream into one COPY; rejects wait in `pending_rejects` (at most
     // `chunk_rows` of them) and are copied when the readings COPY pauses or ends.
@@ -221,8 +221,8 @@ async fn stage(
                         None => (batch.frame, batch.partials, batch.hours),
                     };
                     tally.sifted(sifted.duplicates_of(0), sifted.conflicts_of(0));
-                    rollups.add(&hours, &[Some(file_id)], &ctx.store);
-                    rollups.replaced(&sifted.replaced);
+                    statistics.add(&hours, &[Some(file_id)], &ctx.store);
+                    statistics.replaced(&sifted.replaced);
                     if !sifted.conflicts.is_empty() {
                         let conflicts = conflict_rows(&writer, sifted.conflicts)?;
                         writer.record(&conflicts)?;
@@ -235,8 +235,8 @@ async fn stage(
                         crate::faults::point("pipeline::copy-chunk");
                     }
                     tally.aggregates.merge(partials);
-                    if rollups.is_full() {
-                        rollups
+                    if statistics.is_full() {
+                        statistics
                             .flush(writing.statement().await?, sifter.claims())
                             .await?;
                     }
@@ -256,7 +256,7 @@ async fn stage(
     producer.await.expect("validator thread does not panic");
     let tx = writing.statement().await?;
     copy::copy_rejects(tx, &[(file_id, &pending_rejects)]).await?;
-    rollups.finish(tx, sifter.claims()).await?;
+    statistics.finish(tx, sifter.claims()).await?;
 
     let (rejection, quarantined) = match settle::conclude(
         job,
@@ -272,7 +272,7 @@ async fn stage(
             quarantined,
         } => (rejection, quarantined),
     };
-    let replaced = rollups.replaced_sensors();
+    let replaced = statistics.replaced_sensors();
     let new = [NewDelivery {
         file_id,
         job,

@@ -1,12 +1,12 @@
 //! The hourly and daily statistics behind `v_hourly` and `v_daily`: one row per (sensor,
 //! bucket of data time): its measurement ids, and count, mean, M2, min and max of each in one
 //! array (`STATS_PER_MEASUREMENT` numbers per measurement).
-//! The pipeline computes a delivery's rows (`pipeline::rollup`); this module reads the stored
+//! The pipeline computes a delivery's rows (`pipeline::statistics`); this module reads the stored
 //! rows a delivery must merge with (taking them out), writes rows by binary COPY, and
 //! recomputes buckets from the readings where values were replaced.
 //!
 //! Guarantees: written in the delivery's transaction; a (sensor, bucket) row is only touched by
-//! the transaction that has claimed the sensor (`store::once::Claims`), so reading, merging and
+//! the transaction that has claimed the sensor (`store::once::SensorClaims`), so reading, merging and
 //! writing it back needs no lock of its own, and a bucket is never stored twice.
 
 use std::collections::{BTreeMap, HashMap};

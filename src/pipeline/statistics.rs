@@ -88,14 +88,14 @@ impl Pending {
 }
 
 /// A delivery's (or a group's) hourly and daily statistics on their way to the store.
-pub(super) struct Rollups {
+pub(super) struct PendingStatistics {
     hours: Pending,
     days: Pending,
     /// (sensor, µs) of stored lines replaced: their buckets are computed again.
     replaced: Vec<(i64, i64)>,
 }
 
-impl Rollups {
+impl PendingStatistics {
     pub fn new() -> Self {
         Self {
             hours: Pending::new(HOUR),
