@@ -21,20 +21,19 @@ use crate::error::{Error, Result};
 use crate::pipeline::settle::{self, Concluded};
 use crate::pipeline::{DeliveryReport, Job, PipelineCtx};
 
-use crate::store::copy::{self, DeliveryTx};
+use crate::store::copy::{self};
 use crate::store::StoreError;
-use crate::transform::aggregate::{hourly_cells, PartialAggregates};
+use crate::transform::aggregate::PartialAggregates;
 use crate::transform::normalize::NormalizedFrame;
-use crate::transform::{on_this_thread, transform_group};
+use crate::transform::transform_group;
 use crate::validate::quarantine::QuarantineWriter;
 use crate::validate::reject::RejectedRow;
 use crate::validate::rejection::FileRejection;
 use crate::validate::{FileValidator, Mode, ReadingColumns, RejectedLines, ValidatedChunk};
 
 use super::admit::{admit, Candidate, Fate};
-use super::commit::{self, DuplicateDelivery, Ending, NewDelivery};
-use super::sift::Sifter;
-use super::statistics::PendingStatistics;
+use super::commit::{self, DuplicateDelivery, NewDelivery};
+use super::readings::{Frame, OnConflictLine, ReadingsWriter};
 use super::tally::Tally;
 
 /// A small delivery read, validated and quarantined in memory, ready to be written.
@@ -249,7 +248,7 @@ async fn write_group(
     ctx: &PipelineCtx,
     ready: &mut [Prepared],
     frame: NormalizedFrame,
-    mut partials: HashMap<u32, PartialAggregates>,
+    partials: HashMap<u32, PartialAggregates>,
 ) -> Result<Vec<Fate>> {
     let received_at = Utc::now();
     let mut client = ctx.store.pool().get().await.map_err(StoreError::from)?;
@@ -277,47 +276,32 @@ async fn write_group(
     // the rejected line reaches quarantine with its reason.
     let names: Vec<String> = ready.iter().map(|f| f.job.name().to_owned()).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut sifter = Sifter::new(&ctx.settings, &ctx.store);
-    let mut writing = DeliveryTx::new(&tx);
-    let mut sifted = sifter
-        .sift(&mut writing, &ctx.store, &frame, &file_ids, &names)
+    let mut readings = ReadingsWriter::new(&tx, ctx);
+    let frame = Frame {
+        frame,
+        partials,
+        hours: None,
+    };
+    let mut written = readings
+        .write(ctx, frame, &file_ids, &names, OnConflictLine::FailGroup)
         .await?;
-    if let Some((_, _, message)) = sifted.conflicts.first() {
-        return Err(Error::GroupConflict(message.clone()));
-    }
     for (part, file) in ready.iter_mut().enumerate() {
         let part = part as u32;
-        file.tally.sifted(sifted.duplicates_of(part), 0);
-        if let Some(readings) = sifted.readings_of(part) {
+        file.tally.sifted(written.sifted.duplicates_of(part), 0);
+        if let Some(readings) = written.readings_of(part) {
             file.tally.reading_count = readings;
         }
-    }
-    let frame = match sifted.kept.take() {
-        Some((kept, kept_partials)) => {
-            partials = kept_partials;
-            kept
-        }
-        None => frame,
-    };
-    for (part, file) in ready.iter_mut().enumerate() {
-        if let Some(file_partials) = partials.remove(&(part as u32)) {
+        if let Some(file_partials) = written.partials.remove(&part) {
             file.tally.aggregates.merge(file_partials);
         }
     }
+    let finished = readings.finish().await?;
     let ready: &[Prepared] = ready;
-    let mut statistics = PendingStatistics::new();
-    let hours = on_this_thread(|| hourly_cells(&frame)).map_err(Error::Transform)?;
-    statistics.add(&hours, &file_ids, &ctx.store);
-    statistics.replaced(&sifted.replaced);
     let new_files: Vec<(i64, &Prepared)> = fates
         .iter()
         .zip(ready)
         .filter_map(|(fate, file)| fate.as_ref().ok().map(|id| (*id, file)))
         .collect();
-    writing.copy_readings(&ctx.store, &frame, &file_ids).await?;
-    statistics
-        .finish(writing.statement().await?, sifter.claims())
-        .await?;
     let rejects: Vec<(i64, &[RejectedRow])> = new_files
         .iter()
         .map(|(id, file)| (*id, file.rejects.as_slice()))
@@ -337,12 +321,7 @@ async fn write_group(
         .zip(ready)
         .filter_map(|(fate, file)| fate.as_ref().err().map(|e| (&file.job, e.file_id)))
         .collect();
-    let replaced = statistics.replaced_sensors();
-    let ending = Ending {
-        received_at,
-        replaced_sensors: &replaced,
-        placeholders: sifter.placeholders(),
-    };
+    let ending = finished.ending(received_at);
     commit::record_and_commit(tx, ctx, &new, &duplicates, ending).await?;
     Ok(fates)
 }

@@ -26,6 +26,7 @@ mod commit;
 pub mod committer;
 mod group;
 mod marks;
+mod readings;
 mod settle;
 mod sift;
 mod statistics;

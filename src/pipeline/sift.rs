@@ -40,18 +40,6 @@ pub(super) struct Sifted {
 }
 
 impl Sifted {
-    /// Readings (values) of `part` in the kept frame, when lines were sifted out.
-    pub fn readings_of(&self, part: u32) -> Option<u64> {
-        let (_, partials) = self.kept.as_ref()?;
-        Some(partials.get(&part).map_or(0, |p| {
-            p.groups
-                .iter()
-                .filter(|(key, _)| matches!(key, GroupKey::Sensor { .. }))
-                .map(|(_, stats)| stats.n)
-                .sum()
-        }))
-    }
-
     /// Duplicate lines of `part`.
     pub fn duplicates_of(&self, part: u32) -> u64 {
         self.duplicates.get(&part).copied().unwrap_or(0)
@@ -61,6 +49,17 @@ impl Sifted {
     pub fn conflicts_of(&self, part: u32) -> u64 {
         self.conflicts.iter().filter(|c| c.0 == part).count() as u64
     }
+}
+
+/// Readings (values) counted by a part's partial aggregates.
+pub(super) fn readings_in(partials: Option<&PartialAggregates>) -> u64 {
+    partials.map_or(0, |p| {
+        p.groups
+            .iter()
+            .filter(|(key, _)| matches!(key, GroupKey::Sensor { .. }))
+            .map(|(_, stats)| stats.n)
+            .sum()
+    })
 }
 
 /// One transaction's sifting: its claims and policy.

@@ -12,6 +12,7 @@
 //! Nothing of a delivery is visible before that commit; its source acts on the report after
 //! it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,10 +26,9 @@ use crate::delivery::{ByteSource, Delivery};
 use crate::error::{Error, Result};
 use crate::pipeline::settle::{self, Concluded};
 use crate::pipeline::{DeliveryReport, Job, PipelineCtx};
-use crate::store::copy::{self, DeliveryTx};
+use crate::store::copy::{self};
 use crate::store::ledger::{ExistingFile, FileStatus};
 use crate::store::StoreError;
-use crate::transform::aggregate::hourly_cells;
 use crate::transform::{transform_chunk, NormalizedBatch};
 use crate::validate::quarantine::QuarantineWriter;
 use crate::validate::reject::{RejectReason, RejectedRow, Violation};
@@ -37,8 +37,8 @@ use crate::validate::{FileValidator, Mode, RejectedLines, ValidatedChunk};
 
 use super::admit::admit;
 use super::commit::{self, Ending, NewDelivery};
-use super::sift::{Conflict, Sifter};
-use super::statistics::PendingStatistics;
+use super::readings::{Frame, OnConflictLine, ReadingsWriter};
+use super::sift::Conflict;
 use super::tally::Tally;
 
 /// Rejected rows for the lines sifted out as conflicts, located in the source.
@@ -187,12 +187,10 @@ async fn stage(
     let mut writer = QuarantineWriter::new(target.clone(), whole_file.is_none())?;
     let mut header_rejection = None;
     let mut tally = Tally::default();
-    let mut sifter = Sifter::new(settings, &ctx.store);
-    let mut statistics = PendingStatistics::new();
+    let mut readings = ReadingsWriter::new(tx, ctx);
 
     // The chunks' readings stream into one COPY; rejects wait in `pending_rejects` (at most
     // `chunk_rows` of them) and are copied when the readings COPY pauses or ends.
-    let mut writing = DeliveryTx::new(tx);
     let mut pending_rejects: Vec<RejectedRow> = Vec::new();
     while let Some(event) = receiver.recv().await {
         match event? {
@@ -204,41 +202,28 @@ async fn stage(
             ProducerEvent::Chunk(chunk, batch) => {
                 tally.absorb(&chunk, settings);
                 if let Some(batch) = batch {
-                    let mut sifted = sifter
-                        .sift(
-                            &mut writing,
-                            &ctx.store,
-                            &batch.frame,
-                            &[Some(file_id)],
-                            &[job.name()],
-                        )
-                        .await?;
-                    let (frame, partials, hours) = match sifted.kept.take() {
-                        Some((frame, mut partials)) => {
-                            let hours = hourly_cells(&frame).map_err(Error::Transform)?;
-                            (frame, partials.remove(&0).unwrap_or_default(), hours)
-                        }
-                        None => (batch.frame, batch.partials, batch.hours),
+                    let frame = Frame {
+                        frame: batch.frame,
+                        partials: HashMap::from([(0, batch.partials)]),
+                        hours: Some(batch.hours),
                     };
+                    let ids = [Some(file_id)];
+                    let mut written = readings
+                        .write(ctx, frame, &ids, &[job.name()], OnConflictLine::Reject)
+                        .await?;
+                    if written.readings > 0 {
+                        crate::faults::point("pipeline::copy-chunk");
+                    }
+                    let sifted = std::mem::take(&mut written.sifted);
                     tally.sifted(sifted.duplicates_of(0), sifted.conflicts_of(0));
-                    statistics.add(&hours, &[Some(file_id)], &ctx.store);
-                    statistics.replaced(&sifted.replaced);
+                    tally.reading_count += written.readings;
+                    tally
+                        .aggregates
+                        .merge(written.partials.remove(&0).unwrap_or_default());
                     if !sifted.conflicts.is_empty() {
                         let conflicts = conflict_rows(&writer, sifted.conflicts)?;
                         writer.record(&conflicts)?;
                         pending_rejects.extend(conflicts);
-                    }
-                    if frame.frame.height() > 0 {
-                        tally.reading_count += writing
-                            .copy_readings(&ctx.store, &frame, &[Some(file_id)])
-                            .await?;
-                        crate::faults::point("pipeline::copy-chunk");
-                    }
-                    tally.aggregates.merge(partials);
-                    if statistics.is_full() {
-                        statistics
-                            .flush(writing.statement().await?, sifter.claims())
-                            .await?;
                     }
                 }
                 if !chunk.rejects.is_empty() {
@@ -246,7 +231,7 @@ async fn stage(
                     pending_rejects.extend(chunk.rejects);
                 }
                 if pending_rejects.len() >= settings.chunk_rows {
-                    let tx = writing.statement().await?;
+                    let tx = readings.statement().await?;
                     copy::copy_rejects(tx, &[(file_id, &pending_rejects)]).await?;
                     pending_rejects.clear();
                 }
@@ -254,9 +239,9 @@ async fn stage(
         }
     }
     producer.await.expect("validator thread does not panic");
-    let tx = writing.statement().await?;
+    let tx = readings.statement().await?;
     copy::copy_rejects(tx, &[(file_id, &pending_rejects)]).await?;
-    statistics.finish(tx, sifter.claims()).await?;
+    let finished = readings.finish().await?;
 
     let (rejection, quarantined) = match settle::conclude(
         job,
@@ -272,18 +257,13 @@ async fn stage(
             quarantined,
         } => (rejection, quarantined),
     };
-    let replaced = statistics.replaced_sensors();
     let new = [NewDelivery {
         file_id,
         job,
         tally: &tally,
         rejection: rejection.as_ref(),
     }];
-    let ending = Ending {
-        received_at,
-        replaced_sensors: &replaced,
-        placeholders: sifter.placeholders(),
-    };
+    let ending = finished.ending(received_at);
     commit::record_and_commit(transaction, ctx, &new, &[], ending).await?;
     Ok(Outcome::Committed(Box::new(tally.report(
         job,
