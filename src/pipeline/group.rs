@@ -134,7 +134,7 @@ pub async fn process_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
         owned
             .into_iter()
             .map(|delivery| {
-                let prepared = super::take(&delivery)
+                let prepared = super::take_source(&delivery)
                     .and_then(|taken| Job::identify(delivery.clone(), taken))
                     .and_then(|job| prepare(&settings, job));
                 (delivery, prepared)

@@ -74,7 +74,7 @@ struct Job {
 type Taken = Option<(std::fs::File, FileStamp)>;
 
 /// Takes a delivery's file source (see `Delivery::take`).
-fn take(delivery: &Delivery) -> Result<Taken> {
+fn take_source(delivery: &Delivery) -> Result<Taken> {
     delivery
         .take()
         .map_err(|e| Error::Read(delivery.source.to_string(), e))

@@ -89,7 +89,7 @@ async fn process_in(
     mut mode: Mode,
 ) -> Result<DeliveryReport> {
     let started = Instant::now();
-    let taken = super::take(delivery)?;
+    let taken = super::take_source(delivery)?;
     // The validator starts on the first chunks while the source is hashed: the database then
     // gets rows as soon as the ledger has been checked.
     let mut early_producer = Some(Producer::start(
