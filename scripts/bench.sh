@@ -10,6 +10,9 @@
 #                                            interleaved sensors: SQL over the views, then the
 #                                            read API under 4 concurrent clients with wrk;
 #                                            0, the default, skips it)
+#   FLEET_ROWS=4000000 FLEET_WIDE_ROWS=1000000 scripts/bench.sh ...
+#                                           (fleet-shaped files: 1,000 and 20,000 interleaved
+#                                            sensors, jittered times, against \copy; 0 skips)
 #   COMPARE_BIN=/path/to/other/sensor-etl scripts/bench.sh ...
 #       also loads each big file with another build (into a database of its own) right after
 #       this one, and prints its time and ratio: a before/after comparison in one run.
@@ -104,6 +107,51 @@ for rows in ${ROWS//,/ }; do
   done
 done
 rm -rf big
+
+# Files shaped like a fleet's (issue of real archives): many interleaved sensors, times jittered
+# as devices report them, into a database that already holds other readings. FLEET_ROWS lines
+# of 1,000 sensors after 1M other readings, the same file again under other bytes, then
+# FLEET_WIDE_ROWS lines of 20,000 sensors; each against `\copy` of the same file (0 skips).
+FLEET_ROWS="${FLEET_ROWS:-4000000}"
+FLEET_WIDE_ROWS="${FLEET_WIDE_ROWS:-1000000}"
+if [ "$FLEET_ROWS" -gt 0 ]; then
+  psql -q -d postgres -c "CREATE DATABASE bench_fleet"
+  FLEET_URL="postgres://postgres@127.0.0.1:$PORT/bench_fleet"
+  "$BIN" --database-url "$FLEET_URL" migrate >/dev/null 2>&1
+  rm -rf fleet && mkdir fleet
+  "$BIN" generate --out fleet/before --files 1 --rows 1000000 --sensors 1000 --kind bme280 --jitter 120 --seed 61 >/dev/null 2>&1
+  "$BIN" --database-url "$FLEET_URL" ingest fleet/before/*.csv >/dev/null 2>&1
+  # One line: `\copy` of FILE into the baseline, then ingest of FILE; both times, the ratio
+  # and the ingest's peak RSS.
+  fleet_load() {
+    local label="$1" file="$2" lines="$3"
+    psql -q -d bench -c "TRUNCATE baseline" -c "CHECKPOINT"
+    local start copy_s etl_s
+    start="$(now)"
+    psql -q -d bench -c "\\copy baseline FROM '$file' WITH (FORMAT csv, HEADER true, DELIMITER ';')"
+    copy_s="$(echo "$(now) - $start" | bc -l)"
+    psql -q -d bench_fleet -c "CHECKPOINT"
+    start="$(now)"
+    /usr/bin/time -f "%M" -o rss.txt "$BIN" --database-url "$FLEET_URL" ingest "$file" >fleet.txt 2>&1 || cat fleet.txt
+    etl_s="$(echo "$(now) - $start" | bc -l)"
+    FLEET_ETL_S="$etl_s"
+    printf "%-34s \\copy %6.2f s   sensor-etl %6.2f s   ratio %.2f   peak RSS %.0f MB   %s lines\n" "$label" "$copy_s" "$etl_s" "$(echo "$etl_s / $copy_s" | bc -l)" "$(echo "$(cat rss.txt) / 1024" | bc -l)" "$lines"
+  }
+  echo "== fleet-shaped files (interleaved sensors, jittered times), into a database holding 1M other readings"
+  "$BIN" generate --out fleet/big --files 1 --rows "$FLEET_ROWS" --sensors 1000 --kind bme280 --jitter 120 --seed 62 >/dev/null 2>&1
+  fleet_load "1,000 sensors" "$(ls fleet/big/*.csv)" "$FLEET_ROWS"
+  first_s="$FLEET_ETL_S"
+  cp "$(ls fleet/big/*.csv)" fleet/again.csv && echo >>fleet/again.csv
+  start="$(now)"
+  "$BIN" --database-url "$FLEET_URL" ingest fleet/again.csv >again.txt 2>&1 || cat again.txt
+  again_s="$(echo "$(now) - $start" | bc -l)"
+  printf "%-34s %6.2f s   %s   ratio / first load: %.2f\n" "the same readings again" "$again_s" "$(grep -o '[0-9]* already stored' again.txt | tail -1)" "$(echo "$again_s / $first_s" | bc -l)"
+  if [ "$FLEET_WIDE_ROWS" -gt 0 ]; then
+    "$BIN" generate --out fleet/wide --files 1 --rows "$FLEET_WIDE_ROWS" --sensors 20000 --kind bme280 --jitter 120 --seed 63 >/dev/null 2>&1
+    fleet_load "20,000 sensors" "$(ls fleet/wide/*.csv)" "$FLEET_WIDE_ROWS"
+  fi
+  rm -rf fleet
+fi
 
 echo "== burst of $SMALL_FILES files of 100 rows into the inbox of sensor-etl run"
 # Each phase starts from a checkpoint, so it does not wait on the previous phase's writes.

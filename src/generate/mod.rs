@@ -87,8 +87,7 @@ pub struct GenerateSpec {
     /// Requests under way at once (`--http`).
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
-    /// Send an `Idempotency-Key` with every request (`--http`): each body is then committed
-    /// in a transaction of its own instead of with concurrent ones.
+    /// Send an `Idempotency-Key` with every request (`--http`).
     #[arg(long)]
     pub idempotency_keys: bool,
     /// Bearer token for the endpoint (`--http`), from the environment.
@@ -97,6 +96,11 @@ pub struct GenerateSpec {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Seconds added at random to each reading's time (0 to 149), as devices report: each
+    /// sensor still reports every 150 s on average, its readings in order and each at a time
+    /// of its own, but the sensors of a file no longer share timestamps.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..150))]
+    pub jitter: u16,
 }
 
 /// A small, fast, deterministic generator (SplitMix64).
@@ -247,7 +251,12 @@ fn file_text(spec: &GenerateSpec, placement: Placement, rng: &mut Rng) -> String
     let sensors = spec.sensors.max(1);
     for row in 0..spec.rows {
         let sensor = placement.first_sensor + (row % sensors) as u64;
-        let ts = placement.start + (row / sensors) as i64 * INTERVAL;
+        let jitter = if spec.jitter > 0 {
+            (rng.next() % u64::from(spec.jitter)) as i64
+        } else {
+            0
+        };
+        let ts = placement.start + (row / sensors) as i64 * INTERVAL + jitter;
         let timestamp = chrono::DateTime::from_timestamp(ts, 0)
             .unwrap_or_default()
             .format("%Y-%m-%dT%H:%M:%S")
@@ -348,6 +357,7 @@ mod tests {
             idempotency_keys: false,
             token: None,
             seed: 7,
+            jitter: 0,
         }
     }
 
@@ -375,5 +385,34 @@ mod tests {
                 assert_eq!(run.rows_read, run.rows_accepted + rejected as u64);
             }
         }
+    }
+
+    #[test]
+    fn jittered_times_stay_in_order_and_unique_per_sensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut jittered = spec(dir.path(), Layout::Archive, Kind::Dht22, 0.0);
+        jittered.jitter = 120;
+        jittered.files = 1;
+        let path = &generate(&jittered).unwrap()[0];
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut last: std::collections::HashMap<String, String> = Default::default();
+        let mut off_grid = 0;
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split(';').collect();
+            let (sensor, time) = (fields[0].to_owned(), fields[5].to_owned());
+            if !time.ends_with(":00") && !time.ends_with(":30") {
+                off_grid += 1;
+            }
+            if let Some(before) = last.insert(sensor.clone(), time.clone()) {
+                assert!(before < time, "sensor {sensor}: {before} then {time}");
+            }
+        }
+        assert_eq!(last.len(), 5);
+        assert!(
+            off_grid > 100,
+            "times are jittered: {off_grid} of 500 off the grid"
+        );
+        let settings = Settings::builtin();
+        assert_eq!(dry_run(path, &settings).unwrap().rejects.len(), 0);
     }
 }
