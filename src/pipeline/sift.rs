@@ -230,10 +230,16 @@ impl Sifter {
                 (from <= to).then_some((*sensor, from, to))
             })
             .collect();
-        let stored = if windows.is_empty() {
-            HashMap::new()
+        let (stored, stored_names) = if windows.is_empty() {
+            (HashMap::new(), HashMap::new())
         } else {
-            once::stored_lines(writing.statement().await?, &windows).await?
+            let tx = writing.statement().await?;
+            let stored = once::stored_lines(tx, &windows).await?;
+            let mut holders: Vec<i64> = stored.values().map(|s| s.file_id).collect();
+            holders.sort_unstable();
+            holders.dedup();
+            let names = once::file_names(tx, &holders).await?;
+            (stored, names)
         };
         let several_parts = file_ids.len() > 1;
         if stored.is_empty() && !several_parts {
@@ -267,7 +273,8 @@ impl Sifter {
                         },
                     )
                 } else if let Some(s) = stored.get(&key) {
-                    (stored_values(s), Holder::Stored(s))
+                    let name = stored_names.get(&s.file_id).map_or("", String::as_str);
+                    (stored_values(s), Holder::Stored(s, name))
                 } else {
                     if several_parts {
                         kept_here.insert(key, row);
@@ -293,7 +300,7 @@ impl Sifter {
                     );
                     sifted.conflicts.push((part, line, message));
                 }
-                (OnConflict::Replace, Holder::Stored(s)) => {
+                (OnConflict::Replace, Holder::Stored(s, _)) => {
                     replaced.push((sensor, ts, s.file_id, file_id));
                     if several_parts {
                         kept_here.insert(key, row);
@@ -335,8 +342,8 @@ fn extend_span(spans: &mut HashMap<i64, (i64, i64)>, sensor: i64, lo: i64, hi: i
 
 /// Who holds the line a new one collides with.
 enum Holder<'a> {
-    /// A committed delivery.
-    Stored(&'a StoredLine),
+    /// A committed delivery: the line, and the delivery's name.
+    Stored(&'a StoredLine, &'a str),
     /// An earlier file of the same group.
     Group {
         file_id: i64,
@@ -367,7 +374,7 @@ fn conflict_message(
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
         .unwrap_or_default();
     let (file_id, name, line) = match holder {
-        Holder::Stored(s) => (s.file_id, s.file_name.as_str(), i64::from(s.line)),
+        Holder::Stored(s, name) => (s.file_id, *name, i64::from(s.line)),
         Holder::Group {
             file_id,
             name,

@@ -110,8 +110,6 @@ impl SensorClaims {
 pub struct StoredLine {
     /// Delivery that stored it.
     pub file_id: i64,
-    /// That delivery's name.
-    pub file_name: String,
     /// Its line there.
     pub line: i32,
     /// Measurement ids of its values, in order.
@@ -131,7 +129,7 @@ const INDEXED_SENSORS: usize = 16;
 /// `r.sensor_id + 0` keeps the sensors out of the index condition (tested on the rows).
 fn lines_query(sensor_test: &str) -> String {
     format!(
-        "SELECT r.sensor_id, r.ts, r.file_id, f.file_name, r.line, s.measurement_ids, r.\"values\" \
+        "SELECT r.sensor_id, r.ts, r.file_id, r.line, s.measurement_ids, r.\"values\" \
          FROM readings r \
          JOIN measurement_sets s ON s.set_id = r.set_id \
          JOIN files f ON f.file_id = r.file_id \
@@ -194,16 +192,33 @@ pub async fn stored_lines(
                 (sensor, ts),
                 StoredLine {
                     file_id: row.get(2),
-                    file_name: row.get(3),
-                    line: row.get(4),
-                    measurement_ids: row.get(5),
-                    values: row.get(6),
+                    line: row.get(3),
+                    measurement_ids: row.get(4),
+                    values: row.get(5),
                 },
             );
         }
         start = end;
     }
     Ok(stored)
+}
+
+/// The names of the deliveries `file_ids` (for messages about their lines): one statement
+/// for the few deliveries a frame's stored lines come from, instead of a name per line.
+///
+/// # Errors
+/// The query failed.
+pub async fn file_names(tx: &Transaction<'_>, file_ids: &[i64]) -> Result<HashMap<i64, String>> {
+    let rows = tx
+        .query(
+            "SELECT file_id, file_name FROM files WHERE file_id = ANY($1)",
+            &[&file_ids],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
 }
 
 /// A stored line to be replaced: (sensor, µs, the delivery holding it, the one replacing it).
