@@ -20,8 +20,7 @@ use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::pipeline::settle::{self, Concluded};
 use crate::pipeline::{DeliveryReport, Job, PipelineCtx};
-
-use crate::store::copy::{self};
+use crate::store::copy;
 use crate::store::StoreError;
 use crate::transform::aggregate::PartialAggregates;
 use crate::transform::normalize::NormalizedFrame;

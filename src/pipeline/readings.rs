@@ -108,21 +108,20 @@ impl<'a, 't> ReadingsWriter<'a, 't> {
                 return Err(Error::GroupConflict(message.clone()));
             }
         }
-        let (normalized, partials, hours, sifted_out) = match (sifted.kept.take(), frame.hours) {
-            (Some((kept, partials)), Some(_)) => {
-                let hours = hourly_cells(&kept).map_err(Error::Transform)?;
-                (kept, partials, hours, true)
-            }
-            (Some((kept, partials)), None) => {
-                let hours = on_this_thread(|| hourly_cells(&kept)).map_err(Error::Transform)?;
-                (kept, partials, hours, true)
-            }
-            (None, Some(hours)) => (frame.frame, frame.partials, hours, false),
-            (None, None) => {
-                let hours =
-                    on_this_thread(|| hourly_cells(&frame.frame)).map_err(Error::Transform)?;
-                (frame.frame, frame.partials, hours, false)
-            }
+        let Frame {
+            frame,
+            partials,
+            hours,
+        } = frame;
+        let (normalized, partials, sifted_out) = match sifted.kept.take() {
+            Some((kept, kept_partials)) => (kept, kept_partials, true),
+            None => (frame, partials, false),
+        };
+        let hours = match hours {
+            Some(hours) if !sifted_out => hours,
+            // A streamed chunk's lines are many: its hours again on the polars pool.
+            Some(_) => hourly_cells(&normalized).map_err(Error::Transform)?,
+            None => on_this_thread(|| hourly_cells(&normalized)).map_err(Error::Transform)?,
         };
         self.statistics.add(&hours, file_ids, &ctx.store);
         self.statistics.replaced(&sifted.replaced);

@@ -26,7 +26,7 @@ use crate::delivery::{ByteSource, Delivery};
 use crate::error::{Error, Result};
 use crate::pipeline::settle::{self, Concluded};
 use crate::pipeline::{DeliveryReport, Job, PipelineCtx};
-use crate::store::copy::{self};
+use crate::store::copy;
 use crate::store::ledger::{ExistingFile, FileStatus};
 use crate::store::StoreError;
 use crate::transform::{transform_chunk, NormalizedBatch};
