@@ -250,6 +250,87 @@ async fn pushes_during_an_outage_are_loaded_exactly_once_across_kill_9() {
     assert_eq!(crate::support::terminate_child(&mut server), Some(0));
 }
 
+/// Several batches wait when the database returns: each is read and prepared while the one
+/// before it is written. They still load in the order received, every body once, and a body
+/// that conflicts with an earlier one (a later batch's) gets its line rejected, not the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_of_several_batches_loads_in_order_once_with_a_conflict_in_a_later_batch() {
+    let mut cluster = RestartableCluster::start();
+    let url = cluster.url();
+    let workspace = Workspace::new();
+    let (mut server, addr) = start(&workspace, &url, &[]).await;
+    until_ready(addr, Duration::from_secs(30)).await;
+    cluster.stop();
+    const BODIES: u32 = 700;
+    let mut receipts = Vec::new();
+    for sensor in 1000..1000 + BODIES {
+        let (status, head, body) = post(addr, "/v1/ingest", &[CSV], csv_body(sensor).as_bytes());
+        assert_eq!(status, 202, "{body}");
+        receipts.push(receipt_of(&head, &body));
+    }
+    // Sensor 1000's first reading again with another value, in the third batch.
+    let conflicting = "sensor_id;sensor_type;timestamp;temperature;humidity\n\
+                       1000;DHT22;2021-04-01T00:00:00;30.5;50\n\
+                       1000;DHT22;2021-04-01T00:05:00;20.9;52\n";
+    let (status, head, body) = post(addr, "/v1/ingest", &[CSV], conflicting.as_bytes());
+    assert_eq!(status, 202, "{body}");
+    let conflict_receipt = receipt_of(&head, &body);
+
+    cluster.restart();
+    let probe = url.clone();
+    wait_until(
+        "every journaled body is loaded",
+        Duration::from_secs(120),
+        || {
+            let url = probe.clone();
+            let expected = i64::from(BODIES) + 1;
+            async move { count(&url, "SELECT count(*) FROM journal_receipts").await == expected }
+        },
+    )
+    .await;
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM v_readings WHERE sensor_id BETWEEN 1000 AND 1699"
+        )
+        .await,
+        i64::from(BODIES) * 4 + 2,
+        "every body once, and the conflicting body's other line"
+    );
+    let done = receipt(addr, &conflict_receipt).await;
+    assert_eq!(done["status"], "partially_loaded", "{done}");
+    assert_eq!(done["rows_loaded"], 1, "{done}");
+    // Loaded in the order received: the ledger ids follow the receipts.
+    let client = connect(&url).await;
+    let ids: Vec<i64> = client
+        .query(
+            "SELECT file_id FROM journal_receipts WHERE receipt_id = ANY($1) \
+             ORDER BY array_position($1, receipt_id)",
+            &[&receipts],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(ids.len(), receipts.len());
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "loaded in order: {ids:?}"
+    );
+    let last: i64 = client
+        .query_one(
+            "SELECT file_id FROM journal_receipts WHERE receipt_id = $1",
+            &[&conflict_receipt],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(last > *ids.last().unwrap());
+    assert_eq!(crate::support::terminate_child(&mut server), Some(0));
+    drop(cluster);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journal_mode_acknowledges_after_the_sync_and_loads_every_body_once() {
     let cluster = RestartableCluster::start();

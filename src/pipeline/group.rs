@@ -126,6 +126,36 @@ pub type GroupOutcomes = Vec<(Delivery, Result<DeliveryReport>)>;
 /// # Errors
 /// A database error: nothing of the group committed.
 pub async fn process_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result<GroupOutcomes> {
+    let prepared = prepare_group(ctx, deliveries).await?;
+    write_prepared(ctx, prepared).await
+}
+
+/// A group read, validated and transformed, not yet written: what [`prepare_group`] does
+/// before any statement, so that a caller can prepare the next group while one is written.
+pub struct PreparedGroup {
+    started: Instant,
+    /// The deliveries given, in order.
+    deliveries: Vec<Delivery>,
+    /// Deliveries that could not be read or transformed: (position, outcome).
+    failed: Vec<(usize, (Delivery, Result<DeliveryReport>))>,
+    /// The deliveries read, with their positions.
+    ready: Vec<(usize, Prepared)>,
+    /// The group's lines (part `i` is `ready[i]`) and partial aggregates by part.
+    transformed: Option<(NormalizedFrame, HashMap<u32, PartialAggregates>)>,
+}
+
+impl PreparedGroup {
+    /// The deliveries of the group, in the order given.
+    pub fn deliveries(&self) -> &[Delivery] {
+        &self.deliveries
+    }
+}
+
+/// Reads, validates and transforms a group (on blocking threads); writes nothing.
+///
+/// # Errors
+/// The transform failed.
+pub async fn prepare_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result<PreparedGroup> {
     let started = Instant::now();
     let settings = Arc::clone(&ctx.settings);
     let owned = deliveries.to_vec();
@@ -142,36 +172,57 @@ pub async fn process_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
     })
     .await
     .expect("validation does not panic");
-    // Outcomes keep the order of `deliveries`: (position, outcome), sorted at the end.
-    let mut outcomes = Vec::with_capacity(prepared.len());
+    let mut failed = Vec::new();
     let mut ready = Vec::with_capacity(prepared.len());
-    let mut positions = Vec::with_capacity(prepared.len());
     for (position, (delivery, result)) in prepared.into_iter().enumerate() {
         match result {
-            Ok(file) => {
-                ready.push(file);
-                positions.push(position);
-            }
-            Err(error) => outcomes.push((position, (delivery, Err(error)))),
+            Ok(file) => ready.push((position, file)),
+            Err(error) => failed.push((position, (delivery, Err(error)))),
         }
     }
-    if ready.is_empty() {
-        return Ok(in_order(outcomes));
-    }
-    // One polars pass for the whole group: part i of the frame is delivery i of `ready`.
-    let mut combined = ReadingColumns::default();
-    for (part, file) in ready.iter_mut().enumerate() {
-        combined.append(
-            std::mem::take(&mut file.readings),
-            u32::try_from(part).unwrap_or(u32::MAX),
-        );
-    }
-    let settings = Arc::clone(&ctx.settings);
-    let (frame, partials) =
-        tokio::task::spawn_blocking(move || transform_group(combined, &settings))
+    let transformed = if ready.is_empty() {
+        None
+    } else {
+        // One polars pass for the whole group: part i of the frame is delivery i of `ready`.
+        let mut combined = ReadingColumns::default();
+        for (part, (_, file)) in ready.iter_mut().enumerate() {
+            combined.append(
+                std::mem::take(&mut file.readings),
+                u32::try_from(part).unwrap_or(u32::MAX),
+            );
+        }
+        let settings = Arc::clone(&ctx.settings);
+        let transformed = tokio::task::spawn_blocking(move || transform_group(combined, &settings))
             .await
             .expect("transform does not panic")
             .map_err(Error::Transform)?;
+        Some(transformed)
+    };
+    Ok(PreparedGroup {
+        started,
+        deliveries: deliveries.to_vec(),
+        failed,
+        ready,
+        transformed,
+    })
+}
+
+/// Writes a prepared group in one transaction and commits it; outcomes in the order given.
+///
+/// # Errors
+/// A database error: nothing of the group committed.
+pub async fn write_prepared(ctx: &PipelineCtx, group: PreparedGroup) -> Result<GroupOutcomes> {
+    let PreparedGroup {
+        started,
+        failed: mut outcomes,
+        ready,
+        transformed,
+        ..
+    } = group;
+    let Some((frame, partials)) = transformed else {
+        return Ok(in_order(outcomes));
+    };
+    let (positions, mut ready): (Vec<usize>, Vec<Prepared>) = ready.into_iter().unzip();
     let fates = write_group(ctx, &mut ready, frame, partials).await?;
 
     for ((fate, file), position) in fates.into_iter().zip(ready).zip(positions) {
@@ -204,6 +255,21 @@ pub type SplitOutcomes = Vec<(Delivery, Option<Result<DeliveryReport>>)>;
 /// such delivery so costs a few more group attempts, not the group commit of all the others.
 /// Outcomes keep the order given; an outage stops the work, and what it did not reach is `None`.
 pub async fn process_in_groups(ctx: &PipelineCtx, deliveries: &[Delivery]) -> SplitOutcomes {
+    split_until_written(ctx, deliveries, None).await
+}
+
+/// [`process_in_groups`] for a group prepared already (see [`prepare_group`]).
+pub async fn process_prepared_in_groups(ctx: &PipelineCtx, group: PreparedGroup) -> SplitOutcomes {
+    let deliveries = group.deliveries.clone();
+    split_until_written(ctx, &deliveries, Some(group)).await
+}
+
+/// The halving of [`process_in_groups`]; the whole group's first attempt may come prepared.
+async fn split_until_written(
+    ctx: &PipelineCtx,
+    deliveries: &[Delivery],
+    mut prepared: Option<PreparedGroup>,
+) -> SplitOutcomes {
     let mut outcomes: Vec<Option<Result<DeliveryReport>>> = std::iter::repeat_with(|| None)
         .take(deliveries.len())
         .collect();
@@ -219,7 +285,11 @@ pub async fn process_in_groups(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Sp
             }
             continue;
         }
-        match process_group(ctx, part).await {
+        let attempt = match prepared.take() {
+            Some(group) => write_prepared(ctx, group).await,
+            None => process_group(ctx, part).await,
+        };
+        match attempt {
             Ok(done) => {
                 for (i, (_, outcome)) in done.into_iter().enumerate() {
                     outcomes[start + i] = Some(outcome);

@@ -48,7 +48,10 @@ use crate::store::Store;
 use crate::validate::quarantine::QuarantineTarget;
 
 pub use crate::delivery::Disposition;
-pub use group::{process_group, process_in_groups, SplitOutcomes};
+pub use group::{
+    prepare_group, process_group, process_in_groups, process_prepared_in_groups, PreparedGroup,
+    SplitOutcomes,
+};
 pub use stream::{process, process_unreadable};
 pub use tally::{DeliveryReport, IngestSummary};
 

@@ -14,11 +14,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{ByteSource, Delivery, DeviceMark, JournalMark};
 use crate::error::Error;
-use crate::pipeline::{process_in_groups, PipelineCtx};
+use crate::pipeline::{prepare_group, process_prepared_in_groups, PipelineCtx, PreparedGroup};
 use crate::store::{receipts, StoreError};
 
 use super::record::Record;
@@ -54,7 +55,10 @@ impl From<StoreError> for Stopped {
     }
 }
 
-/// Loads the journal until `cancel` fires (see the module header).
+/// Loads the journal until `cancel` fires (see the module header). While a batch is written,
+/// the next one is read from the journal and prepared (validated, transformed), so the
+/// process and the database work at the same time; after a batch that stopped, what was
+/// prepared ahead is dropped and the journal is read again from its first waiting body.
 pub async fn run(journal: Arc<Journal>, ctx: PipelineCtx, cancel: CancellationToken) {
     let initial = ctx
         .settings
@@ -63,23 +67,40 @@ pub async fn run(journal: Arc<Journal>, ctx: PipelineCtx, cancel: CancellationTo
         .max(Duration::from_millis(50));
     let mut delay = initial;
     let mut waiting_since_logged = false;
+    let mut ahead: Option<JoinHandle<Result<Staged, Stopped>>> = None;
     loop {
         if cancel.is_cancelled() {
             return;
         }
-        let batch = journal.next_batch(BATCH_BODIES, BATCH_BYTES);
-        if batch.is_empty() {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = journal.appended() => continue,
-                // The depth's age and the drain rate stay current on /metrics.
-                () = tokio::time::sleep(Duration::from_secs(1)) => {
-                    journal.stats();
-                    continue;
+        let staged = match ahead.take() {
+            Some(handle) => handle.await.expect("preparing a batch does not panic"),
+            None => {
+                let batch = journal.next_batch(BATCH_BODIES, BATCH_BYTES, None);
+                if batch.is_empty() {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = journal.appended() => continue,
+                        // The depth's age and the drain rate stay current on /metrics.
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {
+                            journal.stats();
+                            continue;
+                        }
+                    }
                 }
+                stage(Arc::clone(&journal), ctx.clone(), batch).await
             }
-        }
-        match load_batch(&journal, &ctx, &batch).await {
+        };
+        let loaded = match staged {
+            Ok(staged) => {
+                let next = journal.next_batch(BATCH_BODIES, BATCH_BYTES, staged.last_sequence);
+                if !next.is_empty() {
+                    ahead = Some(tokio::spawn(stage(Arc::clone(&journal), ctx.clone(), next)));
+                }
+                write_staged(&journal, &ctx, staged).await
+            }
+            Err(stopped) => Err(stopped),
+        };
+        match loaded {
             Ok(()) => {
                 journal.set_database_away(false);
                 if waiting_since_logged {
@@ -93,6 +114,9 @@ pub async fn run(journal: Arc<Journal>, ctx: PipelineCtx, cancel: CancellationTo
                 delay = initial;
             }
             Err(stopped) => {
+                if let Some(handle) = ahead.take() {
+                    handle.abort();
+                }
                 if stopped.is_outage() {
                     journal.set_database_away(true);
                 }
@@ -115,11 +139,28 @@ pub async fn run(journal: Arc<Journal>, ctx: PipelineCtx, cancel: CancellationTo
     }
 }
 
-/// Loads one batch; the records loaded are marked as such even when a later one stops it.
-async fn load_batch(journal: &Journal, ctx: &PipelineCtx, batch: &[Slot]) -> Result<(), Stopped> {
+/// A batch read back from the journal and prepared, not yet written.
+struct Staged {
+    /// The last sequence of the batch: the next batch starts after it.
+    last_sequence: Option<u64>,
+    /// The records still to load (those whose receipts were in the database already are
+    /// marked loaded when the batch is staged).
+    todo: Vec<(Slot, Record)>,
+    /// Their deliveries, read, validated and transformed.
+    group: Option<PreparedGroup>,
+}
+
+/// Reads a batch back, marks loaded what the database holds already (a crash between a
+/// commit and the journal's bookkeeping), and prepares the rest as one group.
+async fn stage(
+    journal: Arc<Journal>,
+    ctx: PipelineCtx,
+    batch: Vec<Slot>,
+) -> Result<Staged, Stopped> {
+    let last_sequence = batch.last().map(|slot| slot.sequence);
     let records = {
-        let slots = batch.to_vec();
-        let reader = journal_reader(journal);
+        let slots = batch.clone();
+        let reader = journal_reader(&journal);
         tokio::task::spawn_blocking(move || slots.iter().map(reader).collect::<Result<Vec<_>, _>>())
             .await
             .expect("reading the journal does not panic")?
@@ -127,8 +168,9 @@ async fn load_batch(journal: &Journal, ctx: &PipelineCtx, batch: &[Slot]) -> Res
     let client = ctx.store.pool().get().await.map_err(StoreError::from)?;
     let ids: Vec<&str> = batch.iter().map(|slot| slot.receipt_id.as_str()).collect();
     let held = receipts::recorded(&client, &ids).await?;
+    drop(client);
     let (done, todo): (Vec<_>, Vec<_>) = batch
-        .iter()
+        .into_iter()
         .zip(records)
         .partition(|(slot, _)| held.contains(&slot.receipt_id));
     journal.loaded(
@@ -137,13 +179,26 @@ async fn load_batch(journal: &Journal, ctx: &PipelineCtx, batch: &[Slot]) -> Res
             .map(|(slot, _)| slot.sequence)
             .collect::<Vec<_>>(),
     );
-    drop(client);
-    if todo.is_empty() {
+    let group = if todo.is_empty() {
+        None
+    } else {
+        let deliveries: Vec<Delivery> = todo.iter().map(|(_, r)| delivery_of(r)).collect();
+        Some(prepare_group(&ctx, &deliveries).await?)
+    };
+    Ok(Staged {
+        last_sequence,
+        todo,
+        group,
+    })
+}
+
+/// Writes a staged batch; the records loaded are marked as such even when a later one stops it.
+async fn write_staged(journal: &Journal, ctx: &PipelineCtx, staged: Staged) -> Result<(), Stopped> {
+    let Some(group) = staged.group else {
         return Ok(());
-    }
-    let deliveries: Vec<Delivery> = todo.iter().map(|(_, r)| delivery_of(r)).collect();
-    let outcomes = process_in_groups(ctx, &deliveries).await;
-    for ((slot, record), (_, outcome)) in todo.iter().zip(outcomes) {
+    };
+    let outcomes = process_prepared_in_groups(ctx, group).await;
+    for ((slot, record), (_, outcome)) in staged.todo.iter().zip(outcomes) {
         match outcome {
             Some(Ok(_)) => journal.loaded(&[slot.sequence]),
             Some(Err(error)) => settle_failure(journal, ctx, slot, record, error).await?,

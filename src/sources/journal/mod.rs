@@ -25,6 +25,7 @@ mod writer;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::ops::Bound;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -337,12 +338,18 @@ impl Journal {
         (id == self.shared.id).then(|| sequence.parse().ok())?
     }
 
-    /// The first waiting bodies in order: at most `bodies` of them and about `bytes`.
-    pub fn next_batch(&self, bodies: usize, bytes: u64) -> Vec<Slot> {
+    /// The first waiting bodies in order (after sequence `after`, when given): at most `bodies`
+    /// of them and about `bytes`.
+    pub fn next_batch(&self, bodies: usize, bytes: u64, after: Option<u64>) -> Vec<Slot> {
         let state = self.shared.state();
         let mut taken = 0u64;
         let mut batch = Vec::new();
-        for slot in state.pending.values() {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        for slot in state
+            .pending
+            .range((from, Bound::Unbounded))
+            .map(|(_, slot)| slot)
+        {
             if batch.len() >= bodies || (taken >= bytes && !batch.is_empty()) {
                 break;
             }
@@ -539,7 +546,10 @@ mod tests {
         drop(journal);
         // Reopened: both wait, in order, with their bytes.
         let journal = Journal::open(&path, 1 << 20).unwrap();
-        let batch = journal.next_batch(10, 1 << 20);
+        let batch = journal.next_batch(10, 1 << 20, None);
+        let rest = journal.next_batch(10, 1 << 20, Some(batch[0].sequence));
+        assert_eq!(rest.len(), 1, "only the records after the one given");
+        assert_eq!(rest[0].receipt_id, batch[1].receipt_id);
         assert_eq!(batch.len(), 2);
         assert_eq!(batch[0].receipt_id, first);
         assert_eq!(&journal.read(&batch[1]).unwrap().body[..], b"two");
