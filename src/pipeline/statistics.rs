@@ -18,7 +18,9 @@ use crate::store::{Store, StoreError};
 use crate::transform::aggregate::{HourCell, Stats};
 
 /// Pending cells (hours and days) past which they are written: bounded memory at any size.
-const FLUSH_CELLS: usize = 200_000;
+/// A 4M-line file of 1,000 sensors has about 170,000 hour cells; writing them in four parts
+/// took its peak RSS from 133–146 MB to 105–107 MB at the same speed.
+const FLUSH_CELLS: usize = 50_000;
 
 /// One bucket size's pending cells and what this delivery already wrote of it.
 struct Pending {
