@@ -169,7 +169,7 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from(".sensor-etl")
 }
 const fn default_chunk_rows() -> usize {
-    25_000
+    50_000
 }
 const fn default_max_reject_ratio() -> f64 {
     0.5
