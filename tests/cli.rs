@@ -255,7 +255,17 @@ async fn run_serves_metrics_and_exits_zero_on_sigterm() {
         metrics.contains("sensor_etl_files_total{status=\"partially_loaded\"} 1"),
         "{metrics}"
     );
-    assert!(workspace.path("processed/dht22_unknown_type.csv").exists());
+    // The file leaves the inbox right after its commit is counted.
+    let processed = workspace.path("processed/dht22_unknown_type.csv");
+    crate::support::wait_until(
+        "the committed file is in processed/",
+        std::time::Duration::from_secs(10),
+        || {
+            let processed = processed.clone();
+            async move { processed.exists() }
+        },
+    )
+    .await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -319,10 +319,24 @@ async fn entries_run_does_not_take_are_logged_once_and_counted_like_status() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Several scans go by.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let metrics = crate::support::http_get(addr, "/metrics").await.1;
-    assert!(metrics.contains("sensor_etl_files_waiting 0"), "{metrics}");
+    // The watcher has scanned (its gauge is out), then several more scans go by.
+    crate::support::wait_until(
+        "the first scan is counted",
+        Duration::from_secs(30),
+        || async move {
+            crate::support::http_get(addr, "/metrics")
+                .await
+                .1
+                .contains("sensor_etl_files_waiting ")
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, metrics) = crate::support::http_get(addr, "/metrics").await;
+    assert!(
+        metrics.contains("sensor_etl_files_waiting 0"),
+        "{status} {metrics}"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
