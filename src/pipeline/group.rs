@@ -144,13 +144,6 @@ pub struct PreparedGroup {
     transformed: Option<(NormalizedFrame, HashMap<u32, PartialAggregates>)>,
 }
 
-impl PreparedGroup {
-    /// The deliveries of the group, in the order given.
-    pub fn deliveries(&self) -> &[Delivery] {
-        &self.deliveries
-    }
-}
-
 /// Reads, validates and transforms a group (on blocking threads); writes nothing.
 ///
 /// # Errors
@@ -211,7 +204,7 @@ pub async fn prepare_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
 ///
 /// # Errors
 /// A database error: nothing of the group committed.
-pub async fn write_prepared(ctx: &PipelineCtx, group: PreparedGroup) -> Result<GroupOutcomes> {
+async fn write_prepared(ctx: &PipelineCtx, group: PreparedGroup) -> Result<GroupOutcomes> {
     let PreparedGroup {
         started,
         failed: mut outcomes,
@@ -259,8 +252,12 @@ pub async fn process_in_groups(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Sp
 }
 
 /// [`process_in_groups`] for a group prepared already (see [`prepare_group`]).
-pub async fn process_prepared_in_groups(ctx: &PipelineCtx, group: PreparedGroup) -> SplitOutcomes {
-    let deliveries = group.deliveries.clone();
+pub async fn process_prepared_in_groups(
+    ctx: &PipelineCtx,
+    mut group: PreparedGroup,
+) -> SplitOutcomes {
+    // Writing a prepared group needs only what was prepared of it.
+    let deliveries = std::mem::take(&mut group.deliveries);
     split_until_written(ctx, &deliveries, Some(group)).await
 }
 
