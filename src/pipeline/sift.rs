@@ -17,7 +17,7 @@ use polars::prelude::*;
 use crate::config::{OnConflict, Settings};
 use crate::error::{Error, Result};
 use crate::store::copy::DeliveryTx;
-use crate::store::once::{self, Replacement, SensorClaims, StoredLine};
+use crate::store::once::{self, Replacement, SensorClaims, StoredLine, StoredLines};
 use crate::store::{Store, StoreError};
 use crate::transform::aggregate::{partial_aggregates_by_part, GroupKey, PartialAggregates};
 use crate::transform::normalize::{value_column, NormalizedFrame};
@@ -68,6 +68,9 @@ pub(super) struct Sifter {
     policy: OnConflict,
     /// Measurement names by database id, for conflict messages.
     measurement_names: HashMap<i16, String>,
+    /// The deliveries whose lines this transaction has written (sorted): their lines are not
+    /// stored ones.
+    own: Vec<i64>,
 }
 
 /// The columns of a frame that sifting reads.
@@ -111,9 +114,9 @@ impl<'f> Lines<'f> {
     }
 }
 
-fn stored_values(stored: &StoredLine) -> Vec<(i16, f64)> {
-    let mut pairs: Vec<(i16, f64)> = stored
-        .measurement_ids
+fn stored_values(lines: &StoredLines, stored: &StoredLine) -> Vec<(i16, f64)> {
+    let mut pairs: Vec<(i16, f64)> = lines
+        .measurement_ids(stored)
         .iter()
         .copied()
         .zip(stored.values.iter().copied())
@@ -140,6 +143,7 @@ impl Sifter {
                 .iter()
                 .map(|m| (store.measurement_id(m.key), m.name.clone()))
                 .collect(),
+            own: Vec::new(),
         }
     }
 
@@ -170,6 +174,11 @@ impl Sifter {
         names: &[&str],
     ) -> Result<Sifted> {
         let lines = Lines::of(normalized, store)?;
+        for file_id in file_ids.iter().flatten() {
+            if let Err(at) = self.own.binary_search(file_id) {
+                self.own.insert(at, *file_id);
+            }
+        }
         let height = normalized.frame.height();
         let written = |row: usize| {
             let part = lines.part.get(row).unwrap_or(0) as usize;
@@ -231,18 +240,18 @@ impl Sifter {
             })
             .collect();
         let (stored, stored_names) = if windows.is_empty() {
-            (HashMap::new(), HashMap::new())
+            (StoredLines::default(), HashMap::new())
         } else {
             let tx = writing.statement().await?;
-            let stored = once::stored_lines(tx, &windows).await?;
-            let mut holders: Vec<i64> = stored.values().map(|s| s.file_id).collect();
+            let stored = once::stored_lines(tx, &windows, &self.own).await?;
+            let mut holders: Vec<i64> = stored.lines.values().map(|s| s.file_id).collect();
             holders.sort_unstable();
             holders.dedup();
             let names = once::file_names(tx, &holders).await?;
             (stored, names)
         };
         let several_parts = file_ids.len() > 1;
-        if stored.is_empty() && !several_parts {
+        if stored.lines.is_empty() && !several_parts {
             return Ok(Sifted::default());
         }
 
@@ -272,9 +281,9 @@ impl Sifter {
                             line: lines.line.get(first).unwrap_or(0),
                         },
                     )
-                } else if let Some(s) = stored.get(&key) {
+                } else if let Some(s) = stored.lines.get(&key) {
                     let name = stored_names.get(&s.file_id).map_or("", String::as_str);
-                    (stored_values(s), Holder::Stored(s, name))
+                    (stored_values(&stored, s), Holder::Stored(s, name))
                 } else {
                     if several_parts {
                         kept_here.insert(key, row);
