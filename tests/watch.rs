@@ -298,6 +298,72 @@ async fn a_burst_larger_than_a_claim_batch_is_worked_off_without_rescans() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_with_a_conflicting_file_load_every_other_file_and_reject_only_its_lines() {
+    let h = Harness::with_config(|raw| {
+        raw.settle_ms = 3_600_000;
+        raw.rescan_interval_ms = 3_600_000;
+    })
+    .await;
+    let inbox = h.workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Sensor 500's first three readings are stored; later, one file of each burst says
+    // other values for them.
+    let staging = h.workspace.path("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(
+        staging.join("first.csv"),
+        format!("{HEADER}{}", dht_rows(500, 3)),
+    )
+    .unwrap();
+    deliver(&staging.join("first.csv"), &inbox, "first_dht22.csv");
+    wait_for_processed(&h, 1).await;
+    let conflicting = format!("{HEADER}{}", dht_rows(500, 3)).replace(";60\n", ";61\n");
+    let files = 600u32;
+    for i in 0..files {
+        let text = if i % 200 == 7 {
+            conflicting.clone()
+        } else {
+            format!("{HEADER}{}", dht_rows(1_000 + i, 3))
+        };
+        std::fs::write(staging.join(format!("b{i}.csv")), text).unwrap();
+    }
+    for i in 0..files {
+        deliver(
+            &staging.join(format!("b{i}.csv")),
+            &inbox,
+            &format!("b{i}_dht22.csv"),
+        );
+    }
+    wait_for_processed(&h, 1 + files as usize).await;
+    cancel.cancel();
+    let summary = watcher.await.unwrap().unwrap();
+    // The conflicting files say the same thing: the first of them is a delivery of its own,
+    // its lines rejected; the others are duplicates of that one.
+    assert_eq!(summary.loaded, u64::from(1 + files - 3));
+    assert_eq!(
+        h.count("SELECT count(*) FROM v_files WHERE status = 'loaded'")
+            .await,
+        i64::from(1 + files - 3)
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM v_rejects WHERE code = 'conflicting_reading'")
+            .await,
+        3,
+        "only the conflicting lines are rejected, with their reason"
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM v_readings").await,
+        i64::from(2 * 3 * (1 + files - 3)),
+        "every other file's readings are stored, once"
+    );
+    assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_whose_name_is_not_utf8_is_loaded_and_leaves_the_inbox() {
     use std::os::unix::ffi::OsStrExt;
     let h = Harness::new().await;

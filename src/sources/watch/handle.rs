@@ -1,4 +1,5 @@
-//! What the watcher does with the files it claimed: a group of small ones committed together,
+//! What the watcher does with the files it claimed: a group of small ones committed together
+//! (split until the file at fault goes alone when the group fails for a reason of its data),
 //! a file alone with its retries, and a file that keeps failing recorded and, past
 //! `poison_attempts`, quarantined as poison. What it keeps across rounds is `WatchState`.
 
@@ -6,6 +7,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::Path;
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
@@ -13,69 +15,118 @@ use super::deferral::{Deferrals, Why};
 use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::pipeline::IngestSummary;
-use crate::pipeline::{process_group, process_with_retry, DeliveryReport, PipelineCtx};
+use crate::pipeline::{
+    prepare_group, process_prepared_in_groups, process_with_retry, DeliveryReport, PipelineCtx,
+    SplitOutcomes,
+};
 use crate::sources::dispose::dispose;
 use crate::store::claims::Claims;
 use crate::validate::quarantine;
 use crate::validate::rejection::{FileRejection, RejectionCode};
 
-/// Commits a group of small claimed files in one transaction (in a task of its own); returns
-/// the names to process one by one instead: all of them when the group as a whole failed (a
-/// database outage, a crashed stage), none otherwise.
-pub(super) async fn handle_group(
+/// A group of claimed small files whose transaction is under way in a task of its own, while
+/// the watcher claims and prepares the next group.
+pub(super) struct GroupInFlight {
+    names: Vec<String>,
+    task: JoinHandle<SplitOutcomes>,
+}
+
+impl GroupInFlight {
+    /// The names of the group's files: claimed by this worker, not to be offered again.
+    pub(super) fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// Reads, validates and transforms a group of small claimed files (in a task of its own, so a
+/// stage that panics fails only this group) and starts its transaction; nothing is written
+/// before this returns. `Err` gives the names back to be processed one by one: the group
+/// could not be prepared (a transform failed, a stage crashed).
+pub(super) async fn start_group(
     ctx: &PipelineCtx,
-    claims: &Claims,
     inbox: &Path,
-    names: &[String],
-    state: &mut WatchState,
-) -> Vec<String> {
+    names: Vec<String>,
+) -> std::result::Result<GroupInFlight, Vec<String>> {
     let deliveries: Vec<Delivery> = names
         .iter()
         .map(|name| Delivery::inbox_file(&inbox.join(name), ctx.settings.empty_file_grace))
         .collect();
-    let task = {
+    let prepared = {
         let ctx = ctx.clone();
-        tokio::spawn(async move { process_group(&ctx, &deliveries).await })
+        tokio::spawn(async move { prepare_group(&ctx, &deliveries).await }).await
     };
-    match task.await {
-        Ok(Ok(outcomes)) => {
-            let mut gone = Vec::with_capacity(outcomes.len());
-            for (delivery, outcome) in outcomes {
-                let path = delivery.path().unwrap_or(inbox);
-                let name = delivery.name.clone();
-                match outcome {
-                    Ok(report) if leave_inbox(ctx, state, &name, &report) => gone.push(name),
-                    Ok(_) => {
-                        let _ = claims.release(&name, false, None).await;
-                    }
-                    Err(failure) if failure.is_local_fault() => {
-                        state.defer(ctx, &name, &failure);
-                        let _ = claims.release(&name, false, None).await;
-                    }
-                    Err(failure) => {
-                        let reason = crate::telemetry::chain(&failure);
-                        error!(message = "File failed.", file = %path.display(), attempt = 1, error = %reason);
-                        crate::telemetry::record_failed_file();
-                        let _ = claims.release(&name, false, Some(&reason)).await;
-                    }
-                }
-            }
-            let _ = claims.release_gone(&gone).await;
-            Vec::new()
-        }
+    let group = match prepared {
+        Ok(Ok(group)) => group,
         Ok(Err(failure)) => {
             warn!(
-                message = "Group commit failed; processing the files one by one.",
+                message = "Group could not be prepared; processing the files one by one.",
                 files = names.len(),
                 error = %crate::telemetry::chain(&failure)
             );
-            names.to_vec()
+            return Err(names);
         }
         Err(join_error) => {
+            warn!(message = "Group preparation crashed; processing the files one by one.", error = %join_error);
+            return Err(names);
+        }
+    };
+    let task = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { process_prepared_in_groups(&ctx, group).await })
+    };
+    Ok(GroupInFlight { names, task })
+}
+
+/// Waits for a group's transaction, then takes its committed files out of the inbox and ends
+/// the claims; returns the names to process one by one instead (all of them when the group's
+/// task crashed). A group stopped by an outage leaves the files it did not reach in the inbox,
+/// unclaimed, with no attempt counted.
+pub(super) async fn finish_group(
+    ctx: &PipelineCtx,
+    claims: &Claims,
+    inbox: &Path,
+    group: GroupInFlight,
+    state: &mut WatchState,
+) -> Vec<String> {
+    let GroupInFlight { names, task } = group;
+    let outcomes = match task.await {
+        Ok(outcomes) => outcomes,
+        Err(join_error) => {
             warn!(message = "Group commit crashed; processing the files one by one.", error = %join_error);
-            names.to_vec()
+            return names;
+        }
+    };
+    let mut gone = Vec::with_capacity(outcomes.len());
+    for (delivery, outcome) in outcomes {
+        let path = delivery.path().unwrap_or(inbox);
+        let name = delivery.name.clone();
+        match outcome {
+            Some(Ok(report)) if leave_inbox(ctx, state, &name, &report) => gone.push(name),
+            Some(Ok(_)) | None => {
+                let _ = claims.release(&name, false, None).await;
+            }
+            Some(Err(failure)) if failure.is_local_fault() => {
+                state.defer(ctx, &name, &failure);
+                let _ = claims.release(&name, false, None).await;
+            }
+            Some(Err(failure)) if failure.is_transient() => {
+                warn!(
+                    message = "File left in the inbox for a later attempt.",
+                    file = %path.display(),
+                    error = %crate::telemetry::chain(&failure)
+                );
+                let _ = claims.release(&name, false, None).await;
+            }
+            Some(Err(failure)) => {
+                let reason = crate::telemetry::chain(&failure);
+                error!(message = "File failed.", file = %path.display(), attempt = 1, error = %reason);
+                crate::telemetry::record_failed_file();
+                let _ = claims.release(&name, false, Some(&reason)).await;
+            }
         }
     }
+    let _ = claims.release_gone(&gone).await;
+    Vec::new()
 }
 
 /// Processes one claimed file in a task of its own, so that a stage that panics fails only

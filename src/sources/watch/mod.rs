@@ -1,5 +1,8 @@
 //! Watch stage (`sensor-etl run`): finds complete files in the inbox, claims them against other
 //! workers, and feeds them to the pipeline: small files in group commits, others one by one.
+//! While a group's transaction is under way, the next group is claimed, read, validated and
+//! transformed; one transaction is written at a time, and a group that fails for a reason of
+//! its data is split until the file at fault goes alone (`pipeline::process_in_groups`).
 //!
 //! File-system events (notify) are hints that wake the loop early; a scan of the inbox, at
 //! start-up and every `rescan_interval`, is the truth, so files that arrived while the watcher
@@ -37,7 +40,7 @@ mod handle;
 pub mod tail;
 mod writers;
 
-use handle::{handle_file, handle_group, WatchState};
+use handle::{finish_group, handle_file, start_group, GroupInFlight, WatchState};
 
 /// Capacity of the event-hint channel; hints beyond it are dropped (the scan still runs).
 const HINT_CHANNEL_CAPACITY: usize = 16_384;
@@ -69,7 +72,7 @@ struct Observation {
 }
 
 /// Files claimed at a time: a group-commit batch of small files.
-const CLAIM_BATCH: i64 = 128;
+const CLAIM_BATCH: i64 = 256;
 
 /// A worker id unique across machines and restarts: host, process id and start time.
 pub fn worker_id() -> String {
@@ -140,7 +143,17 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
     let rescan = ctx.settings.rescan_interval;
     let mut database_down = false;
     let mut busy = false;
+    // The group whose transaction is under way while the next one is claimed and prepared.
+    let mut in_flight: Option<GroupInFlight> = None;
     loop {
+        // Nothing more to take at once: the group under way is finished before any wait.
+        if !busy {
+            if let Some(group) = in_flight.take() {
+                let retry = finish_group(&ctx, &claims, &inbox, group, &mut state).await;
+                let alone = retry.into_iter().map(|name| (name, 0)).collect();
+                handle_alone(&ctx, &claims, &inbox, alone, &cancel, &mut state, &mut seen).await;
+            }
+        }
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
@@ -173,7 +186,10 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
         state
             .deferrals
             .retain(|name| scan.present.iter().any(|p| p == name));
-        scan.ready.retain(|name| !state.deferrals.is_waiting(name));
+        scan.ready.retain(|name| {
+            !state.deferrals.is_waiting(name)
+                && !in_flight.as_ref().is_some_and(|g| g.names().contains(name))
+        });
         if scan.ready.is_empty() {
             continue;
         }
@@ -211,34 +227,46 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
             crate::faults::point("watch::claimed");
         }
         // Small files never tried before go together in one transaction; the rest one by one.
-        let (group, single): (Vec<_>, Vec<_>) =
+        let (group, mut single): (Vec<_>, Vec<_>) =
             claimed.into_iter().partition(|(name, attempts)| {
                 std::fs::metadata(inbox.join(name))
                     .is_ok_and(|m| goes_in_group(m.len(), *attempts > 0))
             });
-        let mut single = single;
         if group.len() > 1 && !cancel.is_cancelled() {
             let names: Vec<String> = group.into_iter().map(|(name, _)| name).collect();
-            let retry = handle_group(&ctx, &claims, &inbox, &names, &mut state).await;
-            single.extend(retry.into_iter().map(|name| (name, 0)));
+            // This group is prepared while the one before it is written; then that one is
+            // finished and this one's transaction starts.
+            let started = start_group(&ctx, &inbox, names).await;
+            if let Some(previous) = in_flight.take() {
+                let retry = finish_group(&ctx, &claims, &inbox, previous, &mut state).await;
+                single.extend(retry.into_iter().map(|name| (name, 0)));
+            }
+            match started {
+                Ok(group) => in_flight = Some(group),
+                Err(retry) => single.extend(retry.into_iter().map(|name| (name, 0))),
+            }
         } else {
             single.extend(group);
         }
-        let mut single = single.into_iter();
-        for (name, attempts) in single.by_ref() {
-            if cancel.is_cancelled() {
-                let _ = claims.release(&name, false, None).await;
-                break;
+        if !single.is_empty() {
+            // Files alone wait for the group under way: one transaction at a time.
+            if let Some(previous) = in_flight.take() {
+                let retry = finish_group(&ctx, &claims, &inbox, previous, &mut state).await;
+                single.extend(retry.into_iter().map(|name| (name, 0)));
             }
-            let path = inbox.join(&name);
-            handle_file(&ctx, &claims, &path, &name, attempts, &cancel, &mut state).await;
-            seen.remove(&path);
-        }
-        for (name, _) in single {
-            let _ = claims.release(&name, false, None).await;
+            handle_alone(
+                &ctx, &claims, &inbox, single, &cancel, &mut state, &mut seen,
+            )
+            .await;
         }
         if rand_tick() {
             let _ = claims.forget_missing(&scan.present).await;
+        }
+    }
+    if let Some(group) = in_flight.take() {
+        let retry = finish_group(&ctx, &claims, &inbox, group, &mut state).await;
+        for name in retry {
+            let _ = claims.release(&name, false, None).await;
         }
     }
     heartbeat_stop.cancel();
@@ -248,6 +276,32 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
         files_loaded = state.summary.loaded + state.summary.partially_loaded
     );
     Ok(state.summary)
+}
+
+/// Processes claimed files one at a time, each in a transaction of its own; on cancellation the
+/// files not begun are released.
+async fn handle_alone(
+    ctx: &PipelineCtx,
+    claims: &Claims,
+    inbox: &Path,
+    files: Vec<(String, i32)>,
+    cancel: &CancellationToken,
+    state: &mut WatchState,
+    seen: &mut HashMap<PathBuf, Observation>,
+) {
+    let mut files = files.into_iter();
+    for (name, attempts) in files.by_ref() {
+        if cancel.is_cancelled() {
+            let _ = claims.release(&name, false, None).await;
+            break;
+        }
+        let path = inbox.join(&name);
+        handle_file(ctx, claims, &path, &name, attempts, cancel, state).await;
+        seen.remove(&path);
+    }
+    for (name, _) in files {
+        let _ = claims.release(&name, false, None).await;
+    }
 }
 
 /// True about once in 20 calls: housekeeping that need not run on every scan.
