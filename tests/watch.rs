@@ -59,6 +59,43 @@ async fn run_until_inbox_is_empty(h: &Harness) -> sensor_etl::pipeline::IngestSu
     watcher.await.unwrap().unwrap()
 }
 
+/// The watcher on a new harness's inbox with settle and rescan periods of an hour: only
+/// rename events make files ready. Returns once it has had time for its first scan.
+async fn watcher_on_events_alone() -> (
+    Harness,
+    CancellationToken,
+    tokio::task::JoinHandle<sensor_etl::error::Result<sensor_etl::pipeline::IngestSummary>>,
+) {
+    let h = Harness::with_config(|raw| {
+        raw.settle_ms = 3_600_000;
+        raw.rescan_interval_ms = 3_600_000;
+    })
+    .await;
+    let inbox = h.workspace.path("data");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (h, cancel, watcher)
+}
+
+/// Writes every (name, text) to a staging folder first, then renames them all into the inbox.
+fn deliver_burst(h: &Harness, files: impl IntoIterator<Item = (String, String)>) {
+    let staging = h.workspace.path("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let inbox = h.workspace.path("data");
+    let names: Vec<String> = files
+        .into_iter()
+        .map(|(name, text)| {
+            std::fs::write(staging.join(&name), text).unwrap();
+            name
+        })
+        .collect();
+    for name in names {
+        deliver(&staging.join(&name), &inbox, &name);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_loads_complete_files_and_empties_the_inbox() {
     let h = Harness::new().await;
@@ -262,31 +299,18 @@ async fn rename_and_close_events_make_a_fresh_file_ready_without_settling() {
 /// carry all of it through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_larger_than_a_claim_batch_is_worked_off_without_rescans() {
-    let h = Harness::with_config(|raw| {
-        raw.settle_ms = 3_600_000;
-        raw.rescan_interval_ms = 3_600_000;
-    })
-    .await;
-    let inbox = h.workspace.path("data");
-    std::fs::create_dir_all(&inbox).unwrap();
-    let cancel = CancellationToken::new();
-    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (h, cancel, watcher) = watcher_on_events_alone().await;
 
-    let staging = h.workspace.path("staging");
-    std::fs::create_dir_all(&staging).unwrap();
     let files = 300u32;
-    for i in 0..files {
-        let source = staging.join(format!("burst_{i}.csv"));
-        std::fs::write(&source, format!("{HEADER}{}", dht_rows(100 + i, 3))).unwrap();
-    }
-    for i in 0..files {
-        deliver(
-            &staging.join(format!("burst_{i}.csv")),
-            &inbox,
-            &format!("burst_{i}_dht22.csv"),
-        );
-    }
+    deliver_burst(
+        &h,
+        (0..files).map(|i| {
+            (
+                format!("burst_{i}_dht22.csv"),
+                format!("{HEADER}{}", dht_rows(100 + i, 3)),
+            )
+        }),
+    );
     wait_for_processed(&h, files as usize).await;
     cancel.cancel();
     let summary = watcher.await.unwrap().unwrap();
@@ -299,45 +323,26 @@ async fn a_burst_larger_than_a_claim_batch_is_worked_off_without_rescans() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_with_a_conflicting_file_load_every_other_file_and_reject_only_its_lines() {
-    let h = Harness::with_config(|raw| {
-        raw.settle_ms = 3_600_000;
-        raw.rescan_interval_ms = 3_600_000;
-    })
-    .await;
-    let inbox = h.workspace.path("data");
-    std::fs::create_dir_all(&inbox).unwrap();
-    let cancel = CancellationToken::new();
-    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (h, cancel, watcher) = watcher_on_events_alone().await;
 
     // Sensor 500's first three readings are stored; later, one file of each burst says
     // other values for them.
-    let staging = h.workspace.path("staging");
-    std::fs::create_dir_all(&staging).unwrap();
-    std::fs::write(
-        staging.join("first.csv"),
-        format!("{HEADER}{}", dht_rows(500, 3)),
-    )
-    .unwrap();
-    deliver(&staging.join("first.csv"), &inbox, "first_dht22.csv");
+    let first = format!("{HEADER}{}", dht_rows(500, 3));
+    deliver_burst(&h, [("first_dht22.csv".to_owned(), first.clone())]);
     wait_for_processed(&h, 1).await;
-    let conflicting = format!("{HEADER}{}", dht_rows(500, 3)).replace(";60\n", ";61\n");
+    let conflicting = first.replace(";60\n", ";61\n");
     let files = 600u32;
-    for i in 0..files {
-        let text = if i % 200 == 7 {
-            conflicting.clone()
-        } else {
-            format!("{HEADER}{}", dht_rows(1_000 + i, 3))
-        };
-        std::fs::write(staging.join(format!("b{i}.csv")), text).unwrap();
-    }
-    for i in 0..files {
-        deliver(
-            &staging.join(format!("b{i}.csv")),
-            &inbox,
-            &format!("b{i}_dht22.csv"),
-        );
-    }
+    deliver_burst(
+        &h,
+        (0..files).map(|i| {
+            let text = if i % 200 == 7 {
+                conflicting.clone()
+            } else {
+                format!("{HEADER}{}", dht_rows(1_000 + i, 3))
+            };
+            (format!("b{i}_dht22.csv"), text)
+        }),
+    );
     wait_for_processed(&h, 1 + files as usize).await;
     cancel.cancel();
     let summary = watcher.await.unwrap().unwrap();
@@ -360,7 +365,10 @@ async fn bursts_with_a_conflicting_file_load_every_other_file_and_reject_only_it
         i64::from(2 * 3 * (1 + files - 3)),
         "every other file's readings are stored, once"
     );
-    assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(h.workspace.path("data")).unwrap().count(),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,8 +78,8 @@ pub(super) async fn start_group(
 }
 
 /// Waits for a group's transaction, then takes its committed files out of the inbox and ends
-/// the claims; returns the names to process one by one instead (all of them when the group's
-/// task crashed). A group stopped by an outage leaves the files it did not reach in the inbox,
+/// the claims; returns the files to process one by one instead, as claimed files never tried
+/// (all of them when the group's task crashed). A group stopped by an outage leaves the files it did not reach in the inbox,
 /// unclaimed, with no attempt counted.
 pub(super) async fn finish_group(
     ctx: &PipelineCtx,
@@ -87,13 +87,13 @@ pub(super) async fn finish_group(
     inbox: &Path,
     group: GroupInFlight,
     state: &mut WatchState,
-) -> Vec<String> {
+) -> Vec<(String, i32)> {
     let GroupInFlight { names, task } = group;
     let outcomes = match task.await {
         Ok(outcomes) => outcomes,
         Err(join_error) => {
             warn!(message = "Group commit crashed; processing the files one by one.", error = %join_error);
-            return names;
+            return names.into_iter().map(|name| (name, 0)).collect();
         }
     };
     let mut gone = Vec::with_capacity(outcomes.len());

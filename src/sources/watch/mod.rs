@@ -149,8 +149,7 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
         // Nothing more to take at once: the group under way is finished before any wait.
         if !busy {
             if let Some(group) = in_flight.take() {
-                let retry = finish_group(&ctx, &claims, &inbox, group, &mut state).await;
-                let alone = retry.into_iter().map(|name| (name, 0)).collect();
+                let alone = finish_group(&ctx, &claims, &inbox, group, &mut state).await;
                 handle_alone(&ctx, &claims, &inbox, alone, &cancel, &mut state, &mut seen).await;
             }
         }
@@ -238,8 +237,7 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
             // finished and this one's transaction starts.
             let started = start_group(&ctx, &inbox, names).await;
             if let Some(previous) = in_flight.take() {
-                let retry = finish_group(&ctx, &claims, &inbox, previous, &mut state).await;
-                single.extend(retry.into_iter().map(|name| (name, 0)));
+                single.extend(finish_group(&ctx, &claims, &inbox, previous, &mut state).await);
             }
             match started {
                 Ok(group) => in_flight = Some(group),
@@ -251,8 +249,7 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
         if !single.is_empty() {
             // Files alone wait for the group under way: one transaction at a time.
             if let Some(previous) = in_flight.take() {
-                let retry = finish_group(&ctx, &claims, &inbox, previous, &mut state).await;
-                single.extend(retry.into_iter().map(|name| (name, 0)));
+                single.extend(finish_group(&ctx, &claims, &inbox, previous, &mut state).await);
             }
             handle_alone(
                 &ctx, &claims, &inbox, single, &cancel, &mut state, &mut seen,
@@ -264,8 +261,7 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
         }
     }
     if let Some(group) = in_flight.take() {
-        let retry = finish_group(&ctx, &claims, &inbox, group, &mut state).await;
-        for name in retry {
+        for (name, _) in finish_group(&ctx, &claims, &inbox, group, &mut state).await {
             let _ = claims.release(&name, false, None).await;
         }
     }
