@@ -61,22 +61,27 @@ async fn run_until_inbox_is_empty(h: &Harness) -> sensor_etl::pipeline::IngestSu
 
 /// The watcher on a new harness's inbox with settle and rescan periods of an hour: only
 /// rename events make files ready. Returns once it has had time for its first scan.
-async fn watcher_on_events_alone() -> (
-    Harness,
-    CancellationToken,
-    tokio::task::JoinHandle<sensor_etl::error::Result<sensor_etl::pipeline::IngestSummary>>,
-) {
+async fn watcher_on_events_alone() -> (Harness, CancellationToken, WatcherTask) {
     let h = Harness::with_config(|raw| {
         raw.settle_ms = 3_600_000;
         raw.rescan_interval_ms = 3_600_000;
     })
     .await;
-    let inbox = h.workspace.path("data");
-    std::fs::create_dir_all(&inbox).unwrap();
+    let (cancel, watcher) = start_watcher(&h).await;
+    (h, cancel, watcher)
+}
+
+type WatcherTask =
+    tokio::task::JoinHandle<sensor_etl::error::Result<sensor_etl::pipeline::IngestSummary>>;
+
+/// Starts the watcher on the harness's inbox (created) and waits until its first scan passed,
+/// so files delivered after it arrive as events.
+async fn start_watcher(h: &Harness) -> (CancellationToken, WatcherTask) {
+    std::fs::create_dir_all(h.workspace.path("data")).unwrap();
     let cancel = CancellationToken::new();
     let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    (h, cancel, watcher)
+    (cancel, watcher)
 }
 
 /// Writes every (name, text) to a staging folder first, then renames them all into the inbox.
@@ -267,11 +272,8 @@ async fn rename_and_close_events_make_a_fresh_file_ready_without_settling() {
     })
     .await;
     let inbox = h.workspace.path("data");
-    std::fs::create_dir_all(&inbox).unwrap();
-    let cancel = CancellationToken::new();
-    let watcher = tokio::spawn(watch::run(h.ctx.clone(), cancel.clone()));
-    // Let the watcher's first scan pass, so both files arrive as events.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // After the watcher's first scan, so both files arrive as events.
+    let (cancel, watcher) = start_watcher(&h).await;
 
     let staging = h.workspace.path("staging");
     std::fs::create_dir_all(&staging).unwrap();
