@@ -122,6 +122,28 @@ pub(crate) fn time_of_micros(micros: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::<chrono::Utc>::from_timestamp_micros(micros).unwrap_or_default()
 }
 
+/// A `timestamptz` read as µs since the Unix epoch, without a calendar conversion (lookups
+/// read millions of them).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Micros(pub i64);
+
+/// µs from the Unix epoch to PostgreSQL's (2000-01-01).
+const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Micros {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let bytes: [u8; 8] = raw.try_into()?;
+        Ok(Micros(i64::from_be_bytes(bytes) + POSTGRES_EPOCH_MICROS))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::TIMESTAMPTZ
+    }
+}
+
 fn postgres_is_transient(error: &tokio_postgres::Error) -> bool {
     if error.is_closed() {
         return true;

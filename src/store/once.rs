@@ -19,9 +19,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
+use futures_util::{pin_mut, TryStreamExt};
+use tokio_postgres::types::ToSql;
 
 use crate::store::known::Known;
-use crate::store::{time_of_micros as time, StoreError};
+use crate::store::{time_of_micros as time, Micros, StoreError};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -122,7 +124,7 @@ pub struct StoredLine {
 #[derive(Debug, Default)]
 pub struct StoredLines {
     /// The lines.
-    pub lines: HashMap<(i64, i64), StoredLine>,
+    pub lines: foldhash::HashMap<(i64, i64), StoredLine>,
     sets: HashMap<i32, Vec<i16>>,
 }
 
@@ -201,15 +203,16 @@ pub async fn stored_lines(
         } else {
             "r.sensor_id + 0"
         });
+        let (from, to) = (time(group[0].1), time(hi));
+        let params: [&(dyn ToSql + Sync); 4] = [&from, &to, &sensors, &own];
+        // Rows are taken as they arrive: the process decodes while the database still reads.
         let rows = tx
-            .query(
-                statement.as_str(),
-                &[&time(group[0].1), &time(hi), &sensors, &own],
-            )
+            .query_raw(statement.as_str(), params.iter().map(|p| *p as &dyn ToSql))
             .await?;
-        for row in rows {
+        pin_mut!(rows);
+        while let Some(row) = rows.try_next().await? {
             let sensor: i64 = row.get(0);
-            let ts = row.get::<_, DateTime<Utc>>(1).timestamp_micros();
+            let Micros(ts) = row.get(1);
             if !wanted
                 .get(&sensor)
                 .is_some_and(|(lo, hi)| (*lo..=*hi).contains(&ts))
