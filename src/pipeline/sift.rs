@@ -102,6 +102,38 @@ impl<'f> Lines<'f> {
         })
     }
 
+    /// The rows by (sensor, µs); rows without either are left out.
+    fn row_index(&self) -> foldhash::HashMap<(i64, i64), usize> {
+        let mut index = foldhash::HashMap::default();
+        index.reserve(self.sensor_id.len());
+        for (row, key) in self.sensor_id.iter().zip(self.ts.iter()).enumerate() {
+            if let (Some(sensor), Some(ts)) = key {
+                index.insert((sensor, ts), row);
+            }
+        }
+        index
+    }
+
+    /// Whether line `row` has exactly the values `values` of the measurements `ids` (bit-equal,
+    /// no other value), without building either side's pairs.
+    fn has_values(&self, row: usize, ids: &[i16], values: &[f64]) -> bool {
+        let present = self
+            .values
+            .iter()
+            .filter(|(_, column)| column.get(row).is_some())
+            .count();
+        ids.len() == values.len()
+            && present == ids.len()
+            && ids.iter().zip(values).all(|(id, value)| {
+                self.values.iter().any(|(own, column)| {
+                    own == id
+                        && column
+                            .get(row)
+                            .is_some_and(|v| v.to_bits() == value.to_bits())
+                })
+            })
+    }
+
     /// Line `row`'s (measurement id, value) pairs, in id order.
     fn values(&self, row: usize) -> Vec<(i16, f64)> {
         let mut pairs: Vec<(i16, f64)> = self
@@ -239,19 +271,36 @@ impl Sifter {
                 (from <= to).then_some((*sensor, from, to))
             })
             .collect();
+        let several_parts = file_ids.len() > 1;
+        // A line of a single delivery whose stored line has the same values is settled as a
+        // duplicate while the stored lines arrive (across the parts of a group, an earlier
+        // part may hold the key first: those lines are compared below, in order).
+        let mut duplicate = vec![false; if several_parts { 0 } else { height }];
         let (stored, stored_names) = if windows.is_empty() {
             (StoredLines::default(), HashMap::new())
         } else {
+            let index = if several_parts {
+                foldhash::HashMap::default()
+            } else {
+                lines.row_index()
+            };
             let tx = writing.statement().await?;
-            let stored = once::stored_lines(tx, &windows, &self.own).await?;
+            let settled = |key, line: &StoredLine, ids: &[i16]| {
+                let Some(&row) = index.get(&key) else {
+                    return false;
+                };
+                let same = lines.has_values(row, ids, &line.values);
+                duplicate[row] |= same;
+                same
+            };
+            let stored = once::stored_lines(tx, &windows, &self.own, settled).await?;
             let mut holders: Vec<i64> = stored.lines.values().map(|s| s.file_id).collect();
             holders.sort_unstable();
             holders.dedup();
             let names = once::file_names(tx, &holders).await?;
             (stored, names)
         };
-        let several_parts = file_ids.len() > 1;
-        if stored.lines.is_empty() && !several_parts {
+        if stored.lines.is_empty() && !several_parts && !duplicate.contains(&true) {
             return Ok(Sifted::default());
         }
 
@@ -268,6 +317,11 @@ impl Sifter {
                 continue;
             };
             let part = lines.part.get(row).unwrap_or(0);
+            if duplicate.get(row).copied().unwrap_or(false) {
+                *kept = false;
+                *sifted.duplicates.entry(part).or_default() += 1;
+                continue;
+            }
             let line = lines.line.get(row).unwrap_or(0);
             let key = (sensor, ts);
             let (earlier, holder): (Vec<(i16, f64)>, Holder) =

@@ -148,6 +148,9 @@ const INDEXED_SENSORS: usize = 16;
 /// parallel workers and JIT compilation (20–97 ms a query) to a query of a few milliseconds.
 const PLAN_FOR_RANGES: &str = "SET LOCAL enable_seqscan = off; SET LOCAL jit = off; \
      SET LOCAL max_parallel_workers_per_gather = 0";
+/// Every measurement set.
+const ALL_SETS: &str = "SELECT set_id, measurement_ids FROM measurement_sets";
+
 /// The planner settings as they were.
 const PLAN_AS_CONFIGURED: &str = "SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL jit TO DEFAULT; \
      SET LOCAL max_parallel_workers_per_gather TO DEFAULT";
@@ -174,16 +177,26 @@ fn lines_query(sensor_test: &str) -> String {
 /// narrow the range is, under `PLAN_FOR_RANGES`. The measurement sets are read once per
 /// lookup, not joined to every line.
 ///
+/// Each line is offered to `settled` as it arrives, with its key and its measurement ids
+/// (empty when its set is not known yet): a line the caller settles there (a duplicate of its
+/// own line) is not kept, so a re-load compares while the database still reads and keeps
+/// only the lines that need a second look.
+///
 /// # Errors
 /// The query failed.
 pub async fn stored_lines(
     tx: &Transaction<'_>,
     windows: &[(i64, i64, i64)],
     own: &[i64],
+    mut settled: impl FnMut((i64, i64), &StoredLine, &[i16]) -> bool,
 ) -> Result<StoredLines> {
     let mut stored = StoredLines::default();
     let mut windows = windows.to_vec();
     windows.sort_by_key(|w| w.1);
+    // Sets are few and never change once made: all of them, before the lines.
+    for row in tx.query(&tx.prepare_cached(ALL_SETS).await?, &[]).await? {
+        stored.sets.insert(row.get(0), row.get(1));
+    }
     tx.batch_execute(PLAN_FOR_RANGES).await?;
     let mut start = 0;
     while start < windows.len() {
@@ -219,20 +232,26 @@ pub async fn stored_lines(
             {
                 continue;
             }
-            stored.lines.insert(
-                (sensor, ts),
-                StoredLine {
-                    file_id: row.get(2),
-                    line: row.get(3),
-                    set_id: row.get(4),
-                    values: row.get(5),
-                },
-            );
+            let line = StoredLine {
+                file_id: row.get(2),
+                line: row.get(3),
+                set_id: row.get(4),
+                values: row.get(5),
+            };
+            if !settled((sensor, ts), &line, stored.measurement_ids(&line)) {
+                stored.lines.insert((sensor, ts), line);
+            }
         }
         start = end;
     }
     tx.batch_execute(PLAN_AS_CONFIGURED).await?;
-    let mut set_ids: Vec<i32> = stored.lines.values().map(|l| l.set_id).collect();
+    // A set made by another transaction since the sets were read.
+    let mut set_ids: Vec<i32> = stored
+        .lines
+        .values()
+        .map(|l| l.set_id)
+        .filter(|id| !stored.sets.contains_key(id))
+        .collect();
     set_ids.sort_unstable();
     set_ids.dedup();
     if !set_ids.is_empty() {
