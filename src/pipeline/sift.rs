@@ -102,13 +102,19 @@ impl<'f> Lines<'f> {
         })
     }
 
-    /// The rows by (sensor, µs); rows without either are left out.
-    fn row_index(&self) -> foldhash::HashMap<(i64, i64), usize> {
+    /// The rows inside the `(sensor, first µs, last µs)` windows, by (sensor, µs).
+    fn row_index(&self, windows: &[(i64, i64, i64)]) -> foldhash::HashMap<(i64, i64), usize> {
+        let windows: foldhash::HashMap<i64, (i64, i64)> =
+            windows.iter().map(|w| (w.0, (w.1, w.2))).collect();
         let mut index = foldhash::HashMap::default();
-        index.reserve(self.sensor_id.len());
         for (row, key) in self.sensor_id.iter().zip(self.ts.iter()).enumerate() {
             if let (Some(sensor), Some(ts)) = key {
-                index.insert((sensor, ts), row);
+                if windows
+                    .get(&sensor)
+                    .is_some_and(|(from, to)| (*from..=*to).contains(&ts))
+                {
+                    index.insert((sensor, ts), row);
+                }
             }
         }
         index
@@ -282,12 +288,13 @@ impl Sifter {
             let index = if several_parts {
                 foldhash::HashMap::default()
             } else {
-                lines.row_index()
+                lines.row_index(&windows)
             };
             let tx = writing.statement().await?;
             let settled = |key, line: &StoredLine, ids: &[i16]| {
                 let Some(&row) = index.get(&key) else {
-                    return false;
+                    // No line of this single delivery has that key: nothing to compare with.
+                    return !several_parts;
                 };
                 let same = lines.has_values(row, ids, &line.values);
                 duplicate[row] |= same;
