@@ -126,6 +126,9 @@ impl RandomAccess {
         let len = usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX);
         match self {
             RandomAccess::File(file) => {
+                // No more than the file holds: a header read of a small file stays small.
+                let left = file.metadata()?.len().saturating_sub(start);
+                let len = len.min(usize::try_from(left).unwrap_or(usize::MAX));
                 let mut bytes = vec![0u8; len];
                 let mut filled = 0;
                 while filled < len {
@@ -398,16 +401,8 @@ impl Identity {
     /// The read failed.
     pub fn of(mut reader: impl Read) -> io::Result<Self> {
         let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; 256 * 1024];
-        let mut size_bytes = 0u64;
-        loop {
-            let n = reader.read(&mut buffer)?;
-            if n == 0 {
-                break;
-            }
-            size_bytes += n as u64;
-            hasher.update(&buffer[..n]);
-        }
+        // Through the standard library's copy buffer: a small delivery allocates nothing.
+        let size_bytes = io::copy(&mut reader, &mut hasher)?;
         Ok(Identity {
             content_sha256: hex::encode(hasher.finalize()),
             size_bytes,
