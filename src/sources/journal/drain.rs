@@ -26,7 +26,7 @@ use super::record::Record;
 use super::{Journal, JournalError, Slot};
 
 /// Bodies loaded in one batch at most.
-pub const BATCH_BODIES: usize = 256;
+pub const BATCH_BODIES: usize = 512;
 
 /// Bytes of the bodies of one batch, about.
 const BATCH_BYTES: u64 = 16 * 1024 * 1024;
