@@ -184,6 +184,69 @@ async fn a_corrected_file_keeps_the_first_value_and_counts_the_rest_as_duplicate
     assert_once_and_conserved(&h).await;
 }
 
+/// A re-load compares each stored line with its line by measurement, whatever the column
+/// order: the same values under a header in another order are duplicates; a line whose stored
+/// reading lacks one of its values, or has one it lacks, conflicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_are_compared_by_measurement_not_by_column_or_count() {
+    let h = Harness::new().await;
+    let dir = h.workspace.path("in");
+    let mut first = String::from(HEADER);
+    for minute in 0..4 {
+        first.push_str(&line(1, minute, 10.0 + f64::from(minute), 5.0));
+    }
+    // Minute 4 stored with P1 only.
+    first.push_str(&line(1, 4, 14.0, 5.0).replace(";14;5\n", ";14;\n"));
+    let first = write_file(&dir.join("first_sds011.csv"), &first);
+    process(&h.ctx, &delivery(&first)).await.unwrap();
+    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 9);
+
+    // The same readings with P2 before P1; minute 3 without its P2; minute 4 with a P2.
+    let mut again = String::from("sensor_id;sensor_type;location;lat;lon;timestamp;P2;P1\n");
+    for minute in 0..5 {
+        let p2 = match minute {
+            3 => String::new(),
+            _ => "5".to_owned(),
+        };
+        again.push_str(&format!(
+            "1;SDS011;101;48.1;11.5;2021-05-01T00:{minute:02}:00;{p2};{}\n",
+            10 + minute
+        ));
+    }
+    let again = write_file(&dir.join("again_sds011.csv"), &again);
+    let report = process(&h.ctx, &delivery(&again)).await.unwrap();
+    assert_eq!(
+        report.rows.duplicate, 3,
+        "minutes 0 to 2 are the stored readings"
+    );
+    assert_eq!(
+        report.rows.rejected, 2,
+        "minutes 3 and 4 differ in what they measure"
+    );
+    assert_eq!(file_counts(&h, "again_sds011.csv").await, (5, 0, 2, 3));
+    let codes: Vec<(i64, String)> = h
+        .client
+        .query(
+            "SELECT r.line, r.code FROM sensor_etl.rejects r JOIN v_files f USING (file_id) \
+             WHERE f.file_name = 'again_sds011.csv' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            (5, "conflicting_reading".to_owned()),
+            (6, "conflicting_reading".to_owned())
+        ]
+    );
+    assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 9);
+    assert_once_and_conserved(&h).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_replace_the_new_value_wins_and_the_old_one_is_kept() {
     let h = Harness::with_config(|raw: &mut RawConfig| raw.on_conflict = "replace".into()).await;
