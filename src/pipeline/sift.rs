@@ -8,7 +8,10 @@
 //! Cost: a sensor is claimed once per transaction (`store::once::SensorClaims`); only lines inside
 //! the committed span of their sensor are looked up, in one query per frame. A file of new
 //! readings (the usual case) costs one claim statement per new set of sensors and nothing per
-//! line. Within one file, the validator already rejects a second line of the same key.
+//! line. Within one file, the validator already rejects a second line of the same key. A
+//! delivery loaded again (every line stored) compares each stored line with its own line as
+//! the lookup's rows arrive, so the comparison runs while the database still reads, and keeps
+//! only the lines that differ for the messages and replacements.
 
 use std::collections::HashMap;
 

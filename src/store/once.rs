@@ -148,12 +148,12 @@ const INDEXED_SENSORS: usize = 16;
 /// parallel workers and JIT compilation (20–97 ms a query) to a query of a few milliseconds.
 const PLAN_FOR_RANGES: &str = "SET LOCAL enable_seqscan = off; SET LOCAL jit = off; \
      SET LOCAL max_parallel_workers_per_gather = 0";
-/// Every measurement set.
-const ALL_SETS: &str = "SELECT set_id, measurement_ids FROM measurement_sets";
-
 /// The planner settings as they were.
 const PLAN_AS_CONFIGURED: &str = "SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL jit TO DEFAULT; \
      SET LOCAL max_parallel_workers_per_gather TO DEFAULT";
+
+/// Every measurement set.
+const ALL_SETS: &str = "SELECT set_id, measurement_ids FROM measurement_sets";
 
 /// The committed lines of the sensors `$3` in the time range `$1..=$2`, leaving out those of
 /// the deliveries `$4`; `sensor_test` compares `r.sensor_id` with the sensors: `r.sensor_id`
