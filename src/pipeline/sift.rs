@@ -124,23 +124,27 @@ impl<'f> Lines<'f> {
     }
 
     /// Whether line `row` has exactly the values `values` of the measurements `ids` (bit-equal,
-    /// no other value), without building either side's pairs.
+    /// no other value), without building either side's pairs: each of the line's values must
+    /// be the stored one of its measurement, and the line must have as many as are stored.
     fn has_values(&self, row: usize, ids: &[i16], values: &[f64]) -> bool {
-        let present = self
-            .values
-            .iter()
-            .filter(|(_, column)| column.get(row).is_some())
-            .count();
-        ids.len() == values.len()
-            && present == ids.len()
-            && ids.iter().zip(values).all(|(id, value)| {
-                self.values.iter().any(|(own, column)| {
-                    own == id
-                        && column
-                            .get(row)
-                            .is_some_and(|v| v.to_bits() == value.to_bits())
-                })
-            })
+        if ids.len() != values.len() {
+            return false;
+        }
+        let mut present = 0;
+        for (id, column) in &self.values {
+            let Some(value) = column.get(row) else {
+                continue;
+            };
+            present += 1;
+            let stored = ids
+                .iter()
+                .position(|stored| stored == id)
+                .map(|at| values[at]);
+            if stored.map(f64::to_bits) != Some(value.to_bits()) {
+                return false;
+            }
+        }
+        present == ids.len()
     }
 
     /// Line `row`'s (measurement id, value) pairs, in id order.
