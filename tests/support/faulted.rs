@@ -69,6 +69,19 @@ impl Watched {
     }
 }
 
+impl Drop for Watched {
+    /// A test that failed shows what the child said: the reason is usually there.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "stderr of the child {}:\n{}",
+                self.child.id(),
+                self.stderr()
+            );
+        }
+    }
+}
+
 /// A worker that took one delivered file and holds it at its first chunk for `hold_ms`.
 pub struct Held {
     pub url: String,
