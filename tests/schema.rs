@@ -481,6 +481,55 @@ async fn latest_values_and_sensor_spans_follow_every_delivery() {
     assert_sensor_state_matches_the_readings(&h.client).await;
 }
 
+/// A delivery with more statistics cells than are kept pending writes them part by part; lines
+/// that come late for a bucket already written are merged with it, and every view stays
+/// exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_written_during_a_delivery_take_late_lines_exactly() {
+    let h = Harness::with_config(|raw| raw.chunk_rows = 5_000).await;
+    let path = h.workspace.path("in").join("hours_dht22.csv");
+    // 1,000 sensors, a reading an hour for 60 hours (63,000 cells with the days), then a
+    // late reading of the first hour of each (written by then) and one of the first day.
+    let mut text = String::from("sensor_id;location;lat;lon;timestamp;temperature;humidity\n");
+    let line = |text: &mut String, sensor: u32, hour: u32, minute: u32| {
+        let (day, hour) = (1 + hour / 24, hour % 24);
+        text.push_str(&format!(
+            "{sensor};{sensor};50.0;8.0;2020-03-{day:02}T{hour:02}:{minute:02}:00;{}.{};{}\n",
+            (sensor + hour) % 30,
+            minute % 10,
+            40 + (sensor * 7 + hour) % 50
+        ));
+    };
+    for hour in 0..60 {
+        for sensor in 1..=1_000 {
+            line(&mut text, sensor, hour, 0);
+        }
+    }
+    for sensor in 1..=1_000 {
+        line(&mut text, sensor, 0, 30);
+        line(&mut text, sensor, 5, 45);
+    }
+    write_file(&path, &text);
+    let report = process(
+        &h.ctx,
+        &Delivery::input_file(&path, Disposition::LeaveInPlace),
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.rows.loaded, report.rows.rejected), (62_000, 0));
+    assert_eq!(
+        h.count("SELECT count(*) FROM sensor_etl.hourly_stats")
+            .await,
+        60_000,
+        "one row per sensor and hour"
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM sensor_etl.daily_stats").await,
+        3_000
+    );
+    assert_sensor_state_matches_the_readings(&h.client).await;
+}
+
 /// Readings loaded before the per-sensor state existed get theirs from its migration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrading_fills_the_per_sensor_state_from_the_readings() {

@@ -2,11 +2,13 @@
 //! kept in its transaction.
 //!
 //! Each written frame adds its hourly statistics (computed by the transform stage, on the
-//! producer's thread) to the pending (sensor, hour) and (sensor, day) cells. Past `FLUSH_CELLS` pending cells (and at the end) they are written: a
-//! cell whose bucket may already be stored (inside the sensor's committed span, or written
-//! earlier by this delivery) is merged with the stored row first (Chan et al.: exact); the
-//! others are copied as they are, so a file of new readings reads nothing back. Buckets whose
-//! stored values were replaced are computed again from the readings at the end.
+//! producer's thread) to the pending (sensor, hour) and (sensor, day) cells. Past
+//! `FLUSH_CELLS` pending cells the settled ones are written (each sensor's but its latest
+//! bucket; all of them if that leaves too many), and at the end the rest: a cell whose bucket
+//! may already be stored (inside the sensor's committed span, or written earlier by this
+//! delivery) is merged with the stored row first (Chan et al.: exact); the others are copied
+//! as they are, so a file of new readings reads nothing back. Buckets whose stored values
+//! were replaced are computed again from the readings at the end.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -55,27 +57,59 @@ impl Pending {
                 .is_some_and(|(lo, hi)| *lo <= start && start <= *hi)
     }
 
+    /// Writes every pending cell.
     async fn flush(
         &mut self,
         tx: &Transaction<'_>,
         claims: &SensorClaims,
     ) -> Result<(), StoreError> {
-        if self.cells.is_empty() {
+        let cells = std::mem::take(&mut self.cells);
+        self.write(tx, claims, cells).await
+    }
+
+    /// Writes the cells of each sensor but its latest: lines come in about the order of
+    /// their times, so a sensor's earlier buckets are complete. A line that comes later for
+    /// one of them is merged with what was written, as any stored bucket is: exact either way.
+    async fn flush_settled(
+        &mut self,
+        tx: &Transaction<'_>,
+        claims: &SensorClaims,
+    ) -> Result<(), StoreError> {
+        let mut settled = BTreeMap::new();
+        let mut latest = BTreeMap::new();
+        // Keys are sorted by sensor, then bucket: a sensor's latest is its last key.
+        let mut cells = std::mem::take(&mut self.cells).into_iter().peekable();
+        while let Some((key, cell)) = cells.next() {
+            let has_later = cells
+                .peek()
+                .is_some_and(|((sensor, _), _)| *sensor == key.0);
+            if has_later { &mut settled } else { &mut latest }.insert(key, cell);
+        }
+        self.cells = latest;
+        self.write(tx, claims, settled).await
+    }
+
+    async fn write(
+        &mut self,
+        tx: &Transaction<'_>,
+        claims: &SensorClaims,
+        mut cells: BTreeMap<(i64, i64), Cell>,
+    ) -> Result<(), StoreError> {
+        if cells.is_empty() {
             return Ok(());
         }
-        let maybe: Vec<(i64, i64)> = self
-            .cells
+        let maybe: Vec<(i64, i64)> = cells
             .keys()
             .copied()
             .filter(|(sensor, start)| self.may_be_stored(claims, *sensor, *start))
             .collect();
         for (key, stored) in rollup::take_stored(tx, self.bucket, &maybe).await? {
-            if let Some(cell) = self.cells.get_mut(&key) {
+            if let Some(cell) = cells.get_mut(&key) {
                 merge_cell(cell, &stored);
             }
         }
-        rollup::write(tx, self.bucket, &self.cells).await?;
-        for (sensor, start) in self.cells.keys() {
+        rollup::write(tx, self.bucket, &cells).await?;
+        for (sensor, start) in cells.keys() {
             self.written
                 .entry(*sensor)
                 .and_modify(|(lo, hi)| {
@@ -84,7 +118,6 @@ impl Pending {
                 })
                 .or_insert((*start, *start));
         }
-        self.cells.clear();
         Ok(())
     }
 }
@@ -146,12 +179,18 @@ impl PendingStatistics {
         sensors
     }
 
-    /// Whether the pending cells should be written now.
-    pub fn is_full(&self) -> bool {
-        self.hours.cells.len() + self.days.cells.len() >= FLUSH_CELLS
+    fn pending(&self) -> usize {
+        self.hours.cells.len() + self.days.cells.len()
     }
 
-    /// Writes the pending cells.
+    /// Whether the pending cells should be written now.
+    pub fn is_full(&self) -> bool {
+        self.pending() >= FLUSH_CELLS
+    }
+
+    /// Writes the cells the delivery is done with (each sensor's but its latest bucket), and
+    /// all of them when that leaves too many: a cell written and then added to costs its
+    /// stored row read back and written again.
     ///
     /// # Errors
     /// A statement failed.
@@ -160,8 +199,13 @@ impl PendingStatistics {
         tx: &Transaction<'_>,
         claims: &SensorClaims,
     ) -> Result<(), StoreError> {
-        self.hours.flush(tx, claims).await?;
-        self.days.flush(tx, claims).await
+        self.hours.flush_settled(tx, claims).await?;
+        self.days.flush_settled(tx, claims).await?;
+        if self.is_full() {
+            self.hours.flush(tx, claims).await?;
+            self.days.flush(tx, claims).await?;
+        }
+        Ok(())
     }
 
     /// Writes the pending cells, then computes again the buckets of replaced lines.
@@ -173,7 +217,8 @@ impl PendingStatistics {
         tx: &Transaction<'_>,
         claims: &SensorClaims,
     ) -> Result<(), StoreError> {
-        self.flush(tx, claims).await?;
+        self.hours.flush(tx, claims).await?;
+        self.days.flush(tx, claims).await?;
         for bucket in [HOUR, DAY] {
             let mut keys: Vec<(i64, i64)> = self
                 .replaced
