@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::{self, Cursor, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -23,6 +24,15 @@ use sha2::{Digest, Sha256};
 pub enum ByteSource {
     /// A file, opened anew for each pass.
     File(PathBuf),
+    /// A file opened once, when its delivery was taken ([`Delivery::take`]): every pass reads
+    /// that open file, so a file removed or renamed while it loads is still read whole, and
+    /// every pass reads the same file.
+    Taken {
+        /// Where the file was when it was taken.
+        path: PathBuf,
+        /// The open file, read by position.
+        file: Arc<File>,
+    },
     /// Bytes held in memory (a request body).
     Memory(Bytes),
     /// A CSV rendering of a body in another format (JSON, NDJSON), or of a block of a growing
@@ -56,6 +66,10 @@ impl ByteSource {
             ByteSource::File(path) | ByteSource::RenderedFile { path, .. } => {
                 Box::new(File::open(path)?)
             }
+            ByteSource::Taken { file, .. } => Box::new(FilePass {
+                file: Arc::clone(file),
+                at: 0,
+            }),
             ByteSource::Memory(bytes) | ByteSource::Rendered { bytes, .. } => {
                 Box::new(Cursor::new(bytes.clone()))
             }
@@ -78,8 +92,9 @@ impl ByteSource {
     pub fn random_access(&self) -> io::Result<RandomAccess> {
         Ok(match self {
             ByteSource::File(path) | ByteSource::RenderedFile { path, .. } => {
-                RandomAccess::File(File::open(path)?)
+                RandomAccess::File(Arc::new(File::open(path)?))
             }
+            ByteSource::Taken { file, .. } => RandomAccess::File(Arc::clone(file)),
             ByteSource::Memory(bytes) | ByteSource::Rendered { bytes, .. } => {
                 RandomAccess::Memory(bytes.clone())
             }
@@ -89,7 +104,9 @@ impl ByteSource {
     /// The file behind the source, if it is one.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            ByteSource::File(path) | ByteSource::RenderedFile { path, .. } => Some(path),
+            ByteSource::File(path)
+            | ByteSource::Taken { path, .. }
+            | ByteSource::RenderedFile { path, .. } => Some(path),
             ByteSource::Memory(_) | ByteSource::Rendered { .. } => None,
         }
     }
@@ -98,7 +115,9 @@ impl ByteSource {
 impl fmt::Display for ByteSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ByteSource::File(path) => write!(f, "{}", path.display()),
+            ByteSource::File(path) | ByteSource::Taken { path, .. } => {
+                write!(f, "{}", path.display())
+            }
             ByteSource::RenderedFile { path, .. } => {
                 write!(f, "request body rendered as {}", path.display())
             }
@@ -109,10 +128,25 @@ impl fmt::Display for ByteSource {
     }
 }
 
+/// A pass over an open file by positional reads: passes over the same open file do not move
+/// each other.
+struct FilePass {
+    file: Arc<File>,
+    at: u64,
+}
+
+impl Read for FilePass {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.file.read_at(buf, self.at)?;
+        self.at += read as u64;
+        Ok(read)
+    }
+}
+
 /// A source opened for positional reads.
 pub enum RandomAccess {
     /// A file read with `pread`.
-    File(File),
+    File(Arc<File>),
     /// Bytes in memory.
     Memory(Bytes),
 }
@@ -370,19 +404,27 @@ impl Delivery {
         self.source.path()
     }
 
-    /// Takes a file source: opens it once and stamps that open file, so that its identity is
-    /// read from the same file even if the name is removed or replaced meanwhile. `None` for
-    /// bytes in memory.
+    /// Takes a file source: opens it once and stamps that open file. The delivery returned
+    /// reads that open file in every pass ([`ByteSource::Taken`]), so its identity, its rows
+    /// and its quarantined bytes come from the same file even if the name is removed or
+    /// replaced meanwhile. Other sources are returned as they are, with no stamp.
     ///
     /// # Errors
     /// The file cannot be opened.
-    pub fn take(&self) -> io::Result<Option<(File, FileStamp)>> {
-        let Some(path) = self.path() else {
-            return Ok(None);
+    pub fn take(&self) -> io::Result<(Delivery, Option<FileStamp>)> {
+        let ByteSource::File(path) = &self.source else {
+            return Ok((self.clone(), None));
         };
         let file = File::open(path)?;
         let stamp = FileStamp::of_metadata(&file.metadata()?);
-        Ok(Some((file, stamp)))
+        let taken = Delivery {
+            source: ByteSource::Taken {
+                path: path.clone(),
+                file: Arc::new(file),
+            },
+            ..self.clone()
+        };
+        Ok((taken, Some(stamp)))
     }
 
     /// Reads the whole source once and returns its identity.

@@ -14,6 +14,7 @@
 //! | point | where |
 //! | --- | --- |
 //! | `watch::claimed` | the watcher holds its claims, nothing processed yet |
+//! | `pipeline::taken` | a delivery's file is open and stamped, nothing of it read yet |
 //! | `pipeline::chunk-read` | the producer read a chunk of a delivery (holds it in processing) |
 //! | `pipeline::copy-chunk` | a chunk's readings went into the open COPY, before the commit |
 //! | `pipeline::after-commit` | the delivery committed, its source not yet disposed of |

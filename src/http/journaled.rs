@@ -98,7 +98,7 @@ pub async fn keep(
     let (bytes, line_shift) = match &delivery.source {
         ByteSource::Memory(bytes) => (bytes.clone(), None),
         ByteSource::Rendered { bytes, line_shift } => (bytes.clone(), Some(*line_shift)),
-        ByteSource::File(_) | ByteSource::RenderedFile { .. } => {
+        ByteSource::File(_) | ByteSource::Taken { .. } | ByteSource::RenderedFile { .. } => {
             return Err(ApiError::unavailable(
                 "database_unavailable",
                 "the database is unavailable; bodies over 1 MiB are not kept in the push \

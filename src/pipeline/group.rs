@@ -157,7 +157,8 @@ pub async fn prepare_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
             .into_iter()
             .map(|delivery| {
                 let prepared = super::take_source(&delivery)
-                    .and_then(|taken| Job::identify(delivery.clone(), taken))
+                    .inspect(|_| crate::faults::point("pipeline::taken"))
+                    .and_then(Job::identify)
                     .and_then(|job| prepare(&settings, job));
                 (delivery, prepared)
             })

@@ -73,8 +73,8 @@ struct Job {
     stamp: Option<FileStamp>,
 }
 
-/// A file source opened and stamped before anything of it is read.
-type Taken = Option<(std::fs::File, FileStamp)>;
+/// A delivery whose file source is open and stamped before anything of it is read.
+type Taken = (Delivery, Option<FileStamp>);
 
 /// Takes a delivery's file source (see `Delivery::take`).
 fn take_source(delivery: &Delivery) -> Result<Taken> {
@@ -84,14 +84,11 @@ fn take_source(delivery: &Delivery) -> Result<Taken> {
 }
 
 impl Job {
-    /// Reads the delivery's identity (blocking: call from a blocking thread), from the file
-    /// taken before any reading began when it is one.
-    fn identify(delivery: Delivery, taken: Taken) -> Result<Self> {
-        let read_error = |e| Error::Read(delivery.source.to_string(), e);
-        let (identity, stamp) = match taken {
-            Some((file, stamp)) => (Identity::of(file).map_err(read_error)?, Some(stamp)),
-            None => (delivery.identify().map_err(read_error)?, None),
-        };
+    /// Reads the identity of a taken delivery (blocking: call from a blocking thread).
+    fn identify((delivery, stamp): Taken) -> Result<Self> {
+        let identity = delivery
+            .identify()
+            .map_err(|e| Error::Read(delivery.source.to_string(), e))?;
         Ok(Self {
             delivery,
             identity,

@@ -90,6 +90,8 @@ async fn process_in(
 ) -> Result<DeliveryReport> {
     let started = Instant::now();
     let taken = super::take_source(delivery)?;
+    crate::faults::point("pipeline::taken");
+    let delivery = &taken.0.clone();
     // The validator starts on the first chunks while the source is hashed: the database then
     // gets rows as soon as the ledger has been checked.
     let mut early_producer = Some(Producer::start(
@@ -97,8 +99,7 @@ async fn process_in(
         delivery,
         mode.clone(),
     ));
-    let owned = delivery.clone();
-    let job = tokio::task::spawn_blocking(move || Job::identify(owned, taken))
+    let job = tokio::task::spawn_blocking(move || Job::identify(taken))
         .await
         .expect("identity task does not panic")?;
     let report = loop {

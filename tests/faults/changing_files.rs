@@ -8,7 +8,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::support::faulted::{
-    committed_at_least, hold_one_file, sha256_hex, with_inbox, Held, Watched, LIMIT,
+    committed_at_least, hold_one_file, hold_one_file_at, sha256_hex, with_inbox, Held, Watched,
+    LIMIT,
 };
 use crate::support::workers::{
     assert_exactly_once, csv_files_in, deliver, make_files, sensor_etl_command, wait_until_empty,
@@ -373,6 +374,27 @@ async fn a_file_removed_while_it_loads_commits_without_a_failure() {
     std::fs::remove_file(&file).unwrap();
     committed_at_least(&url, 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    running.signal(Signal::SIGTERM);
+    let (status, stderr) = running.exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("File failed"), "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+    assert_exactly_once(&url, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_removed_before_anything_of_it_is_read_loads_whole_from_the_open_file() {
+    // The worker opened the file (its delivery is taken) and read nothing yet; the producer
+    // removes it. Every pass over it (identity, validation, quarantine) reads the file taken.
+    let Held {
+        url,
+        workspace: _workspace,
+        file,
+        running,
+        ..
+    } = hold_one_file_at("pipeline::taken", 1500, &[]).await;
+    std::fs::remove_file(&file).unwrap();
+    committed_at_least(&url, 1).await;
     running.signal(Signal::SIGTERM);
     let (status, stderr) = running.exit();
     assert_eq!(status.code(), Some(0), "{stderr}");

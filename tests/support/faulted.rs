@@ -95,6 +95,11 @@ pub struct Held {
 /// Delivers one file to a worker (with `env` on top of the usual settings) and waits until it
 /// holds the file at its first chunk.
 pub async fn hold_one_file(hold_ms: u64, env: &[(&str, &str)]) -> Held {
+    hold_one_file_at("pipeline::chunk-read", hold_ms, env).await
+}
+
+/// [`hold_one_file`], held at the fault point `point` instead.
+pub async fn hold_one_file_at(point: &str, hold_ms: u64, env: &[(&str, &str)]) -> Held {
     let url = fresh_database().await;
     let workspace = Workspace::new();
     let inbox = workspace.path("data");
@@ -103,12 +108,9 @@ pub async fn hold_one_file(hold_ms: u64, env: &[(&str, &str)]) -> Held {
     for (key, value) in env {
         command.env(key, value);
     }
-    let running = Watched::spawn(
-        command,
-        &format!("pipeline::chunk-read=1*return(sleep:{hold_ms})"),
-    );
+    let running = Watched::spawn(command, &format!("{point}=1*return(sleep:{hold_ms})"));
     deliver(&staged[0], &inbox);
-    running.reached("pipeline::chunk-read").await;
+    running.reached(point).await;
     let file = inbox.join(staged[0].file_name().unwrap());
     Held {
         url,
