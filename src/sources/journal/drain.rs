@@ -198,14 +198,28 @@ async fn write_staged(journal: &Journal, ctx: &PipelineCtx, staged: Staged) -> R
         return Ok(());
     };
     let outcomes = process_prepared_in_groups(ctx, group).await;
+    // Loaded bodies are marked together, before any failure is settled and whatever stops
+    // the batch.
+    let mut loaded = Vec::with_capacity(staged.todo.len());
     for ((slot, record), (_, outcome)) in staged.todo.iter().zip(outcomes) {
-        match outcome {
-            Some(Ok(_)) => journal.loaded(&[slot.sequence]),
-            Some(Err(error)) => settle_failure(journal, ctx, slot, record, error).await?,
+        let settled = match outcome {
+            Some(Ok(_)) => {
+                loaded.push(slot.sequence);
+                continue;
+            }
+            Some(Err(error)) => {
+                journal.loaded(&std::mem::take(&mut loaded));
+                settle_failure(journal, ctx, slot, record, error).await
+            }
             // An outage stopped the batch here: the rest is tried again.
-            None => return Err(Stopped::Outage),
+            None => Err(Stopped::Outage),
+        };
+        if settled.is_err() {
+            journal.loaded(&loaded);
+            return settled;
         }
     }
+    journal.loaded(&loaded);
     Ok(())
 }
 

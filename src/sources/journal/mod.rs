@@ -134,6 +134,8 @@ struct State {
     pending_bytes: u64,
     /// (when, bodies) of recent drained batches, for the drain rate.
     drained: VecDeque<(Instant, usize)>,
+    /// The bodies in `drained`.
+    drained_bodies: usize,
     /// A body was refused for room, and no room was freed since.
     full: bool,
 }
@@ -387,6 +389,7 @@ impl Journal {
             }
         }
         state.drained.push_back((Instant::now(), sequences.len()));
+        state.drained_bodies += sequences.len();
         state.remove_finished_segments();
         state.publish();
         crate::telemetry::record_journal_loaded(sequences.len());
@@ -471,13 +474,14 @@ impl State {
     }
 
     fn stats(&mut self) -> JournalStats {
-        while let Some((when, _)) = self.drained.front() {
+        while let Some((when, bodies)) = self.drained.front() {
             if when.elapsed() <= RATE_WINDOW {
                 break;
             }
+            self.drained_bodies -= bodies;
             self.drained.pop_front();
         }
-        let recent: usize = self.drained.iter().map(|(_, n)| n).sum();
+        let recent = self.drained_bodies;
         let oldest = self.pending.values().next().map_or(0.0, |slot| {
             (Utc::now() - slot.received_at).num_milliseconds().max(0) as f64 / 1000.0
         });
