@@ -404,6 +404,67 @@ async fn a_file_removed_before_anything_of_it_is_read_loads_whole_from_the_open_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_file_quarantines_its_rejected_line_byte_for_byte_from_the_open_file() {
+    let (url, workspace, inbox) = with_inbox().await;
+    let header = "sensor_id;sensor_type;location;lat;lon;timestamp;temperature;humidity\n";
+    let bad = "7;DHT22;70;50.0;8.0;2021-03-01T00:02:00;hot;50\n";
+    let staged = workspace.path("staging").join("one_bad_dht22.csv");
+    std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+    std::fs::write(
+        &staged,
+        format!(
+            "{header}7;DHT22;70;50.0;8.0;2021-03-01T00:00:00;20.5;50\n\
+             7;DHT22;70;50.0;8.0;2021-03-01T00:01:00;20.6;51\n{bad}"
+        ),
+    )
+    .unwrap();
+    let running = Watched::spawn(
+        worker_command(&workspace, &url),
+        "pipeline::taken=1*return(sleep:1500)",
+    );
+    deliver(&staged, &inbox);
+    running.reached("pipeline::taken").await;
+    std::fs::remove_file(inbox.join("one_bad_dht22.csv")).unwrap();
+    committed_at_least(&url, 1).await;
+    running.signal(Signal::SIGTERM);
+    let (status, stderr) = running.exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+    let counts: (String, i64, i64) = {
+        let row = connect(&url)
+            .await
+            .query_one(
+                "SELECT status, rows_loaded, rows_rejected FROM v_files",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!(counts, ("partially_loaded".to_owned(), 2, 1));
+    let quarantine = workspace.path("quarantine");
+    let rejected = std::fs::read_dir(&quarantine)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".rejected.csv"))
+        .expect("the rejected rows beside the error log");
+    assert_eq!(
+        std::fs::read_to_string(rejected).unwrap(),
+        format!("{header}{bad}")
+    );
+    let reasons = std::fs::read_dir(&quarantine)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".errors.jsonl"))
+        .expect("the reasons of the rejected rows");
+    let reasons = std::fs::read_to_string(reasons).unwrap();
+    assert!(
+        reasons.contains(r#""line":4,"#) && reasons.contains(r#""code":"not_a_number""#),
+        "{reasons}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_appender_that_closes_after_every_line_is_loaded_once_whole() {
     use std::io::Write;
     let url = fresh_database().await;
