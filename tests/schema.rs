@@ -1,7 +1,8 @@
 //! The store's tables and views against a real PostgreSQL: the COPY round trip with NULLs,
 //! sensor types added by configuration alone, upgrades that keep every reading, the plans of
-//! the common questions, one row per statistics bucket, positions kept in the rows, latest
-//! values and spans, and a public schema that holds only the views.
+//! the common questions, one row per statistics bucket (written part by part when a delivery
+//! has many), positions kept in the rows, latest values and spans (updated in place), and a
+//! public schema that holds only the views.
 
 use sensor_etl::config::RawMeasurement;
 use sensor_etl::config::RawSensorType;
@@ -526,6 +527,57 @@ async fn statistics_written_during_a_delivery_take_late_lines_exactly() {
     assert_eq!(
         h.count("SELECT count(*) FROM sensor_etl.daily_stats").await,
         3_000
+    );
+    assert_sensor_state_matches_the_readings(&h.client).await;
+}
+
+/// The per-sensor state is updated by every delivery of its sensors: the new versions of its
+/// rows go in the pages they are in (no index changes), so the tables do not grow with
+/// updates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_sensor_state_is_updated_in_place() {
+    let h = Harness::new().await;
+    let dir = h.workspace.path("in");
+    let pages = |table: &'static str| {
+        let client = &h.client;
+        async move {
+            client
+                .query_one(
+                    &format!("SELECT pg_relation_size('sensor_etl.{table}') / 8192"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let mut sizes = Vec::new();
+    for minute in 0..3 {
+        let mut text = String::from("sensor_id;location;lat;lon;timestamp;temperature;humidity\n");
+        for sensor in 1..=400 {
+            text.push_str(&format!(
+                "{sensor};{sensor};50.0;8.0;2020-03-01T00:{minute:02}:00;{}.5;{}\n",
+                minute + 10,
+                40 + minute
+            ));
+        }
+        let path = write_file(&dir.join(format!("round_{minute}_dht22.csv")), &text);
+        let report = process(
+            &h.ctx,
+            &Delivery::input_file(&path, Disposition::LeaveInPlace),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.rows.loaded, 400);
+        sizes.push((pages("latest_values").await, pages("sensor_spans").await));
+    }
+    assert!(sizes[0].0 > 1 && sizes[0].1 > 1, "{sizes:?}");
+    // Every row was updated twice; written anew each time, the tables would be three times
+    // their size. A row version that does not fit its page may still take a new one.
+    let within = |first: i64, last: i64| last <= first + first / 10 + 1;
+    assert!(
+        within(sizes[0].0, sizes[2].0) && within(sizes[0].1, sizes[2].1),
+        "the tables grew with updates (pages of latest_values, sensor_spans): {sizes:?}"
     );
     assert_sensor_state_matches_the_readings(&h.client).await;
 }
