@@ -427,6 +427,13 @@ impl Delivery {
         Ok((taken, Some(stamp)))
     }
 
+    /// Closes a taken file once every pass over it is done: the source is its path again.
+    pub fn release(&mut self) {
+        if let ByteSource::Taken { path, .. } = &self.source {
+            self.source = ByteSource::File(path.clone());
+        }
+    }
+
     /// Reads the whole source once and returns its identity.
     ///
     /// # Errors

@@ -48,7 +48,7 @@ struct Prepared {
 
 /// Reads a whole (small) delivery through the same stages as the streaming path, holding its
 /// chunks in memory; one over the reject ratio is read again as a whole rejection.
-fn prepare(settings: &Settings, job: Job) -> Result<Prepared> {
+fn prepare(settings: &Settings, mut job: Job) -> Result<Prepared> {
     let target = job.quarantine_target(settings);
     let source = &job.delivery.source;
     let mut mode = Mode::Load;
@@ -107,6 +107,8 @@ fn prepare(settings: &Settings, job: Job) -> Result<Prepared> {
                 quarantined,
             } => (rejection, quarantined),
         };
+        // Every pass over the source is done: a group holds no open file while it is written.
+        job.delivery.release();
         return Ok(Prepared {
             job,
             readings: accepted,

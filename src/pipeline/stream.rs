@@ -91,6 +91,7 @@ async fn process_in(
     let started = Instant::now();
     let taken = super::take_source(delivery)?;
     crate::faults::point("pipeline::taken");
+    // From here every pass reads the file taken (`Delivery::take`), not its name.
     let delivery = &taken.0.clone();
     // The validator starts on the first chunks while the source is hashed: the database then
     // gets rows as soon as the ledger has been checked.
