@@ -404,6 +404,32 @@ async fn a_file_removed_before_anything_of_it_is_read_loads_whole_from_the_open_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_of_a_group_removed_while_it_is_prepared_load_whole_if_taken_and_are_gone_if_not() {
+    // Both files wait in the inbox before the worker starts: its first claim takes them
+    // together, as one group. The group holds at its first file's take; then both are removed.
+    let (url, workspace, inbox) = with_inbox().await;
+    for staged in make_files(&workspace.path("staging"), 2) {
+        deliver(&staged, &inbox);
+    }
+    let running = Watched::spawn(
+        worker_command(&workspace, &url),
+        "pipeline::taken=1*return(sleep:1500)",
+    );
+    running.reached("pipeline::taken").await;
+    for entry in std::fs::read_dir(&inbox).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    committed_at_least(&url, 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.signal(Signal::SIGTERM);
+    let (status, stderr) = running.exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+    // The file taken loads whole; the other was gone before it was opened: nothing of it.
+    assert_exactly_once(&url, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_file_quarantines_its_rejected_line_byte_for_byte_from_the_open_file() {
     let (url, workspace, inbox) = with_inbox().await;
     let header = "sensor_id;sensor_type;location;lat;lon;timestamp;temperature;humidity\n";
