@@ -198,29 +198,29 @@ async fn write_staged(journal: &Journal, ctx: &PipelineCtx, staged: Staged) -> R
         return Ok(());
     };
     let outcomes = process_prepared_in_groups(ctx, group).await;
-    // Loaded bodies are marked together, before any failure is settled and whatever stops
-    // the batch.
+    // Loaded bodies are marked together: before a failure is settled, and whatever stops the
+    // batch.
     let mut loaded = Vec::with_capacity(staged.todo.len());
+    let mut ended = Ok(());
     for ((slot, record), (_, outcome)) in staged.todo.iter().zip(outcomes) {
-        let settled = match outcome {
-            Some(Ok(_)) => {
-                loaded.push(slot.sequence);
-                continue;
-            }
+        match outcome {
+            Some(Ok(_)) => loaded.push(slot.sequence),
             Some(Err(error)) => {
                 journal.loaded(&std::mem::take(&mut loaded));
-                settle_failure(journal, ctx, slot, record, error).await
+                if let Err(stop) = settle_failure(journal, ctx, slot, record, error).await {
+                    ended = Err(stop);
+                    break;
+                }
             }
             // An outage stopped the batch here: the rest is tried again.
-            None => Err(Stopped::Outage),
-        };
-        if settled.is_err() {
-            journal.loaded(&loaded);
-            return settled;
+            None => {
+                ended = Err(Stopped::Outage);
+                break;
+            }
         }
     }
     journal.loaded(&loaded);
-    Ok(())
+    ended
 }
 
 /// A reader of journal records that can move to a blocking thread.
