@@ -18,16 +18,7 @@ use crate::support::Harness;
 async fn copy_round_trip_keeps_values_and_nulls() {
     let h = Harness::new().await;
     let path = h.workspace.path("in/station_dht22.csv");
-    write_file(
-        &path,
-        "sensor_id,timestamp,temperature,humidity\n7,2020-05-01T10:00:00+02:00,-3.25,\n7,2020-05-01 08:01:00.5,21.5,55\n",
-    );
-    let report = process(
-        &h.ctx,
-        &Delivery::input_file(&path, Disposition::LeaveInPlace),
-    )
-    .await
-    .unwrap();
+    let report = h.load(&path, "sensor_id,timestamp,temperature,humidity\n7,2020-05-01T10:00:00+02:00,-3.25,\n7,2020-05-01 08:01:00.5,21.5,55\n").await;
     assert_eq!(report.status, FileStatus::Loaded);
     let rows = h
         .client
@@ -118,13 +109,7 @@ async fn a_sensor_type_added_by_configuration_loads_without_migration() {
     })
     .await;
     let path = h.workspace.path("in/2024-01-01_scd30_sensor_9.csv");
-    write_file(&path, "sensor_id;sensor_type;timestamp;CO2_ppm\n9;SCD30;2024-01-01T00:00:00;415\n9;SCD30;2024-01-01T00:01:00;20000\n");
-    let report = process(
-        &h.ctx,
-        &Delivery::input_file(&path, Disposition::LeaveInPlace),
-    )
-    .await
-    .unwrap();
+    let report = h.load(&path, "sensor_id;sensor_type;timestamp;CO2_ppm\n9;SCD30;2024-01-01T00:00:00;415\n9;SCD30;2024-01-01T00:01:00;20000\n").await;
     assert_eq!((report.rows.loaded, report.rows.rejected), (1, 1));
     let row = h
         .client
@@ -241,13 +226,7 @@ async fn common_questions_use_the_readings_index() {
             i % 60
         ));
     }
-    write_file(&path, &text);
-    process(
-        &h.ctx,
-        &Delivery::input_file(&path, Disposition::LeaveInPlace),
-    )
-    .await
-    .unwrap();
+    h.load(&path, &text).await;
     h.client
         .batch_execute("SET enable_seqscan = off")
         .await
@@ -283,19 +262,14 @@ async fn each_statistics_bucket_is_one_row_found_by_its_key() {
     let dir = h.workspace.path("in");
     for (name, minute) in [("a_dht22.csv", 0), ("b_dht22.csv", 30)] {
         let path = dir.join(name);
-        write_file(
+        h.load(
             &path,
             &format!(
                 "sensor_id,timestamp,temperature,humidity\n\
                  7,2022-02-01T01:{minute:02}:00Z,1.5,50\n8,2022-02-01T01:{minute:02}:00Z,2.5,60\n"
             ),
-        );
-        process(
-            &h.ctx,
-            &Delivery::input_file(&path, Disposition::LeaveInPlace),
         )
-        .await
-        .unwrap();
+        .await;
     }
     assert_sensor_state_matches_the_readings(&h.client).await;
     for (table, column) in [("hourly_stats", "hour"), ("daily_stats", "day")] {
@@ -361,13 +335,7 @@ async fn many_distinct_positions_stay_in_the_rows() {
             i % 40
         ));
     }
-    write_file(&path, &text);
-    let report = process(
-        &h.ctx,
-        &Delivery::input_file(&path, Disposition::LeaveInPlace),
-    )
-    .await
-    .unwrap();
+    let report = h.load(&path, &text).await;
     assert_eq!(report.rows.loaded, u64::from(lines));
     assert_eq!(h.count("SELECT count(*) FROM positions").await, 0);
     assert_eq!(
@@ -510,13 +478,7 @@ async fn statistics_written_during_a_delivery_take_late_lines_exactly() {
         line(&mut text, sensor, 0, 30);
         line(&mut text, sensor, 5, 45);
     }
-    write_file(&path, &text);
-    let report = process(
-        &h.ctx,
-        &Delivery::input_file(&path, Disposition::LeaveInPlace),
-    )
-    .await
-    .unwrap();
+    let report = h.load(&path, &text).await;
     assert_eq!((report.rows.loaded, report.rows.rejected), (62_000, 0));
     assert_eq!(
         h.count("SELECT count(*) FROM sensor_etl.hourly_stats")
@@ -561,13 +523,9 @@ async fn per_sensor_state_is_updated_in_place() {
                 40 + minute
             ));
         }
-        let path = write_file(&dir.join(format!("round_{minute}_dht22.csv")), &text);
-        let report = process(
-            &h.ctx,
-            &Delivery::input_file(&path, Disposition::LeaveInPlace),
-        )
-        .await
-        .unwrap();
+        let report = h
+            .load(&dir.join(format!("round_{minute}_dht22.csv")), &text)
+            .await;
         assert_eq!(report.rows.loaded, 400);
         sizes.push((pages("latest_values").await, pages("sensor_spans").await));
     }
@@ -634,17 +592,12 @@ async fn upgrading_fills_the_per_sensor_state_from_the_readings() {
 async fn the_public_schema_holds_only_the_views() {
     let h = Harness::new().await;
     let path = h.workspace.path("in/station_dht22.csv");
-    write_file(
+    h.load(
         &path,
         "sensor_id,timestamp,temperature,humidity\n7,2020-05-01T10:00:00,20.5,50\n\
          7,2020-05-01T10:01:00,abc,50\n",
-    );
-    process(
-        &h.ctx,
-        &Delivery::input_file(&path, Disposition::LeaveInPlace),
     )
-    .await
-    .unwrap();
+    .await;
     let (plain, connection) = tokio_postgres::connect(&h.url, tokio_postgres::NoTls)
         .await
         .unwrap();

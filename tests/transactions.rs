@@ -119,16 +119,12 @@ async fn an_interrupted_file_leaves_nothing_and_loads_once_later() {
 async fn too_many_rejects_quarantine_the_whole_file() {
     let h = Harness::with_config(|raw| raw.max_reject_ratio = 0.5).await;
     let path = h.workspace.path("in/mostly_bad_dht22.csv");
-    write_file(
-        &path,
-        "sensor_id;timestamp;temperature;humidity\n1;2020-01-01T00:00:00;20;50\n1;2020-01-01T00:01:00;99;50\n1;2020-01-01T00:02:00;x;50\n",
-    );
-    let report = process(
-        &h.ctx,
-        &Delivery::input_file(&path, Disposition::LeaveInPlace),
-    )
-    .await
-    .unwrap();
+    let report = h
+        .load(
+            &path,
+            "sensor_id;timestamp;temperature;humidity\n1;2020-01-01T00:00:00;20;50\n1;2020-01-01T00:01:00;99;50\n1;2020-01-01T00:02:00;x;50\n",
+        )
+        .await;
     assert_eq!(
         (report.status, report.rows.loaded, report.rows.rejected),
         (FileStatus::Rejected, 0, 3)
@@ -274,13 +270,7 @@ async fn rejects_in_many_chunks_leave_every_line_accounted_for_once() {
             i % 30
         ));
     }
-    write_file(&path, &text);
-    let report = process(
-        &h.ctx,
-        &Delivery::input_file(&path, Disposition::LeaveInPlace),
-    )
-    .await
-    .unwrap();
+    let report = h.load(&path, &text).await;
     let bad = bad_lines.len() as u64;
     assert_eq!(report.status, FileStatus::PartiallyLoaded);
     assert_eq!(

@@ -227,6 +227,20 @@ impl Harness {
     pub async fn count(&self, sql: &str) -> i64 {
         self.client.query_one(sql, &[]).await.unwrap().get(0)
     }
+
+    /// Writes `text` to `path` and loads it where it is (as `ingest` does).
+    pub async fn load(&self, path: &Path, text: &str) -> sensor_etl::pipeline::DeliveryReport {
+        fixtures::write_file(path, text);
+        sensor_etl::pipeline::process(
+            &self.ctx,
+            &sensor_etl::delivery::Delivery::input_file(
+                path,
+                sensor_etl::delivery::Disposition::LeaveInPlace,
+            ),
+        )
+        .await
+        .unwrap()
+    }
 }
 
 /// A connection that, like sensor-etl's own, sees its tables (schema `sensor_etl`) beside the
