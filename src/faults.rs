@@ -17,6 +17,7 @@
 //! | `pipeline::taken` | a delivery's file is open and stamped, nothing of it read yet |
 //! | `pipeline::chunk-read` | the producer read a chunk of a delivery (holds it in processing) |
 //! | `pipeline::copy-chunk` | a chunk's readings went into the open COPY, before the commit |
+//! | `pipeline::before-commit` | every statement of a delivery transaction is done, its commit not yet sent |
 //! | `pipeline::after-commit` | the delivery committed, its source not yet disposed of |
 //! | `lake::before-commit` | an export wrote a table's Parquet files, its Delta commit not yet made |
 

@@ -139,6 +139,7 @@ pub(super) async fn record_and_commit(
     {
         job.check_unchanged()?;
     }
+    crate::faults::point("pipeline::before-commit");
     tx.commit().await.map_err(StoreError::from)?;
     if !new.is_empty() {
         ctx.store.readings_committed();

@@ -32,6 +32,7 @@ use crate::validate::{FileValidator, Mode, ReadingColumns, RejectedLines, Valida
 
 use super::admit::{admit, Candidate, Fate};
 use super::commit::{self, DuplicateDelivery, NewDelivery};
+use super::lanes::{self, Tie};
 use super::readings::{Frame, OnConflictLine, ReadingsWriter};
 use super::tally::Tally;
 
@@ -152,10 +153,58 @@ pub struct PreparedGroup {
 /// The transform failed.
 pub async fn prepare_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result<PreparedGroup> {
     let started = Instant::now();
+    let read = read_group(ctx, deliveries.to_vec()).await;
+    assemble(ctx, started, read).await
+}
+
+/// [`prepare_group`] split into at most `lanes` groups that can be written at the same time,
+/// each in its own transaction, with the outcomes of the order given (`pipeline::lanes`). Each
+/// lane comes with the positions of its deliveries in `deliveries`.
+///
+/// # Errors
+/// The transform of a lane failed.
+pub async fn prepare_lanes(
+    ctx: &PipelineCtx,
+    deliveries: &[Delivery],
+    lanes: usize,
+) -> Result<Vec<(Vec<usize>, PreparedGroup)>> {
+    let started = Instant::now();
+    let read = read_group(ctx, deliveries.to_vec()).await;
+    let split = {
+        let ties: Vec<Vec<Tie<'_>>> = read
+            .iter()
+            .map(|(delivery, prepared)| ties_of(delivery, prepared.as_ref().ok()))
+            .collect();
+        let weights: Vec<u64> = read
+            .iter()
+            .map(|(_, prepared)| {
+                prepared
+                    .as_ref()
+                    .map_or(1, |p| p.readings.sensor_id.len() as u64 + 1)
+            })
+            .collect();
+        lanes::split(&ties, &weights, lanes)
+    };
+    let mut read: Vec<Option<Read>> = read.into_iter().map(Some).collect();
+    let assembled = split.iter().map(|positions| {
+        let part: Vec<Read> = positions
+            .iter()
+            .filter_map(|&position| read[position].take())
+            .collect();
+        assemble(ctx, started, part)
+    });
+    let groups = futures_util::future::try_join_all(assembled.collect::<Vec<_>>()).await?;
+    Ok(split.into_iter().zip(groups).collect())
+}
+
+/// A delivery of a group, read and validated (or the reason it could not be).
+type Read = (Delivery, Result<Prepared>);
+
+/// Reads and validates each delivery of a group on a blocking thread.
+async fn read_group(ctx: &PipelineCtx, deliveries: Vec<Delivery>) -> Vec<Read> {
     let settings = Arc::clone(&ctx.settings);
-    let owned = deliveries.to_vec();
-    let prepared = tokio::task::spawn_blocking(move || {
-        owned
+    tokio::task::spawn_blocking(move || {
+        deliveries
             .into_iter()
             .map(|delivery| {
                 let prepared = super::take_source(&delivery)
@@ -164,13 +213,54 @@ pub async fn prepare_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
                     .and_then(|job| prepare(&settings, job));
                 (delivery, prepared)
             })
-            .collect::<Vec<_>>()
+            .collect()
     })
     .await
-    .expect("validation does not panic");
+    .expect("validation does not panic")
+}
+
+/// What orders a delivery against others (`pipeline::lanes`); one that could not be read
+/// writes nothing that another's outcome depends on.
+fn ties_of<'a>(delivery: &'a Delivery, prepared: Option<&'a Prepared>) -> Vec<Tie<'a>> {
+    let Some(prepared) = prepared else {
+        return Vec::new();
+    };
+    let readings = &prepared.readings;
+    let mut ties: Vec<Tie<'a>> = readings
+        .sensor_id
+        .iter()
+        .map(|&id| Tie::Sensor(id))
+        .collect();
+    ties.extend(
+        readings
+            .location_id
+            .iter()
+            .flatten()
+            .map(|&id| Tie::Location(id)),
+    );
+    ties.sort_unstable_by_key(|tie| match tie {
+        Tie::Sensor(id) => (0, *id),
+        Tie::Location(id) => (1, *id),
+        _ => (2, 0),
+    });
+    ties.dedup();
+    ties.push(Tie::Content(&prepared.job.identity.content_sha256));
+    ties.extend(delivery.key.as_deref().map(Tie::Key));
+    ties.extend(
+        delivery
+            .device
+            .as_ref()
+            .map(|mark| Tie::Device(&mark.device)),
+    );
+    ties
+}
+
+/// A group of read deliveries transformed in one polars pass (on a blocking thread).
+async fn assemble(ctx: &PipelineCtx, started: Instant, read: Vec<Read>) -> Result<PreparedGroup> {
+    let deliveries: Vec<Delivery> = read.iter().map(|(delivery, _)| delivery.clone()).collect();
     let mut failed = Vec::new();
-    let mut ready = Vec::with_capacity(prepared.len());
-    for (position, (delivery, result)) in prepared.into_iter().enumerate() {
+    let mut ready = Vec::with_capacity(read.len());
+    for (position, (delivery, result)) in read.into_iter().enumerate() {
         match result {
             Ok(file) => ready.push((position, file)),
             Err(error) => failed.push((position, (delivery, Err(error)))),
@@ -196,7 +286,7 @@ pub async fn prepare_group(ctx: &PipelineCtx, deliveries: &[Delivery]) -> Result
     };
     Ok(PreparedGroup {
         started,
-        deliveries: deliveries.to_vec(),
+        deliveries,
         failed,
         ready,
         transformed,

@@ -3,6 +3,7 @@
 //!
 //! - [`stream`]: one delivery streamed in bounded chunks into one transaction (any size);
 //! - [`group`]: the group commit, several small deliveries in one transaction;
+//! - [`lanes`]: a group split into parts that can be written at once, in any order;
 //! - [`admit`]: the start of every delivery transaction, on both paths: keys and contents
 //!   locked, each delivery new or a duplicate;
 //! - [`commit`]: the end of every delivery transaction, on both paths: what is written after
@@ -25,6 +26,7 @@ mod admit;
 mod commit;
 pub mod committer;
 mod group;
+mod lanes;
 mod marks;
 mod readings;
 mod settle;
@@ -49,8 +51,8 @@ use crate::validate::quarantine::QuarantineTarget;
 
 pub use crate::delivery::Disposition;
 pub use group::{
-    prepare_group, process_group, process_in_groups, process_prepared_in_groups, PreparedGroup,
-    SplitOutcomes,
+    prepare_group, prepare_lanes, process_group, process_in_groups, process_prepared_in_groups,
+    PreparedGroup, SplitOutcomes,
 };
 pub use stream::{process, process_unreadable};
 pub use tally::{DeliveryReport, IngestSummary};

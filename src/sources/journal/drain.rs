@@ -3,23 +3,27 @@
 //! Each batch first asks the database which of its records it holds already (their receipts
 //! were committed with their readings, `store::receipts`): those are only marked loaded, so a
 //! crash between a commit and the journal's own bookkeeping repeats nothing. The rest become
-//! deliveries carrying their journal mark, committed as one group (one transaction, each body
-//! its own ledger row); a group that fails as a whole for a reason of its data (a conflicting
-//! reading, a key that names other content) is split until the body at fault goes alone
-//! (`pipeline::process_in_groups`), where each line gets its own verdict. While the database is away the drain backs
+//! deliveries carrying their journal mark, split in lanes (`pipeline::lanes`): bodies that share
+//! a sensor, location, content, key or device go in the same lane, in journal order, and each
+//! lane is committed as one group (one transaction, each body its own ledger row), the lanes
+//! at the same time on their own connections. Lanes share nothing whose outcome depends on
+//! order, so journal order holds whichever commits first. A group that fails as a whole for a
+//! reason of its data (a conflicting reading, a key that names other content) is split until
+//! the body at fault goes alone (`pipeline::process_in_groups`), where each line gets its own
+//! verdict. While the database is away the drain backs
 //! off and tries again, and it resumes by itself when the database is back. A body that fails
 //! for good (its key was first given with other content) gets a receipt saying why, and its
 //! bytes are kept in `quarantine/journal/`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{ByteSource, Delivery, DeviceMark, JournalMark};
 use crate::error::Error;
-use crate::pipeline::{prepare_group, process_prepared_in_groups, PipelineCtx, PreparedGroup};
+use crate::pipeline::{prepare_lanes, process_prepared_in_groups, PipelineCtx, PreparedGroup};
 use crate::store::{receipts, StoreError};
 
 use super::record::Record;
@@ -30,6 +34,20 @@ pub const BATCH_BODIES: usize = 512;
 
 /// Bytes of the bodies of one batch, about.
 const BATCH_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A batch that is not full is taken this long after the batch before it was taken, not at
+/// once: bodies arriving at a high rate are so loaded in large batches, each at a lower cost,
+/// instead of in many small ones that take the processor from the answers. A body arriving
+/// alone is taken at once.
+const BATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How often a batch waiting to fill looks whether it is full.
+const FILL_POLL: Duration = Duration::from_millis(20);
+
+/// Transactions writing one batch at once at most: a batch is split into lanes whose bodies
+/// share no sensor, location, content, key or device with another lane's
+/// (`pipeline::prepare_lanes`), so the lanes can commit in any order and journal order holds.
+const LANES: usize = 2;
 
 /// Why a batch stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -67,19 +85,31 @@ pub async fn run(journal: Arc<Journal>, ctx: PipelineCtx, cancel: CancellationTo
         .max(Duration::from_millis(50));
     let mut delay = initial;
     let mut waiting_since_logged = false;
-    let mut ahead: Option<JoinHandle<Result<Staged, Stopped>>> = None;
+    let mut ahead: Option<JoinHandle<Option<(Instant, StagedResult)>>> = None;
+    let mut last_taken = Instant::now() - BATCH_INTERVAL;
     loop {
         if cancel.is_cancelled() {
             return;
         }
-        let staged = match ahead.take() {
+        let prepared_ahead = match ahead.take() {
             Some(handle) => handle.await.expect("preparing a batch does not panic"),
+            None => None,
+        };
+        let staged = match prepared_ahead {
+            Some((taken, staged)) => {
+                last_taken = taken;
+                staged
+            }
             None => {
                 let batch = journal.next_batch(BATCH_BODIES, BATCH_BYTES, None);
-                if batch.is_empty() {
+                let fill_until = last_taken + BATCH_INTERVAL;
+                if batch.is_empty() || (batch.len() < BATCH_BODIES && Instant::now() < fill_until) {
                     tokio::select! {
                         () = cancel.cancelled() => return,
-                        () = journal.appended() => continue,
+                        () = journal.appended(), if batch.is_empty() => continue,
+                        () = tokio::time::sleep_until(fill_until.into()), if !batch.is_empty() => {
+                            continue
+                        }
                         // The depth's age and the drain rate stay current on /metrics.
                         () = tokio::time::sleep(Duration::from_secs(1)) => {
                             journal.stats();
@@ -87,15 +117,18 @@ pub async fn run(journal: Arc<Journal>, ctx: PipelineCtx, cancel: CancellationTo
                         }
                     }
                 }
+                last_taken = Instant::now();
                 stage(Arc::clone(&journal), ctx.clone(), batch).await
             }
         };
         let loaded = match staged {
             Ok(staged) => {
-                let next = journal.next_batch(BATCH_BODIES, BATCH_BYTES, staged.last_sequence);
-                if !next.is_empty() {
-                    ahead = Some(tokio::spawn(stage(Arc::clone(&journal), ctx.clone(), next)));
-                }
+                ahead = Some(tokio::spawn(stage_next(
+                    Arc::clone(&journal),
+                    ctx.clone(),
+                    staged.last_sequence,
+                    last_taken + BATCH_INTERVAL,
+                )));
                 write_staged(&journal, &ctx, staged).await
             }
             Err(stopped) => Err(stopped),
@@ -144,14 +177,20 @@ struct Staged {
     /// The last sequence of the batch: the next batch starts after it.
     last_sequence: Option<u64>,
     /// The records still to load (those whose receipts were in the database already are
-    /// marked loaded when the batch is staged).
+    /// marked loaded when the batch is staged), by lane.
+    lanes: Vec<Lane>,
+}
+
+/// Bodies of a batch written in one transaction, independent of the other lanes' bodies.
+struct Lane {
+    /// The records, in journal order.
     todo: Vec<(Slot, Record)>,
     /// Their deliveries, read, validated and transformed.
-    group: Option<PreparedGroup>,
+    group: PreparedGroup,
 }
 
 /// Reads a batch back, marks loaded what the database holds already (a crash between a
-/// commit and the journal's bookkeeping), and prepares the rest as one group.
+/// commit and the journal's bookkeeping), and prepares the rest in lanes.
 async fn stage(
     journal: Arc<Journal>,
     ctx: PipelineCtx,
@@ -179,30 +218,85 @@ async fn stage(
             .map(|(slot, _)| slot.sequence)
             .collect::<Vec<_>>(),
     );
-    let group = if todo.is_empty() {
-        None
-    } else {
-        let deliveries: Vec<Delivery> = todo.iter().map(|(_, r)| delivery_of(r)).collect();
-        Some(prepare_group(&ctx, &deliveries).await?)
-    };
+    let deliveries: Vec<Delivery> = todo.iter().map(|(_, r)| delivery_of(r)).collect();
+    let split = prepare_lanes(&ctx, &deliveries, LANES).await?;
+    let mut todo: Vec<Option<(Slot, Record)>> = todo.into_iter().map(Some).collect();
+    let lanes = split
+        .into_iter()
+        .map(|(positions, group)| Lane {
+            todo: positions
+                .iter()
+                .filter_map(|&position| todo[position].take())
+                .collect(),
+            group,
+        })
+        .collect();
     Ok(Staged {
         last_sequence,
-        todo,
-        group,
+        lanes,
     })
 }
 
-/// Writes a staged batch; the records loaded are marked as such even when a later one stops it.
-async fn write_staged(journal: &Journal, ctx: &PipelineCtx, staged: Staged) -> Result<(), Stopped> {
-    let Some(group) = staged.group else {
-        return Ok(());
-    };
-    let outcomes = process_prepared_in_groups(ctx, group).await;
-    // Loaded bodies are marked together: before a failure is settled, and whatever stops the
-    // batch.
-    let mut loaded = Vec::with_capacity(staged.todo.len());
+/// A staged batch, or why it could not be staged.
+type StagedResult = Result<Staged, Stopped>;
+
+/// The batch after sequence `after`, taken once it is full or at `fill_until` (see
+/// [`BATCH_INTERVAL`]), and staged, with the moment it was taken; `None` when no body waits
+/// then.
+async fn stage_next(
+    journal: Arc<Journal>,
+    ctx: PipelineCtx,
+    after: Option<u64>,
+    fill_until: Instant,
+) -> Option<(Instant, StagedResult)> {
+    loop {
+        let now = Instant::now();
+        if now >= fill_until || journal.waiting_after(after, BATCH_BODIES) >= BATCH_BODIES {
+            break;
+        }
+        tokio::time::sleep((fill_until - now).min(FILL_POLL)).await;
+    }
+    let batch = journal.next_batch(BATCH_BODIES, BATCH_BYTES, after);
+    if batch.is_empty() {
+        return None;
+    }
+    let taken = Instant::now();
+    Some((taken, stage(journal, ctx, batch).await))
+}
+
+/// Writes a staged batch, its lanes at the same time; the first lane that stops stops the
+/// batch, after every lane has ended.
+async fn write_staged(
+    journal: &Arc<Journal>,
+    ctx: &PipelineCtx,
+    staged: Staged,
+) -> Result<(), Stopped> {
+    let writing: Vec<JoinHandle<Result<(), Stopped>>> = staged
+        .lanes
+        .into_iter()
+        .map(|lane| {
+            let (journal, ctx) = (Arc::clone(journal), ctx.clone());
+            tokio::spawn(async move { write_lane(&journal, &ctx, lane).await })
+        })
+        .collect();
     let mut ended = Ok(());
-    for ((slot, record), (_, outcome)) in staged.todo.iter().zip(outcomes) {
+    for handle in writing {
+        let written = handle.await.expect("writing a lane does not panic");
+        if ended.is_ok() {
+            ended = written;
+        }
+    }
+    ended
+}
+
+/// Writes a lane; the records loaded are marked as such even when a later one stops it.
+async fn write_lane(journal: &Journal, ctx: &PipelineCtx, lane: Lane) -> Result<(), Stopped> {
+    let outcomes = process_prepared_in_groups(ctx, lane.group).await;
+    // Loaded bodies are marked together: before a failure is settled, and whatever stops the
+    // lane.
+    let mut loaded = Vec::with_capacity(lane.todo.len());
+    let mut ended = Ok(());
+    for ((slot, record), (_, outcome)) in lane.todo.iter().zip(outcomes) {
         match outcome {
             Some(Ok(_)) => loaded.push(slot.sequence),
             Some(Err(error)) => {

@@ -361,6 +361,17 @@ impl Journal {
         batch
     }
 
+    /// How many bodies wait after sequence `after` (all when `None`), counted up to `at_most`.
+    pub fn waiting_after(&self, after: Option<u64>, at_most: usize) -> usize {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.shared
+            .state()
+            .pending
+            .range((from, Bound::Unbounded))
+            .take(at_most)
+            .count()
+    }
+
     /// Reads a waiting record back.
     ///
     /// # Errors
