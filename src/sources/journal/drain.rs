@@ -49,6 +49,37 @@ const FILL_POLL: Duration = Duration::from_millis(20);
 /// (`pipeline::prepare_lanes`), so the lanes can commit in any order and journal order holds.
 const LANES: usize = 2;
 
+/// While pushes arrive faster than this (bodies a second), the drain writes one lane at a
+/// time and leaves the processor to the answers; the lanes catch up when the rate falls.
+const BUSY_ARRIVALS: f64 = 1_000.0;
+
+/// How many lanes the next batch gets, from the rate bodies arrived at since the batch before.
+struct Arrivals {
+    at: Instant,
+    sequence: u64,
+}
+
+impl Arrivals {
+    fn new(journal: &Journal) -> Self {
+        Self {
+            at: Instant::now(),
+            sequence: journal.last_sequence(),
+        }
+    }
+
+    fn lanes(&mut self, journal: &Journal) -> usize {
+        let now = Self::new(journal);
+        let seconds = now.at.duration_since(self.at).as_secs_f64().max(1e-3);
+        let rate = now.sequence.saturating_sub(self.sequence) as f64 / seconds;
+        *self = now;
+        if rate > BUSY_ARRIVALS {
+            1
+        } else {
+            LANES
+        }
+    }
+}
+
 /// Why a batch stopped before its end.
 #[derive(Debug, thiserror::Error)]
 enum Stopped {
@@ -87,6 +118,7 @@ pub async fn run(journal: Arc<Journal>, ctx: PipelineCtx, cancel: CancellationTo
     let mut waiting_since_logged = false;
     let mut ahead: Option<JoinHandle<Option<(Instant, StagedResult)>>> = None;
     let mut last_taken = Instant::now() - BATCH_INTERVAL;
+    let mut arrivals = Arrivals::new(&journal);
     loop {
         if cancel.is_cancelled() {
             return;
@@ -118,7 +150,8 @@ pub async fn run(journal: Arc<Journal>, ctx: PipelineCtx, cancel: CancellationTo
                     }
                 }
                 last_taken = Instant::now();
-                stage(Arc::clone(&journal), ctx.clone(), batch).await
+                let lanes = arrivals.lanes(&journal);
+                stage(Arc::clone(&journal), ctx.clone(), batch, lanes).await
             }
         };
         let loaded = match staged {
@@ -128,6 +161,7 @@ pub async fn run(journal: Arc<Journal>, ctx: PipelineCtx, cancel: CancellationTo
                     ctx.clone(),
                     staged.last_sequence,
                     last_taken + BATCH_INTERVAL,
+                    arrivals.lanes(&journal),
                 )));
                 write_staged(&journal, &ctx, staged).await
             }
@@ -190,11 +224,12 @@ struct Lane {
 }
 
 /// Reads a batch back, marks loaded what the database holds already (a crash between a
-/// commit and the journal's bookkeeping), and prepares the rest in lanes.
+/// commit and the journal's bookkeeping), and prepares the rest in up to `lanes` lanes.
 async fn stage(
     journal: Arc<Journal>,
     ctx: PipelineCtx,
     batch: Vec<Slot>,
+    lanes: usize,
 ) -> Result<Staged, Stopped> {
     let last_sequence = batch.last().map(|slot| slot.sequence);
     let records = {
@@ -219,7 +254,7 @@ async fn stage(
             .collect::<Vec<_>>(),
     );
     let deliveries: Vec<Delivery> = todo.iter().map(|(_, r)| delivery_of(r)).collect();
-    let split = prepare_lanes(&ctx, &deliveries, LANES).await?;
+    let split = prepare_lanes(&ctx, &deliveries, lanes).await?;
     let mut todo: Vec<Option<(Slot, Record)>> = todo.into_iter().map(Some).collect();
     let lanes = split
         .into_iter()
@@ -248,6 +283,7 @@ async fn stage_next(
     ctx: PipelineCtx,
     after: Option<u64>,
     fill_until: Instant,
+    lanes: usize,
 ) -> Option<(Instant, StagedResult)> {
     loop {
         let now = Instant::now();
@@ -261,7 +297,7 @@ async fn stage_next(
         return None;
     }
     let taken = Instant::now();
-    Some((taken, stage(journal, ctx, batch).await))
+    Some((taken, stage(journal, ctx, batch, lanes).await))
 }
 
 /// Writes a staged batch, its lanes at the same time; the first lane that stops stops the

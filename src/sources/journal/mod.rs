@@ -138,6 +138,8 @@ struct State {
     drained_bodies: usize,
     /// A body was refused for room, and no room was freed since.
     full: bool,
+    /// The highest sequence taken in so far (appended, or found on opening).
+    last_sequence: u64,
 }
 
 /// Depth and progress of the journal.
@@ -361,6 +363,11 @@ impl Journal {
         batch
     }
 
+    /// The highest sequence taken in so far: how many bodies arrived, as a running count.
+    pub fn last_sequence(&self) -> u64 {
+        self.shared.state().last_sequence
+    }
+
     /// How many bodies wait after sequence `after` (all when `None`), counted up to `at_most`.
     pub fn waiting_after(&self, after: Option<u64>, at_most: usize) -> usize {
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
@@ -455,6 +462,7 @@ impl State {
         self.by_identity
             .insert(located.meta.identity.clone(), located.sequence);
         self.pending_bytes += u64::from(located.len);
+        self.last_sequence = self.last_sequence.max(located.sequence);
     }
 
     fn remove_finished_segments(&mut self) {
