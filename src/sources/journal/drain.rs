@@ -53,10 +53,12 @@ const LANES: usize = 2;
 /// time and leaves the processor to the answers; the lanes catch up when the rate falls.
 const BUSY_ARRIVALS: f64 = 1_000.0;
 
-/// How many lanes the next batch gets, from the rate bodies arrived at since the batch before.
+/// How many lanes the next batch gets, from the rate bodies arrived at, measured over at
+/// least [`BATCH_INTERVAL`].
 struct Arrivals {
     at: Instant,
     sequence: u64,
+    lanes: usize,
 }
 
 impl Arrivals {
@@ -64,19 +66,20 @@ impl Arrivals {
         Self {
             at: Instant::now(),
             sequence: journal.last_sequence(),
+            lanes: LANES,
         }
     }
 
     fn lanes(&mut self, journal: &Journal) -> usize {
-        let now = Self::new(journal);
-        let seconds = now.at.duration_since(self.at).as_secs_f64().max(1e-3);
-        let rate = now.sequence.saturating_sub(self.sequence) as f64 / seconds;
-        *self = now;
-        if rate > BUSY_ARRIVALS {
-            1
-        } else {
-            LANES
+        let seconds = self.at.elapsed().as_secs_f64();
+        if seconds >= BATCH_INTERVAL.as_secs_f64() {
+            let sequence = journal.last_sequence();
+            let rate = sequence.saturating_sub(self.sequence) as f64 / seconds;
+            self.lanes = if rate > BUSY_ARRIVALS { 1 } else { LANES };
+            self.at = Instant::now();
+            self.sequence = sequence;
         }
+        self.lanes
     }
 }
 
