@@ -56,6 +56,12 @@ pub enum ByteSource {
 /// An open pass over a source.
 pub type SourceReader = Box<dyn Read + Send>;
 
+/// The read buffer of a pass over a file.
+const FILE_PASS_BUFFER: usize = 256 * 1024;
+
+/// The smallest read buffer of a pass.
+const MIN_PASS_BUFFER: usize = 8 * 1024;
+
 impl ByteSource {
     /// Opens a new pass from the first byte.
     ///
@@ -73,6 +79,26 @@ impl ByteSource {
             ByteSource::Memory(bytes) | ByteSource::Rendered { bytes, .. } => {
                 Box::new(Cursor::new(bytes.clone()))
             }
+        })
+    }
+
+    /// The read buffer a pass over this source needs: the source's length, at least 8 KiB
+    /// and at most 256 KiB. A buffer is zeroed when it is first filled, so a body or a file of
+    /// a few kilobytes does not pay for 256 KiB on every pass.
+    pub fn pass_buffer(&self) -> usize {
+        let len = match self {
+            ByteSource::Memory(bytes) | ByteSource::Rendered { bytes, .. } => {
+                Some(bytes.len() as u64)
+            }
+            ByteSource::Taken { file, .. } => file.metadata().ok().map(|m| m.len()),
+            ByteSource::File(path) | ByteSource::RenderedFile { path, .. } => {
+                std::fs::metadata(path).ok().map(|m| m.len())
+            }
+        };
+        len.map_or(FILE_PASS_BUFFER, |len| {
+            usize::try_from(len.saturating_add(1))
+                .unwrap_or(FILE_PASS_BUFFER)
+                .clamp(MIN_PASS_BUFFER, FILE_PASS_BUFFER)
         })
     }
 
@@ -439,24 +465,36 @@ impl Delivery {
     /// # Errors
     /// The source cannot be read.
     pub fn identify(&self) -> io::Result<Identity> {
-        Identity::of(self.source.open()?)
+        match &self.source {
+            ByteSource::Memory(bytes) | ByteSource::Rendered { bytes, .. } => {
+                Ok(Identity::of_bytes(bytes))
+            }
+            source => Identity::of(source.open()?, source.pass_buffer()),
+        }
     }
 }
 
 impl Identity {
-    /// The identity of everything `reader` yields.
+    /// The identity of everything `reader` yields, read through a buffer of `buffer` bytes.
     ///
     /// # Errors
     /// The read failed.
-    pub fn of(mut reader: impl Read) -> io::Result<Self> {
+    pub fn of(mut reader: impl Read, buffer: usize) -> io::Result<Self> {
         let mut hasher = Sha256::new();
-        // A buffer that is never zeroed; a small delivery fills a little of it.
-        let mut reader = io::BufReader::with_capacity(256 * 1024, &mut reader);
+        let mut reader = io::BufReader::with_capacity(buffer, &mut reader);
         let size_bytes = io::copy(&mut reader, &mut hasher)?;
         Ok(Identity {
             content_sha256: hex::encode(hasher.finalize()),
             size_bytes,
         })
+    }
+
+    /// The identity of bytes in memory, hashed where they are.
+    pub fn of_bytes(bytes: &[u8]) -> Self {
+        Identity {
+            content_sha256: hex::encode(Sha256::digest(bytes)),
+            size_bytes: bytes.len() as u64,
+        }
     }
 }
 

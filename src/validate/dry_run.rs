@@ -110,7 +110,7 @@ pub fn whole_file_rejection(
 /// An I/O error while reading.
 pub fn count_data_lines(source: &ByteSource, max_line_bytes: u64) -> Result<u64> {
     let (pass, _) = limit::LineLimiter::new(open_text(source)?, max_line_bytes);
-    let mut reader = BufReader::with_capacity(256 * 1024, pass);
+    let mut reader = BufReader::with_capacity(source.pass_buffer(), pass);
     let mut line = Vec::new();
     let mut count = 0u64;
     let mut first = true;

@@ -181,7 +181,7 @@ impl<'s> FileValidator<'s> {
             .flexible(true)
             .terminator(csv::Terminator::Any(b'\n'))
             .delimiter(format.delimiter)
-            .from_reader(BufReader::with_capacity(256 * 1024, file));
+            .from_reader(BufReader::with_capacity(source.pass_buffer(), file));
         let mut record = csv::ByteRecord::new();
         // Skip the header record; its format is already known.
         reader

@@ -38,7 +38,7 @@ impl RejectedLines {
         let chunk_rows = settings.chunk_rows;
         let mut lines = Self {
             source: source.clone(),
-            reader: BufReader::with_capacity(256 * 1024, pass),
+            reader: BufReader::with_capacity(source.pass_buffer(), pass),
             cuts,
             rejection,
             line: 0,
