@@ -194,21 +194,32 @@ impl FileFormat {
         .collect();
         let is_index = |c: &str| c.is_empty() || c.starts_with("unnamed:");
 
+        // The catalogue entries each other column is a name of, found once for all types.
+        let column_keys: Vec<(usize, Vec<u32>)> = lower
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !identity.contains(i))
+            .map(|(i, name)| {
+                let keys = (0..settings.catalogue.len() as u32)
+                    .filter(|k| settings.catalogue[*k as usize].columns.contains(name))
+                    .collect();
+                (i, keys)
+            })
+            .filter(|(_, keys): &(usize, Vec<u32>)| !keys.is_empty())
+            .collect();
         let plans: Vec<Option<TypePlan>> = settings
             .sensor_types
             .iter()
             .enumerate()
             .map(|(type_index, sensor_type)| {
-                let measurements: Vec<(usize, u32)> = lower
+                let measurements: Vec<(usize, u32)> = column_keys
                     .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !identity.contains(i))
-                    .filter_map(|(i, name)| {
+                    .filter_map(|(i, keys)| {
                         sensor_type
                             .measurement_keys
                             .iter()
-                            .find(|k| settings.catalogue[**k as usize].columns.contains(name))
-                            .map(|k| (i, *k))
+                            .find(|k| keys.contains(k))
+                            .map(|k| (*i, *k))
                     })
                     .collect();
                 (!measurements.is_empty()).then_some(TypePlan {
