@@ -134,6 +134,15 @@ pub struct FileValidator<'s> {
 /// Rows in a file's first chunk; each next chunk doubles, up to `chunk_rows`.
 const FIRST_CHUNK_ROWS: usize = 4096;
 
+/// Rows a chunk holds for each sensor the file has carried so far, at least
+/// [`FEW_SENSORS_CHUNK_ROWS`] and at most `chunk_rows`: a file of few sensors is read in
+/// smaller chunks (less memory at the same speed), one of many sensors in larger ones, since
+/// much of a chunk's work in the database is per sensor it touches.
+const CHUNK_ROWS_PER_SENSOR: usize = 25;
+
+/// Rows of a chunk of a file of few sensors (at most `chunk_rows`).
+const FEW_SENSORS_CHUNK_ROWS: usize = 25_000;
+
 /// Longest header line read when sniffing the format.
 const MAX_HEADER_BYTES: u64 = 64 * 1024;
 
@@ -212,9 +221,9 @@ impl<'s> FileValidator<'s> {
         &self.format
     }
 
-    /// Reads and checks up to `chunk_rows` rows; `None` at the end of the file. The first
-    /// chunks are smaller (`FIRST_CHUNK_ROWS`, doubling up to `chunk_rows`), so the database
-    /// starts on a file's rows while the rest is still being read.
+    /// Reads and checks up to `chunk_rows` rows (see [`CHUNK_ROWS_PER_SENSOR`]); `None` at the
+    /// end of the file. The first chunks are smaller (`FIRST_CHUNK_ROWS`, doubling), so the
+    /// database starts on a file's rows while the rest is still being read.
     ///
     /// # Errors
     /// An I/O error while reading.
@@ -223,10 +232,13 @@ impl<'s> FileValidator<'s> {
             return Ok(None);
         }
         let mut chunk = ValidatedChunk::default();
-        let limit = self
-            .settings
-            .chunk_rows
-            .min(FIRST_CHUNK_ROWS << self.chunks_read.min(16)) as u64;
+        let by_sensors = self
+            .seen_sensors
+            .len()
+            .saturating_mul(CHUNK_ROWS_PER_SENSOR)
+            .max(FEW_SENSORS_CHUNK_ROWS)
+            .min(self.settings.chunk_rows);
+        let limit = by_sensors.min(FIRST_CHUNK_ROWS << self.chunks_read.min(16)) as u64;
         self.chunks_read += 1;
         while chunk.rows_read < limit {
             let more = self
@@ -470,5 +482,41 @@ mod tests {
             from_cr.rejects[0].position.byte,
             from_lf.rejects[0].position.byte
         );
+    }
+
+    /// The sizes of the chunks a file of `rows` lines over `sensors` sensors is read in, with
+    /// `chunk_rows` = 100,000.
+    fn chunk_sizes(rows: usize, sensors: usize) -> Vec<u64> {
+        let mut text = String::from("sensor_id;timestamp;temperature;humidity\n");
+        for row in 0..rows {
+            let second = row / sensors;
+            text.push_str(&format!(
+                "{};2020-01-01T{:02}:{:02}:{:02};20;50\n",
+                1 + row % sensors,
+                second / 3600,
+                second / 60 % 60,
+                second % 60
+            ));
+        }
+        let mut settings = Settings::builtin();
+        settings.chunk_rows = 100_000;
+        let source = ByteSource::Memory(bytes::Bytes::from(text));
+        let mut validator = FileValidator::open(&source, "a_dht22.csv", &settings, Mode::Load)
+            .unwrap()
+            .unwrap();
+        let mut sizes = Vec::new();
+        while let Some(chunk) = validator.next_chunk().unwrap() {
+            assert_eq!(chunk.rows_accepted, chunk.rows_read);
+            sizes.push(chunk.rows_read);
+        }
+        assert_eq!(sizes.iter().sum::<u64>(), rows as u64);
+        sizes
+    }
+
+    #[test]
+    fn a_file_of_few_sensors_is_read_in_smaller_chunks_than_one_of_many() {
+        assert_eq!(chunk_sizes(120_000, 2).into_iter().max(), Some(25_000));
+        // 25 rows for each of 2,000 sensors.
+        assert_eq!(chunk_sizes(120_000, 2_000).into_iter().max(), Some(50_000));
     }
 }
