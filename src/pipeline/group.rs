@@ -170,7 +170,12 @@ pub async fn prepare_lanes(
 ) -> Result<Vec<(Vec<usize>, PreparedGroup)>> {
     let started = Instant::now();
     let read = read_group(ctx, deliveries.to_vec()).await;
-    let split = {
+    let split = if lanes <= 1 {
+        // One lane keeps the order given: nothing to find out.
+        std::iter::once((0..read.len()).collect::<Vec<_>>())
+            .filter(|lane| !lane.is_empty())
+            .collect()
+    } else {
         let ties: Vec<Vec<Tie<'_>>> = read
             .iter()
             .map(|(delivery, prepared)| ties_of(delivery, prepared.as_ref().ok()))
@@ -226,24 +231,14 @@ fn ties_of<'a>(delivery: &'a Delivery, prepared: Option<&'a Prepared>) -> Vec<Ti
         return Vec::new();
     };
     let readings = &prepared.readings;
-    let mut ties: Vec<Tie<'a>> = readings
-        .sensor_id
-        .iter()
-        .map(|&id| Tie::Sensor(id))
-        .collect();
-    ties.extend(
-        readings
-            .location_id
-            .iter()
-            .flatten()
-            .map(|&id| Tie::Location(id)),
-    );
-    ties.sort_unstable_by_key(|tie| match tie {
-        Tie::Sensor(id) => (0, *id),
-        Tie::Location(id) => (1, *id),
-        _ => (2, 0),
-    });
-    ties.dedup();
+    let mut sensors = readings.sensor_id.clone();
+    sensors.sort_unstable();
+    sensors.dedup();
+    let mut locations: Vec<i64> = readings.location_id.iter().flatten().copied().collect();
+    locations.sort_unstable();
+    locations.dedup();
+    let mut ties: Vec<Tie<'a>> = sensors.into_iter().map(Tie::Sensor).collect();
+    ties.extend(locations.into_iter().map(Tie::Location));
     ties.push(Tie::Content(&prepared.job.identity.content_sha256));
     ties.extend(delivery.key.as_deref().map(Tie::Key));
     ties.extend(
