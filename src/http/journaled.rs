@@ -32,6 +32,11 @@ use crate::validate::reject::RejectedRow;
 /// Rejects listed in a receipt; the rest are in the database and quarantine once loaded.
 const RECEIPT_REJECTS: usize = 100;
 
+/// Bodies up to this size are checked on the task that answers them: the check takes less time
+/// than handing it to a blocking thread and waking the task again. Larger ones are checked
+/// on the blocking pool, so no runtime thread is held for long.
+const INLINE_CHECK_BYTES: usize = 64 * 1024;
+
 /// The receipt of a journaled push, and what `GET /v1/receipts/{id}` says of it later.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JournalReceipt {
@@ -116,13 +121,17 @@ pub async fn keep(
             return Ok(respond(answer, &receipt_id));
         }
     }
-    let settings = std::sync::Arc::clone(&state.settings);
-    let (source, name) = (delivery.source.clone(), delivery.name.clone());
-    let checked = tokio::task::spawn_blocking(move || {
-        crate::validate::dry_run_source(&source, &name, &settings)
-    })
-    .await
-    .map_err(|_| internal())?
+    let checked = if bytes.len() <= INLINE_CHECK_BYTES {
+        crate::validate::dry_run_source(&delivery.source, &delivery.name, &state.settings)
+    } else {
+        let settings = std::sync::Arc::clone(&state.settings);
+        let (source, name) = (delivery.source.clone(), delivery.name.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::validate::dry_run_source(&source, &name, &settings)
+        })
+        .await
+        .map_err(|_| internal())?
+    }
     .map_err(|error| {
         tracing::error!(message = "A push could not be read.", error = %crate::telemetry::chain(&error));
         internal()
