@@ -76,6 +76,9 @@ impl Cuts {
     }
 }
 
+/// Bytes a limiter reads from its source at a time, at most.
+const READ_BUFFER: usize = 64 * 1024;
+
 /// Passes a text through, keeping at most `max` bytes of each line and every line end.
 pub struct LineLimiter<R> {
     inner: R,
@@ -96,12 +99,18 @@ pub struct LineLimiter<R> {
 impl<R: Read> LineLimiter<R> {
     /// Limits `inner` to `max` bytes a line; what it cuts is recorded in the returned `Cuts`.
     pub fn new(inner: R, max: u64) -> (Self, Arc<Cuts>) {
+        Self::with_buffer(inner, max, READ_BUFFER)
+    }
+
+    /// As [`LineLimiter::new`], reading `inner` through a buffer of `buffer` bytes (at most
+    /// 64 KiB): a small source needs no more than its length.
+    pub fn with_buffer(inner: R, max: u64, buffer: usize) -> (Self, Arc<Cuts>) {
         let cuts = Arc::new(Cuts::default());
         let limiter = Self {
             inner,
             max: max.max(1),
             cuts: Arc::clone(&cuts),
-            buffer: vec![0; 64 * 1024],
+            buffer: vec![0; buffer.clamp(1, READ_BUFFER)],
             start: 0,
             end: 0,
             in_line: 0,

@@ -14,6 +14,7 @@ mod dry_run;
 pub mod format;
 pub mod keyset;
 pub mod limit;
+mod parser;
 pub mod quarantine;
 pub mod reject;
 mod rejected_lines;
@@ -113,7 +114,7 @@ pub struct FileValidator<'s> {
     settings: &'s Settings,
     format: FileFormat,
     source: ByteSource,
-    reader: csv::Reader<BufReader<limit::LineLimiter<SourceReader>>>,
+    reader: parser::Parser,
     cuts: std::sync::Arc<limit::Cuts>,
     record: csv::ByteRecord,
     values: Vec<(u32, f64)>,
@@ -182,15 +183,15 @@ impl<'s> FileValidator<'s> {
             Ok(format) => format,
             Err(rejection) => return Ok(Err(rejection)),
         };
-        let (file, cuts) = limit::LineLimiter::new(open_text(source)?, settings.max_line_bytes);
+        let (text, cuts) = limit::LineLimiter::with_buffer(
+            open_text(source)?,
+            settings.max_line_bytes,
+            source.pass_buffer(),
+        );
         // Records end at `\n` only: a `\r` before it stays in the last field (and is trimmed),
         // which keeps byte offsets and physical line numbers exact for CRLF files.
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .terminator(csv::Terminator::Any(b'\n'))
-            .delimiter(format.delimiter)
-            .from_reader(BufReader::with_capacity(source.pass_buffer(), file));
+        let mut reader =
+            parser::Parser::open(text, format.delimiter).map_err(|e| csv_error(source, e))?;
         let mut record = csv::ByteRecord::new();
         // Skip the header record; its format is already known.
         reader
