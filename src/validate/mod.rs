@@ -26,7 +26,7 @@ pub use dry_run::{count_data_lines, dry_run, dry_run_source, whole_file_rejectio
 pub use rejected_lines::RejectedLines;
 
 use foldhash::HashSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::PathBuf;
 
 use crate::config::Settings;
@@ -161,12 +161,21 @@ impl<'s> FileValidator<'s> {
         if let Mode::Unreadable(rejection) = mode {
             return Ok(Err(rejection));
         }
-        let read_error = |e| ValidateError::read(source, e);
-        let mut header = Vec::new();
-        let first_pass = open_text(source)?;
-        BufReader::new(first_pass.take(MAX_HEADER_BYTES))
-            .read_until(b'\n', &mut header)
-            .map_err(read_error)?;
+        let start = read_start(source)?;
+        let bare_cr = ends_in_bare_cr(&start);
+        let mut header = match memchr::memchr2(b'\n', b'\r', &start) {
+            Some(end) if bare_cr || start[end] == b'\n' => start[..=end].to_vec(),
+            // A `\r` inside a line that ends in `\n`.
+            _ => match memchr::memchr(b'\n', &start) {
+                Some(end) => start[..=end].to_vec(),
+                None => start,
+            },
+        };
+        if bare_cr {
+            *header
+                .last_mut()
+                .expect("a header that ends in a line break") = b'\n';
+        }
         if header.is_empty() {
             return Ok(Err(FileRejection::new(
                 RejectionCode::EmptyFile,
@@ -184,7 +193,7 @@ impl<'s> FileValidator<'s> {
             Err(rejection) => return Ok(Err(rejection)),
         };
         let (text, cuts) = limit::LineLimiter::with_buffer(
-            open_text(source)?,
+            open_pass(source, bare_cr)?,
             settings.max_line_bytes,
             source.pass_buffer(),
         );
@@ -377,16 +386,27 @@ impl<'s> FileValidator<'s> {
 /// in a bare `\r` (a spreadsheet's "CSV (Macintosh)") is read with each `\r` as `\n`: byte for
 /// byte, so offsets, line numbers and the quarantined bytes stay those of the source.
 fn open_text(source: &ByteSource) -> Result<SourceReader> {
-    let read_error = |e| ValidateError::read(source, e);
-    let start = source
+    let bare_cr = ends_in_bare_cr(&read_start(source)?);
+    open_pass(source, bare_cr)
+}
+
+/// The first bytes of `source`, enough for its header line.
+fn read_start(source: &ByteSource) -> Result<Vec<u8>> {
+    source
         .random_access()
         .and_then(|access| access.read_range(0, MAX_HEADER_BYTES))
-        .map_err(read_error)?;
-    let bare_cr = start
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-        .is_some_and(|i| start[i] == b'\r' && start.get(i + 1) != Some(&b'\n'));
-    let pass = source.open().map_err(read_error)?;
+        .map_err(|e| ValidateError::read(source, e))
+}
+
+/// Whether the first line of `start` ends in a bare `\r`.
+fn ends_in_bare_cr(start: &[u8]) -> bool {
+    memchr::memchr2(b'\r', b'\n', start)
+        .is_some_and(|i| start[i] == b'\r' && start.get(i + 1) != Some(&b'\n'))
+}
+
+/// A pass over `source`, each `\r` read as `\n` when its lines end in bare `\r`s.
+fn open_pass(source: &ByteSource, bare_cr: bool) -> Result<SourceReader> {
+    let pass = source.open().map_err(|e| ValidateError::read(source, e))?;
     Ok(if bare_cr {
         Box::new(CrAsLf(pass))
     } else {
