@@ -7,6 +7,7 @@
 //! changes with no code change and no schema migration.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::FixedOffset;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -347,10 +348,12 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// How device pushes map to the catalogue.
     pub devices: DeviceSettings,
-    /// Sensor types in catalogue order.
-    pub sensor_types: Vec<SensorType>,
-    /// Every measurement of every type; `MeasurementSpec::key` indexes it.
-    pub catalogue: Vec<MeasurementSpec>,
+    /// Sensor types in catalogue order (shared, never changed once built: what was detected
+    /// from a header with them can be kept by their address).
+    pub sensor_types: Arc<Vec<SensorType>>,
+    /// Every measurement of every type; `MeasurementSpec::key` indexes it (shared, never
+    /// changed once built).
+    pub catalogue: Arc<Vec<MeasurementSpec>>,
 }
 
 /// What a reading does whose sensor and time are already stored with other values.
@@ -448,8 +451,8 @@ impl Settings {
                 max_attempts: (raw.retry.max_attempts > 0).then_some(raw.retry.max_attempts),
             },
             devices,
-            sensor_types,
-            catalogue,
+            sensor_types: Arc::new(sensor_types),
+            catalogue: Arc::new(catalogue),
         })
     }
 

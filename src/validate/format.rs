@@ -5,12 +5,16 @@
 //! position; pandas index columns (an empty name, `Unnamed: N`) are ignored. The sensor type
 //! comes from the `sensor_type` column (per row), else from the file name, else from the set of
 //! measurement columns. A header that fits none of this is a `FileRejection`: the whole file is
-//! quarantined with that reason (`rejection`). Pure: no I/O.
+//! quarantined with that reason (`rejection`). Pure: no I/O. A thread keeps its last few
+//! detections by header line, name and catalogue: a server reads the same header from every
+//! push of one kind, twice (the answer's check and the load).
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 use super::rejection::{FileRejection, RejectionCode};
-use crate::config::Settings;
+use crate::config::{MeasurementSpec, SensorType, Settings};
 
 /// Column names accepted for each identity column (lower case).
 const SENSOR_ID_ALIASES: &[&str] = &["sensor_id", "sensorid", "sensor"];
@@ -56,6 +60,40 @@ pub struct FileFormat {
     pub unknown_columns: Vec<String>,
 }
 
+/// Detections a thread keeps.
+const KEPT_DETECTIONS: usize = 16;
+
+/// Longest header line whose detection is kept.
+const KEPT_HEADER_BYTES: usize = 4096;
+
+/// A detection kept, with what it was detected from. The catalogue is held by its `Arc`: its
+/// address names it, and is not reused while the detection is kept.
+struct Detection {
+    header_line: Vec<u8>,
+    /// The file name, when the format depends on it (a header without a `sensor_type`
+    /// column).
+    file_name: Option<String>,
+    catalogue: Arc<Vec<MeasurementSpec>>,
+    sensor_types: Arc<Vec<SensorType>>,
+    format: Result<FileFormat, FileRejection>,
+}
+
+impl Detection {
+    fn is_of(&self, header_line: &[u8], file_name: &str, settings: &Settings) -> bool {
+        Arc::ptr_eq(&self.catalogue, &settings.catalogue)
+            && Arc::ptr_eq(&self.sensor_types, &settings.sensor_types)
+            && self.header_line == header_line
+            && self
+                .file_name
+                .as_deref()
+                .is_none_or(|name| name == file_name)
+    }
+}
+
+thread_local! {
+    static DETECTIONS: RefCell<VecDeque<Detection>> = const { RefCell::new(VecDeque::new()) };
+}
+
 impl FileFormat {
     /// Detects the format from the header line (without its terminator) and the file name.
     ///
@@ -63,6 +101,41 @@ impl FileFormat {
     /// A `FileRejection` when the header is not text, lacks a required column, or matches no
     /// sensor type.
     pub fn detect(
+        header_line: &[u8],
+        file_name: &str,
+        settings: &Settings,
+    ) -> Result<Self, FileRejection> {
+        if header_line.len() > KEPT_HEADER_BYTES {
+            return Self::detect_anew(header_line, file_name, settings);
+        }
+        let kept = DETECTIONS.with(|kept| {
+            kept.borrow()
+                .iter()
+                .find(|d| d.is_of(header_line, file_name, settings))
+                .map(|d| d.format.clone())
+        });
+        if let Some(format) = kept {
+            return format;
+        }
+        let format = Self::detect_anew(header_line, file_name, settings);
+        DETECTIONS.with(|kept| {
+            let mut kept = kept.borrow_mut();
+            if kept.len() == KEPT_DETECTIONS {
+                kept.pop_back();
+            }
+            kept.push_front(Detection {
+                header_line: header_line.to_vec(),
+                file_name: (!matches!(&format, Ok(f) if f.sensor_type.is_some()))
+                    .then(|| file_name.to_owned()),
+                catalogue: Arc::clone(&settings.catalogue),
+                sensor_types: Arc::clone(&settings.sensor_types),
+                format: format.clone(),
+            });
+        });
+        format
+    }
+
+    fn detect_anew(
         header_line: &[u8],
         file_name: &str,
         settings: &Settings,
@@ -414,6 +487,39 @@ fn type_from_columns(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_detection_kept_answers_only_for_its_header_name_and_catalogue() {
+        let builtin = Settings::builtin();
+        // No `sensor_type` column: the type comes from the file name.
+        let header = b"sensor_id;timestamp;P1;P2\n";
+        let sds = FileFormat::detect(header, "a_sds011_sensor_1.csv", &builtin).unwrap();
+        let pms = FileFormat::detect(header, "a_pms5003_sensor_1.csv", &builtin).unwrap();
+        assert_ne!(sds.fixed_type, pms.fixed_type);
+        let again = FileFormat::detect(header, "a_sds011_sensor_1.csv", &builtin).unwrap();
+        assert_eq!(again, sds);
+        // Another catalogue: the kept detection of the same header is not its.
+        let with_type = b"sensor_id;sensor_type;timestamp;P1;P2;extra\n";
+        let first = FileFormat::detect(with_type, "a.csv", &builtin).unwrap();
+        assert_eq!(first.unknown_columns, ["extra"]);
+        let mut raw = crate::config::RawConfig::default();
+        raw.sensor_types.push(crate::config::RawSensorType {
+            name: "SDS011".to_owned(),
+            file_name_tokens: None,
+            ignored_columns: Some(vec!["extra".to_owned()]),
+            measurements: Vec::new(),
+        });
+        let ignoring = Settings::from_raw(raw).unwrap();
+        let second = FileFormat::detect(with_type, "a.csv", &ignoring).unwrap();
+        assert!(
+            second.unknown_columns.is_empty(),
+            "{:?}",
+            second.unknown_columns
+        );
+        // With a `sensor_type` column the name does not matter: any name finds it.
+        let other_name = FileFormat::detect(with_type, "b.csv", &builtin).unwrap();
+        assert_eq!(other_name, first);
+    }
 
     fn detect(header: &str, name: &str) -> Result<FileFormat, FileRejection> {
         FileFormat::detect(header.as_bytes(), name, &Settings::builtin())
