@@ -161,20 +161,17 @@ impl<'s> FileValidator<'s> {
         if let Mode::Unreadable(rejection) = mode {
             return Ok(Err(rejection));
         }
-        let start = read_start(source)?;
-        let bare_cr = ends_in_bare_cr(&start);
-        let mut header = match memchr::memchr2(b'\n', b'\r', &start) {
-            Some(end) if bare_cr || start[end] == b'\n' => start[..=end].to_vec(),
-            // A `\r` inside a line that ends in `\n`.
-            _ => match memchr::memchr(b'\n', &start) {
-                Some(end) => start[..=end].to_vec(),
-                None => start,
-            },
+        let mut header = read_start(source)?;
+        let bare_cr = ends_in_bare_cr(&header);
+        // The first line, its end included (a bare `\r` read as `\n`, as the pass reads it).
+        let end = if bare_cr {
+            memchr::memchr(b'\r', &header)
+        } else {
+            memchr::memchr(b'\n', &header)
         };
-        if bare_cr {
-            *header
-                .last_mut()
-                .expect("a header that ends in a line break") = b'\n';
+        if let Some(end) = end {
+            header.truncate(end + 1);
+            header[end] = b'\n';
         }
         if header.is_empty() {
             return Ok(Err(FileRejection::new(
