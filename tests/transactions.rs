@@ -51,13 +51,11 @@ async fn redelivered_content_is_a_duplicate_and_loads_nothing() {
     assert_eq!(h.count("SELECT count(*) FROM v_files").await, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_file_leaves_nothing_and_loads_once_later() {
-    let h = Harness::with_config(|raw| raw.chunk_rows = 200).await;
-    let path = h.workspace.path("in/big_bme280.csv");
+/// `lines` BME280 lines of 50 interleaved sensors, one second apart, from 2022-01-01.
+fn bme280_lines(lines: i64) -> String {
     let mut text = String::from("sensor_id;sensor_type;location;lat;lon;timestamp;pressure;altitude;pressure_sealevel;temperature;humidity\n");
     let start = chrono::DateTime::from_timestamp(1_640_995_200, 0).unwrap();
-    for i in 0..40_000i64 {
+    for i in 0..lines {
         let ts = (start + chrono::Duration::seconds(i)).format("%Y-%m-%dT%H:%M:%SZ");
         text.push_str(&format!(
             "{};BME280;9;48.1;9.2;{ts};{};;;{};{}\n",
@@ -67,7 +65,14 @@ async fn an_interrupted_file_leaves_nothing_and_loads_once_later() {
             (i % 100) as f64
         ));
     }
-    write_file(&path, &text);
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_file_leaves_nothing_and_loads_once_later() {
+    let h = Harness::with_config(|raw| raw.chunk_rows = 200).await;
+    let path = h.workspace.path("in/big_bme280.csv");
+    write_file(&path, &bme280_lines(40_000));
 
     let ctx = h.ctx.clone();
     let task_path = path.clone();
@@ -445,4 +450,85 @@ async fn a_group_with_a_conflicting_delivery_is_split_until_that_one_goes_alone(
         "the conflicting lines are rejected with their reason"
     );
     assert_eq!(h.count("SELECT count(*) FROM v_readings").await, 5 * 4);
+}
+
+/// A long delivery's index ranges are summarized while its transaction is under way (not all
+/// at its end), and reads through ranges summarized that early stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_delivery_is_summarized_while_it_is_written_and_reads_stay_exact() {
+    let h = Harness::with_config(|raw| raw.chunk_rows = 2_000).await;
+    let path = h.workspace.path("in/big_bme280.csv");
+    write_file(&path, &bme280_lines(40_000));
+    // The delivery's last statements wait behind this lock, its readings all copied.
+    let mut blocker = crate::support::connect(&h.url).await;
+    let lock = blocker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE aggregates IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let ctx = h.ctx.clone();
+    let task_path = path.clone();
+    let task = tokio::spawn(async move {
+        process(
+            &ctx,
+            &Delivery::input_file(&task_path, Disposition::LeaveInPlace),
+        )
+        .await
+    });
+    let mut waiting = false;
+    for _ in 0..600 {
+        waiting = h
+            .count(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE query LIKE 'COPY aggregates%' AND wait_event_type = 'Lock'",
+            )
+            .await
+            > 0;
+        if waiting {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(waiting, "the delivery reached its last statements");
+    // The summarizer's pass after the last chunk (it coalesces wake-ups for 200 ms).
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let ranges = h
+        .count(
+            "SELECT (pg_relation_size('readings_y2022') / current_setting('block_size')::int8 + 15) / 16",
+        )
+        .await;
+    // Summarizing now finds only what the summarizer left (it counts what it does itself).
+    let left = h
+        .count(
+            "SELECT coalesce(sum(brin_summarize_new_values(i.inhrelid::regclass)), 0)::int8 \
+             FROM pg_inherits i WHERE i.inhparent = 'readings_brin'::regclass",
+        )
+        .await;
+    assert!(ranges >= 8, "the delivery fills many ranges: {ranges}");
+    assert!(
+        left * 2 < ranges,
+        "most of the {ranges} ranges were summarized before the commit; {left} were not"
+    );
+    lock.rollback().await.unwrap();
+    let report = task.await.unwrap().unwrap();
+    assert_eq!(
+        (report.status, report.rows.loaded),
+        (FileStatus::Loaded, 40_000)
+    );
+    // Through the index (ranges summarized mid-transaction) and without it: the same rows.
+    let by_sensor = "SELECT count(*) FROM v_readings WHERE sensor_id = 7 \
+                     AND ts BETWEEN '2022-01-01T01:00:00Z' AND '2022-01-01T05:00:00Z'";
+    h.client
+        .batch_execute("SET enable_seqscan = off")
+        .await
+        .unwrap();
+    let through_index = h.count(by_sensor).await;
+    h.client
+        .batch_execute("SET enable_seqscan = on; SET enable_bitmapscan = off")
+        .await
+        .unwrap();
+    let scanned = h.count(by_sensor).await;
+    assert_eq!(through_index, scanned);
+    // Sensor 7's lines of those 4 hours (line i is second i, of sensor i % 50), 3 values each.
+    let lines = (3_600..=18_000).filter(|i| i % 50 == 7).count();
+    assert_eq!(scanned, i64::try_from(lines * 3).unwrap());
 }

@@ -142,7 +142,8 @@ pub(super) async fn record_and_commit(
     crate::faults::point("pipeline::before-commit");
     tx.commit().await.map_err(StoreError::from)?;
     if !new.is_empty() {
-        ctx.store.readings_committed();
+        // Every page of the transaction is written now: the last ranges are summarized too.
+        ctx.store.readings_copied();
     }
     let location_ids: Vec<i64> = locations.iter().map(|(id, _, _, _)| *id).collect();
     known.remember(&state.sensors(), &location_ids);

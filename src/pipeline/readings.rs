@@ -129,6 +129,11 @@ impl<'a, 't> ReadingsWriter<'a, 't> {
             .tx
             .copy_readings(&ctx.store, &normalized, file_ids)
             .await?;
+        if readings > 0 {
+            // Their index ranges are summarized while the transaction goes on
+            // (`store::summarize`).
+            ctx.store.readings_copied();
+        }
         if self.statistics.is_full() {
             let tx = self.tx.statement().await?;
             self.statistics.flush(tx, self.sifter.claims()).await?;

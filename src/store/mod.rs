@@ -221,10 +221,10 @@ impl Store {
         &self.pool
     }
 
-    /// A transaction that wrote readings committed: their index ranges are summarized soon,
-    /// in the background (see `summarize`).
-    pub fn readings_committed(&self) {
-        self.summarizer.readings_written();
+    /// A transaction copied readings (committed or not yet): their index ranges are
+    /// summarized soon, in the background (see `summarize`).
+    pub fn readings_copied(&self) {
+        self.summarizer.readings_copied();
     }
 
     /// Summarizes the index ranges of every reading committed so far, now.

@@ -2,14 +2,19 @@
 //! are *unsummarized*, and a BRIN scan must read every such page. Right after a 1M-row load a
 //! one-sensor read scanned the whole partition (249 ms; 3 ms once summarized). PostgreSQL's
 //! `autosummarize` only queues the work for the next autovacuum round (up to a minute later),
-//! so the store summarizes new ranges itself: a background task woken after each commit that
-//! wrote readings (several commits in a burst coalesce into one pass), and
-//! [`summarize_new_ranges`] for whoever must see it done (`sensor-etl ingest` before it exits).
+//! so the store summarizes new ranges itself: a background task on a connection of its own,
+//! woken each time a transaction copies readings (wake-ups in a burst coalesce into one pass),
+//! and [`summarize_new_ranges`] for whoever must see it done (`sensor-etl ingest` before it
+//! exits). A long load is summarized while it is written, chunk after chunk, so little is left
+//! for its end, and the pages are read while they are still in memory.
 //!
 //! Guarantees: correctness never depends on it (an unsummarized range is always read, never
-//! skipped); it takes no lock that a load waits on (`ShareUpdateExclusiveLock` does not
-//! conflict with COPY), and waits at most `LOCK_WAIT` for another summarizer or a vacuum before
-//! leaving the work to the next pass.
+//! skipped). A range may be summarized while the transaction that fills it is under way:
+//! PostgreSQL summarizes the rows of transactions in progress too, and a row added to a range
+//! already summarized widens its summary, so a summary never excludes a row it covers (rows
+//! of a transaction rolled back only widen it). It takes no lock that a load waits on
+//! (`ShareUpdateExclusiveLock` does not conflict with COPY), and waits at most `LOCK_WAIT` for
+//! another summarizer or a vacuum before leaving the work to the next pass.
 
 use std::time::Duration;
 
@@ -51,8 +56,9 @@ impl RangeSummarizer {
         Self { wake }
     }
 
-    /// Readings were committed: summarize their ranges soon.
-    pub fn readings_written(&self) {
+    /// Readings were copied (their transaction committed or still under way): summarize
+    /// their ranges soon.
+    pub fn readings_copied(&self) {
         // A full channel means a pass is already due.
         let _ = self.wake.try_send(());
     }
