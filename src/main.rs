@@ -41,9 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         _ => telemetry::Terminal::Problems,
     };
     let _log_guard = telemetry::init(Some(&settings.logs_dir), terminal);
-    if matches!(cli.command, Command::Run { .. } | Command::Serve { .. }) {
-        bound_allocator_arenas();
-    }
+    bound_allocator_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,11 +54,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     outcome
 }
 
-/// Arenas of glibc's allocator a long-running process may make. By default glibc makes up to
-/// eight per core, one per thread that meets a locked arena, and keeps their freed memory: a
-/// server acknowledging pushes from the journal peaked at 208-217 MB, 165-167 MB with four
-/// arenas (and drain batches twice as large; docs/performance.md). Four keep the request
-/// threads, the drain and the polars pool from queueing on one lock.
+/// Arenas of glibc's allocator the process may make. By default glibc makes up to eight per
+/// core, one per thread that meets a locked arena, and keeps their freed memory: a server
+/// acknowledging pushes from the journal peaked at 208-217 MB, 165-167 MB with four arenas
+/// (and drain batches twice as large), and `ingest` of a 4M-line file at 97-102 MB, 91-93 MB
+/// with four (docs/performance.md). Four keep the request threads, the drain, the validator
+/// and the polars pool from queueing on one lock.
 const ALLOCATOR_ARENAS: i32 = 4;
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
