@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -143,6 +143,8 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
     let rescan = ctx.settings.rescan_interval;
     let mut database_down = false;
     let mut busy = false;
+    let mut scan = Scan::default();
+    let mut scanned_at = Instant::now();
     // The group whose transaction is under way while the next one is claimed and prepared.
     let mut in_flight: Option<GroupInFlight> = None;
     loop {
@@ -172,19 +174,27 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
                 next_due.map_or(rescan, |due| due.min(rescan))
             }) => {}
         }
+        // While a backlog is taken, the next batch comes from the complete files the last scan
+        // found rather than from another scan (whose cost grows with the inbox): the inbox is
+        // scanned again when they run out, after a round that took nothing, and every
+        // `rescan`. A file gone or changed since is caught where it is taken.
+        let take_from_last_scan = busy && !scan.ready.is_empty() && scanned_at.elapsed() < rescan;
         busy = false;
-        let mut scan = scan(
-            &inbox,
-            &mut seen,
-            &mut hinted,
-            &mut state.ignored,
-            ctx.settings.settle,
-            &tailed,
-        );
-        next_due = scan.next_due;
-        state
-            .deferrals
-            .retain(|name| scan.present.iter().any(|p| p == name));
+        if !take_from_last_scan {
+            scan = self::scan(
+                &inbox,
+                &mut seen,
+                &mut hinted,
+                &mut state.ignored,
+                ctx.settings.settle,
+                &tailed,
+            );
+            scanned_at = Instant::now();
+            next_due = scan.next_due;
+            state
+                .deferrals
+                .retain(|name| scan.present.iter().any(|p| p == name));
+        }
         scan.ready.retain(|name| {
             !state.deferrals.is_waiting(name)
                 && !in_flight.as_ref().is_some_and(|g| g.names().contains(name))
@@ -222,6 +232,11 @@ pub async fn run(ctx: PipelineCtx, cancel: CancellationToken) -> Result<IngestSu
             }
         };
         busy = !claimed.is_empty();
+        scan.ready.retain(|name| {
+            claimed
+                .binary_search_by(|(c, _)| c.as_str().cmp(name))
+                .is_err()
+        });
         if busy {
             crate::faults::point("watch::claimed");
         }
@@ -338,6 +353,7 @@ fn note_hint(hinted: &mut HashMap<OsString, Hint>, name: OsString, hint: Option<
 }
 
 /// What one scan of the inbox found (file names).
+#[derive(Default)]
 struct Scan {
     /// Complete files, oldest first.
     ready: Vec<String>,
