@@ -294,3 +294,42 @@ fn the_embedded_database_works_from_a_folder_the_server_user_cannot_enter() {
         let _ = std::fs::remove_dir_all(root);
     }
 }
+
+/// A file whose every line is stored already adds no index range: `ingest` does not summarize
+/// the index for it, so it neither waits for another session holding the index (as a vacuum
+/// does) nor warns that it could not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_of_lines_all_stored_already_leaves_the_index_alone() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let text = "sensor_id;sensor_type;timestamp;P1;P2\n\
+                1;SDS011;2021-01-01T00:00:00;1.5;0.5\n\
+                1;SDS011;2021-01-01T00:02:30;1.6;0.6\n";
+    let first = workspace.path("in/a_sds011.csv");
+    let again = workspace.path("again/b_sds011.csv");
+    crate::support::fixtures::write_file(&first, text);
+    crate::support::fixtures::write_file(&again, &format!("{text}\n"));
+    let ingest = |path: &std::path::Path| {
+        sensor_etl(&workspace)
+            .args(["ingest", "--database-url", &url])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(ingest(&first).status.code(), Some(0));
+    let mut client = crate::support::connect(&url).await;
+    let holder = client.transaction().await.unwrap();
+    holder
+        .batch_execute("LOCK TABLE readings_y2021 IN SHARE UPDATE EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let output = ingest(&again);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("2 already stored"), "{stdout}");
+    assert!(!stderr.contains("not summarized"), "{stderr}");
+    holder.rollback().await.unwrap();
+}

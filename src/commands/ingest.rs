@@ -80,8 +80,9 @@ pub async fn run(
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    // Reads of what was just loaded use the index at once (see `store::summarize`).
-    if summary.loaded + summary.partially_loaded > 0 {
+    // Reads of what was just loaded use the index at once (see `store::summarize`). Files
+    // whose every line was stored already added no range.
+    if summary.rows.loaded > 0 {
         if let Err(error) = ctx.store.summarize_readings_index().await {
             tracing::warn!(
                 message = "The readings index was not summarized; reads stay correct and the next load or autovacuum does it.",

@@ -141,7 +141,7 @@ pub(super) async fn record_and_commit(
     }
     crate::faults::point("pipeline::before-commit");
     tx.commit().await.map_err(StoreError::from)?;
-    if !new.is_empty() {
+    if new.iter().any(|d| d.tally.rows.loaded > 0) {
         // Every page of the transaction is written now: the last ranges are summarized too.
         ctx.store.readings_copied();
     }
