@@ -57,7 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 /// Arenas of glibc's allocator the process may make. By default glibc makes up to eight per
 /// core, one per thread that meets a locked arena, and keeps their freed memory: a server
 /// acknowledging pushes from the journal peaked at 208-217 MB, 165-167 MB with four arenas
-/// (and drain batches twice as large), and `ingest` of a 4M-line file at 97-102 MB, 91-93 MB
+/// (and drain batches twice as large), and `ingest` of a 4M-line file at 94-102 MB, 93-96 MB
 /// with four (docs/performance.md). Four keep the request threads, the drain, the validator
 /// and the polars pool from queueing on one lock.
 const ALLOCATOR_ARENAS: i32 = 4;

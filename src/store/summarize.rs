@@ -6,7 +6,7 @@
 //! woken each time a transaction copies readings (wake-ups in a burst coalesce into one pass),
 //! and [`summarize_new_ranges`] for whoever must see it done (`sensor-etl ingest` before it
 //! exits). A long load is summarized while it is written, chunk after chunk, so little is left
-//! for its end, and the pages are read while they are still in memory.
+//! for its end, and more of its pages are still in PostgreSQL's buffers when they are read.
 //!
 //! Guarantees: correctness never depends on it (an unsummarized range is always read, never
 //! skipped). A range may be summarized while the transaction that fills it is under way:
