@@ -95,30 +95,138 @@ pub fn retire(
         fs::remove_file(path).map_err(|e| Error::io(path, e))?;
         return Ok(None);
     }
-    fs::create_dir_all(&settings.processed_dir)
-        .map_err(|e| Error::io(&settings.processed_dir, e))?;
-    let mut destination = settings.processed_dir.join(name);
-    if destination.exists() {
+    let destination = settings.processed_dir.join(name);
+    let moved = match rename_unless_taken(path, &destination) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !settings.processed_dir.is_dir() => {
+            fs::create_dir_all(&settings.processed_dir)
+                .map_err(|e| Error::io(&settings.processed_dir, e))?;
+            rename_unless_taken(path, &destination)
+        }
+        moved => moved,
+    };
+    // A taken name gets this content's fingerprint: a file already there under that name
+    // holds the same bytes, so replacing it loses nothing.
+    let fingerprinted = || {
         let (stem, extension) = bounded_stem_and_extension(name);
         let extension = extension.map(|e| format!(".{e}")).unwrap_or_default();
         let short = fingerprint.get(..12).unwrap_or(fingerprint);
-        destination = settings
+        settings
             .processed_dir
-            .join(format!("{stem}.{short}{extension}"));
-    }
-    if fs::rename(path, &destination).is_err() {
-        // Another file system: copy to a temporary name, sync, rename, then remove.
-        let temp = settings
-            .processed_dir
-            .join(format!(".{name}.{}.tmp", std::process::id()));
-        let copied = fs::copy(path, &temp)
-            .and_then(|_| fs::File::open(&temp)?.sync_all())
-            .and_then(|()| fs::rename(&temp, &destination));
-        if let Err(e) = copied {
-            let _ = fs::remove_file(&temp);
-            return Err(Error::io(&destination, e));
+            .join(format!("{stem}.{short}{extension}"))
+    };
+    let destination = match moved {
+        Ok(Moved::To) => return Ok(Some(destination)),
+        Ok(Moved::NameTaken) => {
+            let destination = fingerprinted();
+            if fs::rename(path, &destination).is_ok() {
+                return Ok(Some(destination));
+            }
+            destination
         }
-        fs::remove_file(path).map_err(|e| Error::io(path, e))?;
-    }
+        Err(_) if destination.exists() => fingerprinted(),
+        Err(_) => destination,
+    };
+    copy_across(settings, path, name, &destination)?;
     Ok(Some(destination))
+}
+
+/// Moves `path` to `destination` on another file system: a copy under a temporary name,
+/// synced, renamed into place, then the original removed.
+fn copy_across(settings: &Settings, path: &Path, name: &str, destination: &Path) -> Result<()> {
+    let temp = settings
+        .processed_dir
+        .join(format!(".{name}.{}.tmp", std::process::id()));
+    let copied = fs::copy(path, &temp)
+        .and_then(|_| fs::File::open(&temp)?.sync_all())
+        .and_then(|()| fs::rename(&temp, destination));
+    if let Err(e) = copied {
+        let _ = fs::remove_file(&temp);
+        return Err(Error::io(destination, e));
+    }
+    fs::remove_file(path).map_err(|e| Error::io(path, e))
+}
+
+/// What [`rename_unless_taken`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Moved {
+    /// The file is at its new name.
+    To,
+    /// Another file has that name; nothing moved.
+    NameTaken,
+}
+
+/// Renames `from` to `to` unless `to` exists, in one step where the kernel and file system
+/// offer it (`renameat2` with `RENAME_NOREPLACE`): a file another worker moved to the same name
+/// a moment before is never replaced. Elsewhere, a check and then a rename.
+///
+/// # Errors
+/// The rename failed (another file system, `from` gone, no permission).
+fn rename_unless_taken(from: &Path, to: &Path) -> std::io::Result<Moved> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::errno::Errno;
+        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+        match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(Moved::To),
+            Err(Errno::EEXIST) => return Ok(Moved::NameTaken),
+            // Not offered by this file system or kernel: the check below.
+            Err(Errno::EINVAL | Errno::ENOSYS) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    if to.exists() {
+        return Ok(Moved::NameTaken);
+    }
+    fs::rename(from, to).map(|()| Moved::To)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+
+    fn settings_in(dir: &Path) -> Settings {
+        Settings::from_raw(RawConfig {
+            processed_dir: dir.join("processed"),
+            ..RawConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_moved_file_never_replaces_one_of_its_name_and_processed_is_made_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings_in(dir.path());
+        let fingerprint = "0123456789abcdef0123";
+        let first = dir.path().join("a_sds011.csv");
+        fs::write(&first, "first").unwrap();
+        let moved = retire(&settings, &first, "a_sds011.csv", fingerprint, false).unwrap();
+        assert_eq!(moved, Some(dir.path().join("processed/a_sds011.csv")));
+
+        let second = dir.path().join("a_sds011.csv");
+        fs::write(&second, "second").unwrap();
+        let moved = retire(&settings, &second, "a_sds011.csv", fingerprint, false).unwrap();
+        let renamed = dir.path().join("processed/a_sds011.0123456789ab.csv");
+        assert_eq!(moved, Some(renamed.clone()));
+        assert_eq!(
+            fs::read_to_string(dir.path().join("processed/a_sds011.csv")).unwrap(),
+            "first"
+        );
+        assert_eq!(fs::read_to_string(renamed).unwrap(), "second");
+        assert!(!second.exists());
+    }
+
+    #[test]
+    fn the_name_is_taken_only_when_nothing_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+        fs::write(&from, "new").unwrap();
+        fs::write(&to, "kept").unwrap();
+        assert_eq!(rename_unless_taken(&from, &to).unwrap(), Moved::NameTaken);
+        assert_eq!(fs::read_to_string(&to).unwrap(), "kept");
+        fs::remove_file(&to).unwrap();
+        assert_eq!(rename_unless_taken(&from, &to).unwrap(), Moved::To);
+        assert_eq!(fs::read_to_string(&to).unwrap(), "new");
+        assert!(!from.exists());
+    }
 }
