@@ -9,7 +9,9 @@
 //! are committed. A copy across file systems goes through a temporary name, so `processed/`
 //! never holds a partial file; a failure (disk full) leaves the file where it is, and the next
 //! attempt finds it committed (a duplicate) and moves it then. A crash between the commit and
-//! the move does the same.
+//! the move does the same. A file moved into `processed/` never replaces another: a name
+//! already there gets the content's fingerprint added, in one atomic step where the file system
+//! offers it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
