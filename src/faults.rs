@@ -5,7 +5,8 @@
 //! syntax, so `2*off->return(abort)` acts on the third pass). Actions:
 //!
 //! - `abort`: the process dies on the spot, as under `kill -9` (no unwinding, no cleanup);
-//! - `sleep:<ms>`: the delivery in hand is held that long, then goes on;
+//! - `sleep:<ms>`: the delivery in hand is held that long, then goes on (the other work of its
+//!   thread goes on meanwhile);
 //! - `panic`: the stage crashes (a bug on some input).
 //!
 //! Every point that acts first prints `fault point <name> reached` on stderr, so a test can
@@ -41,7 +42,17 @@ fn act(name: &str, action: &str) {
     drop(stderr);
     match action.split_once(':') {
         Some(("sleep", ms)) => {
-            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(1000)));
+            let hold =
+                || std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(1000)));
+            // Held on a runtime worker, the tasks queued on it would be held too (the one it
+            // woke last cannot be taken by another worker): they move to another thread first.
+            let on_current_thread_runtime = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+            if on_current_thread_runtime {
+                hold();
+            } else {
+                tokio::task::block_in_place(hold);
+            }
         }
         _ if action == "panic" => panic!("fault point {name}: injected panic"),
         _ => std::process::abort(),
