@@ -68,21 +68,28 @@ fn bme280_lines(lines: i64) -> String {
     text
 }
 
+/// Loads `path` where it is, on a task of its own.
+fn spawn_load(
+    h: &Harness,
+    path: &std::path::Path,
+) -> tokio::task::JoinHandle<sensor_etl::error::Result<sensor_etl::pipeline::DeliveryReport>> {
+    let (ctx, path) = (h.ctx.clone(), path.to_path_buf());
+    tokio::spawn(async move {
+        process(
+            &ctx,
+            &Delivery::input_file(&path, Disposition::LeaveInPlace),
+        )
+        .await
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_file_leaves_nothing_and_loads_once_later() {
     let h = Harness::with_config(|raw| raw.chunk_rows = 200).await;
     let path = h.workspace.path("in/big_bme280.csv");
     write_file(&path, &bme280_lines(40_000));
 
-    let ctx = h.ctx.clone();
-    let task_path = path.clone();
-    let task = tokio::spawn(async move {
-        process(
-            &ctx,
-            &Delivery::input_file(&task_path, Disposition::LeaveInPlace),
-        )
-        .await
-    });
+    let task = spawn_load(&h, &path);
     // Wait until the file's transaction has written something, then kill the work.
     for _ in 0..200 {
         let writing = h
@@ -465,15 +472,7 @@ async fn a_long_delivery_is_summarized_while_it_is_written_and_reads_stay_exact(
     lock.batch_execute("LOCK TABLE aggregates IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
-    let ctx = h.ctx.clone();
-    let task_path = path.clone();
-    let task = tokio::spawn(async move {
-        process(
-            &ctx,
-            &Delivery::input_file(&task_path, Disposition::LeaveInPlace),
-        )
-        .await
-    });
+    let task = spawn_load(&h, &path);
     let mut waiting = false;
     for _ in 0..600 {
         waiting = h
