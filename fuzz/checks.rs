@@ -37,3 +37,33 @@ pub fn validate_rows(data: &[u8], settings: &Settings) {
         assert!(!reject.violations.is_empty());
     }
 }
+
+/// A JSON (first byte even) or NDJSON (odd) body rendered in memory and from a spool file, as
+/// the ingest endpoint does for a small and a large body: the same CSV or the same refusal.
+pub fn render_body(data: &[u8]) {
+    use sensor_etl::http::body::{render_file, to_source, without_bom, BodyFormat};
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let format = if selector % 2 == 0 {
+        BodyFormat::Json
+    } else {
+        BodyFormat::Ndjson
+    };
+    let refusal = |e: sensor_etl::http::error::ApiError| {
+        format!("{} {} {}", e.status(), e.code(), e.message())
+    };
+    let in_memory = match to_source(format, without_bom(bytes::Bytes::copy_from_slice(body))) {
+        Ok(ByteSource::Rendered { bytes, .. }) => Ok(bytes.to_vec()),
+        Ok(other) => panic!("a JSON body renders as CSV, not {other}"),
+        Err(e) => Err(refusal(e)),
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let spooled = dir.path().join("body");
+    std::fs::write(&spooled, body).expect("the body is written");
+    let from_file = match render_file(format, &spooled, dir.path()) {
+        Ok((path, _)) => Ok(std::fs::read(&path).expect("the rendering is read")),
+        Err(e) => Err(refusal(e)),
+    };
+    assert_eq!(in_memory, from_file, "in memory and from a spool file");
+}

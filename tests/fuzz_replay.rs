@@ -44,3 +44,12 @@ fn every_kept_validator_input_passes() {
         checks::validate_rows(&std::fs::read(&path).unwrap(), &settings);
     }
 }
+
+#[test]
+fn every_kept_body_input_renders_alike_in_memory_and_from_a_spool_file() {
+    let files = inputs("render_body");
+    assert!(files.len() >= 10, "the corpus is in the repository");
+    for path in files {
+        checks::render_body(&std::fs::read(&path).unwrap());
+    }
+}

@@ -555,3 +555,70 @@ async fn large_json_and_ndjson_bodies_stream_with_their_own_line_numbers() {
         "spool and rendering files are removed after the answer"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_gets_the_same_answer_whatever_its_size() {
+    let url = fresh_database().await;
+    let workspace = Workspace::new();
+    let (mut server, addr) = serve(&workspace, &url, &[]).await;
+    let json = &["Content-Type: application/json"];
+    let ndjson = &["Content-Type: application/x-ndjson"];
+    let object = |sensor: u32, n: u32| {
+        format!(
+            r#"{{"sensor_id": {sensor}, "sensor_type": "DHT22", "timestamp": "2021-04-{:02}T{:02}:{:02}:{:02}", "temperature": 20.5, "humidity": 50}}"#,
+            1 + n / 86_400,
+            (n / 3600) % 24,
+            (n / 60) % 60,
+            n % 60
+        )
+    };
+    let bom = "\u{feff}";
+    // Small (held in memory) and over 1 MiB (spooled and rendered from disk), each opened by a
+    // byte order mark as some exporters write it: both load.
+    for (sensor, rows) in [(71u32, 3u32), (72, 15_000)] {
+        let elements: Vec<String> = (0..rows).map(|n| object(sensor, n)).collect();
+        let body = format!("{bom}[{}]", elements.join(",\n"));
+        let (status, _, receipt) = post(addr, "/v1/ingest", json, body.as_bytes());
+        assert_eq!(status, 200, "{rows} objects: {receipt}");
+        assert_eq!(receipt["rows_loaded"], rows, "{receipt}");
+        let lines: Vec<String> = (0..rows).map(|n| object(sensor + 10, n)).collect();
+        let body = format!("{bom}{}\n", lines.join("\n"));
+        let (status, _, receipt) = post(addr, "/v1/ingest", ndjson, body.as_bytes());
+        assert_eq!(status, 200, "{rows} lines: {receipt}");
+        assert_eq!(receipt["rows_loaded"], rows, "{receipt}");
+    }
+    let stored: i64 = connect(&url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM v_readings WHERE sensor_id IN (71, 72, 81, 82)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, (3 + 15_000) * 2 * 2);
+
+    // Bodies without objects, and JSON that is not objects: the same status and reason small
+    // or large.
+    let padding = " ".repeat(1_200_000);
+    for (headers, small, large) in [
+        (json, "[]".to_owned(), format!("[{padding}]")),
+        (ndjson, "\n\n".to_owned(), format!("{padding}\n\n")),
+        (json, "5".to_owned(), format!("{padding}5")),
+        (json, "[5]".to_owned(), format!("[{padding}5]")),
+    ] {
+        let (small_status, _, small_answer) = post(addr, "/v1/ingest", headers, small.as_bytes());
+        let (large_status, _, large_answer) = post(addr, "/v1/ingest", headers, large.as_bytes());
+        assert!(small_status >= 400, "{small:?}: {small_answer}");
+        assert_eq!(
+            (large_status, &large_answer["error"]["code"]),
+            (small_status, &small_answer["error"]["code"]),
+            "{small:?}: {small_answer} against {large_answer}"
+        );
+        assert_eq!(
+            large_answer["error"]["message"], small_answer["error"]["message"],
+            "{small:?}"
+        );
+    }
+    assert_eq!(terminate_child(&mut server), Some(0));
+}

@@ -5,7 +5,9 @@
 //!
 //! A large body (spooled to a file) is rendered by [`render_file`] in two streaming passes, the
 //! keys and then the rows, into a CSV file: memory holds one object at a time, whatever the
-//! body's size.
+//! body's size. Both paths read objects through one walker (a byte order mark skipped, a body
+//! without objects refused) and write rows through one renderer, so a body gets the same
+//! rendering or the same refusal whether it was held in memory or spooled.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -57,42 +59,36 @@ impl BodyFormat {
     }
 }
 
-/// The delivery's bytes for a body of `format`.
+/// The delivery's bytes for a body of `format`: CSV as it is, JSON and NDJSON rendered as CSV
+/// in memory. The same body spooled to a file ([`render_file`]) is read by the same walker and
+/// rendered alike, so a body gets the same answer whatever its size.
 ///
 /// # Errors
-/// 400 when a JSON body does not parse or is not made of flat objects.
+/// 400 when a JSON body does not parse or is not made of flat objects; 422 when it holds no
+/// object.
 pub fn to_source(format: BodyFormat, body: Bytes) -> Result<ByteSource, ApiError> {
-    let objects = match format {
-        BodyFormat::Csv => return Ok(ByteSource::Memory(body)),
-        BodyFormat::Json => match serde_json::from_slice::<Body>(&body).map_err(malformed)? {
-            Body::Many(items) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| object(item, i as u64 + 1))
-                .collect::<Result<Vec<_>, _>>()?,
-            Body::One(item) => vec![object(item, 1)?],
-        },
-        BodyFormat::Ndjson => body
-            .split(|&b| b == b'\n')
-            .enumerate()
-            .filter(|(_, line)| line.iter().any(|b| !b.is_ascii_whitespace()))
-            .map(|(i, line)| {
-                let element = serde_json::from_slice(line)
-                    .map_err(|e| bad_request(format!("line {}: not a JSON object ({e})", i + 1)))?;
-                object(element, i as u64 + 1)
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
+    if format == BodyFormat::Csv {
+        return Ok(ByteSource::Memory(body));
+    }
+    let mut objects = Vec::new();
+    for_each_object(format, BodyInput::Memory(&body), &mut |line, map| {
+        objects.push((line, map));
+        Ok(())
+    })?;
     if objects.is_empty() {
-        return Err(ApiError::refused(
-            RejectionCode::NoObjects,
-            "the body holds no objects: nothing to load",
-        ));
+        return Err(no_objects());
     }
     render(&objects).map(|bytes| ByteSource::Rendered {
         bytes,
         line_shift: 1,
     })
+}
+
+fn no_objects() -> ApiError {
+    ApiError::refused(
+        RejectionCode::NoObjects,
+        "the body holds no objects: nothing to load",
+    )
 }
 
 /// One element: a flat object, with the line or position it came from.
@@ -118,12 +114,6 @@ fn object(element: Element, line: u64) -> Result<(u64, Map<String, Value>), ApiE
 /// Keys of one object at most.
 pub const MAX_KEYS: usize = 1_000;
 
-/// A JSON body: one element or an array of them.
-enum Body {
-    One(Element),
-    Many(Vec<Element>),
-}
-
 /// A JSON element as read: an object with each key once, or why it is not one. Reading every
 /// key as it comes (not into a map that keeps the last) sees a key named twice.
 enum Element {
@@ -131,47 +121,6 @@ enum Element {
     KeyTwice(String),
     TooManyKeys,
     Other(&'static str),
-}
-
-impl<'de> Deserialize<'de> for Body {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct BodyVisitor;
-        impl<'de> Visitor<'de> for BodyVisitor {
-            type Value = Body;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object or an array of objects")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element::<Element>()? {
-                    items.push(item);
-                }
-                Ok(Body::Many(items))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Body, A::Error> {
-                ElementVisitor.visit_map(map).map(Body::One)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Body, E> {
-                Ok(Body::One(Element::Other("a boolean")))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Body, E> {
-                Ok(Body::One(Element::Other("a number")))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Body, E> {
-                Ok(Body::One(Element::Other("a number")))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Body, E> {
-                Ok(Body::One(Element::Other("a number")))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Body, E> {
-                Ok(Body::One(Element::Other("a string")))
-            }
-            fn visit_unit<E>(self) -> Result<Body, E> {
-                Ok(Body::One(Element::Other("null")))
-            }
-        }
-        deserializer.deserialize_any(BodyVisitor)
-    }
 }
 
 struct ElementVisitor;
@@ -233,28 +182,71 @@ impl<'de> Deserialize<'de> for Element {
 /// appended: columns are matched by name, so the order carries nothing); the object at body
 /// line `n` on CSV line `n + 1`.
 pub(crate) fn render(objects: &[(u64, Map<String, Value>)]) -> Result<Bytes, ApiError> {
-    let mut columns: Vec<&str> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut columns = Columns::default();
     for (_, map) in objects {
+        columns.add(map);
+    }
+    let mut rows = Rows::new(&columns.names);
+    let mut out = rows.header()?.to_vec();
+    for (line, map) in objects {
+        out.extend_from_slice(rows.object(*line, map)?);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// The union of the objects' keys, in the order they first appear.
+#[derive(Default)]
+struct Columns {
+    names: Vec<String>,
+    seen: std::collections::HashSet<String>,
+}
+
+impl Columns {
+    fn add(&mut self, map: &Map<String, Value>) {
         for key in map.keys() {
-            if seen.insert(key.as_str()) {
-                columns.push(key);
+            if !self.seen.contains(key) {
+                self.seen.insert(key.clone());
+                self.names.push(key.clone());
             }
         }
     }
-    let mut out: Vec<u8> = Vec::new();
-    write_row(&mut out, &header_of(&columns))?;
-    let mut next_line = 1;
-    for (line, map) in objects {
-        // Blank lines keep every object on its own line number.
-        while next_line < *line {
-            out.push(b'\n');
-            next_line += 1;
+}
+
+/// The CSV rows of objects under a header of `columns`, each object on the CSV line after its
+/// body line (blank lines keep the numbering).
+struct Rows<'c> {
+    columns: &'c [String],
+    next_line: u64,
+    row: Vec<u8>,
+}
+
+impl<'c> Rows<'c> {
+    fn new(columns: &'c [String]) -> Self {
+        Self {
+            columns,
+            next_line: 1,
+            row: Vec::new(),
         }
-        write_row(&mut out, &fields_of(*line, map, &columns)?)?;
-        next_line += 1;
     }
-    Ok(Bytes::from(out))
+
+    /// The header line.
+    fn header(&mut self) -> Result<&[u8], ApiError> {
+        self.row.clear();
+        write_row(&mut self.row, &header_of(self.columns))?;
+        Ok(&self.row)
+    }
+
+    /// The lines up to and including the object at body line `line`.
+    fn object(&mut self, line: u64, map: &Map<String, Value>) -> Result<&[u8], ApiError> {
+        self.row.clear();
+        while self.next_line < line {
+            self.row.push(b'\n');
+            self.next_line += 1;
+        }
+        write_row(&mut self.row, &fields_of(line, map, self.columns)?)?;
+        self.next_line += 1;
+        Ok(&self.row)
+    }
 }
 
 /// The CSV header for these keys: a line break or other control character in a key becomes a
@@ -273,7 +265,7 @@ fn header_of<S: AsRef<str>>(columns: &[S]) -> Vec<String> {
 
 /// Without a UTF-8 byte order mark, which some clients put before a JSON body.
 pub fn without_bom(body: Bytes) -> Bytes {
-    match body.strip_prefix(b"\xEF\xBB\xBF") {
+    match body.strip_prefix(BOM) {
         Some(rest) => body.slice(body.len() - rest.len()..),
         None => body,
     }
@@ -304,26 +296,31 @@ fn fields_of<S: AsRef<str>>(
 }
 
 /// Renders a large JSON or NDJSON body held in the file `body` as a CSV file in `dir` (see the
-/// module header). Blocking: call from a blocking thread.
+/// module header), exactly as [`to_source`] renders a small one. Blocking: call from a blocking
+/// thread.
 ///
 /// # Errors
-/// 400 when the body does not parse or is not made of flat objects; 503 when the rendering
-/// cannot be written.
+/// 400 when the body does not parse or is not made of flat objects; 422 when it holds no
+/// object; 503 when the rendering cannot be written.
 pub fn render_file(
     format: BodyFormat,
     body: &Path,
     dir: &Path,
 ) -> Result<(tempfile::TempPath, ByteSource), ApiError> {
-    let mut columns: Vec<String> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for_each_object(format, body, &mut |_, map| {
-        for key in map.keys() {
-            if seen.insert(key.clone()) {
-                columns.push(key.clone());
-            }
-        }
-        Ok(())
-    })?;
+    let mut columns = Columns::default();
+    let mut objects = 0u64;
+    for_each_object(
+        format,
+        BodyInput::File(open_spooled(body)?),
+        &mut |_, map| {
+            columns.add(&map);
+            objects += 1;
+            Ok(())
+        },
+    )?;
+    if objects == 0 {
+        return Err(no_objects());
+    }
     let unwritable = |e: std::io::Error| {
         ApiError::unavailable(
             "spool_unavailable",
@@ -338,20 +335,13 @@ pub fn render_file(
         .map_err(unwritable)?;
     let (file, path) = named.into_parts();
     let mut out = std::io::BufWriter::new(file);
-    let mut row = Vec::new();
-    write_row(&mut row, &header_of(&columns))?;
-    out.write_all(&row).map_err(unwritable)?;
-    let mut next_line = 1;
-    for_each_object(format, body, &mut |line, map| {
-        row.clear();
-        while next_line < line {
-            row.push(b'\n');
-            next_line += 1;
-        }
-        write_row(&mut row, &fields_of(line, &map, &columns)?)?;
-        next_line += 1;
-        out.write_all(&row).map_err(unwritable)
-    })?;
+    let mut rows = Rows::new(&columns.names);
+    out.write_all(rows.header()?).map_err(unwritable)?;
+    for_each_object(
+        format,
+        BodyInput::File(open_spooled(body)?),
+        &mut |line, map| out.write_all(rows.object(line, &map)?).map_err(unwritable),
+    )?;
     out.flush().map_err(unwritable)?;
     let source = ByteSource::RenderedFile {
         path: path.to_path_buf(),
@@ -360,13 +350,7 @@ pub fn render_file(
     Ok((path, source))
 }
 
-/// Calls `each` with every object of a JSON (an object or an array of them) or NDJSON body
-/// file and its line (NDJSON) or position (JSON), one object in memory at a time.
-fn for_each_object(
-    format: BodyFormat,
-    body: &Path,
-    each: &mut dyn FnMut(u64, Map<String, Value>) -> Result<(), ApiError>,
-) -> Result<(), ApiError> {
+fn open_spooled(body: &Path) -> Result<std::io::BufReader<std::fs::File>, ApiError> {
     let file = std::fs::File::open(body).map_err(|e| {
         ApiError::unavailable(
             "spool_unavailable",
@@ -374,30 +358,79 @@ fn for_each_object(
             30,
         )
     })?;
-    let mut reader = std::io::BufReader::new(file);
-    if format == BodyFormat::Ndjson {
-        let mut line = Vec::new();
-        let mut number = 0;
-        loop {
-            line.clear();
-            let read = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|e| bad_request(format!("the body could not be read: {e}")))?;
-            if read == 0 {
-                return Ok(());
+    Ok(std::io::BufReader::new(file))
+}
+
+/// The UTF-8 byte order mark some clients put before a body.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Where a body is read from: memory, parsed in place, or a spool file, streamed.
+enum BodyInput<'a> {
+    Memory(&'a [u8]),
+    File(std::io::BufReader<std::fs::File>),
+}
+
+/// Calls `each` with every object of a JSON (an object or an array of them) or NDJSON body,
+/// after any byte order mark, and its line (NDJSON) or position (JSON), one object in memory
+/// at a time. The one reading of both paths, in memory and from a spool file.
+fn for_each_object(
+    format: BodyFormat,
+    input: BodyInput<'_>,
+    each: &mut dyn FnMut(u64, Map<String, Value>) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    match input {
+        BodyInput::Memory(body) => {
+            let body = body.strip_prefix(BOM).unwrap_or(body);
+            match format {
+                BodyFormat::Ndjson => each_line(body, each),
+                _ => each_element(serde_json::Deserializer::from_slice(body), each),
             }
-            number += 1;
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
+        }
+        BodyInput::File(mut reader) => {
+            if reader.fill_buf().map_err(unreadable)?.starts_with(BOM) {
+                reader.consume(BOM.len());
             }
-            let element = serde_json::from_slice(&line)
-                .map_err(|e| bad_request(format!("line {number}: not a JSON object ({e})")))?;
-            let (at, map) = object(element, number)?;
-            each(at, map)?;
+            match format {
+                BodyFormat::Ndjson => each_line(reader, each),
+                _ => each_element(serde_json::Deserializer::from_reader(reader), each),
+            }
         }
     }
+}
+
+fn unreadable(error: std::io::Error) -> ApiError {
+    bad_request(format!("the body could not be read: {error}"))
+}
+
+/// The objects of an NDJSON body, one a line; blank lines skipped but counted.
+fn each_line(
+    mut reader: impl BufRead,
+    each: &mut dyn FnMut(u64, Map<String, Value>) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(unreadable)? == 0 {
+            return Ok(());
+        }
+        number += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let element = serde_json::from_slice(&line)
+            .map_err(|e| bad_request(format!("line {number}: not a JSON object ({e})")))?;
+        let (at, map) = object(element, number)?;
+        each(at, map)?;
+    }
+}
+
+/// The objects of a JSON body: an array's elements, or the one object.
+fn each_element<'de, R: serde_json::de::Read<'de>>(
+    mut deserializer: serde_json::Deserializer<R>,
+    each: &mut dyn FnMut(u64, Map<String, Value>) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
     let mut failure = None;
-    let mut deserializer = serde_json::Deserializer::from_reader(reader);
     let walked = deserializer.deserialize_any(Objects {
         each,
         failure: &mut failure,
@@ -408,11 +441,22 @@ fn for_each_object(
     walked.and_then(|()| deserializer.end()).map_err(malformed)
 }
 
-/// Visits a JSON body's objects one by one (an array's elements, or the one object).
+/// Visits a JSON body's objects one by one (an array's elements, or the one object); a body
+/// that is one other value is refused as an element that is not an object.
 struct Objects<'a> {
     each: &'a mut dyn FnMut(u64, Map<String, Value>) -> Result<(), ApiError>,
     /// The first refusal of `each` (a serde error carries only text).
     failure: &'a mut Option<ApiError>,
+}
+
+impl Objects<'_> {
+    fn take<E: serde::de::Error>(&mut self, element: Element, position: u64) -> Result<(), E> {
+        let taken = object(element, position).and_then(|(at, map)| (self.each)(at, map));
+        taken.map_err(|error| {
+            *self.failure = Some(error);
+            E::custom("refused")
+        })
+    }
 }
 
 impl<'de> Visitor<'de> for Objects<'_> {
@@ -422,27 +466,42 @@ impl<'de> Visitor<'de> for Objects<'_> {
         f.write_str("an object or an array of objects")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
         let mut position = 0;
         while let Some(element) = seq.next_element::<Element>()? {
             position += 1;
-            let taken = object(element, position).and_then(|(at, map)| (self.each)(at, map));
-            if let Err(error) = taken {
-                *self.failure = Some(error);
-                return Err(serde::de::Error::custom("refused"));
-            }
+            self.take(element, position)?;
         }
         Ok(())
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        let taken =
-            object(ElementVisitor.visit_map(map)?, 1).and_then(|(at, map)| (self.each)(at, map));
-        if let Err(error) = taken {
-            *self.failure = Some(error);
-            return Err(serde::de::Error::custom("refused"));
-        }
-        Ok(())
+    fn visit_map<A: MapAccess<'de>>(mut self, map: A) -> Result<(), A::Error> {
+        let element = ElementVisitor.visit_map(map)?;
+        self.take(element, 1)
+    }
+
+    fn visit_bool<E: serde::de::Error>(mut self, _: bool) -> Result<(), E> {
+        self.take(Element::Other("a boolean"), 1)
+    }
+
+    fn visit_i64<E: serde::de::Error>(mut self, _: i64) -> Result<(), E> {
+        self.take(Element::Other("a number"), 1)
+    }
+
+    fn visit_u64<E: serde::de::Error>(mut self, _: u64) -> Result<(), E> {
+        self.take(Element::Other("a number"), 1)
+    }
+
+    fn visit_f64<E: serde::de::Error>(mut self, _: f64) -> Result<(), E> {
+        self.take(Element::Other("a number"), 1)
+    }
+
+    fn visit_str<E: serde::de::Error>(mut self, _: &str) -> Result<(), E> {
+        self.take(Element::Other("a string"), 1)
+    }
+
+    fn visit_unit<E: serde::de::Error>(mut self) -> Result<(), E> {
+        self.take(Element::Other("null"), 1)
     }
 }
 
@@ -510,6 +569,62 @@ mod tests {
         let body = format!("{{{many}\"last\": 1}}");
         let error = to_source(BodyFormat::Json, Bytes::from(body)).unwrap_err();
         assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+    }
+
+    /// A body rendered in memory and from a spool file: the CSV, or the refusal's status, code
+    /// and message.
+    fn both_ways(format: BodyFormat, body: &[u8]) -> [Result<Vec<u8>, String>; 2] {
+        let refusal = |e: ApiError| format!("{} {} {}", e.status(), e.code(), e.message());
+        let in_memory = match to_source(format, without_bom(Bytes::copy_from_slice(body))) {
+            Ok(ByteSource::Rendered { bytes, .. }) => Ok(bytes.to_vec()),
+            Ok(other) => panic!("{other}"),
+            Err(e) => Err(refusal(e)),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let spooled = dir.path().join("body");
+        std::fs::write(&spooled, body).unwrap();
+        let from_file = match render_file(format, &spooled, dir.path()) {
+            Ok((path, _)) => Ok(std::fs::read(&path).unwrap()),
+            Err(e) => Err(refusal(e)),
+        };
+        [in_memory, from_file]
+    }
+
+    #[test]
+    fn a_body_renders_the_same_in_memory_and_from_a_spool_file() {
+        let bom = "\u{feff}";
+        for (format, body) in [
+            (
+                BodyFormat::Json,
+                format!(r#"{bom}[{{"a": 1}}, {{"b": "x,y"}}]"#),
+            ),
+            (
+                BodyFormat::Ndjson,
+                format!("{bom}{{\"a\": 1}}\r\n\n{{\"a\": 2}}"),
+            ),
+            (BodyFormat::Json, "[]".to_owned()),
+            (BodyFormat::Json, "  [ ]  ".to_owned()),
+            (BodyFormat::Ndjson, "\n \n".to_owned()),
+            (BodyFormat::Ndjson, String::new()),
+            (BodyFormat::Json, "5".to_owned()),
+            (BodyFormat::Json, "\"text\"".to_owned()),
+            (BodyFormat::Json, "null".to_owned()),
+            (BodyFormat::Json, "[5, {\"a\": 1}]".to_owned()),
+            (BodyFormat::Json, "[{\"a\": 1}] trailing".to_owned()),
+            (
+                BodyFormat::Json,
+                "[{\"a\": 1}, {\"a\": 2, \"a\": 3}]".to_owned(),
+            ),
+            (BodyFormat::Json, "[{\"a\": {\"b\": 1}}]".to_owned()),
+            (BodyFormat::Ndjson, "{\"a\": 1}\n[1]\n".to_owned()),
+        ] {
+            let [in_memory, from_file] = both_ways(format, body.as_bytes());
+            assert_eq!(in_memory, from_file, "{format:?} {body:?}");
+        }
+        let [empty, _] = both_ways(BodyFormat::Json, b"[]");
+        assert!(empty.unwrap_err().contains("no_objects"));
+        let [scalar, _] = both_ways(BodyFormat::Json, b"5");
+        assert!(scalar.unwrap_err().contains("element 1 is a number"));
     }
 
     #[test]
