@@ -601,7 +601,18 @@ async fn a_body_gets_the_same_answer_whatever_its_size() {
     // Bodies without objects, and JSON that is not objects: the same status and reason small
     // or large.
     let padding = " ".repeat(1_200_000);
+    // Objects that each name a key of their own: refused at the 1,001st distinct key, not
+    // rendered into a table as wide as the body is long.
+    let scattered = |objects: usize| {
+        let objects: Vec<String> = (0..objects)
+            .map(|i| {
+                format!(r#"{{"sensor_id": 1, "timestamp": "2021-04-01T00:00:00", "k{i}": 1}}"#)
+            })
+            .collect();
+        format!("[{}]", objects.join(","))
+    };
     for (headers, small, large) in [
+        (json, scattered(1_000), scattered(20_000)),
         (json, "[]".to_owned(), format!("[{padding}]")),
         (ndjson, "\n\n".to_owned(), format!("{padding}\n\n")),
         (json, "5".to_owned(), format!("{padding}5")),
@@ -609,15 +620,12 @@ async fn a_body_gets_the_same_answer_whatever_its_size() {
     ] {
         let (small_status, _, small_answer) = post(addr, "/v1/ingest", headers, small.as_bytes());
         let (large_status, _, large_answer) = post(addr, "/v1/ingest", headers, large.as_bytes());
-        assert!(small_status >= 400, "{small:?}: {small_answer}");
+        let case = &small[..small.len().min(60)];
+        assert!(small_status >= 400, "{case:?}: {}", small_answer["error"]);
         assert_eq!(
-            (large_status, &large_answer["error"]["code"]),
-            (small_status, &small_answer["error"]["code"]),
-            "{small:?}: {small_answer} against {large_answer}"
-        );
-        assert_eq!(
-            large_answer["error"]["message"], small_answer["error"]["message"],
-            "{small:?}"
+            (large_status, &large_answer["error"]),
+            (small_status, &small_answer["error"]),
+            "{case:?}"
         );
     }
     assert_eq!(terminate_child(&mut server), Some(0));

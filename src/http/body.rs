@@ -111,7 +111,7 @@ fn object(element: Element, line: u64) -> Result<(u64, Map<String, Value>), ApiE
     }
 }
 
-/// Keys of one object at most.
+/// Keys of one object, and distinct keys of all the objects of a body, at most.
 pub const MAX_KEYS: usize = 1_000;
 
 /// A JSON element as read: an object with each key once, or why it is not one. Reading every
@@ -183,8 +183,8 @@ impl<'de> Deserialize<'de> for Element {
 /// line `n` on CSV line `n + 1`.
 pub(crate) fn render(objects: &[(u64, Map<String, Value>)]) -> Result<Bytes, ApiError> {
     let mut columns = Columns::default();
-    for (_, map) in objects {
-        columns.add(map);
+    for (line, map) in objects {
+        columns.add(*line, map)?;
     }
     let mut rows = Rows::new(&columns.names);
     let mut out = rows.header()?.to_vec();
@@ -202,13 +202,26 @@ struct Columns {
 }
 
 impl Columns {
-    fn add(&mut self, map: &Map<String, Value>) {
+    /// Adds the keys of the object at `line`.
+    ///
+    /// # Errors
+    /// 400 when they bring the body's distinct keys past [`MAX_KEYS`]: the objects are rows
+    /// of one table, and keys that differ from object to object would make the rendering
+    /// grow with the square of the body.
+    fn add(&mut self, line: u64, map: &Map<String, Value>) -> Result<(), ApiError> {
         for key in map.keys() {
             if !self.seen.contains(key) {
+                if self.names.len() >= MAX_KEYS {
+                    return Err(bad_request(format!(
+                        "element {line} brings the body's distinct keys past {MAX_KEYS}: the \
+                         objects of a body are rows of one table and share their keys"
+                    )));
+                }
                 self.seen.insert(key.clone());
                 self.names.push(key.clone());
             }
         }
+        Ok(())
     }
 }
 
@@ -312,10 +325,9 @@ pub fn render_file(
     for_each_object(
         format,
         BodyInput::File(open_spooled(body)?),
-        &mut |_, map| {
-            columns.add(&map);
+        &mut |line, map| {
             objects += 1;
-            Ok(())
+            columns.add(line, &map)
         },
     )?;
     if objects == 0 {
@@ -621,6 +633,17 @@ mod tests {
             let [in_memory, from_file] = both_ways(format, body.as_bytes());
             assert_eq!(in_memory, from_file, "{format:?} {body:?}");
         }
+        // Objects that each name other keys would render a header as long as the body and a
+        // row as wide for every object: refused past the bound, however large the body.
+        let scattered: Vec<String> = (0..=MAX_KEYS)
+            .map(|i| format!(r#"{{"sensor_id": 1, "k{i}": 1}}"#))
+            .collect();
+        let body = format!("[{}]", scattered.join(","));
+        let [in_memory, from_file] = both_ways(BodyFormat::Json, body.as_bytes());
+        assert_eq!(in_memory, from_file);
+        let refusal = in_memory.unwrap_err();
+        assert!(refusal.starts_with("400"), "{refusal}");
+        assert!(refusal.contains("element 1000"), "{refusal}");
         let [empty, _] = both_ways(BodyFormat::Json, b"[]");
         assert!(empty.unwrap_err().contains("no_objects"));
         let [scalar, _] = both_ways(BodyFormat::Json, b"5");
