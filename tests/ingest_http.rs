@@ -628,5 +628,13 @@ async fn a_body_gets_the_same_answer_whatever_its_size() {
             "{case:?}"
         );
     }
+    // Objects that leave most of the body's keys out (one naming 1,000 keys, then 400,000
+    // empty ones, 1.2 MB): refused before their rendering outgrows the body.
+    let keys: Vec<String> = (0..1_000).map(|i| format!(r#""k{i}": 1"#)).collect();
+    let sparse = format!("[{{{}}}{}]", keys.join(","), ",{}".repeat(400_000));
+    let (status, _, answer) = post(addr, "/v1/ingest", json, sparse.as_bytes());
+    assert_eq!(status, 400, "{}", answer["error"]);
+    assert_eq!(answer["error"]["code"], "malformed_body");
     assert_eq!(terminate_child(&mut server), Some(0));
+    assert_eq!(crate::support::spool_files(&workspace), 0);
 }

@@ -78,7 +78,7 @@ pub fn to_source(format: BodyFormat, body: Bytes) -> Result<ByteSource, ApiError
     if objects.is_empty() {
         return Err(no_objects());
     }
-    render(&objects).map(|bytes| ByteSource::Rendered {
+    render_within(&objects, rows_budget(body.len() as u64)).map(|bytes| ByteSource::Rendered {
         bytes,
         line_shift: 1,
     })
@@ -182,11 +182,16 @@ impl<'de> Deserialize<'de> for Element {
 /// appended: columns are matched by name, so the order carries nothing); the object at body
 /// line `n` on CSV line `n + 1`.
 pub(crate) fn render(objects: &[(u64, Map<String, Value>)]) -> Result<Bytes, ApiError> {
+    render_within(objects, u64::MAX)
+}
+
+/// [`render`], the rows at most `budget` bytes.
+fn render_within(objects: &[(u64, Map<String, Value>)], budget: u64) -> Result<Bytes, ApiError> {
     let mut columns = Columns::default();
     for (line, map) in objects {
         columns.add(*line, map)?;
     }
-    let mut rows = Rows::new(&columns.names);
+    let mut rows = Rows::new(&columns.names, budget);
     let mut out = rows.header()?.to_vec();
     for (line, map) in objects {
         out.extend_from_slice(rows.object(*line, map)?);
@@ -231,14 +236,17 @@ struct Rows<'c> {
     columns: &'c [String],
     next_line: u64,
     row: Vec<u8>,
+    /// Bytes of rows still allowed (`rows_budget`).
+    budget: u64,
 }
 
 impl<'c> Rows<'c> {
-    fn new(columns: &'c [String]) -> Self {
+    fn new(columns: &'c [String], budget: u64) -> Self {
         Self {
             columns,
             next_line: 1,
             row: Vec::new(),
+            budget,
         }
     }
 
@@ -258,8 +266,35 @@ impl<'c> Rows<'c> {
         }
         write_row(&mut self.row, &fields_of(line, map, self.columns)?)?;
         self.next_line += 1;
+        self.budget = self
+            .budget
+            .checked_sub(self.row.len() as u64)
+            .ok_or_else(|| {
+                bad_request(format!(
+                    "element {line}: the objects leave most of the body's {} keys out, and as \
+                     CSV rows they would pass {RENDERING_RATIO} times the body's size; the \
+                     objects of a body are rows of one table and share their keys",
+                    self.columns.len()
+                ))
+            })?;
         Ok(&self.row)
     }
+}
+
+/// The rows rendered from a body are at most this many times its size (plus
+/// [`RENDERING_FLOOR`]). Objects that share their keys render smaller than their JSON; objects
+/// that each leave most of the body's keys out render a field for every key, up to
+/// [`MAX_KEYS`] times more than they are.
+pub const RENDERING_RATIO: u64 = 4;
+
+/// Bytes of rows any body may render to, whatever its size.
+const RENDERING_FLOOR: u64 = 64 * 1024;
+
+/// The bytes of rows a body of `body_bytes` may render to.
+fn rows_budget(body_bytes: u64) -> u64 {
+    body_bytes
+        .saturating_mul(RENDERING_RATIO)
+        .saturating_add(RENDERING_FLOOR)
 }
 
 /// The CSV header for these keys: a line break or other control character in a key becomes a
@@ -347,7 +382,8 @@ pub fn render_file(
         .map_err(unwritable)?;
     let (file, path) = named.into_parts();
     let mut out = std::io::BufWriter::new(file);
-    let mut rows = Rows::new(&columns.names);
+    let body_bytes = std::fs::metadata(body).map_err(spool_unreadable)?.len();
+    let mut rows = Rows::new(&columns.names, rows_budget(body_bytes));
     out.write_all(rows.header()?).map_err(unwritable)?;
     for_each_object(
         format,
@@ -363,14 +399,16 @@ pub fn render_file(
 }
 
 fn open_spooled(body: &Path) -> Result<std::io::BufReader<std::fs::File>, ApiError> {
-    let file = std::fs::File::open(body).map_err(|e| {
-        ApiError::unavailable(
-            "spool_unavailable",
-            format!("the spooled body could not be read ({e}); nothing was stored"),
-            30,
-        )
-    })?;
+    let file = std::fs::File::open(body).map_err(spool_unreadable)?;
     Ok(std::io::BufReader::new(file))
+}
+
+fn spool_unreadable(error: std::io::Error) -> ApiError {
+    ApiError::unavailable(
+        "spool_unavailable",
+        format!("the spooled body could not be read ({error}); nothing was stored"),
+        30,
+    )
 }
 
 /// The UTF-8 byte order mark some clients put before a body.
@@ -644,6 +682,18 @@ mod tests {
         let refusal = in_memory.unwrap_err();
         assert!(refusal.starts_with("400"), "{refusal}");
         assert!(refusal.contains("element 1000"), "{refusal}");
+        // One object naming 1,000 keys, then empty ones: each would render a row of 1,000
+        // fields.
+        let keys: Vec<String> = (0..MAX_KEYS).map(|i| format!(r#""k{i}": 1"#)).collect();
+        let body = format!("[{{{}}}{}]", keys.join(","), ",{}".repeat(20_000));
+        let [in_memory, from_file] = both_ways(BodyFormat::Json, body.as_bytes());
+        assert_eq!(in_memory, from_file);
+        let refusal = in_memory.unwrap_err();
+        assert!(refusal.starts_with("400"), "{refusal}");
+        assert!(
+            refusal.contains("pass 4 times the body's size"),
+            "{refusal}"
+        );
         let [empty, _] = both_ways(BodyFormat::Json, b"[]");
         assert!(empty.unwrap_err().contains("no_objects"));
         let [scalar, _] = both_ways(BodyFormat::Json, b"5");
