@@ -41,7 +41,7 @@ pub fn validate_rows(data: &[u8], settings: &Settings) {
 /// A JSON (first byte even) or NDJSON (odd) body rendered in memory and from a spool file, as
 /// the ingest endpoint does for a small and a large body: the same CSV or the same refusal.
 pub fn render_body(data: &[u8]) {
-    use sensor_etl::http::body::{render_file, to_source, without_bom, BodyFormat};
+    use sensor_etl::http::body::{render_file, to_source, BodyFormat};
     let Some((&selector, body)) = data.split_first() else {
         return;
     };
@@ -53,7 +53,7 @@ pub fn render_body(data: &[u8]) {
     let refusal = |e: sensor_etl::http::error::ApiError| {
         format!("{} {} {}", e.status(), e.code(), e.message())
     };
-    let in_memory = match to_source(format, without_bom(bytes::Bytes::copy_from_slice(body))) {
+    let in_memory = match to_source(format, bytes::Bytes::copy_from_slice(body)) {
         Ok(ByteSource::Rendered { bytes, .. }) => Ok(bytes.to_vec()),
         Ok(other) => panic!("a JSON body renders as CSV, not {other}"),
         Err(e) => Err(refusal(e)),

@@ -614,6 +614,11 @@ async fn a_body_gets_the_same_answer_whatever_its_size() {
     for (headers, small, large) in [
         (json, scattered(1_000), scattered(20_000)),
         (json, "[]".to_owned(), format!("[{padding}]")),
+        (
+            ndjson,
+            format!("{bom}{bom}\n\n"),
+            format!("{bom}{bom}\n{padding}\n"),
+        ),
         (ndjson, "\n\n".to_owned(), format!("{padding}\n\n")),
         (json, "5".to_owned(), format!("{padding}5")),
         (json, "[5]".to_owned(), format!("[{padding}5]")),

@@ -625,7 +625,7 @@ mod tests {
     /// and message.
     fn both_ways(format: BodyFormat, body: &[u8]) -> [Result<Vec<u8>, String>; 2] {
         let refusal = |e: ApiError| format!("{} {} {}", e.status(), e.code(), e.message());
-        let in_memory = match to_source(format, without_bom(Bytes::copy_from_slice(body))) {
+        let in_memory = match to_source(format, Bytes::copy_from_slice(body)) {
             Ok(ByteSource::Rendered { bytes, .. }) => Ok(bytes.to_vec()),
             Ok(other) => panic!("{other}"),
             Err(e) => Err(refusal(e)),
@@ -667,6 +667,7 @@ mod tests {
             ),
             (BodyFormat::Json, "[{\"a\": {\"b\": 1}}]".to_owned()),
             (BodyFormat::Ndjson, "{\"a\": 1}\n[1]\n".to_owned()),
+            (BodyFormat::Ndjson, format!("{bom}{bom}\n\n")),
         ] {
             let [in_memory, from_file] = both_ways(format, body.as_bytes());
             assert_eq!(in_memory, from_file, "{format:?} {body:?}");

@@ -552,11 +552,13 @@ fn render_in_memory(
     received_at: chrono::DateTime<Utc>,
     settings: &crate::config::Settings,
 ) -> Result<(ByteSource, Option<device::DevicePush>), ApiError> {
-    let bytes = body::without_bom(bytes);
+    // A device's body is read without its byte order mark; any other body is read by
+    // `to_source`, which skips the mark itself, as it does for a spooled body.
+    let unmarked = body::without_bom(bytes.clone());
     let pushed = match endpoint {
-        Endpoint::Push => Some(device::push_api(&bytes, headers, received_at, settings)?),
-        Endpoint::Ingest if format == BodyFormat::Json && device::is_device_body(&bytes) => {
-            Some(device::own_api(&bytes, headers, received_at, settings)?)
+        Endpoint::Push => Some(device::push_api(&unmarked, headers, received_at, settings)?),
+        Endpoint::Ingest if format == BodyFormat::Json && device::is_device_body(&unmarked) => {
+            Some(device::own_api(&unmarked, headers, received_at, settings)?)
         }
         Endpoint::Ingest => None,
     };
