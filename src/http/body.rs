@@ -71,7 +71,7 @@ pub fn to_source(format: BodyFormat, body: Bytes) -> Result<ByteSource, ApiError
         return Ok(ByteSource::Memory(body));
     }
     let mut objects = Vec::new();
-    for_each_object(format, BodyInput::Memory(&body), &mut |line, map| {
+    for_each_object(format, &body[..], &mut |line, map| {
         objects.push((line, map));
         Ok(())
     })?;
@@ -357,14 +357,10 @@ pub fn render_file(
 ) -> Result<(tempfile::TempPath, ByteSource), ApiError> {
     let mut columns = Columns::default();
     let mut objects = 0u64;
-    for_each_object(
-        format,
-        BodyInput::File(open_spooled(body)?),
-        &mut |line, map| {
-            objects += 1;
-            columns.add(line, &map)
-        },
-    )?;
+    for_each_object(format, open_spooled(body)?, &mut |line, map| {
+        objects += 1;
+        columns.add(line, &map)
+    })?;
     if objects == 0 {
         return Err(no_objects());
     }
@@ -385,11 +381,9 @@ pub fn render_file(
     let body_bytes = std::fs::metadata(body).map_err(spool_unreadable)?.len();
     let mut rows = Rows::new(&columns.names, rows_budget(body_bytes));
     out.write_all(rows.header()?).map_err(unwritable)?;
-    for_each_object(
-        format,
-        BodyInput::File(open_spooled(body)?),
-        &mut |line, map| out.write_all(rows.object(line, &map)?).map_err(unwritable),
-    )?;
+    for_each_object(format, open_spooled(body)?, &mut |line, map| {
+        out.write_all(rows.object(line, &map)?).map_err(unwritable)
+    })?;
     out.flush().map_err(unwritable)?;
     let source = ByteSource::RenderedFile {
         path: path.to_path_buf(),
@@ -414,37 +408,22 @@ fn spool_unreadable(error: std::io::Error) -> ApiError {
 /// The UTF-8 byte order mark some clients put before a body.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// Where a body is read from: memory, parsed in place, or a spool file, streamed.
-enum BodyInput<'a> {
-    Memory(&'a [u8]),
-    File(std::io::BufReader<std::fs::File>),
-}
-
 /// Calls `each` with every object of a JSON (an object or an array of them) or NDJSON body,
 /// after any byte order mark, and its line (NDJSON) or position (JSON), one object in memory
-/// at a time. The one reading of both paths, in memory and from a spool file.
+/// at a time. The one reading of both paths, in memory and from a spool file, with the same
+/// parser (serde_json's parser of slices places some errors a column before its parser of
+/// readers).
 fn for_each_object(
     format: BodyFormat,
-    input: BodyInput<'_>,
+    mut reader: impl BufRead,
     each: &mut dyn FnMut(u64, Map<String, Value>) -> Result<(), ApiError>,
 ) -> Result<(), ApiError> {
-    match input {
-        BodyInput::Memory(body) => {
-            let body = body.strip_prefix(BOM).unwrap_or(body);
-            match format {
-                BodyFormat::Ndjson => each_line(body, each),
-                _ => each_element(serde_json::Deserializer::from_slice(body), each),
-            }
-        }
-        BodyInput::File(mut reader) => {
-            if reader.fill_buf().map_err(unreadable)?.starts_with(BOM) {
-                reader.consume(BOM.len());
-            }
-            match format {
-                BodyFormat::Ndjson => each_line(reader, each),
-                _ => each_element(serde_json::Deserializer::from_reader(reader), each),
-            }
-        }
+    if reader.fill_buf().map_err(unreadable)?.starts_with(BOM) {
+        reader.consume(BOM.len());
+    }
+    match format {
+        BodyFormat::Ndjson => each_line(reader, each),
+        _ => each_element(serde_json::Deserializer::from_reader(reader), each),
     }
 }
 
@@ -668,6 +647,7 @@ mod tests {
             (BodyFormat::Json, "[{\"a\": {\"b\": 1}}]".to_owned()),
             (BodyFormat::Ndjson, "{\"a\": 1}\n[1]\n".to_owned()),
             (BodyFormat::Ndjson, format!("{bom}{bom}\n\n")),
+            (BodyFormat::Json, " [ [\"\u{0} 00\"".to_owned()),
         ] {
             let [in_memory, from_file] = both_ways(format, body.as_bytes());
             assert_eq!(in_memory, from_file, "{format:?} {body:?}");
