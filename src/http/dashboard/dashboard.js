@@ -169,6 +169,9 @@ async function drawChart() {
     ],
     bands: [{ series: [3, 1], fill: "rgba(40,100,200,0.22)" }],
     axes: [{}, { label: unit }],
+    // Counted once uPlot has drawn, not on a later frame: a page dumped right after the
+    // drawing (headless, under load) still carries the count.
+    hooks: { draw: [() => { box.dataset.drawnPixels = drawnPixels(box); }] },
   };
   if (chart) chart.destroy();
   chart = new uPlot(options, data, box);
@@ -176,7 +179,6 @@ async function drawChart() {
   box.dataset.bucket = bucket;
   $("chart-note").textContent = `${buckets.length} buckets of ${bucket}, ` +
     `${fmt.format(buckets.reduce((n, b) => n + b.n, 0))} readings`;
-  requestAnimationFrame(() => { box.dataset.drawnPixels = drawnPixels(box); });
 }
 
 const units = new Map();
