@@ -285,7 +285,7 @@ impl<'c> Rows<'c> {
 /// [`RENDERING_FLOOR`]). Objects that share their keys render smaller than their JSON; objects
 /// that each leave most of the body's keys out render a field for every key, up to
 /// [`MAX_KEYS`] times more than they are.
-pub const RENDERING_RATIO: u64 = 4;
+const RENDERING_RATIO: u64 = 4;
 
 /// Bytes of rows any body may render to, whatever its size.
 const RENDERING_FLOOR: u64 = 64 * 1024;
