@@ -67,3 +67,41 @@ pub fn render_body(data: &[u8]) {
     };
     assert_eq!(in_memory, from_file, "in memory and from a spool file");
 }
+
+/// A sensor.community device's body, as the firmware's own API (first byte even) or the push
+/// API (odd; the first byte's second bit picks the pin of an SDS011 or a BME280): refused with
+/// a reason, or rendered as a delivery the validator reads whole, the counts adding up.
+pub fn device_body(data: &[u8], settings: &Settings) {
+    use axum::http::{HeaderMap, HeaderValue};
+    use chrono::TimeZone;
+    use sensor_etl::http::device::{own_api, push_api};
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("x-sensor", HeaderValue::from_static("esp8266-3654427"));
+    let pin = if selector & 2 == 0 { "1" } else { "11" };
+    headers.insert("x-pin", HeaderValue::from_static(pin));
+    let received = chrono::Utc
+        .with_ymd_and_hms(2024, 5, 1, 12, 0, 0)
+        .single()
+        .expect("a valid time");
+    let pushed = if selector % 2 == 0 {
+        own_api(body, &headers, received, settings)
+    } else {
+        push_api(body, &headers, received, settings)
+    };
+    let Ok(push) = pushed else {
+        return;
+    };
+    let name = format!("{}.json", push.device);
+    let run = dry_run_source(&push.source, &name, settings).expect("a rendering is in memory");
+    if run.file_rejection.is_none() {
+        assert_eq!(run.rows_read, run.rows_accepted + run.rejects.len() as u64);
+    }
+    for reject in &run.rejects {
+        // Lines are the body's own: the one object of a device body is line 1.
+        assert!(reject.position.line >= 1, "{reject:?}");
+        assert!(!reject.violations.is_empty(), "{reject:?}");
+    }
+}

@@ -25,31 +25,39 @@ fn inputs(target: &str) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// Runs `check` on every kept input of the fuzz target `target`.
+fn replay(target: &str, check: impl Fn(&[u8])) {
+    let files = inputs(target);
+    assert!(
+        files.len() >= 10,
+        "the corpus of {target} is in the repository"
+    );
+    for path in files {
+        check(&std::fs::read(&path).unwrap());
+    }
+}
+
 #[test]
 fn every_kept_sniffer_input_passes() {
     let settings = Settings::builtin();
-    let files = inputs("sniff_format");
-    assert!(files.len() >= 10, "the corpus is in the repository");
-    for path in files {
-        checks::sniff_format(&std::fs::read(&path).unwrap(), &settings);
-    }
+    replay("sniff_format", |data| checks::sniff_format(data, &settings));
 }
 
 #[test]
 fn every_kept_validator_input_passes() {
     let settings = Settings::builtin();
-    let files = inputs("validate_rows");
-    assert!(files.len() >= 10, "the corpus is in the repository");
-    for path in files {
-        checks::validate_rows(&std::fs::read(&path).unwrap(), &settings);
-    }
+    replay("validate_rows", |data| {
+        checks::validate_rows(data, &settings)
+    });
 }
 
 #[test]
 fn every_kept_body_input_renders_alike_in_memory_and_from_a_spool_file() {
-    let files = inputs("render_body");
-    assert!(files.len() >= 10, "the corpus is in the repository");
-    for path in files {
-        checks::render_body(&std::fs::read(&path).unwrap());
-    }
+    replay("render_body", checks::render_body);
+}
+
+#[test]
+fn every_kept_device_body_input_is_refused_or_read_whole() {
+    let settings = Settings::builtin();
+    replay("device_body", |data| checks::device_body(data, &settings));
 }
