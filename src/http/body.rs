@@ -423,7 +423,7 @@ fn for_each_object(
     }
     match format {
         BodyFormat::Ndjson => each_line(reader, each),
-        _ => each_element(serde_json::Deserializer::from_reader(reader), each),
+        _ => each_element(reader, each),
     }
 }
 
@@ -455,10 +455,11 @@ fn each_line(
 }
 
 /// The objects of a JSON body: an array's elements, or the one object.
-fn each_element<'de, R: serde_json::de::Read<'de>>(
-    mut deserializer: serde_json::Deserializer<R>,
+fn each_element(
+    reader: impl std::io::Read,
     each: &mut dyn FnMut(u64, Map<String, Value>) -> Result<(), ApiError>,
 ) -> Result<(), ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_reader(reader);
     let mut failure = None;
     let walked = deserializer.deserialize_any(Objects {
         each,
